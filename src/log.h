@@ -1,0 +1,37 @@
+/* Logging: the one place that decides where a message goes (stderr today,
+ * the journal when stderr is connected to it). Roles log; mechanisms don't. */
+#pragma once
+
+#include <stdbool.h>
+#include <syslog.h>
+
+#include "util.h"
+
+/* Levels are syslog priorities: LOG_ERR .. LOG_DEBUG. */
+int log_level_from_string(const char *s);
+const char *log_level_to_string(int level);
+
+void log_set_max_level(int level);
+int log_get_max_level(void);
+/* A short tag for this process's role ("worker 3"), put before every message. */
+void log_set_context(const char *context);
+void log_set_model(const char *model);
+
+/* Logs the message if level passes the filter. With error != 0, errno is set
+ * to -error (or error) around formatting so "%m" names it. Returns -abs(error),
+ * so a caller can `return log_error_errno(r, ...)`. */
+int log_internal(int level, int error, const char *peer, const char *fmt, ...) _printf_(4, 5);
+
+#define log_full_errno(level, error, ...) log_internal(level, error, NULL, __VA_ARGS__)
+#define log_debug(...) log_internal(LOG_DEBUG, 0, NULL, __VA_ARGS__)
+#define log_info(...) log_internal(LOG_INFO, 0, NULL, __VA_ARGS__)
+#define log_notice(...) log_internal(LOG_NOTICE, 0, NULL, __VA_ARGS__)
+#define log_warning(...) log_internal(LOG_WARNING, 0, NULL, __VA_ARGS__)
+#define log_error(...) log_internal(LOG_ERR, 0, NULL, __VA_ARGS__)
+#define log_debug_errno(e, ...) log_internal(LOG_DEBUG, e, NULL, __VA_ARGS__)
+#define log_info_errno(e, ...) log_internal(LOG_INFO, e, NULL, __VA_ARGS__)
+#define log_notice_errno(e, ...) log_internal(LOG_NOTICE, e, NULL, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_internal(LOG_WARNING, e, NULL, __VA_ARGS__)
+#define log_error_errno(e, ...) log_internal(LOG_ERR, e, NULL, __VA_ARGS__)
+/* Per-connection events: debug level, with the peer's address as a field. */
+#define log_peer_debug(peer, ...) log_internal(LOG_DEBUG, 0, peer, __VA_ARGS__)

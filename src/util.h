@@ -1,0 +1,53 @@
+/* Small helpers every module may use: cleanup attributes and ownership moves. */
+#pragma once
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+static inline void
+closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved_errno = errno;
+		close(*fd);
+		errno = saved_errno;
+	}
+}
+
+static inline void
+freep(void *p)
+{
+	free(*(void **)p);
+}
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_free_ _cleanup_(freep)
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+
+/* Hands the value of an owning variable to someone else and leaves the
+ * variable empty, so its cleanup attribute no longer releases it. */
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd_ = (fd);                                                                   \
+		(fd) = -1;                                                                         \
+		_fd_;                                                                              \
+	})
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p_ = (p);                                                           \
+		(p) = NULL;                                                                        \
+		_p_;                                                                               \
+	})
+
+/* Returns -errno of the last failed call, never 0 (a call that failed
+ * without setting errno still reports an error). */
+static inline int
+negative_errno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
