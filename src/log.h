@@ -21,6 +21,19 @@ void log_set_model(const char *model);
  * to -error (or error) around formatting so "%m" names it. Returns -abs(error),
  * so a caller can `return log_error_errno(r, ...)`. */
 int log_internal(int level, int error, const char *peer, const char *fmt, ...) _printf_(4, 5);
+/* A message with a MESSAGE_ID= that the journal catalog explains. */
+int log_struct(int level, const char *message_id, const char *fmt, ...) _printf_(3, 4);
+
+/* Decides again whether stderr is the journal (after stderr changed). */
+void log_reopen(void);
+bool log_is_journal(void);
+
+/* MESSAGE_IDs of the events catalog/echod.catalog explains. */
+#define ECHOD_MESSAGE_STARTED "756418ebc6cd4ea7be59bfa840eea8f6"
+#define ECHOD_MESSAGE_STOPPED "d7ae218fccb24fc195fa354f6c43eef9"
+#define ECHOD_MESSAGE_RELOADED "1dbe40775eb04e2bb98741d49b4270d4"
+#define ECHOD_MESSAGE_RELOAD_REJECTED "50cb68a85e144ba29d97027468e93550"
+#define ECHOD_MESSAGE_WORKER_CRASHED "f2b0fd16c8dc4655befb4286f3b469f0"
 
 #define log_full_errno(level, error, ...) log_internal(level, error, NULL, __VA_ARGS__)
 #define log_debug(...) log_internal(LOG_DEBUG, 0, NULL, __VA_ARGS__)

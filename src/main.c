@@ -1,5 +1,163 @@
-int
-main(void)
+/* echod: decides what this process is (per-connection server, supervisor,
+ * or a one-shot command) from the command line and the inherited fds. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+#include "options.h"
+#include "supervisor.h"
+#include "worker.h"
+
+#define EXIT_USAGE 2
+
+static int
+load_configuration(const struct options *o, struct config *c)
 {
+	struct config_error err = {{0}};
+	const char *path = o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+	int r;
+
+	config_init(c);
+	r = config_load_file(c, path, &err);
+	/* Only the default file may be absent: a named one is a promise. */
+	if (r == -ENOENT && !o->config_path)
+		r = 0;
+	if (r >= 0)
+		r = options_apply(o, c, &err);
+	if (r < 0)
+		log_error("%s", err.message);
+	return r;
+}
+
+/* Each connection holds an fd: the soft limit (often 1024) would cap a
+ * worker far below WorkerConnections=. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warning_errno(errno, "raising the open-files limit: %m");
+	}
+}
+
+/* systemd's Accept=yes (LISTEN_FDS=1, a connected socket) or inetd's
+ * StandardInput=socket: one connection, served here, then exit. */
+static int
+serve_one_connection(const struct config *c, int fd)
+{
+	struct worker_setup setup = {
+		.config = c,
+		.slot = -1,
+		.channel = -1,
+		.connection = fd,
+	};
+	return worker_run(&setup);
+}
+
+static int
+bind_configured(const struct config *c, struct listen_set *set)
+{
+	for (size_t i = 0; i < c->n_listen; i++) {
+		struct listen_address a;
+		char reason[256];
+
+		/* Already validated when the configuration was read. */
+		if (address_parse(c->listen[i], &a, reason, sizeof(reason)) < 0 ||
+		    listen_bind(set, c->listen[i], &a, reason, sizeof(reason)) < 0) {
+			log_error("cannot listen on %s", reason);
+			return -1;
+		}
+	}
 	return 0;
+}
+
+static int
+run(const struct config *c)
+{
+	struct listen_set sockets = {0};
+	char reason[256];
+	int n;
+
+	n = listen_from_systemd(&sockets, reason, sizeof(reason));
+	if (n < 0) {
+		log_error("%s", reason);
+		return EXIT_FAILURE;
+	}
+	if (n == 1 && sockets.items[0].kind == SOCKET_CONNECTED) {
+		int fd = sockets.items[0].fd;
+		free(sockets.items);
+		return serve_one_connection(c, fd);
+	}
+	if (listen_set_count(&sockets, SOCKET_CONNECTED) > 0) {
+		log_error("systemd passed a connected socket among %d sockets: per-connection "
+			  "mode (Accept=yes) takes exactly one",
+			  n);
+		listen_set_free(&sockets, false);
+		return EXIT_FAILURE;
+	}
+	if (n > 0 && c->n_listen > 0)
+		log_notice("sockets come from systemd: Listen= is ignored");
+	if (n == 0) {
+		if (c->n_listen == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
+			return serve_one_connection(c, STDIN_FILENO);
+		if (c->n_listen == 0) {
+			log_error("no sockets: not started by systemd socket activation (LISTEN_FDS "
+				  "unset) and no --listen/Listen= address given");
+			return EXIT_FAILURE;
+		}
+		if (bind_configured(c, &sockets) < 0) {
+			listen_set_free(&sockets, true);
+			return EXIT_FAILURE;
+		}
+	}
+	for (size_t i = 0; i < sockets.n; i++)
+		log_info("listening on %s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
+			 sockets.items[i].name);
+	return supervisor_run(c, &sockets);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options o;
+	struct config c;
+	struct config_error err = {{0}};
+	int status;
+
+	if (options_parse(argc, argv, &o, &err) < 0) {
+		log_error("%s", err.message);
+		return EXIT_USAGE;
+	}
+	if (o.help) {
+		options_print_help();
+		return EXIT_SUCCESS;
+	}
+	if (o.version) {
+		printf("echod %s\n", ECHOD_VERSION);
+		return EXIT_SUCCESS;
+	}
+	if (load_configuration(&o, &c) < 0) {
+		config_done(&c);
+		return EXIT_USAGE;
+	}
+	log_set_max_level(c.log_level);
+	if (o.check_config) {
+		printf("configuration OK: %s model, %u worker(s), %zu listen address(es)\n",
+		       model_to_string(c.model), config_workers(&c), c.n_listen);
+		config_done(&c);
+		return EXIT_SUCCESS;
+	}
+	raise_fd_limit();
+	status = run(&c);
+	config_done(&c);
+	return status;
 }

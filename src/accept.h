@@ -1,0 +1,17 @@
+/* One accept loop step that survives the kernel saying no (STYLE rule 9):
+ * used by prefork workers and by the supervisor in passfd and fork. */
+#pragma once
+
+/* Accepts one connection, non-blocking and close-on-exec. Errors that
+ * concern only the connection being accepted (ECONNABORTED, EINTR, EPROTO
+ * and the network errors Linux reports early) are retried here. Returns the
+ * new fd, -EAGAIN when nothing is waiting, or another negative errno:
+ * accept_should_pause() tells whether the caller should stop accepting for
+ * a while rather than retry at once. */
+int accept_next(int listen_fd);
+
+/* EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: retrying at
+ * once would spin, so pause; connections finishing will free resources. */
+int accept_should_pause(int error);
+
+#define ACCEPT_PAUSE_MS 100

@@ -1,0 +1,338 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "log.h"
+#include "util.h"
+
+/* In fork mode MaxConnections= bounds live processes, not epoll slots, so
+ * its default is far lower than Workers x WorkerConnections. */
+#define FORK_DEFAULT_MAX_CONNECTIONS 1024u
+
+static const char *const model_names[] = {
+	[MODEL_PREFORK] = "prefork",
+	[MODEL_PASSFD] = "passfd",
+	[MODEL_FORK] = "fork",
+};
+
+const char *
+model_to_string(enum model m)
+{
+	return (size_t)m < ELEMENTSOF(model_names) ? model_names[m] : "unknown";
+}
+
+void
+config_init(struct config *c)
+{
+	*c = (struct config){
+		.model = MODEL_PREFORK,
+		.workers = 0,
+		.worker_connections = 4096,
+		.max_connections = 0,
+		.idle_timeout_sec = 300,
+		.shutdown_timeout_sec = 10,
+		.datagram_rate_limit = 1000,
+		.log_level = LOG_INFO,
+	};
+}
+
+static void
+config_clear_listen(struct config *c)
+{
+	for (size_t i = 0; i < c->n_listen; i++)
+		free(c->listen[i]);
+	c->n_listen = 0;
+}
+
+void
+config_done(struct config *c)
+{
+	config_clear_listen(c);
+}
+
+int
+config_copy(struct config *dst, const struct config *src)
+{
+	config_clear_listen(dst);
+	*dst = *src;
+	dst->n_listen = 0;
+	for (size_t i = 0; i < src->n_listen; i++) {
+		dst->listen[i] = strdup(src->listen[i]);
+		if (!dst->listen[i]) {
+			config_clear_listen(dst);
+			return -ENOMEM;
+		}
+		dst->n_listen++;
+	}
+	return 0;
+}
+
+static int _printf_(2, 3) config_fail(struct config_error *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Whole decimal numbers only: no sign, no suffix, no spaces inside. */
+static int
+parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end != '\0')
+		return -EINVAL;
+	if (errno == ERANGE || v < min || v > max)
+		return -ERANGE;
+	*ret = (unsigned)v;
+	return 0;
+}
+
+struct key_spec {
+	const char *key;
+	const char *option;
+	unsigned min, max;
+	size_t offset; /* into struct config, for plain numbers */
+};
+
+#define NUMBER_KEY(k, opt, lo, hi, field)                                                          \
+	{                                                                                          \
+		k, opt, lo, hi, offsetof(struct config, field)                                     \
+	}
+
+static const struct key_spec number_keys[] = {
+	NUMBER_KEY("WorkerConnections", "--worker-connections", 1, 1048576, worker_connections),
+	NUMBER_KEY("MaxConnections", "--max-connections", 1, 16777216, max_connections),
+	NUMBER_KEY("IdleTimeoutSec", "--idle-timeout", 0, 86400, idle_timeout_sec),
+	NUMBER_KEY("ShutdownTimeoutSec", "--shutdown-timeout", 0, 3600, shutdown_timeout_sec),
+	NUMBER_KEY("DatagramRateLimit", "--datagram-rate-limit", 0, 10000000, datagram_rate_limit),
+};
+
+#define WORKERS_MAX 1024u
+
+static int
+set_number(struct config *c, const struct key_spec *k, const char *value, const char *where,
+	   struct config_error *err)
+{
+	unsigned v;
+	int r = parse_unsigned(value, k->min, k->max, &v);
+
+	if (r == -EINVAL)
+		return config_fail(err, "%s: %s=%s: not a whole number", where, k->key, value);
+	if (r == -ERANGE)
+		return config_fail(err, "%s: %s=%s: out of range (%u..%u)", where, k->key, value,
+				   k->min, k->max);
+	*(unsigned *)((char *)c + k->offset) = v;
+	return 0;
+}
+
+static int
+set_workers(struct config *c, const char *value, const char *where, struct config_error *err)
+{
+	unsigned v;
+	int r;
+
+	if (strcasecmp(value, "auto") == 0) {
+		c->workers = 0;
+		return 0;
+	}
+	r = parse_unsigned(value, 1, WORKERS_MAX, &v);
+	if (r == -EINVAL)
+		return config_fail(err, "%s: Workers=%s: not a whole number or \"auto\"", where,
+				   value);
+	if (r == -ERANGE)
+		return config_fail(err, "%s: Workers=%s: out of range (1..%u or auto)", where, value,
+				   WORKERS_MAX);
+	c->workers = v;
+	return 0;
+}
+
+static int
+set_model(struct config *c, const char *value, const char *where, struct config_error *err)
+{
+	for (size_t i = 0; i < ELEMENTSOF(model_names); i++)
+		if (strcasecmp(value, model_names[i]) == 0) {
+			c->model = (enum model)i;
+			return 0;
+		}
+	return config_fail(err, "%s: Model=%s: unknown model (prefork, passfd or fork)", where,
+			   value);
+}
+
+static int
+set_log_level(struct config *c, const char *value, const char *where, struct config_error *err)
+{
+	int l = log_level_from_string(value);
+
+	if (l < 0 || l < LOG_ERR)
+		return config_fail(err, "%s: LogLevel=%s: unknown level (err, warning, notice, "
+				   "info or debug)", where, value);
+	c->log_level = l;
+	return 0;
+}
+
+static int
+add_listen(struct config *c, const char *value, const char *where, struct config_error *err)
+{
+	struct listen_address a;
+	char reason[128];
+
+	if (address_parse(value, &a, reason, sizeof(reason)) < 0)
+		return config_fail(err, "%s: Listen=%s: %s", where, value, reason);
+	if (c->n_listen >= CONFIG_MAX_LISTEN)
+		return config_fail(err, "%s: Listen=%s: more than %d addresses", where, value,
+				   CONFIG_MAX_LISTEN);
+	c->listen[c->n_listen] = strdup(value);
+	if (!c->listen[c->n_listen])
+		return config_fail(err, "%s: out of memory", where);
+	c->n_listen++;
+	return 0;
+}
+
+int
+config_set(struct config *c, const char *key, const char *value, const char *where,
+	   struct config_error *err)
+{
+	if (strcasecmp(key, "Model") == 0)
+		return set_model(c, value, where, err);
+	if (strcasecmp(key, "Workers") == 0)
+		return set_workers(c, value, where, err);
+	if (strcasecmp(key, "LogLevel") == 0)
+		return set_log_level(c, value, where, err);
+	if (strcasecmp(key, "Listen") == 0) {
+		/* An empty assignment resets the list, as in systemd's unit files. */
+		if (value[0] == '\0') {
+			config_clear_listen(c);
+			return 0;
+		}
+		return add_listen(c, value, where, err);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(number_keys); i++)
+		if (strcasecmp(key, number_keys[i].key) == 0)
+			return set_number(c, &number_keys[i], value, where, err);
+	config_fail(err, "%s: unknown key \"%s\"", where, key);
+	return -ENOENT;
+}
+
+struct file_parse {
+	struct config *config;
+	struct config_error *err;
+	const char *path;
+	FILE *f;
+	unsigned line;
+	int error;
+	bool saw_section;
+};
+
+/* inih's reader callback: counting lines here is how we learn which line a
+ * handler call comes from (Debian's libinih is built without
+ * INI_HANDLER_LINENO). */
+static char *
+read_line(char *str, int num, void *stream)
+{
+	struct file_parse *p = stream;
+	char *s = fgets(str, num, p->f);
+
+	if (s)
+		p->line++;
+	return s;
+}
+
+static int
+handle_entry(void *user, const char *section, const char *name, const char *value)
+{
+	struct file_parse *p = user;
+	char where[PATH_MAX + 32];
+	int r;
+
+	if (p->error)
+		return 0;
+	snprintf(where, sizeof(where), "%s:%u", p->path, p->line);
+	if (strcasecmp(section, "echod") != 0) {
+		if (section[0] == '\0')
+			p->error = config_fail(p->err, "%s: %s=%s: key outside of the [echod] section",
+					       where, name, value);
+		else
+			p->error = config_fail(p->err, "%s: unknown section [%s]", where, section);
+		return 0;
+	}
+	r = config_set(p->config, name, value, where, p->err);
+	if (r < 0) {
+		p->error = r;
+		return 0;
+	}
+	return 1;
+}
+
+int
+config_load_file(struct config *c, const char *path, struct config_error *err)
+{
+	struct file_parse p = {.config = c, .err = err, .path = path};
+	int r;
+
+	p.f = fopen(path, "re");
+	if (!p.f) {
+		r = negative_errno();
+		config_fail(err, "%s: cannot read: %s", path, strerror(-r));
+		return r;
+	}
+	r = ini_parse_stream(read_line, &p, handle_entry, &p);
+	if (ferror(p.f) && !p.error)
+		p.error = config_fail(err, "%s: read error", path);
+	fclose(p.f);
+	if (p.error)
+		return p.error;
+	if (r > 0)
+		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", path,
+				   r);
+	if (r < 0)
+		return config_fail(err, "%s: cannot parse", path);
+	return 0;
+}
+
+unsigned
+config_workers(const struct config *c)
+{
+	long n;
+
+	if (c->workers > 0)
+		return c->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		return 1;
+	return n > (long)WORKERS_MAX ? WORKERS_MAX : (unsigned)n;
+}
+
+unsigned
+config_max_connections(const struct config *c)
+{
+	unsigned long long all;
+
+	if (c->model == MODEL_FORK)
+		return c->max_connections > 0 ? c->max_connections : FORK_DEFAULT_MAX_CONNECTIONS;
+	/* The workers cannot hold more than their slots, whatever the key says. */
+	all = (unsigned long long)config_workers(c) * c->worker_connections;
+	if (c->max_connections > 0 && c->max_connections < all)
+		return c->max_connections;
+	return all > UINT_MAX ? UINT_MAX : (unsigned)all;
+}

@@ -1,0 +1,56 @@
+/* The configuration: defaults, the file (/etc/echod/echod.conf, INI section
+ * [echod]) and command-line overrides, all through one setter per key. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/echod/echod.conf"
+#define CONFIG_MAX_LISTEN 64
+
+enum model {
+	MODEL_PREFORK,
+	MODEL_PASSFD,
+	MODEL_FORK,
+};
+
+struct config {
+	enum model model;
+	unsigned workers; /* 0 = auto: one per online CPU */
+	unsigned worker_connections;
+	unsigned max_connections; /* 0 = unset: see config_max_connections() */
+	unsigned idle_timeout_sec; /* 0 = never */
+	unsigned shutdown_timeout_sec;
+	unsigned datagram_rate_limit; /* per source and second, 0 = off */
+	int log_level;
+	size_t n_listen;
+	char *listen[CONFIG_MAX_LISTEN];
+};
+
+/* An error found while reading a configuration: where, and what. */
+struct config_error {
+	char message[512];
+};
+
+const char *model_to_string(enum model m);
+
+void config_init(struct config *c);
+void config_done(struct config *c);
+/* Deep copy; dst must be initialised (it is emptied first). */
+int config_copy(struct config *dst, const struct config *src);
+
+/* Sets one key from its text value. `origin` names where the value came
+ * from ("FILE:LINE" or "--option") and is used only for the error text.
+ * Returns 0, -ENOENT for an unknown key, -EINVAL for a bad value, with a
+ * full one-line message in *err. */
+int config_set(struct config *c, const char *key, const char *value, const char *origin,
+	       struct config_error *err);
+
+/* Reads a file into c (keys it sets override what c holds). A missing file
+ * is -ENOENT with a message; the caller decides whether that matters. */
+int config_load_file(struct config *c, const char *path, struct config_error *err);
+
+/* What the keys mean once "auto" and "unset" are resolved. */
+unsigned config_workers(const struct config *c);
+/* The cap on connections across all workers (fork: on live children). */
+unsigned config_max_connections(const struct config *c);

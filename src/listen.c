@@ -1,0 +1,199 @@
+#include "listen.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+
+#include "util.h"
+
+int
+listen_classify(int fd)
+{
+	int type, accepting;
+	socklen_t len = sizeof(type);
+
+	if (sd_is_socket(fd, AF_UNSPEC, 0, -1) <= 0)
+		return -ENOTSOCK;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return negative_errno();
+	if (type == SOCK_DGRAM)
+		return SOCKET_DATAGRAM;
+	if (type != SOCK_STREAM)
+		return -ESOCKTNOSUPPORT;
+	len = sizeof(accepting);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0)
+		return negative_errno();
+	return accepting ? SOCKET_LISTENING : SOCKET_CONNECTED;
+}
+
+bool
+listen_socket_is_tcp(int fd)
+{
+	return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, -1, 0) > 0;
+}
+
+static int
+listen_set_add(struct listen_set *set, int fd, enum socket_kind kind)
+{
+	struct listener *items = realloc(set->items, (set->n + 1) * sizeof(*items));
+
+	if (!items)
+		return -ENOMEM;
+	set->items = items;
+	items[set->n] = (struct listener){.fd = fd, .kind = kind, .is_tcp = listen_socket_is_tcp(fd)};
+	address_format_local(fd, items[set->n].name, sizeof(items[set->n].name));
+	set->n++;
+	return 0;
+}
+
+int
+listen_from_systemd(struct listen_set *set, char *reason, size_t size)
+{
+	char **names = NULL;
+	int n, r = 0;
+
+	n = sd_listen_fds_with_names(true, &names);
+	if (n < 0) {
+		snprintf(reason, size, "reading LISTEN_FDS: %s", strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		int kind = r < 0 ? r : listen_classify(fd);
+
+		if (kind < 0 && r == 0) {
+			snprintf(reason, size, "fd %d (%s) from systemd: %s", fd,
+				 names && names[i] ? names[i] : "unnamed",
+				 kind == -ENOTSOCK ? "not a socket"
+						   : kind == -ESOCKTNOSUPPORT ? "socket type not served"
+									    : strerror(-kind));
+			r = kind;
+		}
+		if (r == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+			r = negative_errno();
+			snprintf(reason, size, "fd %d: making it non-blocking: %s", fd,
+				 strerror(-r));
+		}
+		if (r == 0) {
+			r = listen_set_add(set, fd, (enum socket_kind)kind);
+			if (r < 0)
+				snprintf(reason, size, "out of memory");
+		}
+		if (r < 0)
+			close(fd);
+		if (names)
+			free(names[i]);
+	}
+	free(names);
+	if (r < 0)
+		return r;
+	set->from_systemd = n > 0;
+	return n;
+}
+
+/* A stale socket file (its server gone) would make bind() fail forever;
+ * one that still answers belongs to a running server and is left alone. */
+static bool
+unix_socket_is_stale(const struct listen_address *a)
+{
+	const struct sockaddr_un *un = (const struct sockaddr_un *)&a->sa;
+	struct stat st;
+	_cleanup_close_ int fd = -1;
+
+	if (un->sun_path[0] == '\0' || stat(un->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return false;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	return connect(fd, (const struct sockaddr *)&a->sa, a->salen) < 0 &&
+	       errno == ECONNREFUSED;
+}
+
+static int
+bind_socket(const struct listen_address *a, const char **ret_step)
+{
+	_cleanup_close_ int fd = -1;
+	int one = 1;
+
+	*ret_step = "socket";
+	fd = socket(a->sa.ss_family, a->type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	*ret_step = "setsockopt";
+	if (a->sa.ss_family != AF_UNIX &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		return negative_errno();
+	/* [::]:7 means IPv6 only; listen on 0.0.0.0:7 too for IPv4. */
+	if (a->sa.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		return negative_errno();
+	*ret_step = "bind";
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) < 0) {
+		if (errno != EADDRINUSE || a->sa.ss_family != AF_UNIX || !unix_socket_is_stale(a))
+			return negative_errno();
+		unlink(((const struct sockaddr_un *)&a->sa)->sun_path);
+		if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) < 0)
+			return negative_errno();
+	}
+	*ret_step = "listen";
+	if (a->type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)
+		return negative_errno();
+	return TAKE_FD(fd);
+}
+
+int
+listen_bind(struct listen_set *set, const char *text, const struct listen_address *a,
+	    char *reason, size_t size)
+{
+	const struct sockaddr_un *un = (const struct sockaddr_un *)&a->sa;
+	const char *step;
+	int fd, r;
+
+	fd = bind_socket(a, &step);
+	if (fd < 0) {
+		snprintf(reason, size, "%s: %s: %s", text, step, strerror(-fd));
+		return fd;
+	}
+	r = listen_set_add(set, fd, a->type == SOCK_DGRAM ? SOCKET_DATAGRAM : SOCKET_LISTENING);
+	if (r < 0) {
+		close(fd);
+		snprintf(reason, size, "%s: out of memory", text);
+		return r;
+	}
+	if (a->sa.ss_family == AF_UNIX && un->sun_path[0] != '\0')
+		set->items[set->n - 1].unlink_path = strdup(un->sun_path);
+	return 0;
+}
+
+void
+listen_set_free(struct listen_set *set, bool unlink_paths)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		if (set->items[i].fd >= 0)
+			close(set->items[i].fd);
+		if (unlink_paths && set->items[i].unlink_path)
+			unlink(set->items[i].unlink_path);
+		free(set->items[i].unlink_path);
+	}
+	free(set->items);
+	set->items = NULL;
+	set->n = 0;
+}
+
+size_t
+listen_set_count(const struct listen_set *set, enum socket_kind kind)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < set->n; i++)
+		n += set->items[i].kind == kind;
+	return n;
+}

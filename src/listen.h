@@ -1,0 +1,50 @@
+/* Where sockets come from: systemd (sd_listen_fds_with_names) or our own
+ * bind() of Listen= addresses. Knows nothing of workers. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "address.h"
+
+enum socket_kind {
+	SOCKET_LISTENING, /* SOCK_STREAM, listen() called: accept from it */
+	SOCKET_DATAGRAM,  /* SOCK_DGRAM: echo each datagram */
+	SOCKET_CONNECTED, /* SOCK_STREAM, already connected: per-connection mode */
+};
+
+struct listener {
+	int fd;
+	enum socket_kind kind;
+	bool is_tcp;		 /* TCP_NODELAY applies to what it accepts */
+	char name[ADDRESS_MAX];	 /* the local address, for logs */
+	char *unlink_path;	 /* a UNIX socket file we created: removed at exit */
+};
+
+struct listen_set {
+	struct listener *items;
+	size_t n;
+	bool from_systemd;
+};
+
+/* Takes the sockets systemd passed. Returns the number taken (0 when
+ * LISTEN_FDS is not for us), or a negative errno with a reason naming the
+ * fd when one of them is not a socket echod can serve. */
+int listen_from_systemd(struct listen_set *set, char *reason, size_t reason_size);
+
+/* Creates, binds and (for streams) listens on a. Returns 0 or -errno with
+ * a reason naming the address and the failing step. */
+int listen_bind(struct listen_set *set, const char *text, const struct listen_address *a,
+		char *reason, size_t reason_size);
+
+/* Classifies an inherited fd. Returns the kind, or a negative errno for
+ * something echod cannot serve (not a socket, SEQPACKET, ...). */
+int listen_classify(int fd);
+
+/* Closes every socket; with unlink_paths, removes the UNIX socket files we
+ * created (only the process that bound them should). */
+void listen_set_free(struct listen_set *set, bool unlink_paths);
+
+bool listen_socket_is_tcp(int fd);
+
+size_t listen_set_count(const struct listen_set *set, enum socket_kind kind);

@@ -1,0 +1,175 @@
+#include "options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+enum {
+	OPT_WORKER_CONNECTIONS = 0x100,
+	OPT_MAX_CONNECTIONS,
+	OPT_IDLE_TIMEOUT,
+	OPT_SHUTDOWN_TIMEOUT,
+	OPT_LOG_LEVEL,
+	OPT_DATAGRAM_RATE_LIMIT,
+	OPT_CHECK_CONFIG,
+	OPT_RELOAD,
+	OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+	{"config", required_argument, NULL, 'c'},
+	{"model", required_argument, NULL, 'm'},
+	{"workers", required_argument, NULL, 'w'},
+	{"worker-connections", required_argument, NULL, OPT_WORKER_CONNECTIONS},
+	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"datagram-rate-limit", required_argument, NULL, OPT_DATAGRAM_RATE_LIMIT},
+	{"listen", required_argument, NULL, 'l'},
+	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+	{"reload", required_argument, NULL, OPT_RELOAD},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{"help", no_argument, NULL, 'h'},
+	{0},
+};
+
+/* Which configuration key each option sets. */
+static const struct {
+	int val;
+	const char *key;
+	const char *option;
+} option_keys[] = {
+	{'m', "Model", "--model"},
+	{'w', "Workers", "--workers"},
+	{OPT_WORKER_CONNECTIONS, "WorkerConnections", "--worker-connections"},
+	{OPT_MAX_CONNECTIONS, "MaxConnections", "--max-connections"},
+	{OPT_IDLE_TIMEOUT, "IdleTimeoutSec", "--idle-timeout"},
+	{OPT_SHUTDOWN_TIMEOUT, "ShutdownTimeoutSec", "--shutdown-timeout"},
+	{OPT_LOG_LEVEL, "LogLevel", "--log-level"},
+	{OPT_DATAGRAM_RATE_LIMIT, "DatagramRateLimit", "--datagram-rate-limit"},
+	{'l', "Listen", "--listen"},
+};
+
+void
+options_print_help(void)
+{
+	printf("Usage: echod [OPTION]...\n"
+	       "RFC 862 echo server: TCP, UDP and UNIX stream, socket-activated or standalone.\n"
+	       "\n"
+	       "  -c, --config FILE            configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+	       "  -m, --model MODEL            prefork (default), passfd or fork\n"
+	       "  -w, --workers N|auto         worker processes (default auto: one per CPU)\n"
+	       "      --worker-connections N   connections one worker serves at once (4096)\n"
+	       "      --max-connections N      connections across all workers (fork: processes)\n"
+	       "      --idle-timeout SEC       close connections idle this long; 0 = never (300)\n"
+	       "      --shutdown-timeout SEC   time open connections get on stop (10)\n"
+	       "      --log-level LEVEL        err, warning, notice, info (default) or debug\n"
+	       "      --datagram-rate-limit N  datagrams per second per source; 0 = off (1000)\n"
+	       "  -l, --listen ADDR            listen without systemd (repeatable): 127.0.0.1:7007,\n"
+	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
+	       "      --check-config           validate the configuration and exit\n"
+	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
+	       "      --version                print the version and exit\n"
+	       "  -h, --help                   print this help and exit\n"
+	       "\n"
+	       "Sockets come from systemd (LISTEN_FDS) or from --listen/Listen=.\n"
+	       "See echod(8) and echod.conf(5).\n");
+}
+
+static int _printf_(2, 3) bad_usage(struct config_error *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int
+add_setting(struct options *o, int val, const char *value, struct config_error *err)
+{
+	for (size_t i = 0; i < ELEMENTSOF(option_keys); i++) {
+		if (option_keys[i].val != val)
+			continue;
+		if (o->n_settings >= OPTIONS_MAX_SETTINGS)
+			return bad_usage(err, "%s: too many options", option_keys[i].option);
+		o->settings[o->n_settings++] = (struct option_setting){
+			.key = option_keys[i].key,
+			.option = option_keys[i].option,
+			.value = value,
+		};
+		return 0;
+	}
+	return bad_usage(err, "internal error: option %d has no key", val);
+}
+
+int
+options_parse(int argc, char **argv, struct options *ret, struct config_error *err)
+{
+	struct options o = {0};
+	int c, r;
+
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":c:m:w:l:h", long_options, NULL)) >= 0) {
+		switch (c) {
+		case 'c':
+			o.config_path = optarg;
+			break;
+		case 'h':
+			o.help = true;
+			break;
+		case OPT_VERSION:
+			o.version = true;
+			break;
+		case OPT_CHECK_CONFIG:
+			o.check_config = true;
+			break;
+		case OPT_RELOAD:
+			o.reload_pid = optarg;
+			break;
+		case ':':
+			return bad_usage(err, "option %s needs a value (see echod --help)",
+					 argv[optind - 1]);
+		case '?':
+			if (optopt)
+				return bad_usage(err, "unknown option -%c (see echod --help)", optopt);
+			return bad_usage(err, "unknown option %s (see echod --help)",
+					 argv[optind - 1]);
+		default:
+			r = add_setting(&o, c, optarg, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (optind < argc)
+		return bad_usage(err, "unexpected argument \"%s\" (see echod --help)", argv[optind]);
+	*ret = o;
+	return 0;
+}
+
+int
+options_apply(const struct options *o, struct config *c, struct config_error *err)
+{
+	bool listen_reset = false;
+
+	for (size_t i = 0; i < o->n_settings; i++) {
+		const struct option_setting *s = &o->settings[i];
+		int r;
+
+		if (strcmp(s->key, "Listen") == 0 && !listen_reset) {
+			config_set(c, "Listen", "", s->option, err);
+			listen_reset = true;
+		}
+		r = config_set(c, s->key, s->value, s->option, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

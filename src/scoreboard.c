@@ -1,0 +1,121 @@
+#include "scoreboard.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "util.h"
+
+int
+scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections)
+{
+	size_t header_slots = (sizeof(struct scoreboard_header) + sizeof(struct scoreboard_slot) - 1) /
+			      sizeof(struct scoreboard_slot);
+	size_t size = sizeof(struct scoreboard_slot) * (n_slots + header_slots);
+	void *p;
+
+	/* A header rounded up to whole slots keeps the slots cache-line aligned. */
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return negative_errno();
+	*ret = (struct scoreboard){
+		.header = p,
+		.slots = (struct scoreboard_slot *)p + header_slots,
+		.n_slots = n_slots,
+		.mapping_size = size,
+	};
+	ret->header->max_connections = max_connections;
+	return 0;
+}
+
+void
+scoreboard_free(struct scoreboard *sb)
+{
+	if (sb->header)
+		munmap(sb->header, sb->mapping_size);
+	*sb = (struct scoreboard){0};
+}
+
+void
+scoreboard_slot_reset(struct scoreboard *sb, unsigned i)
+{
+	struct scoreboard_slot *s = &sb->slots[i], *r = &sb->header->retired;
+
+	SB_ADD(r->served, SB_GET(s->served));
+	SB_ADD(r->bytes_in, SB_GET(s->bytes_in));
+	SB_ADD(r->bytes_out, SB_GET(s->bytes_out));
+	SB_ADD(r->lost, SB_GET(s->lost));
+	SB_ADD(r->dgrams_in, SB_GET(s->dgrams_in));
+	SB_ADD(r->dgrams_out, SB_GET(s->dgrams_out));
+	SB_ADD(r->dgrams_dropped, SB_GET(s->dgrams_dropped));
+	memset(&sb->slots[i], 0, sizeof(sb->slots[i]));
+}
+
+int
+scoreboard_find_free(const struct scoreboard *sb)
+{
+	for (unsigned i = 0; i < sb->n_slots; i++)
+		if (SB_GET(sb->slots[i].state) == SLOT_EMPTY)
+			return (int)i;
+	return -ENOSPC;
+}
+
+bool
+scoreboard_reserve(struct scoreboard *sb)
+{
+	uint32_t cur = SB_GET(sb->header->active_total);
+	uint32_t max = SB_GET(sb->header->max_connections);
+
+	do {
+		if (max > 0 && cur >= max)
+			return false;
+	} while (!__atomic_compare_exchange_n(&sb->header->active_total, &cur, cur + 1, true,
+					      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	return true;
+}
+
+void
+scoreboard_release(struct scoreboard *sb)
+{
+	SB_SUB(sb->header->active_total, 1);
+}
+
+void
+scoreboard_set_max(struct scoreboard *sb, unsigned max_connections)
+{
+	SB_SET(sb->header->max_connections, max_connections);
+}
+
+void
+scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret)
+{
+	const struct scoreboard_slot *r = &sb->header->retired;
+	struct scoreboard_totals t = {
+		.served = SB_GET(r->served),
+		.bytes_in = SB_GET(r->bytes_in),
+		.bytes_out = SB_GET(r->bytes_out),
+		.lost = SB_GET(r->lost),
+		.dgrams_in = SB_GET(r->dgrams_in),
+		.dgrams_out = SB_GET(r->dgrams_out),
+		.dgrams_dropped = SB_GET(r->dgrams_dropped),
+	};
+
+	for (unsigned i = 0; i < sb->n_slots; i++) {
+		const struct scoreboard_slot *s = &sb->slots[i];
+		uint32_t state = SB_GET(s->state);
+
+		if (state == SLOT_EMPTY)
+			continue;
+		t.workers_running += state == SLOT_RUNNING;
+		t.active += SB_GET(s->active);
+		t.served += SB_GET(s->served);
+		t.bytes_in += SB_GET(s->bytes_in);
+		t.bytes_out += SB_GET(s->bytes_out);
+		t.lost += SB_GET(s->lost);
+		t.dgrams_in += SB_GET(s->dgrams_in);
+		t.dgrams_out += SB_GET(s->dgrams_out);
+		t.dgrams_dropped += SB_GET(s->dgrams_dropped);
+	}
+	t.refused = SB_GET(sb->header->refused);
+	*ret = t;
+}

@@ -1,0 +1,561 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "accept.h"
+#include "echo.h"
+#include "log.h"
+#include "util.h"
+
+#define WORKER_BUFFER_SIZE (64 * 1024)
+#define WORKER_EVENTS 256
+/* Accepts per wake-up: enough to drain a burst, few enough to stay fair. */
+#define ACCEPT_BATCH 64
+/* How often a worker blocked by MaxConnections= looks again for room. */
+#define CAP_RETRY_MS 20
+/* The loop turns at least this often, so the heartbeat shows it is alive. */
+#define HEARTBEAT_MS 1000
+
+enum source_type {
+	SOURCE_LISTENER,
+	SOURCE_DATAGRAM,
+	SOURCE_CHANNEL,
+	SOURCE_SIGNAL,
+	SOURCE_CONNECTION,
+};
+
+/* Every epoll registration points at one of these (as its first member). */
+struct source {
+	enum source_type type;
+};
+
+struct listener_source {
+	struct source source;
+	const struct listener *listener;
+	bool polled;
+};
+
+struct connection {
+	struct source source;
+	struct echo_conn echo;
+	enum echo_want want;
+	uint64_t last_active_ms;
+	/* Least-recently-active first: the idle check looks at the head only. */
+	struct connection *prev, *next;
+};
+
+struct worker {
+	const struct worker_setup *setup;
+	struct scoreboard_slot *slot; /* shared, or a local stand-in */
+	struct scoreboard_slot local_slot;
+	int epoll_fd;
+	struct source signal_source;
+	int signal_fd;
+	struct source channel_source;
+	struct listener_source *listeners;
+	size_t n_listeners;
+	bool accepting;		    /* listeners are in the epoll set */
+	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
+	bool capped;		    /* paused by MaxConnections= */
+	bool draining;
+	uint64_t drain_deadline_ms;
+	unsigned n_connections;
+	struct connection *lru_head, *lru_tail;
+	char *buffer;
+};
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void
+worker_reset_signals(void)
+{
+	struct sigaction sa = {.sa_handler = SIG_DFL};
+	sigset_t none;
+
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* --- the LRU list of connections, for the idle timeout --- */
+
+static void
+lru_unlink(struct worker *w, struct connection *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->lru_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		w->lru_tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void
+lru_append(struct worker *w, struct connection *c)
+{
+	c->prev = w->lru_tail;
+	c->next = NULL;
+	if (w->lru_tail)
+		w->lru_tail->next = c;
+	else
+		w->lru_head = c;
+	w->lru_tail = c;
+}
+
+static void
+connection_touch(struct worker *w, struct connection *c, uint64_t now)
+{
+	c->last_active_ms = now;
+	if (w->lru_tail != c) {
+		lru_unlink(w, c);
+		lru_append(w, c);
+	}
+}
+
+/* --- intake: listeners in and out of the epoll set --- */
+
+static bool
+worker_has_room(const struct worker *w)
+{
+	return w->n_connections < w->setup->config->worker_connections;
+}
+
+static void
+listeners_poll(struct worker *w, bool on)
+{
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct listener_source *l = &w->listeners[i];
+		if (l->polled == on)
+			continue;
+		if (on) {
+			/* EPOLLEXCLUSIVE: one waiting worker wakes per new
+			 * connection, not all of them. It cannot be combined
+			 * with EPOLL_CTL_MOD, hence add and delete. */
+			struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+						 .data.ptr = &l->source};
+			if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
+				log_warning_errno(errno, "watching %s: %m", l->listener->name);
+				continue;
+			}
+		} else {
+			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
+		}
+		l->polled = on;
+	}
+	w->accepting = on;
+}
+
+/* Decides whether this worker should be accepting now, and makes it so. */
+static void
+intake_update(struct worker *w, uint64_t now)
+{
+	bool want = !w->draining && worker_has_room(w) &&
+		    (w->accept_resume_ms == 0 || now >= w->accept_resume_ms);
+
+	if (w->accept_resume_ms && now >= w->accept_resume_ms)
+		w->accept_resume_ms = 0;
+	if (want && w->capped) {
+		/* Only look again when a slot might have been freed. */
+		struct scoreboard *sb = w->setup->scoreboard;
+		w->capped = SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
+		want = !w->capped;
+	}
+	if (want != w->accepting)
+		listeners_poll(w, want);
+}
+
+/* --- connections --- */
+
+static void
+connection_close(struct worker *w, struct connection *c)
+{
+	epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, c->echo.fd, NULL);
+	close(c->echo.fd);
+	echo_conn_release(&c->echo);
+	lru_unlink(w, c);
+	free(c);
+	w->n_connections--;
+	SB_SUB(w->slot->active, 1);
+	if (w->setup->release_reservations && w->setup->scoreboard)
+		scoreboard_release(w->setup->scoreboard);
+}
+
+static uint32_t
+want_events(enum echo_want want)
+{
+	return want == ECHO_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+}
+
+/* Takes fd: it is served or closed on every path. The connection is
+ * already counted in slot->active and (if reserved) in the scoreboard. */
+static int
+worker_add_connection(struct worker *w, int fd, bool is_tcp)
+{
+	struct connection *c;
+	int one = 1;
+
+	if (is_tcp)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		goto undo;
+	}
+	c->source.type = SOURCE_CONNECTION;
+	echo_conn_init(&c->echo, fd);
+	c->want = ECHO_WANT_READ;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->source};
+	if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int r = negative_errno();
+		close(fd);
+		free(c);
+		log_warning_errno(r, "watching a new connection: %m");
+		goto undo;
+	}
+	c->last_active_ms = now_ms();
+	lru_append(w, c);
+	w->n_connections++;
+	SB_ADD(w->slot->served, 1);
+	if (log_get_max_level() >= LOG_DEBUG) {
+		char peer[ADDRESS_MAX];
+		address_format_peer(fd, peer, sizeof(peer));
+		log_peer_debug(peer, "connection from %s", peer);
+	}
+	return 0;
+undo:
+	SB_SUB(w->slot->active, 1);
+	if (w->setup->release_reservations && w->setup->scoreboard)
+		scoreboard_release(w->setup->scoreboard);
+	return -ENOMEM;
+}
+
+static void
+connection_handle(struct worker *w, struct connection *c, uint32_t events, uint64_t now)
+{
+	struct echo_io io = {0};
+	int r;
+
+	r = echo_conn_handle(&c->echo, w->buffer, WORKER_BUFFER_SIZE, &io);
+	if (io.bytes_in)
+		SB_ADD(w->slot->bytes_in, io.bytes_in);
+	if (io.bytes_out)
+		SB_ADD(w->slot->bytes_out, io.bytes_out);
+	if (r < 0 || r == ECHO_DONE) {
+		if (r < 0 && log_get_max_level() >= LOG_DEBUG) {
+			char peer[ADDRESS_MAX];
+			address_format_peer(c->echo.fd, peer, sizeof(peer));
+			log_peer_debug(peer, "connection from %s failed: %s", peer, strerror(-r));
+		}
+		connection_close(w, c);
+		return;
+	}
+	if (io.bytes_in || io.bytes_out)
+		connection_touch(w, c, now);
+	if ((enum echo_want)r != c->want) {
+		struct epoll_event ev = {.events = want_events((enum echo_want)r),
+					 .data.ptr = &c->source};
+		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->echo.fd, &ev) < 0) {
+			connection_close(w, c);
+			return;
+		}
+		c->want = (enum echo_want)r;
+	}
+	/* A hang-up with nothing readable left would otherwise wake us forever. */
+	if ((events & (EPOLLHUP | EPOLLERR)) && r == ECHO_WANT_WRITE && !(events & EPOLLOUT))
+		connection_close(w, c);
+}
+
+/* --- intake: prefork accepts --- */
+
+/* Counts a connection before it exists, so that MaxConnections= holds
+ * across workers; undone by connection_close() or on failure. */
+static bool
+admit_one(struct worker *w)
+{
+	if (!w->setup->release_reservations || !w->setup->scoreboard) {
+		SB_ADD(w->slot->active, 1);
+		return true;
+	}
+	if (!scoreboard_reserve(w->setup->scoreboard)) {
+		w->capped = true;
+		return false;
+	}
+	SB_ADD(w->slot->active, 1);
+	return true;
+}
+
+static void
+admit_undo(struct worker *w)
+{
+	SB_SUB(w->slot->active, 1);
+	if (w->setup->release_reservations && w->setup->scoreboard)
+		scoreboard_release(w->setup->scoreboard);
+}
+
+static void
+listener_accept(struct worker *w, const struct listener *l, uint64_t now)
+{
+	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
+		int fd;
+
+		if (!admit_one(w))
+			return;
+		fd = accept_next(l->fd);
+		if (fd >= 0) {
+			worker_add_connection(w, fd, l->is_tcp);
+			continue;
+		}
+		admit_undo(w);
+		if (accept_should_pause(fd)) {
+			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
+					  ACCEPT_PAUSE_MS);
+			w->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+		}
+		return;
+	}
+}
+
+/* --- stop --- */
+
+static void
+worker_start_drain(struct worker *w, const char *why, uint64_t now)
+{
+	if (w->draining)
+		return;
+	w->draining = true;
+	w->drain_deadline_ms = now + (uint64_t)w->setup->config->shutdown_timeout_sec * 1000;
+	SB_SET(w->slot->state, SLOT_DRAINING);
+	listeners_poll(w, false);
+	if (w->setup->channel >= 0)
+		epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->setup->channel, NULL);
+	if (w->n_connections > 0)
+		log_info("%s: finishing %u connection(s), for up to %u s", why, w->n_connections,
+			 w->setup->config->shutdown_timeout_sec);
+}
+
+static void
+signal_handle(struct worker *w, uint64_t now)
+{
+	struct signalfd_siginfo si;
+
+	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si))
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			worker_start_drain(w, "stopping", now);
+}
+
+/* --- the loop --- */
+
+static void
+idle_expire(struct worker *w, uint64_t now)
+{
+	uint64_t limit = (uint64_t)w->setup->config->idle_timeout_sec * 1000;
+
+	if (limit == 0)
+		return;
+	while (w->lru_head && now - w->lru_head->last_active_ms >= limit) {
+		struct connection *c = w->lru_head;
+		if (log_get_max_level() >= LOG_DEBUG) {
+			char peer[ADDRESS_MAX];
+			address_format_peer(c->echo.fd, peer, sizeof(peer));
+			log_peer_debug(peer, "connection from %s idle for %u s, closing", peer,
+				       w->setup->config->idle_timeout_sec);
+		}
+		connection_close(w, c);
+	}
+}
+
+static int
+next_timeout(const struct worker *w, uint64_t now)
+{
+	uint64_t deadline = now + HEARTBEAT_MS;
+	uint64_t limit = (uint64_t)w->setup->config->idle_timeout_sec * 1000;
+
+	if (limit && w->lru_head && w->lru_head->last_active_ms + limit < deadline)
+		deadline = w->lru_head->last_active_ms + limit;
+	if (w->accept_resume_ms && w->accept_resume_ms < deadline)
+		deadline = w->accept_resume_ms;
+	if (w->capped && now + CAP_RETRY_MS < deadline)
+		deadline = now + CAP_RETRY_MS;
+	if (w->draining && w->drain_deadline_ms < deadline)
+		deadline = w->drain_deadline_ms;
+	return deadline > now ? (int)(deadline - now) : 0;
+}
+
+static bool
+worker_finished(const struct worker *w)
+{
+	if (w->setup->connection >= 0)
+		return w->n_connections == 0;
+	return w->draining && w->n_connections == 0;
+}
+
+static void
+dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
+{
+	struct source *s = ev->data.ptr;
+
+	switch (s->type) {
+	case SOURCE_LISTENER:
+		listener_accept(w, ((struct listener_source *)s)->listener, now);
+		break;
+	case SOURCE_CONNECTION:
+		connection_handle(w, (struct connection *)s, ev->events, now);
+		break;
+	case SOURCE_SIGNAL:
+		signal_handle(w, now);
+		break;
+	case SOURCE_CHANNEL:
+	case SOURCE_DATAGRAM:
+		break;
+	}
+}
+
+static int
+worker_loop(struct worker *w)
+{
+	struct epoll_event events[WORKER_EVENTS];
+
+	for (;;) {
+		uint64_t now = now_ms();
+		int n;
+
+		SB_ADD(w->slot->heartbeat, 1);
+		idle_expire(w, now);
+		if (worker_finished(w))
+			return EXIT_SUCCESS;
+		if (w->draining && now >= w->drain_deadline_ms) {
+			log_notice("shutdown timeout: closing %u connection(s)", w->n_connections);
+			while (w->lru_head)
+				connection_close(w, w->lru_head);
+			return EXIT_SUCCESS;
+		}
+		if (w->n_listeners)
+			intake_update(w, now);
+
+		n = epoll_wait(w->epoll_fd, events, WORKER_EVENTS, next_timeout(w, now));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return log_error_errno(errno, "epoll_wait: %m"), EXIT_FAILURE;
+		}
+		now = now_ms();
+		for (int i = 0; i < n; i++)
+			dispatch(w, &events[i], now);
+	}
+}
+
+static int
+worker_setup_signals(struct worker *w)
+{
+	sigset_t mask;
+
+	/* The client's side of a socket may close at any time: EPIPE is an
+	 * error for that connection, never a reason to die. */
+	signal(SIGPIPE, SIG_IGN);
+	/* A reload is the supervisor's business. */
+	signal(SIGHUP, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return negative_errno();
+	w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (w->signal_fd < 0)
+		return negative_errno();
+	w->signal_source.type = SOURCE_SIGNAL;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->signal_source};
+	if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->signal_fd, &ev) < 0)
+		return negative_errno();
+	return 0;
+}
+
+static int
+worker_setup_listeners(struct worker *w)
+{
+	const struct listen_set *set = w->setup->sockets;
+
+	if (!w->setup->accept || !set)
+		return 0;
+	w->listeners = calloc(set->n, sizeof(*w->listeners));
+	if (!w->listeners)
+		return -ENOMEM;
+	for (size_t i = 0; i < set->n; i++) {
+		if (set->items[i].kind != SOCKET_LISTENING)
+			continue;
+		w->listeners[w->n_listeners++] = (struct listener_source){
+			.source.type = SOURCE_LISTENER,
+			.listener = &set->items[i],
+		};
+	}
+	return 0;
+}
+
+static void
+worker_free(struct worker *w)
+{
+	while (w->lru_head)
+		connection_close(w, w->lru_head);
+	free(w->listeners);
+	free(w->buffer);
+	if (w->signal_fd >= 0)
+		close(w->signal_fd);
+	if (w->epoll_fd >= 0)
+		close(w->epoll_fd);
+}
+
+int
+worker_run(const struct worker_setup *setup)
+{
+	struct worker w = {.setup = setup, .epoll_fd = -1, .signal_fd = -1};
+	int r, status;
+
+	w.slot = setup->scoreboard && setup->slot >= 0 ? &setup->scoreboard->slots[setup->slot]
+						       : &w.local_slot;
+	w.buffer = malloc(WORKER_BUFFER_SIZE);
+	w.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (!w.buffer || w.epoll_fd < 0) {
+		r = w.buffer ? negative_errno() : -ENOMEM;
+		log_error_errno(r, "setting up the event loop: %m");
+		worker_free(&w);
+		return EXIT_FAILURE;
+	}
+	r = worker_setup_signals(&w);
+	if (r >= 0)
+		r = worker_setup_listeners(&w);
+	if (r < 0) {
+		log_error_errno(r, "setting up the event loop: %m");
+		worker_free(&w);
+		return EXIT_FAILURE;
+	}
+	if (setup->connection >= 0) {
+		SB_ADD(w.slot->active, 1);
+		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection));
+	}
+	SB_SET(w.slot->state, SLOT_RUNNING);
+	status = worker_loop(&w);
+	worker_free(&w);
+	return status;
+}

@@ -1,0 +1,37 @@
+/* The worker: one epoll loop that takes connections from an intake and
+ * serves them with the echo state machine. Every model runs this loop; they
+ * differ only in the intake:
+ *   prefork: accept() on the shared listening sockets,
+ *   passfd:  connections received from the supervisor over a channel,
+ *   fork and per-connection mode: exactly one connection, given at start. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "listen.h"
+#include "scoreboard.h"
+
+struct worker_setup {
+	const struct config *config;
+	struct scoreboard *scoreboard; /* NULL: counters are kept locally only */
+	int slot;		       /* this worker's scoreboard slot, or -1 */
+	const struct listen_set *sockets;
+	bool accept;	/* accept() on the listening sockets in `sockets` */
+	bool datagrams; /* serve the datagram sockets in `sockets` */
+	int channel;	/* passfd intake, or -1 */
+	int connection; /* the one connection to serve, or -1 */
+	/* Connections reserved in the scoreboard by whoever accepted them, to be
+	 * released as they close (prefork reserves its own; passfd's supervisor
+	 * reserves for its workers). */
+	bool release_reservations;
+};
+
+/* Runs the loop until it is told to stop (SIGTERM/SIGINT, the channel
+ * closing) and its connections are finished, or (with `connection`) until
+ * that connection ends. Returns an exit status for the process. */
+int worker_run(const struct worker_setup *setup);
+
+/* First thing in any child of the supervisor: default signal handlers and
+ * an empty mask, so nothing of the supervisor's signal set-up leaks. */
+void worker_reset_signals(void);
