@@ -36,6 +36,7 @@ struct scoreboard_slot {
 struct scoreboard_header {
 	uint32_t active_total; /* reserved connection slots across all workers */
 	uint32_t max_connections;
+	uint32_t workers;	/* workers sharing the listening sockets */
 	uint64_t refused;	/* connections refused by admission control */
 	/* What slots that were emptied had counted, so totals never go back. */
 	struct scoreboard_slot retired;

@@ -418,6 +418,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets)
 		log_error_errno(r, "creating the scoreboard: %m");
 		goto out;
 	}
+	s.scoreboard.header->workers = config->model == MODEL_PREFORK ? s.n_positions : 0;
 	s.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (s.epoll_fd < 0) {
 		log_error_errno(errno, "epoll_create1: %m");

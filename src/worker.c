@@ -68,7 +68,7 @@ struct worker {
 	size_t n_listeners;
 	bool accepting;		    /* listeners are in the epoll set */
 	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
-	bool capped;		    /* paused by MaxConnections= */
+	bool capped;		    /* paused by MaxConnections= or by fairness */
 	bool draining;
 	uint64_t drain_deadline_ms;
 	unsigned n_connections;
@@ -168,6 +168,33 @@ listeners_poll(struct worker *w, bool on)
 	w->accepting = on;
 }
 
+/* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
+ * takes nearly every connection while the others idle. A worker that would
+ * hold more than its share (the mean plus one) steps back and lets a peer
+ * accept; clients never wait for it, since the peers are listening. */
+static bool
+over_fair_share(const struct worker *w)
+{
+	const struct scoreboard *sb = w->setup->scoreboard;
+	uint32_t workers, total;
+
+	if (!sb)
+		return false;
+	workers = SB_GET(sb->header->workers);
+	if (workers < 2)
+		return false;
+	total = SB_GET(sb->header->active_total);
+	return SB_GET(w->slot->active) + 1 > (total + 1) / workers + 1;
+}
+
+static bool
+at_connection_cap(const struct worker *w)
+{
+	const struct scoreboard *sb = w->setup->scoreboard;
+
+	return SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
+}
+
 /* Decides whether this worker should be accepting now, and makes it so. */
 static void
 intake_update(struct worker *w, uint64_t now)
@@ -178,9 +205,7 @@ intake_update(struct worker *w, uint64_t now)
 	if (w->accept_resume_ms && now >= w->accept_resume_ms)
 		w->accept_resume_ms = 0;
 	if (want && w->capped) {
-		/* Only look again when a slot might have been freed. */
-		struct scoreboard *sb = w->setup->scoreboard;
-		w->capped = SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
+		w->capped = at_connection_cap(w) || over_fair_share(w);
 		want = !w->capped;
 	}
 	if (want != w->accepting)
@@ -299,7 +324,7 @@ admit_one(struct worker *w)
 		SB_ADD(w->slot->active, 1);
 		return true;
 	}
-	if (!scoreboard_reserve(w->setup->scoreboard)) {
+	if (over_fair_share(w) || !scoreboard_reserve(w->setup->scoreboard)) {
 		w->capped = true;
 		return false;
 	}

@@ -1,0 +1,525 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Noreturn void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "harness: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	abort();
+}
+
+uint64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *
+harness_model(void)
+{
+	const char *m = getenv("ECHOD_MODEL");
+
+	return m && *m ? m : "prefork";
+}
+
+static const char *
+echod_binary(void)
+{
+	const char *b = getenv("ECHOD_BINARY");
+
+	if (!b)
+		fatal("ECHOD_BINARY is not set (meson sets it)");
+	return b;
+}
+
+int
+free_port(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int port;
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
+		fatal("finding a free port: %s", strerror(errno));
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
+int
+tcp_connect(int port)
+{
+	struct sockaddr_in sin = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+void
+echod_collect_log(struct echod *e)
+{
+	for (;;) {
+		ssize_t n;
+		if (e->log_fd < 0 || e->log_len + 1 >= sizeof(e->log))
+			return;
+		n = read(e->log_fd, e->log + e->log_len, sizeof(e->log) - 1 - e->log_len);
+		if (n <= 0)
+			return;
+		/* Show echod's lines in the test log too, for diagnosis. */
+		fwrite(e->log + e->log_len, 1, (size_t)n, stderr);
+		e->log_len += (size_t)n;
+		e->log[e->log_len] = '\0';
+	}
+}
+
+bool
+echod_wait_log(struct echod *e, const char *needle, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		echod_collect_log(e);
+		if (strstr(e->log, needle))
+			return true;
+		if (monotonic_ms() >= end)
+			return false;
+		usleep(20000);
+	}
+}
+
+unsigned
+echod_log_count(struct echod *e, const char *needle)
+{
+	unsigned n = 0;
+
+	echod_collect_log(e);
+	for (const char *p = e->log; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static pid_t
+spawn(struct echod *e, const char *const *argv, const char *const *env)
+{
+	int pipefd[2];
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		fatal("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		fatal("fork: %s", strerror(errno));
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+		dup2(devnull, STDIN_FILENO);
+		dup2(pipefd[1], STDERR_FILENO);
+		for (const char *const *v = env; v && *v; v++)
+			putenv((char *)*v);
+		/* A test that dies must not leave echod behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execv(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+	e->log_fd = pipefd[0];
+	e->log_len = 0;
+	e->log[0] = '\0';
+	e->pid = pid;
+	return pid;
+}
+
+static void
+wait_accepting(struct echod *e)
+{
+	uint64_t end = monotonic_ms() + 10000;
+
+	for (;;) {
+		int fd = tcp_connect(e->port);
+		if (fd >= 0) {
+			close(fd);
+			return;
+		}
+		echod_collect_log(e);
+		if (waitpid(e->pid, NULL, WNOHANG) == e->pid)
+			fatal("echod exited before accepting connections");
+		if (monotonic_ms() >= end)
+			fatal("echod does not accept connections on port %d after 10 s", e->port);
+		usleep(20000);
+	}
+}
+
+/* Ready means every worker is up: waiting for the supervisor's line keeps
+ * tests from racing the start-up. */
+static void
+wait_ready(struct echod *e)
+{
+	if (!echod_wait_log(e, "ready", 10000))
+		fatal("echod did not log readiness within 10 s");
+}
+
+static size_t
+build_argv(const char **argv, size_t n, const char *const *extra)
+{
+	for (const char *const *x = extra; x && *x; x++) {
+		if (n + 2 >= HARNESS_MAX_ARGS)
+			fatal("too many arguments");
+		argv[n++] = *x;
+	}
+	argv[n] = NULL;
+	return n;
+}
+
+void
+echod_start_env(struct echod *e, const char *const *env, const char *const *extra)
+{
+	static char listen[64];
+	const char *argv[HARNESS_MAX_ARGS];
+	size_t n = 0;
+
+	e->port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->port);
+	argv[n++] = echod_binary();
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--model";
+	argv[n++] = harness_model();
+	argv[n++] = "--config";
+	argv[n++] = "/dev/null";
+	build_argv(argv, n, extra);
+	spawn(e, argv, env);
+	wait_ready(e);
+	wait_accepting(e);
+}
+
+void
+echod_start(struct echod *e, const char *const *extra)
+{
+	echod_start_env(e, NULL, extra);
+}
+
+void
+echod_start_activated(struct echod *e, const char *const *activator_args,
+		      const char *const *extra)
+{
+	static char listen[64];
+	const char *argv[HARNESS_MAX_ARGS];
+	bool accept_mode = false;
+	size_t n = 0;
+
+	e->port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->port);
+	argv[n++] = "/usr/bin/systemd-socket-activate";
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	for (const char *const *a = activator_args; a && *a; a++) {
+		accept_mode |= strcmp(*a, "--accept") == 0 || strcmp(*a, "-a") == 0;
+		argv[n++] = *a;
+	}
+	argv[n++] = echod_binary();
+	argv[n++] = "--config";
+	argv[n++] = "/dev/null";
+	if (!accept_mode) {
+		argv[n++] = "--model";
+		argv[n++] = harness_model();
+	}
+	build_argv(argv, n, extra);
+	spawn(e, argv, NULL);
+	/* The activator listens at once and starts echod when the first
+	 * client connects (wait_accepting() is that client). */
+	wait_accepting(e);
+	if (!accept_mode)
+		wait_ready(e);
+}
+
+int
+echod_run(struct echod *e, const char *const *args, int timeout_ms)
+{
+	const char *argv[HARNESS_MAX_ARGS];
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	size_t n = 0;
+	int status;
+
+	argv[n++] = echod_binary();
+	build_argv(argv, n, args);
+	spawn(e, argv, NULL);
+	for (;;) {
+		pid_t r = waitpid(e->pid, &status, WNOHANG);
+		echod_collect_log(e);
+		if (r == e->pid)
+			break;
+		if (monotonic_ms() >= end) {
+			kill(e->pid, SIGKILL);
+			waitpid(e->pid, NULL, 0);
+			return -1;
+		}
+		usleep(10000);
+	}
+	echod_collect_log(e);
+	close(e->log_fd);
+	e->log_fd = -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int
+echod_stop(struct echod *e, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	int status;
+
+	kill(e->pid, SIGTERM);
+	for (;;) {
+		pid_t r = waitpid(e->pid, &status, WNOHANG);
+		echod_collect_log(e);
+		if (r == e->pid)
+			break;
+		if (monotonic_ms() >= end) {
+			echod_kill(e);
+			return -1;
+		}
+		usleep(10000);
+	}
+	echod_collect_log(e);
+	close(e->log_fd);
+	e->log_fd = -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void
+echod_kill(struct echod *e)
+{
+	pid_t kids[4096];
+	size_t n = process_children(e->pid, kids, 4096);
+
+	for (size_t i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	kill(e->pid, SIGKILL);
+	waitpid(e->pid, NULL, 0);
+	if (e->log_fd >= 0)
+		close(e->log_fd);
+	e->log_fd = -1;
+}
+
+static int
+poll_one(int fd, short events, uint64_t end)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	uint64_t now = monotonic_ms();
+
+	if (now >= end)
+		return 0;
+	return poll(&p, 1, (int)(end - now));
+}
+
+int
+echo_roundtrip(int fd, const void *data, size_t len, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	char *back = malloc(len ? len : 1);
+	size_t sent = 0, got = 0;
+	int r = -1;
+
+	while (got < len) {
+		struct pollfd p = {.fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0)};
+		uint64_t now = monotonic_ms();
+		if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
+			goto out;
+		if ((p.revents & POLLOUT) && sent < len) {
+			ssize_t n = send(fd, (const char *)data + sent, len - sent,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0 && errno != EAGAIN)
+				goto out;
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t n = recv(fd, back + got, len - got, MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN))
+				goto out;
+			if (n > 0)
+				got += (size_t)n;
+		}
+	}
+	r = memcmp(back, data, len) == 0 ? 0 : -1;
+out:
+	free(back);
+	return r;
+}
+
+ssize_t
+read_until_eof(int fd, void *buf, size_t size, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	size_t got = 0;
+
+	for (;;) {
+		if (poll_one(fd, POLLIN, end) <= 0)
+			return -1;
+		ssize_t n = recv(fd, (char *)buf + got, size - got, MSG_DONTWAIT);
+		if (n == 0)
+			return (ssize_t)got;
+		if (n < 0) {
+			if (errno == EAGAIN)
+				continue;
+			return -1;
+		}
+		got += (size_t)n;
+		if (got == size)
+			return (ssize_t)got;
+	}
+}
+
+bool
+wait_readable(int fd, int timeout_ms)
+{
+	return poll_one(fd, POLLIN, monotonic_ms() + (uint64_t)timeout_ms) > 0;
+}
+
+void
+fill_random(void *buf, size_t len, unsigned seed)
+{
+	unsigned char *p = buf;
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		p[i] = (unsigned char)x;
+	}
+}
+
+size_t
+process_children(pid_t pid, pid_t *out, size_t max)
+{
+	char path[64];
+	size_t n = 0;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while ((de = readdir(d)) && n < max) {
+		char cpath[300];
+		FILE *f;
+		int child;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", (int)pid, de->d_name);
+		f = fopen(cpath, "re");
+		if (!f)
+			continue;
+		while (n < max && fscanf(f, "%d", &child) == 1)
+			out[n++] = child;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+static uint64_t
+process_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	uint64_t kib = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %lu", (unsigned long *)&kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+uint64_t
+process_tree_rss_kib(pid_t pid)
+{
+	pid_t kids[1024];
+	size_t n = process_children(pid, kids, 1024);
+	uint64_t total = process_rss_kib(pid);
+
+	for (size_t i = 0; i < n; i++)
+		total += process_tree_rss_kib(kids[i]);
+	return total;
+}
+
+int
+process_fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+bool
+process_alive(pid_t pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	/* A zombie is dead for our purposes. */
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 0;
+	fclose(f);
+	return state != 0 && state != 'Z' && state != 'X';
+}

@@ -1,0 +1,67 @@
+/* Integration test harness: starts the real echod (standalone with
+ * --listen, or under systemd-socket-activate), talks to it over loopback
+ * with bounded waits, and inspects its processes through /proc. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HARNESS_MAX_ARGS 32
+
+struct echod {
+	pid_t pid;	     /* echod itself (the supervisor), or the activator */
+	int port;	     /* TCP port on 127.0.0.1 */
+	int log_fd;	     /* read end of echod's stderr */
+	char log[65536];     /* what echod logged so far */
+	size_t log_len;
+};
+
+/* The model under test, from $ECHOD_MODEL (default prefork). */
+const char *harness_model(void);
+
+/* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
+ * (NULL-terminated), and waits until it accepts connections. */
+void echod_start(struct echod *e, const char *const *extra);
+/* Same with extra environment entries ("K=V", NULL-terminated). */
+void echod_start_env(struct echod *e, const char *const *env, const char *const *extra);
+/* Starts echod under systemd-socket-activate with the given activator
+ * arguments before the program (e.g. "--accept"). */
+void echod_start_activated(struct echod *e, const char *const *activator_args,
+			   const char *const *extra);
+/* Runs echod to completion with args (no --listen added); returns its
+ * exit status and what it wrote to stderr in e->log. */
+int echod_run(struct echod *e, const char *const *args, int timeout_ms);
+
+/* SIGTERM, then waits up to timeout_ms; returns the exit status, or -1
+ * after killing it when it did not exit in time. */
+int echod_stop(struct echod *e, int timeout_ms);
+void echod_kill(struct echod *e);
+/* Reads what echod logged so far (non-blocking) into e->log. */
+void echod_collect_log(struct echod *e);
+/* Waits until the log contains needle, up to timeout_ms. */
+bool echod_wait_log(struct echod *e, const char *needle, int timeout_ms);
+/* Counts the occurrences of needle in the log. */
+unsigned echod_log_count(struct echod *e, const char *needle);
+
+/* Connects to 127.0.0.1:port (blocking connect, then non-blocking). */
+int tcp_connect(int port);
+int free_port(void);
+/* Sends data and reads back exactly len bytes, full duplex, with a
+ * deadline. Returns 0 when what came back equals data, -1 otherwise. */
+int echo_roundtrip(int fd, const void *data, size_t len, int timeout_ms);
+/* Reads until EOF or timeout; returns bytes read, or -1 on error/timeout. */
+ssize_t read_until_eof(int fd, void *buf, size_t size, int timeout_ms);
+/* True when fd becomes readable (data or EOF) within timeout_ms. */
+bool wait_readable(int fd, int timeout_ms);
+void fill_random(void *buf, size_t len, unsigned seed);
+
+/* Direct children of pid (from /proc). Returns how many were written. */
+size_t process_children(pid_t pid, pid_t *out, size_t max);
+/* Total resident memory of pid and all its descendants, in KiB. */
+uint64_t process_tree_rss_kib(pid_t pid);
+/* Number of open fds of pid. */
+int process_fd_count(pid_t pid);
+bool process_alive(pid_t pid);
+uint64_t monotonic_ms(void);

@@ -1,0 +1,330 @@
+/* The conformance set every model must pass, run once per model
+ * ($ECHOD_MODEL): the same clients, the same expectations. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static bool
+model_is(const char *m)
+{
+	return strcmp(harness_model(), m) == 0;
+}
+
+static void
+test_payloads_echoed_exactly(void **state)
+{
+	static const size_t sizes[] = {1, 7, 1000, 65536, 65537, 1 << 20, 4 << 20};
+	struct echod e;
+
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char *buf = malloc(sizes[i]);
+		int fd = tcp_connect(e.port);
+
+		assert_true(fd >= 0);
+		fill_random(buf, sizes[i], (unsigned)i + 1);
+		assert_int_equal(echo_roundtrip(fd, buf, sizes[i], 20000), 0);
+		close(fd);
+		free(buf);
+	}
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+#define CONCURRENT 200
+
+static void
+test_concurrent_clients(void **state)
+{
+	static int fds[CONCURRENT];
+	struct echod e;
+	char buf[1024];
+
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	for (int i = 0; i < CONCURRENT; i++) {
+		fds[i] = tcp_connect(e.port);
+		assert_true(fds[i] >= 0);
+	}
+	/* Everyone is connected before anyone talks: all 200 are open at once. */
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < CONCURRENT; i++) {
+			fill_random(buf, sizeof(buf), (unsigned)(i * 7 + round));
+			assert_int_equal(echo_roundtrip(fds[i], buf, sizeof(buf), 10000), 0);
+		}
+	for (int i = 0; i < CONCURRENT; i++)
+		close(fds[i]);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static void
+test_half_close(void **state)
+{
+	struct echod e;
+	char out[300000], back[300001];
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	fill_random(out, sizeof(out), 42);
+	/* Send everything, then shut our side while echoes are still owed:
+	 * all of them must arrive, then EOF. */
+	size_t sent = 0;
+	uint64_t end = monotonic_ms() + 10000;
+	size_t got = 0;
+	while (sent < sizeof(out) && monotonic_ms() < end) {
+		ssize_t n = send(fd, out + sent, sizeof(out) - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0)
+			sent += (size_t)n;
+		ssize_t m = recv(fd, back + got, sizeof(back) - got, MSG_DONTWAIT);
+		if (m > 0)
+			got += (size_t)m;
+	}
+	assert_int_equal(sent, sizeof(out));
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	ssize_t rest = read_until_eof(fd, back + got, sizeof(back) - got, 10000);
+	assert_true(rest >= 0);
+	assert_int_equal(got + (size_t)rest, sizeof(out));
+	assert_memory_equal(back, out, sizeof(out));
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+/* A client that sends 64 MiB and never reads: echod must stop reading from
+ * it (the data waits in the kernel), not buffer it, and keep serving. */
+static void
+test_backpressure_bounded_memory(void **state)
+{
+	struct echod e;
+	char chunk[65536], buf[512];
+	size_t pushed = 0;
+	int hog, other;
+
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	hog = tcp_connect(e.port);
+	assert_true(hog >= 0);
+	memset(chunk, 'x', sizeof(chunk));
+	uint64_t end = monotonic_ms() + 10000;
+	while (pushed < (64u << 20) && monotonic_ms() < end) {
+		ssize_t n = send(hog, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			pushed += (size_t)n;
+			continue;
+		}
+		if (!wait_readable(hog, 0))
+			usleep(10000);
+		/* The kernel buffers are full both ways: the hog is stuck, as it
+		 * should be. */
+		if (n < 0 && errno == EAGAIN && monotonic_ms() + 8000 > end)
+			break;
+	}
+	uint64_t rss = process_tree_rss_kib(e.pid);
+	print_message("# pushed %zu bytes, echod tree RSS %lu KiB\n", pushed, (unsigned long)rss);
+	assert_true(rss < 64 * 1024);
+
+	other = tcp_connect(e.port);
+	assert_true(other >= 0);
+	fill_random(buf, sizeof(buf), 9);
+	assert_int_equal(echo_roundtrip(other, buf, sizeof(buf), 5000), 0);
+	close(other);
+	close(hog);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static void
+test_idle_timeout(void **state)
+{
+	struct echod e;
+	char buf[16];
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--idle-timeout", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "ping", 4, 2000), 0);
+	uint64_t start = monotonic_ms();
+	/* Closed by echod after about a second of silence. */
+	assert_int_equal(read_until_eof(fd, buf, sizeof(buf), 5000), 0);
+	uint64_t took = monotonic_ms() - start;
+	assert_true(took >= 800);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static void
+test_max_connections_waits_then_serves(void **state)
+{
+	struct echod e;
+	int a, b, c;
+
+	echod_start(&e, (const char *[]){"--workers", "2", "--max-connections", "2", NULL});
+	a = tcp_connect(e.port);
+	b = tcp_connect(e.port);
+	assert_true(a >= 0 && b >= 0);
+	assert_int_equal(echo_roundtrip(a, "a", 1, 2000), 0);
+	assert_int_equal(echo_roundtrip(b, "b", 1, 2000), 0);
+	/* The third connects (the kernel's backlog takes it) but is not served. */
+	c = tcp_connect(e.port);
+	assert_true(c >= 0);
+	assert_int_equal(send(c, "c", 1, MSG_NOSIGNAL), 1);
+	assert_false(wait_readable(c, 700));
+	/* A slot frees up: the waiting client is served, not dropped. */
+	close(a);
+	assert_true(wait_readable(c, 3000));
+	char got;
+	assert_int_equal(recv(c, &got, 1, 0), 1);
+	assert_int_equal(got, 'c');
+	close(b);
+	close(c);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+/* Finds the process serving connections other than the supervisor. */
+static size_t
+serving_processes(struct echod *e, pid_t *out, size_t max)
+{
+	return process_children(e->pid, out, max);
+}
+
+static void
+test_killed_worker_costs_only_its_connections(void **state)
+{
+	struct echod e;
+	pid_t kids[64];
+	size_t n;
+	int survivor = -1, fds[8];
+
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	for (int i = 0; i < 8; i++) {
+		fds[i] = tcp_connect(e.port);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(echo_roundtrip(fds[i], "x", 1, 2000), 0);
+	}
+	n = serving_processes(&e, kids, 64);
+	assert_true(n >= 1);
+	kill(kids[0], SIGKILL);
+	usleep(200000);
+	/* Connections of the other processes keep working; those of the
+	 * killed one fail cleanly (EOF or reset, never wrong data). */
+	for (int i = 0; i < 8; i++) {
+		char b[4] = "abc";
+		if (echo_roundtrip(fds[i], b, 3, 1000) == 0)
+			survivor = i;
+	}
+	if (!model_is("fork") || n > 1)
+		assert_true(survivor >= 0);
+	/* New connections are served again promptly (a respawned worker, or
+	 * the survivors, or a new child). */
+	uint64_t end = monotonic_ms() + 2000;
+	bool served = false;
+	while (!served && monotonic_ms() < end) {
+		int fd = tcp_connect(e.port);
+		served = fd >= 0 && echo_roundtrip(fd, "new", 3, 500) == 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	assert_true(served);
+	if (!model_is("fork")) {
+		/* The pool is whole again within 2 s. */
+		end = monotonic_ms() + 2000;
+		while (serving_processes(&e, kids, 64) < 2 && monotonic_ms() < end)
+			usleep(20000);
+		assert_int_equal(serving_processes(&e, kids, 64), 2);
+		assert_true(echod_wait_log(&e, "killed by signal KILL", 1000));
+	}
+	for (int i = 0; i < 8; i++)
+		close(fds[i]);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static void
+test_sigterm_drains_open_connection(void **state)
+{
+	struct echod e;
+	pid_t kids[64];
+	size_t n;
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "2", "--shutdown-timeout", "5", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
+	n = serving_processes(&e, kids, 64);
+	kill(e.pid, SIGTERM);
+	usleep(300000);
+	/* Still served during the drain window... */
+	assert_int_equal(echo_roundtrip(fd, "during", 6, 2000), 0);
+	/* ...and no new connection is taken (the listener may still accept
+	 * into the backlog, but nothing answers). */
+	close(fd);
+	int status = echod_stop(&e, 10000);
+	assert_int_equal(status, 0);
+	for (size_t i = 0; i < n; i++)
+		assert_false(process_alive(kids[i]));
+}
+
+static void
+test_sigterm_closes_at_shutdown_timeout(void **state)
+{
+	struct echod e;
+	char buf[8];
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--shutdown-timeout", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "x", 1, 2000), 0);
+	uint64_t start = monotonic_ms();
+	kill(e.pid, SIGTERM);
+	/* The idle client is closed when the drain window ends. */
+	assert_true(read_until_eof(fd, buf, sizeof(buf), 6000) >= 0);
+	assert_true(monotonic_ms() - start >= 800);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 8000), 0);
+}
+
+static void
+test_socket_activation(void **state)
+{
+	struct echod e;
+	char buf[5000];
+	int fd;
+
+	echod_start_activated(&e, NULL, (const char *[]){"--workers", "2", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	fill_random(buf, sizeof(buf), 5);
+	assert_int_equal(echo_roundtrip(fd, buf, sizeof(buf), 5000), 0);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_payloads_echoed_exactly),
+		cmocka_unit_test(test_concurrent_clients),
+		cmocka_unit_test(test_half_close),
+		cmocka_unit_test(test_backpressure_bounded_memory),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_max_connections_waits_then_serves),
+		cmocka_unit_test(test_killed_worker_costs_only_its_connections),
+		cmocka_unit_test(test_sigterm_drains_open_connection),
+		cmocka_unit_test(test_sigterm_closes_at_shutdown_timeout),
+		cmocka_unit_test(test_socket_activation),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name(harness_model(), tests, NULL, NULL);
+}
