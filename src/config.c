@@ -278,7 +278,9 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 	}
 	r = config_set(p->config, name, value, where, p->err);
 	if (r < 0) {
-		p->error = r;
+		/* config_load_file()'s -ENOENT means "no file", which the
+		 * default path may be: an unknown key inside one is a bad file. */
+		p->error = r == -ENOENT ? -EINVAL : r;
 		return 0;
 	}
 	return 1;
