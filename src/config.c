@@ -241,6 +241,7 @@ struct file_parse {
 	FILE *f;
 	unsigned line;
 	int error;
+	unsigned error_line;
 	bool saw_section;
 };
 
@@ -269,6 +270,7 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 		return 0;
 	snprintf(where, sizeof(where), "%s:%u", p->path, p->line);
 	if (strcasecmp(section, "echod") != 0) {
+		p->error_line = p->line;
 		if (section[0] == '\0')
 			p->error = config_fail(p->err, "%s: %s=%s: key outside of the [echod] section",
 					       where, name, value);
@@ -281,6 +283,7 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 		/* config_load_file()'s -ENOENT means "no file", which the
 		 * default path may be: an unknown key inside one is a bad file. */
 		p->error = r == -ENOENT ? -EINVAL : r;
+		p->error_line = p->line;
 		return 0;
 	}
 	return 1;
@@ -302,7 +305,9 @@ config_load_file(struct config *c, const char *path, struct config_error *err)
 	if (ferror(p.f) && !p.error)
 		p.error = config_fail(err, "%s: read error", path);
 	fclose(p.f);
-	if (p.error)
+	/* inih goes on after a syntax error and returns the first error's
+	 * line: report whichever came first, as it is the likely cause. */
+	if (p.error && !(r > 0 && (unsigned)r < p.error_line))
 		return p.error;
 	if (r > 0)
 		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", path,
