@@ -253,10 +253,30 @@ read_line(char *str, int num, void *stream)
 {
 	struct file_parse *p = stream;
 	char *s = fgets(str, num, p->f);
+	size_t len;
+	int ch;
 
-	if (s)
-		p->line++;
-	return s;
+	if (!s)
+		return NULL;
+	p->line++;
+	len = strlen(s);
+	if (len == 0 || s[len - 1] == '\n')
+		return s;
+	/* A line longer than inih's buffer: inih would take the rest for a
+	 * line of its own. The rest of a comment can go; anything else would
+	 * be cut short, so it is an error. */
+	ch = getc(p->f);
+	if (ch == EOF || ch == '\n')
+		return s;
+	while (ch != EOF && ch != '\n')
+		ch = getc(p->f);
+	s += strspn(s, " \t");
+	if (s[0] != '#' && s[0] != ';' && !p->error) {
+		p->error = config_fail(p->err, "%s:%u: line too long (%d characters at most)",
+				       p->path, p->line, num - 1);
+		p->error_line = p->line;
+	}
+	return str;
 }
 
 static int
