@@ -325,6 +325,41 @@ test_bad_file(void **state)
 	config_done(&c);
 }
 
+/* inih reads lines into a fixed buffer (199 characters and the newline). */
+static void
+test_long_lines(void **state)
+{
+	char text[1024], path[sizeof(TMP_TEMPLATE)], expected[sizeof(path) + 128];
+	struct config_error err = {{0}};
+	struct config c;
+	int n;
+
+	config_init(&c);
+	/* A long comment is skipped whole, and the lines after it keep their
+	 * numbers. */
+	n = snprintf(text, sizeof(text), "[echod]\n# %0300d\nModel=nope\n", 0);
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	assert_int_equal(load_text(&c, text, path, &err), -EINVAL);
+	snprintf(expected, sizeof(expected),
+		 "%s:3: Model=nope: unknown model (prefork, passfd or fork)", path);
+	assert_string_equal(err.message, expected);
+
+	/* 199 characters fit (here mostly spaces); the value is read whole. */
+	snprintf(text, sizeof(text), "[echod]\nListen%*s=127.0.0.1:7\n", 181, "");
+	assert_int_equal(strlen(strchr(text, '\n') + 1), 199 + 1);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "127.0.0.1:7");
+
+	/* One more would be cut short: an error, not a shorter value. */
+	snprintf(text, sizeof(text), "[echod]\nListen=\nListen%*s=127.0.0.1:7\n", 182, "");
+	assert_int_equal(load_text(&c, text, path, &err), -EINVAL);
+	snprintf(expected, sizeof(expected), "%s:3: line too long (199 characters at most)", path);
+	assert_string_equal(err.message, expected);
+	assert_int_equal(c.n_listen, 0);
+	config_done(&c);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -653,6 +688,7 @@ main(void)
 	    BAD_FILE(syntax_section),
 	    BAD_FILE(value_then_syntax),
 	    BAD_FILE(line_count),
+	    cmocka_unit_test(test_long_lines),
 	    cmocka_unit_test(test_missing_file),
 	    cmocka_unit_test(test_directory),
 	    cmocka_unit_test(test_empty_file),
