@@ -241,6 +241,7 @@ struct file_parse {
 	FILE *f;
 	unsigned line;
 	int error;
+	unsigned error_line;
 	bool saw_section;
 };
 
@@ -252,10 +253,30 @@ read_line(char *str, int num, void *stream)
 {
 	struct file_parse *p = stream;
 	char *s = fgets(str, num, p->f);
+	size_t len;
+	int ch;
 
-	if (s)
-		p->line++;
-	return s;
+	if (!s)
+		return NULL;
+	p->line++;
+	len = strlen(s);
+	if (len == 0 || s[len - 1] == '\n')
+		return s;
+	/* A line longer than inih's buffer: inih would take the rest for a
+	 * line of its own. The rest of a comment can go; anything else would
+	 * be cut short, so it is an error. */
+	ch = getc(p->f);
+	if (ch == EOF || ch == '\n')
+		return s;
+	while (ch != EOF && ch != '\n')
+		ch = getc(p->f);
+	s += strspn(s, " \t");
+	if (s[0] != '#' && s[0] != ';' && !p->error) {
+		p->error = config_fail(p->err, "%s:%u: line too long (%d characters at most)",
+				       p->path, p->line, num - 1);
+		p->error_line = p->line;
+	}
+	return str;
 }
 
 static int
@@ -269,6 +290,7 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 		return 0;
 	snprintf(where, sizeof(where), "%s:%u", p->path, p->line);
 	if (strcasecmp(section, "echod") != 0) {
+		p->error_line = p->line;
 		if (section[0] == '\0')
 			p->error = config_fail(p->err, "%s: %s=%s: key outside of the [echod] section",
 					       where, name, value);
@@ -278,7 +300,10 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 	}
 	r = config_set(p->config, name, value, where, p->err);
 	if (r < 0) {
-		p->error = r;
+		/* config_load_file()'s -ENOENT means "no file", which the
+		 * default path may be: an unknown key inside one is a bad file. */
+		p->error = r == -ENOENT ? -EINVAL : r;
+		p->error_line = p->line;
 		return 0;
 	}
 	return 1;
@@ -300,7 +325,9 @@ config_load_file(struct config *c, const char *path, struct config_error *err)
 	if (ferror(p.f) && !p.error)
 		p.error = config_fail(err, "%s: read error", path);
 	fclose(p.f);
-	if (p.error)
+	/* inih goes on after a syntax error and returns the first error's
+	 * line: report whichever came first, as it is the likely cause. */
+	if (p.error && !(r > 0 && (unsigned)r < p.error_line))
 		return p.error;
 	if (r > 0)
 		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", path,

@@ -20,6 +20,9 @@ enum {
 	OPT_VERSION,
 };
 
+/* The leading ':' makes a missing value ':' rather than '?'. */
+static const char short_options[] = ":c:m:w:l:h";
+
 static const struct option long_options[] = {
 	{"config", required_argument, NULL, 'c'},
 	{"model", required_argument, NULL, 'm'},
@@ -117,7 +120,7 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 
 	opterr = 0;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":c:m:w:l:h", long_options, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) >= 0) {
 		switch (c) {
 		case 'c':
 			o.config_path = optarg;
@@ -138,8 +141,14 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 			return bad_usage(err, "option %s needs a value (see echod --help)",
 					 argv[optind - 1]);
 		case '?':
-			if (optopt)
+			/* optopt is the unknown character of a short option, or
+			 * the val of a known long option given a value it does
+			 * not take; 0 for an unknown long option. */
+			if (optopt > 0 && optopt < 0x100 && !strchr(short_options, optopt))
 				return bad_usage(err, "unknown option -%c (see echod --help)", optopt);
+			if (optopt)
+				return bad_usage(err, "option %s takes no value (see echod --help)",
+						 argv[optind - 1]);
 			return bad_usage(err, "unknown option %s (see echod --help)",
 					 argv[optind - 1]);
 		default:

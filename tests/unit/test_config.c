@@ -1,0 +1,712 @@
+/* config.c and options.c: every key from a file, every kind of bad input
+ * with its file:line message, and the command line on top of the file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "options.h"
+
+#define TMP_TEMPLATE "/tmp/echod-test-config-XXXXXX"
+
+/* Writes text to a new temporary file; path receives its name. */
+static void
+write_file(char path[static sizeof(TMP_TEMPLATE)], const char *text)
+{
+	size_t len = strlen(text);
+	int fd;
+
+	memcpy(path, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+}
+
+/* Loads text as a configuration file on top of c. */
+static int
+load_text(struct config *c, const char *text, char path[static sizeof(TMP_TEMPLATE)],
+	  struct config_error *err)
+{
+	int r;
+
+	write_file(path, text);
+	r = config_load_file(c, path, err);
+	assert_int_equal(unlink(path), 0);
+	return r;
+}
+
+/* --- defaults and good files --- */
+
+static void
+test_defaults(void **state)
+{
+	struct config c;
+
+	memset(&c, 0xa5, sizeof(c));
+	config_init(&c);
+	assert_int_equal(c.model, MODEL_PREFORK);
+	assert_int_equal(c.workers, 0);
+	assert_int_equal(c.worker_connections, 4096);
+	assert_int_equal(c.max_connections, 0);
+	assert_int_equal(c.idle_timeout_sec, 300);
+	assert_int_equal(c.shutdown_timeout_sec, 10);
+	assert_int_equal(c.datagram_rate_limit, 1000);
+	assert_int_equal(c.log_level, LOG_INFO);
+	assert_int_equal(c.n_listen, 0);
+	assert_string_equal(model_to_string(c.model), "prefork");
+	assert_string_equal(model_to_string(MODEL_PASSFD), "passfd");
+	assert_string_equal(model_to_string(MODEL_FORK), "fork");
+	config_done(&c);
+}
+
+static void
+test_every_key(void **state)
+{
+	static const char text[] = "# echod test configuration\n"
+				   "; both comment characters\n"
+				   "\n"
+				   "[echod]\n"
+				   "Model=passfd\n"
+				   "Workers=3\n"
+				   "WorkerConnections=17\n"
+				   "MaxConnections=40\n"
+				   "IdleTimeoutSec=0\n"
+				   "ShutdownTimeoutSec=25\n"
+				   "LogLevel=debug\n"
+				   "DatagramRateLimit=0\n"
+				   "Listen=127.0.0.1:7007\n"
+				   "Listen = [::1]:7007\n"
+				   "Listen=udp:127.0.0.1:7007\n"
+				   "Listen=unix:/run/echod.sock\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.model, MODEL_PASSFD);
+	assert_int_equal(c.workers, 3);
+	assert_int_equal(c.worker_connections, 17);
+	assert_int_equal(c.max_connections, 40);
+	assert_int_equal(c.idle_timeout_sec, 0);
+	assert_int_equal(c.shutdown_timeout_sec, 25);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+	assert_int_equal(c.datagram_rate_limit, 0);
+	assert_int_equal(c.n_listen, 4);
+	assert_string_equal(c.listen[0], "127.0.0.1:7007");
+	assert_string_equal(c.listen[1], "[::1]:7007");
+	assert_string_equal(c.listen[2], "udp:127.0.0.1:7007");
+	assert_string_equal(c.listen[3], "unix:/run/echod.sock");
+	config_done(&c);
+}
+
+static void
+test_limits_and_case(void **state)
+{
+	/* The bounds themselves are accepted; keys and names ignore case. */
+	static const char text[] = "[ECHOD]\n"
+				   "model=FORK\n"
+				   "workers=1024\n"
+				   "workerconnections=1048576\n"
+				   "MaxConnections=16777216\n"
+				   "IdleTimeoutSec=86400\n"
+				   "ShutdownTimeoutSec=3600\n"
+				   "DatagramRateLimit=10000000\n"
+				   "LogLevel=ERR\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.model, MODEL_FORK);
+	assert_int_equal(c.workers, 1024);
+	assert_int_equal(c.worker_connections, 1048576);
+	assert_int_equal(c.max_connections, 16777216);
+	assert_int_equal(c.idle_timeout_sec, 86400);
+	assert_int_equal(c.shutdown_timeout_sec, 3600);
+	assert_int_equal(c.datagram_rate_limit, 10000000);
+	assert_int_equal(c.log_level, LOG_ERR);
+	config_done(&c);
+}
+
+static void
+test_workers_auto(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	c.workers = 7;
+	assert_int_equal(load_text(&c, "[echod]\nWorkers=auto\n", path, &err), 0);
+	assert_int_equal(c.workers, 0);
+	assert_int_equal(load_text(&c, "[echod]\nWorkers=5\nWorkers=AUTO\n", path, &err), 0);
+	assert_int_equal(c.workers, 0);
+	config_done(&c);
+}
+
+static void
+test_listen_reset(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "Listen=127.0.0.1:1\n"
+				   "Listen=127.0.0.1:2\n"
+				   "Listen=\n"
+				   "Listen=udp:[::1]:3\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "udp:[::1]:3");
+	/* A reset at the end leaves nothing. */
+	assert_int_equal(load_text(&c, "[echod]\nListen=\n", path, &err), 0);
+	assert_int_equal(c.n_listen, 0);
+	config_done(&c);
+}
+
+static void
+test_comments(void **state)
+{
+	/* Commented-out lines would be errors if they were read. */
+	static const char text[] = "# Model=bogus\n"
+				   "; Workers=0\n"
+				   "[echod]\n"
+				   "#Colour=blue\n"
+				   ";IdleTimeoutSec=-1\n"
+				   "  # indented comment\n"
+				   "Workers=4 ; inline comment\n"
+				   "Model=fork\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.workers, 4);
+	assert_int_equal(c.model, MODEL_FORK);
+	assert_int_equal(c.idle_timeout_sec, 300);
+	config_done(&c);
+}
+
+static void
+test_file_overrides_only_its_keys(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	c.idle_timeout_sec = 5;
+	c.worker_connections = 9;
+	assert_int_equal(load_text(&c, "[echod]\nIdleTimeoutSec=6\n", path, &err), 0);
+	assert_int_equal(c.idle_timeout_sec, 6);
+	assert_int_equal(c.worker_connections, 9);
+	config_done(&c);
+}
+
+static void
+test_copy(void **state)
+{
+	struct config_error err = {{0}};
+	struct config a, b;
+
+	config_init(&a);
+	config_init(&b);
+	assert_int_equal(config_set(&a, "Listen", "127.0.0.1:1", "test", &err), 0);
+	assert_int_equal(config_set(&a, "Listen", "unix:@x", "test", &err), 0);
+	assert_int_equal(config_set(&a, "Workers", "2", "test", &err), 0);
+	assert_int_equal(config_set(&b, "Listen", "127.0.0.1:9", "test", &err), 0);
+	assert_int_equal(config_copy(&b, &a), 0);
+	assert_int_equal(b.workers, 2);
+	assert_int_equal(b.n_listen, 2);
+	/* A deep copy: the strings are b's own. */
+	assert_ptr_not_equal(b.listen[0], a.listen[0]);
+	assert_string_equal(b.listen[0], "127.0.0.1:1");
+	assert_string_equal(b.listen[1], "unix:@x");
+	config_done(&a);
+	assert_string_equal(b.listen[1], "unix:@x");
+	config_done(&b);
+}
+
+/* --- bad files: each one message naming file, line and key --- */
+
+struct bad_file {
+	const char *text;
+	int error;	     /* expected return value */
+	const char *message; /* after "PATH:" */
+};
+
+static const struct bad_file bad_unknown_key = {"[echod]\nModel=fork\nColour=blue\n", -EINVAL,
+						"3: unknown key \"Colour\""};
+static const struct bad_file bad_number = {"[echod]\nWorkerConnections=12x\n", -EINVAL,
+					   "2: WorkerConnections=12x: not a whole number"};
+static const struct bad_file bad_number_empty = {"[echod]\nIdleTimeoutSec=\n", -EINVAL,
+						 "2: IdleTimeoutSec=: not a whole number"};
+static const struct bad_file bad_number_space = {"[echod]\nMaxConnections=1 000\n", -EINVAL,
+						 "2: MaxConnections=1 000: not a whole number"};
+static const struct bad_file bad_negative = {"[echod]\nShutdownTimeoutSec=-5\n", -EINVAL,
+					     "2: ShutdownTimeoutSec=-5: not a whole number"};
+static const struct bad_file bad_plus = {"[echod]\nIdleTimeoutSec=+5\n", -EINVAL,
+					 "2: IdleTimeoutSec=+5: not a whole number"};
+static const struct bad_file bad_below_min = {"[echod]\nWorkerConnections=0\n", -EINVAL,
+					      "2: WorkerConnections=0: out of range (1..1048576)"};
+static const struct bad_file bad_max_connections_zero = {
+    "[echod]\nMaxConnections=0\n", -EINVAL, "2: MaxConnections=0: out of range (1..16777216)"};
+static const struct bad_file bad_above_max = {"[echod]\nIdleTimeoutSec=86401\n", -EINVAL,
+					      "2: IdleTimeoutSec=86401: out of range (0..86400)"};
+static const struct bad_file bad_rate_above_max = {
+    "[echod]\nDatagramRateLimit=10000001\n", -EINVAL,
+    "2: DatagramRateLimit=10000001: out of range (0..10000000)"};
+static const struct bad_file bad_overflow = {
+    "[echod]\nShutdownTimeoutSec=99999999999999999999999\n", -EINVAL,
+    "2: ShutdownTimeoutSec=99999999999999999999999: out of range (0..3600)"};
+static const struct bad_file bad_workers_zero = {"[echod]\nWorkers=0\n", -EINVAL,
+						 "2: Workers=0: out of range (1..1024 or auto)"};
+static const struct bad_file bad_workers_many = {"[echod]\nWorkers=1025\n", -EINVAL,
+						 "2: Workers=1025: out of range (1..1024 or auto)"};
+static const struct bad_file bad_workers_word = {"[echod]\nWorkers=all\n", -EINVAL,
+						 "2: Workers=all: not a whole number or \"auto\""};
+static const struct bad_file bad_model = {
+    "[echod]\nModel=threads\n", -EINVAL,
+    "2: Model=threads: unknown model (prefork, passfd or fork)"};
+static const struct bad_file bad_log_level = {
+    "[echod]\nLogLevel=loud\n", -EINVAL,
+    "2: LogLevel=loud: unknown level (err, warning, notice, info or debug)"};
+static const struct bad_file bad_log_level_crit = {
+    "[echod]\nLogLevel=crit\n", -EINVAL,
+    "2: LogLevel=crit: unknown level (err, warning, notice, info or debug)"};
+static const struct bad_file bad_listen = {"[echod]\nListen=127.0.0.1:7\nListen=localhost:7\n",
+					   -EINVAL,
+					   "3: Listen=localhost:7: not a numeric IPv4 address"};
+static const struct bad_file bad_listen_port = {"[echod]\nListen=udp:127.0.0.1\n", -EINVAL,
+						"2: Listen=udp:127.0.0.1: expected ADDRESS:PORT"};
+static const struct bad_file bad_outside_section = {
+    "Model=fork\n[echod]\nWorkers=2\n", -EINVAL,
+    "1: Model=fork: key outside of the [echod] section"};
+static const struct bad_file bad_section = {"[echod]\nModel=fork\n[other]\nWorkers=2\n", -EINVAL,
+					    "4: unknown section [other]"};
+static const struct bad_file bad_syntax = {"[echod]\nModel=fork\nWorkers\n", -EINVAL,
+					   "3: syntax error: expected [echod] or Key=value"};
+static const struct bad_file bad_syntax_section = {
+    "[echod\nModel=fork\n", -EINVAL, "1: syntax error: expected [echod] or Key=value"};
+static const struct bad_file bad_value_then_syntax = {
+    "[echod]\nModel=nope\nWorkers\n", -EINVAL,
+    "2: Model=nope: unknown model (prefork, passfd or fork)"};
+static const struct bad_file bad_line_count = {
+    "# one\n\n; three\n[echod]\n\nModel=fork\n   \nModel=nope\n", -EINVAL,
+    "8: Model=nope: unknown model (prefork, passfd or fork)"};
+
+static void
+test_bad_file(void **state)
+{
+	const struct bad_file *b = *state;
+	char path[sizeof(TMP_TEMPLATE)], expected[sizeof(path) + 256];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, b->text, path, &err), b->error);
+	snprintf(expected, sizeof(expected), "%s:%s", path, b->message);
+	assert_string_equal(err.message, expected);
+	config_done(&c);
+}
+
+/* inih reads lines into a fixed buffer (199 characters and the newline). */
+static void
+test_long_lines(void **state)
+{
+	char text[1024], path[sizeof(TMP_TEMPLATE)], expected[sizeof(path) + 128];
+	struct config_error err = {{0}};
+	struct config c;
+	int n;
+
+	config_init(&c);
+	/* A long comment is skipped whole, and the lines after it keep their
+	 * numbers. */
+	n = snprintf(text, sizeof(text), "[echod]\n# %0300d\nModel=nope\n", 0);
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	assert_int_equal(load_text(&c, text, path, &err), -EINVAL);
+	snprintf(expected, sizeof(expected),
+		 "%s:3: Model=nope: unknown model (prefork, passfd or fork)", path);
+	assert_string_equal(err.message, expected);
+
+	/* 199 characters fit (here mostly spaces); the value is read whole. */
+	snprintf(text, sizeof(text), "[echod]\nListen%*s=127.0.0.1:7\n", 181, "");
+	assert_int_equal(strlen(strchr(text, '\n') + 1), 199 + 1);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "127.0.0.1:7");
+
+	/* One more would be cut short: an error, not a shorter value. */
+	snprintf(text, sizeof(text), "[echod]\nListen=\nListen%*s=127.0.0.1:7\n", 182, "");
+	assert_int_equal(load_text(&c, text, path, &err), -EINVAL);
+	snprintf(expected, sizeof(expected), "%s:3: line too long (199 characters at most)", path);
+	assert_string_equal(err.message, expected);
+	assert_int_equal(c.n_listen, 0);
+	config_done(&c);
+}
+
+static void
+test_missing_file(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)], expected[sizeof(path) + 64];
+	struct config_error err = {{0}};
+	struct config c;
+
+	write_file(path, "");
+	assert_int_equal(unlink(path), 0);
+	config_init(&c);
+	assert_int_equal(config_load_file(&c, path, &err), -ENOENT);
+	snprintf(expected, sizeof(expected), "%s: cannot read: No such file or directory", path);
+	assert_string_equal(err.message, expected);
+	config_done(&c);
+}
+
+static void
+test_directory(void **state)
+{
+	char path[] = "/tmp/echod-test-config-dir-XXXXXX", expected[sizeof(path) + 64];
+	struct config_error err = {{0}};
+	struct config c;
+
+	assert_non_null(mkdtemp(path));
+	config_init(&c);
+	assert_int_equal(config_load_file(&c, path, &err), -EINVAL);
+	assert_int_equal(rmdir(path), 0);
+	snprintf(expected, sizeof(expected), "%s: read error", path);
+	assert_string_equal(err.message, expected);
+	config_done(&c);
+}
+
+static void
+test_empty_file(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, "", path, &err), 0);
+	assert_int_equal(c.model, MODEL_PREFORK);
+	config_done(&c);
+}
+
+/* --- resolved values --- */
+
+static void
+test_resolve_workers(void **state)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct config c;
+
+	config_init(&c);
+	assert_true(cpus >= 1);
+	assert_int_equal(config_workers(&c), cpus > 1024 ? 1024 : cpus);
+	c.workers = 3;
+	assert_int_equal(config_workers(&c), 3);
+	config_done(&c);
+}
+
+static void
+test_resolve_max_connections(void **state)
+{
+	struct config c;
+
+	config_init(&c);
+	c.workers = 2;
+	c.worker_connections = 10;
+	/* Unset: what the workers can hold. */
+	assert_int_equal(config_max_connections(&c), 20);
+	c.max_connections = 5;
+	assert_int_equal(config_max_connections(&c), 5);
+	/* Never more than the workers can hold. */
+	c.max_connections = 100;
+	assert_int_equal(config_max_connections(&c), 20);
+	c.model = MODEL_PASSFD;
+	assert_int_equal(config_max_connections(&c), 20);
+
+	/* fork: a cap on processes, 1024 unless set, whatever the workers hold. */
+	c.model = MODEL_FORK;
+	c.max_connections = 0;
+	assert_int_equal(config_max_connections(&c), 1024);
+	c.max_connections = 7;
+	assert_int_equal(config_max_connections(&c), 7);
+	c.max_connections = 5000;
+	assert_int_equal(config_max_connections(&c), 5000);
+
+	/* auto workers: CPUs x WorkerConnections. */
+	c.model = MODEL_PREFORK;
+	c.workers = 0;
+	c.max_connections = 0;
+	c.worker_connections = 3;
+	assert_int_equal(config_max_connections(&c), config_workers(&c) * 3);
+	config_done(&c);
+}
+
+/* --- the command line --- */
+
+#define ARGV(...)                                                                                  \
+	(char *[])                                                                                 \
+	{                                                                                          \
+		"echod", __VA_ARGS__, NULL                                                         \
+	}
+#define ARGC(...) ((int)(sizeof(ARGV(__VA_ARGS__)) / sizeof(char *)) - 1)
+#define PARSE(o, err, ...) options_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), o, err)
+
+static void
+test_options_flags(void **state)
+{
+	struct config_error err = {{0}};
+	struct options o;
+
+	assert_int_equal(PARSE(&o, &err, "--help"), 0);
+	assert_true(o.help);
+	assert_false(o.version);
+	assert_false(o.check_config);
+	assert_null(o.config_path);
+	assert_int_equal(o.n_settings, 0);
+
+	assert_int_equal(PARSE(&o, &err, "-h"), 0);
+	assert_true(o.help);
+
+	assert_int_equal(PARSE(&o, &err, "--version"), 0);
+	assert_true(o.version);
+	assert_false(o.help);
+
+	assert_int_equal(PARSE(&o, &err, "--check-config", "-c", "/etc/other.conf"), 0);
+	assert_true(o.check_config);
+	assert_false(o.version);
+	assert_string_equal(o.config_path, "/etc/other.conf");
+
+	assert_int_equal(PARSE(&o, &err, "--config=/x.conf", "--reload", "42"), 0);
+	assert_string_equal(o.config_path, "/x.conf");
+	assert_string_equal(o.reload_pid, "42");
+	assert_false(o.check_config);
+}
+
+static void
+test_options_settings(void **state)
+{
+	static const char *const expected[][3] = {
+	    {"Model", "--model", "fork"},
+	    {"Workers", "--workers", "auto"},
+	    {"WorkerConnections", "--worker-connections", "8"},
+	    {"MaxConnections", "--max-connections", "9"},
+	    {"IdleTimeoutSec", "--idle-timeout", "10"},
+	    {"ShutdownTimeoutSec", "--shutdown-timeout", "11"},
+	    {"LogLevel", "--log-level", "debug"},
+	    {"DatagramRateLimit", "--datagram-rate-limit", "12"},
+	    {"Listen", "--listen", "127.0.0.1:1"},
+	    {"Listen", "--listen", "127.0.0.1:2"},
+	    {"Model", "--model", "passfd"},
+	};
+	struct config_error err = {{0}};
+	struct options o;
+
+	assert_int_equal(PARSE(&o, &err, "-m", "fork", "-w", "auto", "--worker-connections", "8",
+			       "--max-connections=9", "--idle-timeout", "10", "--shutdown-timeout",
+			       "11", "--log-level", "debug", "--datagram-rate-limit", "12", "-l",
+			       "127.0.0.1:1", "--listen", "127.0.0.1:2", "--model", "passfd"),
+			 0);
+	assert_int_equal(o.n_settings, sizeof(expected) / sizeof(expected[0]));
+	for (size_t i = 0; i < o.n_settings; i++) {
+		assert_string_equal(o.settings[i].key, expected[i][0]);
+		assert_string_equal(o.settings[i].option, expected[i][1]);
+		assert_string_equal(o.settings[i].value, expected[i][2]);
+	}
+}
+
+static void
+test_options_win_over_file(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "Model=passfd\n"
+				   "Workers=3\n"
+				   "IdleTimeoutSec=60\n"
+				   "Listen=127.0.0.1:1\n"
+				   "Listen=127.0.0.1:2\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct options o;
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(PARSE(&o, &err, "-m", "fork", "--idle-timeout", "0", "-l", "udp:[::1]:9",
+			       "--listen", "unix:@echod"),
+			 0);
+	assert_int_equal(options_apply(&o, &c, &err), 0);
+	assert_int_equal(c.model, MODEL_FORK);
+	assert_int_equal(c.idle_timeout_sec, 0);
+	/* Not on the command line: the file's value stays. */
+	assert_int_equal(c.workers, 3);
+	/* --listen replaces the file's list instead of adding to it. */
+	assert_int_equal(c.n_listen, 2);
+	assert_string_equal(c.listen[0], "udp:[::1]:9");
+	assert_string_equal(c.listen[1], "unix:@echod");
+	config_done(&c);
+}
+
+static void
+test_options_keep_file_listen(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct options o;
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, "[echod]\nListen=127.0.0.1:1\n", path, &err), 0);
+	assert_int_equal(PARSE(&o, &err, "-w", "2"), 0);
+	assert_int_equal(options_apply(&o, &c, &err), 0);
+	assert_int_equal(c.workers, 2);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "127.0.0.1:1");
+	config_done(&c);
+}
+
+static void
+test_options_bad_value(void **state)
+{
+	struct config_error err = {{0}};
+	struct options o;
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(PARSE(&o, &err, "--workers", "0"), 0);
+	assert_int_equal(options_apply(&o, &c, &err), -EINVAL);
+	assert_string_equal(err.message, "--workers: Workers=0: out of range (1..1024 or auto)");
+
+	assert_int_equal(PARSE(&o, &err, "-l", "127.0.0.1:1", "--listen", "[::1]"), 0);
+	assert_int_equal(options_apply(&o, &c, &err), -EINVAL);
+	assert_string_equal(err.message, "--listen: Listen=[::1]: expected [IPv6]:PORT");
+
+	assert_int_equal(PARSE(&o, &err, "--log-level", "verbose"), 0);
+	assert_int_equal(options_apply(&o, &c, &err), -EINVAL);
+	assert_string_equal(err.message, "--log-level: LogLevel=verbose: unknown level (err, "
+					 "warning, notice, info or debug)");
+	config_done(&c);
+}
+
+struct bad_command_line {
+	int argc;
+	char **argv;
+	const char *message;
+};
+
+#define BAD_COMMAND_LINE(message, ...)                                                             \
+	{                                                                                          \
+		ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), message                                      \
+	}
+
+static struct bad_command_line bad_unknown_long =
+    BAD_COMMAND_LINE("unknown option --bogus (see echod --help)", "-w", "2", "--bogus");
+static struct bad_command_line bad_unknown_short =
+    BAD_COMMAND_LINE("unknown option -x (see echod --help)", "-x");
+static struct bad_command_line bad_missing_long =
+    BAD_COMMAND_LINE("option --model needs a value (see echod --help)", "--model");
+static struct bad_command_line bad_missing_short =
+    BAD_COMMAND_LINE("option -w needs a value (see echod --help)", "--help", "-w");
+static struct bad_command_line bad_stray =
+    BAD_COMMAND_LINE("unexpected argument \"fork\" (see echod --help)", "-w", "2", "fork");
+static struct bad_command_line bad_flag_value = BAD_COMMAND_LINE(
+    "option --check-config=yes takes no value (see echod --help)", "--check-config=yes");
+static struct bad_command_line bad_help_value =
+    BAD_COMMAND_LINE("option --help=1 takes no value (see echod --help)", "--help=1");
+
+static void
+test_bad_command_line(void **state)
+{
+	const struct bad_command_line *b = *state;
+	struct config_error err = {{0}};
+	struct options o;
+
+	memset(&o, 0x5a, sizeof(o));
+	assert_int_equal(options_parse(b->argc, b->argv, &o, &err), -EINVAL);
+	assert_string_equal(err.message, b->message);
+	/* ret is written only on success. */
+	assert_int_equal(o.n_settings, (size_t)0x5a5a5a5a5a5a5a5aULL);
+}
+
+#define BAD_FILE(name)                                                                             \
+	{                                                                                          \
+		"bad file: " #name, test_bad_file, NULL, NULL, (void *)&bad_##name                 \
+	}
+#define BAD_ARGS(name)                                                                             \
+	{                                                                                          \
+		"bad command line: " #name, test_bad_command_line, NULL, NULL, &bad_##name         \
+	}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_every_key),
+	    cmocka_unit_test(test_limits_and_case),
+	    cmocka_unit_test(test_workers_auto),
+	    cmocka_unit_test(test_listen_reset),
+	    cmocka_unit_test(test_comments),
+	    cmocka_unit_test(test_file_overrides_only_its_keys),
+	    cmocka_unit_test(test_copy),
+	    BAD_FILE(unknown_key),
+	    BAD_FILE(number),
+	    BAD_FILE(number_empty),
+	    BAD_FILE(number_space),
+	    BAD_FILE(negative),
+	    BAD_FILE(plus),
+	    BAD_FILE(below_min),
+	    BAD_FILE(max_connections_zero),
+	    BAD_FILE(above_max),
+	    BAD_FILE(rate_above_max),
+	    BAD_FILE(overflow),
+	    BAD_FILE(workers_zero),
+	    BAD_FILE(workers_many),
+	    BAD_FILE(workers_word),
+	    BAD_FILE(model),
+	    BAD_FILE(log_level),
+	    BAD_FILE(log_level_crit),
+	    BAD_FILE(listen),
+	    BAD_FILE(listen_port),
+	    BAD_FILE(outside_section),
+	    BAD_FILE(section),
+	    BAD_FILE(syntax),
+	    BAD_FILE(syntax_section),
+	    BAD_FILE(value_then_syntax),
+	    BAD_FILE(line_count),
+	    cmocka_unit_test(test_long_lines),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_directory),
+	    cmocka_unit_test(test_empty_file),
+	    cmocka_unit_test(test_resolve_workers),
+	    cmocka_unit_test(test_resolve_max_connections),
+	    cmocka_unit_test(test_options_flags),
+	    cmocka_unit_test(test_options_settings),
+	    cmocka_unit_test(test_options_win_over_file),
+	    cmocka_unit_test(test_options_keep_file_listen),
+	    cmocka_unit_test(test_options_bad_value),
+	    BAD_ARGS(unknown_long),
+	    BAD_ARGS(unknown_short),
+	    BAD_ARGS(missing_long),
+	    BAD_ARGS(missing_short),
+	    BAD_ARGS(stray),
+	    BAD_ARGS(flag_value),
+	    BAD_ARGS(help_value),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
