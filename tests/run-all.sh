@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: a -Werror build and an ASan+UBSan build, each
+# running every meson test. Ends with one line "N passed, M failed"
+# added up from meson's test logs, so a run that ran nothing can't look green.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+passed=0
+failed=0
+skipped=0
+
+run_build() {
+	local dir=$1
+	shift
+	if [ ! -d "$dir" ]; then
+		meson setup "$dir" -Dwerror=true "$@" || return 1
+	fi
+	ninja -C "$dir" || return 1
+	meson test -C "$dir" --print-errorlogs --num-processes 1 || status=1
+	local log="$dir/meson-logs/testlog.json"
+	[ -f "$log" ] || return 1
+	passed=$((passed + $(grep -c '"result": "OK"' "$log" || true)))
+	skipped=$((skipped + $(grep -c '"result": "SKIP"' "$log" || true)))
+	failed=$((failed + $(grep -vc '"result": "\(OK\|SKIP\)"' "$log" || true)))
+}
+
+run_build build-ci || { status=1; failed=$((failed + 1)); }
+# The sanitizers abort on the first error and report leaks at exit.
+export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+run_build build-ci-asan -Db_sanitize=address,undefined -Db_lundef=false ||
+	{ status=1; failed=$((failed + 1)); }
+
+[ "$skipped" -eq 0 ] || echo "warning: $skipped test(s) skipped: see the logs above"
+echo "$passed passed, $failed failed"
+exit $status
