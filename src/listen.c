@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
+#include "udp.h"
 #include "util.h"
 
 int
@@ -48,6 +49,13 @@ listen_set_add(struct listen_set *set, int fd, enum socket_kind kind)
 	if (!items)
 		return -ENOMEM;
 	set->items = items;
+	/* Lets the echo refuse datagrams sent to broadcast or multicast
+	 * addresses and answer from the address the client used. */
+	if (kind == SOCKET_DATAGRAM) {
+		int r = udp_socket_setup(fd);
+		if (r < 0)
+			return r;
+	}
 	items[set->n] = (struct listener){.fd = fd, .kind = kind, .is_tcp = listen_socket_is_tcp(fd)};
 	address_format_local(fd, items[set->n].name, sizeof(items[set->n].name));
 	set->n++;

@@ -16,6 +16,9 @@
 
 #include "accept.h"
 #include "echo.h"
+#include "fdpass.h"
+#include "ratelimit.h"
+#include "udp.h"
 #include "log.h"
 #include "util.h"
 
@@ -27,6 +30,9 @@
 #define CAP_RETRY_MS 20
 /* The loop turns at least this often, so the heartbeat shows it is alive. */
 #define HEARTBEAT_MS 1000
+/* Drops (datagrams, lost connections) are summed up in one line at most
+ * this often, so a flood cannot flood the log. */
+#define DROP_LOG_INTERVAL_MS 5000
 
 enum source_type {
 	SOURCE_LISTENER,
@@ -64,13 +70,19 @@ struct worker {
 	struct source signal_source;
 	int signal_fd;
 	struct source channel_source;
-	struct listener_source *listeners;
+	struct listener_source *listeners; /* stream listeners (prefork) */
 	size_t n_listeners;
+	struct listener_source *datagram_sources;
 	bool accepting;		    /* listeners are in the epoll set */
 	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
 	bool capped;		    /* paused by MaxConnections= or by fairness */
 	bool draining;
 	uint64_t drain_deadline_ms;
+	struct udp_echo udp;
+	struct udp_counters udp_counters;
+	struct ratelimit *datagram_limit;
+	uint64_t drops_logged; /* datagrams dropped + connections lost, as last logged */
+	uint64_t drops_logged_ms;
 	unsigned n_connections;
 	struct connection *lru_head, *lru_tail;
 	char *buffer;
@@ -363,6 +375,76 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 	}
 }
 
+/* --- intake: passfd's channel --- */
+
+static void worker_start_drain(struct worker *w, const char *why, uint64_t now);
+
+static void
+channel_receive(struct worker *w, uint64_t now)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd, r;
+
+		r = fdpass_recv(w->setup->channel, &fd);
+		if (r == -EAGAIN)
+			return;
+		if (r == -ECONNRESET) {
+			worker_start_drain(w, "supervisor gone", now);
+			return;
+		}
+		if (r < 0) {
+			/* The supervisor reserved it: the reservation goes with it.
+			 * -EMFILE: the kernel could not give us the fd (we are at
+			 * our fd limit) and closed the connection. */
+			SB_ADD(w->slot->lost, 1);
+			if (w->setup->release_reservations && w->setup->scoreboard)
+				scoreboard_release(w->setup->scoreboard);
+			continue;
+		}
+		/* The supervisor set TCP_NODELAY already: it knows the listener. */
+		SB_ADD(w->slot->active, 1);
+		worker_add_connection(w, fd, false);
+	}
+}
+
+/* --- datagrams --- */
+
+static void
+datagram_serve(struct worker *w, const struct listener *l, uint64_t now)
+{
+	struct udp_counters before = w->udp_counters;
+	int r;
+
+	r = udp_echo_serve(&w->udp, l->fd, w->datagram_limit, now * 1000, &w->udp_counters);
+	if (r == -ENOMEM)
+		log_warning("serving datagrams on %s: out of memory", l->name);
+	SB_ADD(w->slot->dgrams_in, w->udp_counters.datagrams_in - before.datagrams_in);
+	SB_ADD(w->slot->dgrams_out, w->udp_counters.datagrams_out - before.datagrams_out);
+	SB_ADD(w->slot->dgrams_dropped,
+	       udp_counters_dropped(&w->udp_counters) - udp_counters_dropped(&before));
+	SB_ADD(w->slot->bytes_in, w->udp_counters.bytes_in - before.bytes_in);
+	SB_ADD(w->slot->bytes_out, w->udp_counters.bytes_out - before.bytes_out);
+}
+
+/* One summary line for drops since the last one, at most every few seconds. */
+static void
+drops_log(struct worker *w, uint64_t now)
+{
+	const struct udp_counters *c = &w->udp_counters;
+	uint64_t drops = udp_counters_dropped(c) + SB_GET(w->slot->lost);
+
+	if (drops == w->drops_logged || now - w->drops_logged_ms < DROP_LOG_INTERVAL_MS)
+		return;
+	log_notice("dropped so far: %llu datagram(s) from privileged ports, %llu from or to "
+		   "broadcast/multicast, %llu truncated, %llu over DatagramRateLimit=, %llu unsendable; "
+		   "%llu connection(s) lost at the fd limit",
+		   (unsigned long long)c->dropped_port, (unsigned long long)c->dropped_address,
+		   (unsigned long long)c->dropped_truncated, (unsigned long long)c->dropped_ratelimit,
+		   (unsigned long long)c->dropped_send, (unsigned long long)SB_GET(w->slot->lost));
+	w->drops_logged = drops;
+	w->drops_logged_ms = now;
+}
+
 /* --- stop --- */
 
 static void
@@ -376,6 +458,9 @@ worker_start_drain(struct worker *w, const char *why, uint64_t now)
 	listeners_poll(w, false);
 	if (w->setup->channel >= 0)
 		epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->setup->channel, NULL);
+	for (size_t i = 0; w->setup->datagrams && i < w->setup->sockets->n; i++)
+		if (w->setup->sockets->items[i].kind == SOCKET_DATAGRAM)
+			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->setup->sockets->items[i].fd, NULL);
 	if (w->n_connections > 0)
 		log_info("%s: finishing %u connection(s), for up to %u s", why, w->n_connections,
 			 w->setup->config->shutdown_timeout_sec);
@@ -453,7 +538,10 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 		signal_handle(w, now);
 		break;
 	case SOURCE_CHANNEL:
+		channel_receive(w, now);
+		break;
 	case SOURCE_DATAGRAM:
+		datagram_serve(w, ((struct listener_source *)s)->listener, now);
 		break;
 	}
 }
@@ -469,6 +557,7 @@ worker_loop(struct worker *w)
 
 		SB_ADD(w->slot->heartbeat, 1);
 		idle_expire(w, now);
+		drops_log(w, now);
 		if (worker_finished(w))
 			return EXIT_SUCCESS;
 		if (w->draining && now >= w->drain_deadline_ms) {
@@ -517,17 +606,48 @@ worker_setup_signals(struct worker *w)
 	return 0;
 }
 
+/* Datagram sockets stay in the epoll set for the worker's whole life (a
+ * datagram needs no connection slot); EPOLLEXCLUSIVE wakes one worker per
+ * burst, which then reads a whole batch. */
 static int
-worker_setup_listeners(struct worker *w)
+worker_setup_datagrams(struct worker *w)
+{
+	const struct listen_set *set = w->setup->sockets;
+	size_t n = 0;
+	int r;
+
+	for (size_t i = 0; set && w->setup->datagrams && i < set->n; i++) {
+		if (set->items[i].kind != SOCKET_DATAGRAM)
+			continue;
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+					 .data.ptr = &w->datagram_sources[n].source};
+		w->datagram_sources[n] = (struct listener_source){
+			.source.type = SOURCE_DATAGRAM,
+			.listener = &set->items[i],
+		};
+		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, set->items[i].fd, &ev) < 0)
+			return negative_errno();
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	r = ratelimit_new(w->setup->config->datagram_rate_limit, 0, RATELIMIT_CAPACITY_DEFAULT,
+			  &w->datagram_limit);
+	return r < 0 ? r : 0;
+}
+
+static int
+worker_setup_intake(struct worker *w)
 {
 	const struct listen_set *set = w->setup->sockets;
 
-	if (!w->setup->accept || !set)
-		return 0;
-	w->listeners = calloc(set->n, sizeof(*w->listeners));
-	if (!w->listeners)
-		return -ENOMEM;
-	for (size_t i = 0; i < set->n; i++) {
+	if (set) {
+		w->listeners = calloc(set->n, sizeof(*w->listeners));
+		w->datagram_sources = calloc(set->n, sizeof(*w->datagram_sources));
+		if (!w->listeners || !w->datagram_sources)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; set && w->setup->accept && i < set->n; i++) {
 		if (set->items[i].kind != SOCKET_LISTENING)
 			continue;
 		w->listeners[w->n_listeners++] = (struct listener_source){
@@ -535,7 +655,13 @@ worker_setup_listeners(struct worker *w)
 			.listener = &set->items[i],
 		};
 	}
-	return 0;
+	if (w->setup->channel >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->channel_source};
+		w->channel_source.type = SOURCE_CHANNEL;
+		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->setup->channel, &ev) < 0)
+			return negative_errno();
+	}
+	return worker_setup_datagrams(w);
 }
 
 static void
@@ -544,6 +670,9 @@ worker_free(struct worker *w)
 	while (w->lru_head)
 		connection_close(w, w->lru_head);
 	free(w->listeners);
+	free(w->datagram_sources);
+	udp_echo_free(&w->udp);
+	ratelimit_free(w->datagram_limit);
 	free(w->buffer);
 	if (w->signal_fd >= 0)
 		close(w->signal_fd);
@@ -569,7 +698,7 @@ worker_run(const struct worker_setup *setup)
 	}
 	r = worker_setup_signals(&w);
 	if (r >= 0)
-		r = worker_setup_listeners(&w);
+		r = worker_setup_intake(&w);
 	if (r < 0) {
 		log_error_errno(r, "setting up the event loop: %m");
 		worker_free(&w);
