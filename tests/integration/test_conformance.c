@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -309,6 +311,139 @@ test_socket_activation(void **state)
 	assert_int_equal(echod_stop(&e, 15000), 0);
 }
 
+/* Counts fds of echod and its workers (not of per-connection children,
+ * which come and go). */
+static int
+tree_fd_count(struct echod *e)
+{
+	pid_t kids[64];
+	size_t n = process_children(e->pid, kids, 64);
+	int total = process_fd_count(e->pid);
+
+	for (size_t i = 0; i < n; i++)
+		total += process_fd_count(kids[i]);
+	return total;
+}
+
+static unsigned
+zombie_children(pid_t pid)
+{
+	pid_t kids[4096];
+	size_t n = process_children(pid, kids, 4096);
+	unsigned zombies = 0;
+
+	for (size_t i = 0; i < n; i++)
+		zombies += !process_alive(kids[i]);
+	return zombies;
+}
+
+/* Thousands of short connections leave no fd, no zombie behind. */
+static void
+test_short_connections_leave_nothing(void **state)
+{
+	struct echod e;
+	int baseline, after = -1;
+
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	baseline = tree_fd_count(&e);
+	for (int i = 0; i < 2000; i++) {
+		int fd = tcp_connect(e.port);
+		assert_true(fd >= 0);
+		assert_int_equal(echo_roundtrip(fd, "short", 5, 3000), 0);
+		close(fd);
+	}
+	/* Connections close asynchronously: allow a moment to settle. */
+	uint64_t end = monotonic_ms() + 3000;
+	while (monotonic_ms() < end) {
+		after = tree_fd_count(&e);
+		if (after == baseline && zombie_children(e.pid) == 0)
+			break;
+		usleep(50000);
+	}
+	print_message("# fds of echod and workers: %d before, %d after 2000 connections\n",
+		      baseline, after);
+	assert_int_equal(after, baseline);
+	assert_int_equal(zombie_children(e.pid), 0);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static int
+udp_socket_bound(int port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static ssize_t
+udp_exchange(int fd, int port, const void *data, size_t len, void *back, size_t size, int ms)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	if (sendto(fd, data, len, 0, (struct sockaddr *)&to, sizeof(to)) != (ssize_t)len)
+		return -1;
+	if (!wait_readable(fd, ms))
+		return -1;
+	return recv(fd, back, size, MSG_DONTWAIT);
+}
+
+static void
+test_udp_echo(void **state)
+{
+	static char out[65507], back[65536];
+	static const size_t sizes[] = {0, 1, 512, 8192, 65507};
+	char listen[64];
+	struct echod e;
+	int uport = free_port(), fd, priv = -1;
+
+	snprintf(listen, sizeof(listen), "udp:127.0.0.1:%d", uport);
+	echod_start(&e, (const char *[]){"--workers", "2", "--listen", listen, NULL});
+	fd = udp_socket_bound(0);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		fill_random(out, sizes[i], (unsigned)i + 3);
+		ssize_t n = udp_exchange(fd, uport, out, sizes[i], back, sizeof(back), 2000);
+		assert_int_equal(n, (ssize_t)sizes[i]);
+		assert_memory_equal(back, out, sizes[i]);
+	}
+	/* A sender on a privileged port (another echo service, say) gets
+	 * nothing back: two echo services must never bounce packets forever. */
+	for (int port = 1000; port > 900 && priv < 0; port--)
+		priv = udp_socket_bound(port);
+	assert_true(priv >= 0);
+	assert_int_equal(udp_exchange(priv, uport, "loop?", 5, back, sizeof(back), 500), -1);
+	/* ...while ordinary senders, 20 at once, each get exactly their own. */
+	int senders[20];
+	for (int i = 0; i < 20; i++) {
+		senders[i] = udp_socket_bound(0);
+		char msg[32];
+		int len = snprintf(msg, sizeof(msg), "sender %d", i);
+		struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)uport),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		assert_int_equal(sendto(senders[i], msg, (size_t)len, 0, (struct sockaddr *)&to,
+					sizeof(to)),
+				 len);
+	}
+	for (int i = 0; i < 20; i++) {
+		char msg[32];
+		int len = snprintf(msg, sizeof(msg), "sender %d", i);
+		assert_true(wait_readable(senders[i], 2000));
+		assert_int_equal(recv(senders[i], back, sizeof(back), 0), len);
+		assert_memory_equal(back, msg, (size_t)len);
+		close(senders[i]);
+	}
+	close(priv);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
 int
 main(void)
 {
@@ -323,6 +458,8 @@ main(void)
 		cmocka_unit_test(test_sigterm_drains_open_connection),
 		cmocka_unit_test(test_sigterm_closes_at_shutdown_timeout),
 		cmocka_unit_test(test_socket_activation),
+		cmocka_unit_test(test_short_connections_leave_nothing),
+		cmocka_unit_test(test_udp_echo),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
