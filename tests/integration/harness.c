@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -136,6 +137,14 @@ echod_log_count(struct echod *e, const char *needle)
 	return n;
 }
 
+static unsigned next_nofile_limit;
+
+void
+harness_limit_fds(unsigned limit)
+{
+	next_nofile_limit = limit;
+}
+
 static pid_t
 spawn(struct echod *e, const char *const *argv, const char *const *env)
 {
@@ -155,10 +164,15 @@ spawn(struct echod *e, const char *const *argv, const char *const *env)
 			putenv((char *)*v);
 		/* A test that dies must not leave echod behind. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (next_nofile_limit) {
+			struct rlimit rl = {next_nofile_limit, next_nofile_limit};
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
 		execv(argv[0], (char *const *)argv);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	next_nofile_limit = 0;
 	close(pipefd[1]);
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
 	e->log_fd = pipefd[0];

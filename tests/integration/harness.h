@@ -21,6 +21,9 @@ struct echod {
 /* The model under test, from $ECHOD_MODEL (default prefork). */
 const char *harness_model(void);
 
+/* The next echod started gets this RLIMIT_NOFILE (soft and hard). */
+void harness_limit_fds(unsigned limit);
+
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */
 void echod_start(struct echod *e, const char *const *extra);
