@@ -1,0 +1,293 @@
+/* refserver: the reference echo server of the benchmark. One process, one
+ * thread, one epoll loop, TCP and UDP on the same port: the most a bare
+ * server gets out of one core, which echod is measured against.
+ *
+ * A connection is read into one shared buffer and written straight back.
+ * Only when a write is partial does the connection get its own buffer for
+ * the rest, and then it is not read again until that buffer has drained,
+ * so a client that does not read cannot make the server buffer without
+ * bound. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BUF_SIZE 65536
+#define UDP_BATCH 64
+#define UDP_MAX 65536
+
+/* Bytes a connection still owes its client. */
+struct pending {
+	size_t off, len;
+	int eof; /* the client has finished: close once drained */
+	uint8_t data[];
+};
+
+struct server {
+	int epfd, tcp, udp, sig;
+	struct pending **pend; /* by fd; NULL for all but the few that need one */
+	size_t npend;
+	uint8_t buf[BUF_SIZE];
+};
+
+static int
+add_fd(struct server *s, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void
+set_events(struct server *s, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+static void
+conn_close(struct server *s, int fd)
+{
+	free(s->pend[fd]);
+	s->pend[fd] = NULL;
+	close(fd);
+}
+
+/* Keeps the unsent tail of an echo and stops reading until it is sent. */
+static int
+conn_defer(struct server *s, int fd, const uint8_t *data, size_t len)
+{
+	struct pending *p = malloc(sizeof(*p) + len);
+
+	if (!p)
+		return -ENOMEM;
+	memcpy(p->data, data, len);
+	p->off = 0;
+	p->len = len;
+	p->eof = 0;
+	s->pend[fd] = p;
+	set_events(s, fd, EPOLLOUT);
+	return 0;
+}
+
+static void
+conn_readable(struct server *s, int fd)
+{
+	ssize_t n = recv(fd, s->buf, sizeof(s->buf), 0), w;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_close(s, fd);
+		return;
+	}
+	w = send(fd, s->buf, (size_t)n, MSG_NOSIGNAL);
+	if (w < 0) {
+		if (errno != EAGAIN) {
+			conn_close(s, fd);
+			return;
+		}
+		w = 0;
+	}
+	if (w < n && conn_defer(s, fd, s->buf + w, (size_t)(n - w)) < 0)
+		conn_close(s, fd);
+}
+
+static void
+conn_writable(struct server *s, int fd)
+{
+	struct pending *p = s->pend[fd];
+	ssize_t w = send(fd, p->data + p->off, p->len - p->off, MSG_NOSIGNAL);
+
+	if (w < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			conn_close(s, fd);
+		return;
+	}
+	p->off += (size_t)w;
+	if (p->off < p->len)
+		return;
+	free(p);
+	s->pend[fd] = NULL;
+	set_events(s, fd, EPOLLIN);
+}
+
+static void
+accept_all(struct server *s)
+{
+	int one = 1;
+
+	/* Bounded: the accept queue holds at most the backlog. */
+	for (int i = 0; i < 4096; i++) {
+		int fd = accept4(s->tcp, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return; /* EAGAIN, or EMFILE: the next wake-up retries */
+		if ((size_t)fd >= s->npend || add_fd(s, fd, EPOLLIN) < 0) {
+			close(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+}
+
+/* Echoes a batch of datagrams back to their senders, except those from
+ * privileged ports: two echo services must not bounce packets forever. */
+static void
+udp_readable(struct server *s)
+{
+	static uint8_t bufs[UDP_BATCH][UDP_MAX];
+	struct sockaddr_storage from[UDP_BATCH];
+	struct mmsghdr in[UDP_BATCH], out[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	int n, m = 0;
+
+	for (int i = 0; i < UDP_BATCH; i++) {
+		iov[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = UDP_MAX };
+		in[i] = (struct mmsghdr){ .msg_hdr = { .msg_name = &from[i],
+						       .msg_namelen = sizeof(from[i]),
+						       .msg_iov = &iov[i],
+						       .msg_iovlen = 1 } };
+	}
+	n = recvmmsg(s->udp, in, UDP_BATCH, MSG_DONTWAIT, NULL);
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&from[i];
+
+		if (ntohs(sin->sin_port) < 1024)
+			continue;
+		iov[i].iov_len = in[i].msg_len;
+		out[m] = in[i];
+		out[m].msg_hdr.msg_iov = &iov[i];
+		m++;
+	}
+	/* A full send buffer drops the rest, as UDP may. */
+	if (m > 0)
+		sendmmsg(s->udp, out, (unsigned)m, MSG_DONTWAIT);
+}
+
+static int
+open_listener(int type, const struct sockaddr_in *sin)
+{
+	int fd, one = 1;
+
+	fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)sin, sizeof(*sin)) < 0 ||
+	    (type == SOCK_STREAM && listen(fd, 4096) < 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int
+setup(struct server *s, unsigned port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct rlimit rl;
+	sigset_t mask;
+
+	/* One slot per possible fd; the hard limit is what hold needs. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
+	s->npend = rl.rlim_cur > 1048576 ? 1048576 : rl.rlim_cur;
+	s->pend = calloc(s->npend, sizeof(*s->pend));
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	s->sig = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s->tcp = open_listener(SOCK_STREAM, &sin);
+	s->udp = open_listener(SOCK_DGRAM, &sin);
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (!s->pend || s->sig < 0 || s->tcp < 0 || s->udp < 0 || s->epfd < 0 ||
+	    add_fd(s, s->tcp, EPOLLIN) < 0 || add_fd(s, s->udp, EPOLLIN) < 0 ||
+	    add_fd(s, s->sig, EPOLLIN) < 0)
+		return -errno;
+	return 0;
+}
+
+static void
+serve(struct server *s)
+{
+	struct epoll_event ev[256];
+
+	for (;;) {
+		int n = epoll_wait(s->epfd, ev, 256, -1);
+
+		for (int i = 0; i < n; i++) {
+			int fd = ev[i].data.fd;
+
+			if (fd == s->sig)
+				return;
+			if (fd == s->tcp)
+				accept_all(s);
+			else if (fd == s->udp)
+				udp_readable(s);
+			else if (s->pend[fd])
+				conn_writable(s, fd);
+			else
+				conn_readable(s, fd);
+		}
+	}
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "Usage: refserver -p PORT\n"
+		   "Single-threaded epoll echo server (TCP and UDP) on 127.0.0.1:PORT,\n"
+		   "the reference for echod-bench. Stops on SIGTERM or SIGINT.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct server s;
+	unsigned long port = 0;
+	int c, r;
+
+	while ((c = getopt(argc, argv, "p:h")) != -1) {
+		switch (c) {
+		case 'p':
+			port = strtoul(optarg, NULL, 10);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (port == 0 || port > 65535) {
+		usage(stderr);
+		return 2;
+	}
+	r = setup(&s, (unsigned)port);
+	if (r < 0) {
+		fprintf(stderr, "refserver: setting up 127.0.0.1:%lu: %s\n", port, strerror(-r));
+		return 1;
+	}
+	serve(&s);
+	return 0;
+}

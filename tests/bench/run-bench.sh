@@ -1,0 +1,639 @@
+#!/bin/bash
+# run-bench.sh: measure echod's three models, the one-core reference server
+# and the classic inetd-style echo services in one run, on loopback, and
+# write the raw lines, a markdown table and a plot. See README.md.
+#
+# Every server is started in its own session on a free high port, and
+# stopped (and its whole process group killed if need be) after its runs
+# and on any exit of this script. All loops and waits are bounded.
+
+set -u
+set -o pipefail
+
+usage() {
+	cat <<EOF
+Usage: run-bench.sh [options]
+
+Measures echod (prefork, passfd, fork), the reference server (refserver) and,
+when installed, xinetd, openbsd-inetd and socat, in modes rr, crr, bulk, hold
+and udp; servers alternate round-robin across repetitions and the table shows
+medians, with ratios to the reference measured in the same run.
+
+Options:
+  --build DIR        build directory the defaults below are taken from (build)
+  --echod PATH       echod executable (DIR/src/echod)
+  --bench PATH       echod-bench executable (DIR/tests/bench/echod-bench)
+  --refserver PATH   refserver executable (DIR/tests/bench/refserver)
+  --xinetd PATH      xinetd executable (from PATH; skipped if absent)
+  --inetd PATH       openbsd-inetd's inetd (from PATH; skipped if absent)
+  --socat PATH       socat executable (from PATH; skipped if absent)
+  --out DIR          results directory (DIR/bench-results)
+  -r, --reps N       repetitions, median taken (3; at least 3 unless --smoke)
+  -d, --duration S   seconds per measured run (3)
+  --hold N           connections for hold, echod prefork/passfd and the
+                     reference (10000)
+  --hold-proc N      connections for hold on servers with a process per
+                     connection: echod fork, xinetd, inetd, socat (1000;
+                     0 skips hold for them)
+  --servers LIST     comma-separated subset of:
+                     ref,prefork,passfd,fork,xinetd,inetd,socat
+  --smoke            CI mode: 0.5 s runs, 1 repetition, small hold, only the
+                     reference and echod; fails unless every run of a server
+                     that started reported errors=0
+  --require-echod    also fail if an echod model does not start (for when
+                     echod exists; without it that is only a warning)
+  --tap              report each run as a TAP test line on stdout (an echod
+                     model that does not start is a SKIP), the table on
+                     stderr: what meson's bench-smoke test reads
+  -h, --help         this text
+EOF
+}
+
+BUILD=build
+ECHOD='' BENCH='' REFSERVER='' OUT=''
+XINETD=$(command -v xinetd || true)
+INETD=$(command -v inetd || true)
+SOCAT=$(command -v socat || true)
+REPS=3
+SECS=3
+HOLD=10000
+HOLD_PROC=1000
+HOLD_IDLE=1
+SERVERS=ref,prefork,passfd,fork,xinetd,inetd,socat
+SMOKE=0
+REQUIRE_ECHOD=0
+TAP=0
+TAP_N=0
+
+die() {
+	echo "run-bench.sh: $*" >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--build) BUILD=${2:?}; shift ;;
+	--echod) ECHOD=${2:?}; shift ;;
+	--bench) BENCH=${2:?}; shift ;;
+	--refserver) REFSERVER=${2:?}; shift ;;
+	--xinetd) XINETD=${2:?}; shift ;;
+	--inetd) INETD=${2:?}; shift ;;
+	--socat) SOCAT=${2:?}; shift ;;
+	--out) OUT=${2:?}; shift ;;
+	-r | --reps) REPS=${2:?}; shift ;;
+	-d | --duration) SECS=${2:?}; shift ;;
+	--hold) HOLD=${2:?}; shift ;;
+	--hold-proc) HOLD_PROC=${2:?}; shift ;;
+	--servers) SERVERS=${2:?}; shift ;;
+	--smoke) SMOKE=1 ;;
+	--require-echod) REQUIRE_ECHOD=1 ;;
+	--tap) TAP=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+	shift
+done
+
+: "${ECHOD:=$BUILD/src/echod}" "${BENCH:=$BUILD/tests/bench/echod-bench}"
+: "${REFSERVER:=$BUILD/tests/bench/refserver}" "${OUT:=$BUILD/bench-results}"
+
+if [ $SMOKE = 1 ]; then
+	REPS=1 SECS=0.5 HOLD=200 HOLD_PROC=50 HOLD_IDLE=0.2
+	SERVERS=ref,prefork,passfd,fork
+fi
+[[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 50 ]] || die "bad repetition count '$REPS'"
+[ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
+[[ $SECS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "bad duration '$SECS'"
+[[ $HOLD =~ ^[0-9]+$ && $HOLD_PROC =~ ^[0-9]+$ ]] || die "bad hold count"
+[ -x "$BENCH" ] || die "no echod-bench at $BENCH (build first, or pass --bench)"
+[ -x "$REFSERVER" ] || die "no refserver at $REFSERVER (build first, or pass --refserver)"
+mkdir -p "$OUT/logs" || die "cannot create $OUT"
+OUT=$(cd "$OUT" && pwd)
+RAW=$OUT/raw.txt
+CONF=$OUT/conf
+mkdir -p "$CONF"
+rm -f "$RAW" "$OUT/results.md" "$OUT/ratios.dat" "$OUT/results.svg" "$OUT"/logs/*.log
+: >"$RAW"
+
+# A held connection is a descriptor here and one in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+if [[ $NOFILE =~ ^[0-9]+$ ]]; then
+	for v in HOLD HOLD_PROC; do
+		if [ "${!v}" -gt $((NOFILE - 100)) ]; then
+			echo "run-bench.sh: RLIMIT_NOFILE is $NOFILE: hold lowered from ${!v} to $((NOFILE - 100))" >&2
+			printf -v "$v" '%s' $((NOFILE - 100))
+		fi
+	done
+fi
+
+# Bound for one echod-bench run: its own limits (--timeout 10 per connect,
+# request and drain) plus room for hold's connect and echo phases.
+RUN_LIMIT=$((${SECS%.*} + 90))
+
+SERVER_PID=
+START_ERROR=
+declare -A FAILED=() NOTE=()
+
+# Returns once the process group of $1 is gone; TERM first so servers can
+# drain and reap, KILL for whatever is left after 10 s.
+stop_server() {
+	local pid=$1 i
+
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	# Children of fork-per-connection servers share the group.
+	kill -TERM -- "-$pid" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do
+		kill -0 -- "-$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL -- "-$pid" 2>/dev/null
+	return 0
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+	if [ -n "$SERVER_PID" ]; then
+		stop_server "$SERVER_PID"
+		SERVER_PID=
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# Prints a port in 20000-32767 that nothing uses over TCP or UDP: below
+# the ephemeral range, so client connections cannot take it meanwhile.
+free_port() {
+	local i port
+
+	for ((i = 0; i < 100; i++)); do
+		port=$((20000 + RANDOM % 12768))
+		if [ -z "$(ss -Htuan "( sport = :$port )" 2>/dev/null)" ]; then
+			echo "$port"
+			return 0
+		fi
+	done
+	return 1
+}
+
+listening() {
+	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
+}
+
+is_echod() {
+	case $1 in prefork | passfd | fork) return 0 ;; esac
+	return 1
+}
+
+# Servers with a process per connection get the smaller hold.
+per_process() {
+	case $1 in fork | xinetd | inetd | socat) return 0 ;; esac
+	return 1
+}
+
+server_label() {
+	case $1 in
+	ref) echo "reference" ;;
+	prefork | passfd | fork) echo "echod $1" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# socat is started for TCP only; openbsd-inetd drops every datagram from
+# 127.0.0.0/8 (dg_badinput(), an anti-spoofing rule), so its UDP echo
+# cannot be measured on loopback.
+modes_of() {
+	case $1 in
+	socat | inetd) echo "rr crr bulk hold" ;;
+	*) echo "rr crr bulk udp hold" ;;
+	esac
+}
+
+# Checks that a server can be tried at all; prints why not.
+unavailable() {
+	case $1 in
+	ref) [ -x "$REFSERVER" ] || echo "no refserver" ;;
+	prefork | passfd | fork) [ -x "$ECHOD" ] || echo "no echod at $ECHOD" ;;
+	xinetd) [ -n "$XINETD" ] && [ -x "$XINETD" ] || echo "not installed" ;;
+	inetd)
+		if [ -z "$INETD" ] || [ ! -x "$INETD" ]; then
+			echo "not installed"
+		elif ! command -v unshare >/dev/null || ! unshare --mount true 2>/dev/null; then
+			echo "needs a private mount namespace (unshare) for its port; not available"
+		fi
+		;;
+	socat) [ -n "$SOCAT" ] && [ -x "$SOCAT" ] || echo "not installed" ;;
+	*) echo "unknown server" ;;
+	esac
+}
+
+write_xinetd_conf() {
+	local port=$1 f=$CONF/xinetd.conf
+
+	# xinetd's defaults (cps = 50 10: more than 50 connections in a second
+	# disables the service for 10 s) would refuse nearly everything here.
+	cat >"$f" <<EOF
+defaults
+{
+	instances	= UNLIMITED
+	per_source	= UNLIMITED
+	cps		= 1000000 1
+	log_type	= FILE $OUT/logs/xinetd-service.log
+}
+service echo
+{
+	id		= echo-stream
+	type		= INTERNAL UNLISTED
+	socket_type	= stream
+	protocol	= tcp
+	port		= $port
+	bind		= 127.0.0.1
+	wait		= no
+	user		= root
+}
+service echo
+{
+	id		= echo-dgram
+	type		= INTERNAL UNLISTED
+	socket_type	= dgram
+	protocol	= udp
+	port		= $port
+	bind		= 127.0.0.1
+	wait		= yes
+	user		= root
+}
+EOF
+	echo "$f"
+}
+
+# inetd's internal services take their port from /etc/services by name, so
+# inetd runs in a private mount namespace where "echo" is the high port.
+write_inetd_conf() {
+	local port=$1
+
+	grep -v -E '^echo[[:space:]]' /etc/services >"$CONF/services" 2>/dev/null
+	printf 'echo\t\t%s/tcp\necho\t\t%s/udp\n' "$port" "$port" >>"$CONF/services"
+	# .N: at most N spawns a minute; the default, 256, stops the service
+	# for ten minutes the moment crr starts.
+	cat >"$CONF/inetd.conf" <<EOF
+127.0.0.1:echo	stream	tcp	nowait.100000000	root	internal
+127.0.0.1:echo	dgram	udp	wait.100000000	root	internal
+EOF
+}
+
+# Starts server $1 on port $2 in its own session; sets SERVER_PID. The
+# backgrounded command must stay a simple command: then setsid is not a
+# group leader, does not fork, and its pid is the server's and its group's.
+launch() {
+	local s=$1 port=$2 log=$3 cmd
+
+	case $s in
+	ref) cmd=("$REFSERVER" -p "$port") ;;
+	prefork | passfd | fork)
+		cmd=("$ECHOD" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
+			-m "$s" -w 2 --log-level warning)
+		;;
+	xinetd) cmd=("$XINETD" -dontfork -f "$(write_xinetd_conf "$port")") ;;
+	inetd)
+		write_inetd_conf "$port"
+		# shellcheck disable=SC2016 # expanded by that sh
+		cmd=(unshare --mount --propagation private sh -c
+			'mount --bind "$1" /etc/services && exec "$2" -i -q 4096 "$3"'
+			sh "$CONF/services" "$INETD" "$CONF/inetd.conf")
+		;;
+	socat)
+		# Bound to loopback; socat's default backlog of 5 would make crr
+		# measure SYN retransmission, not socat.
+		cmd=("$SOCAT" "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=4096" PIPE)
+		;;
+	esac
+	echo "--- $(date -u +%T) ${cmd[*]}" >>"$log"
+	setsid "${cmd[@]}" </dev/null >>"$log" 2>&1 &
+	SERVER_PID=$!
+}
+
+# Starts a server and waits (5 s at most) for it to listen. Returns 1 if
+# it does not, with the reason in START_ERROR. Not to be run in a
+# subshell: SERVER_PID must reach the caller.
+start_server() {
+	local s=$1 port=$2 log=$3 i status
+
+	launch "$s" "$port" "$log"
+	for ((i = 0; i < 50; i++)); do
+		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+			wait "$SERVER_PID"
+			status=$?
+			SERVER_PID=
+			START_ERROR="exited with status $status before listening"
+			return 1
+		fi
+		listening "$port" && return 0
+		sleep 0.1
+	done
+	stop_server "$SERVER_PID"
+	SERVER_PID=
+	START_ERROR="not listening on port $port after 5 s"
+	return 1
+}
+
+bench_args() {
+	local s=$1 mode=$2 n
+
+	case $mode in
+	rr) echo "-m rr -c 64 -s 64 -d $SECS" ;;
+	# One source address, though connect() then spends time finding a port
+	# among earlier connections' TIME_WAIT sockets (the reference loses up
+	# to a third): with four, xinetd's small accept queue overflowed in
+	# ways that cost 1-7 s SYN retransmissions and an order of magnitude.
+	crr) echo "-m crr -c 64 -s 64 -d $SECS" ;;
+	bulk) echo "-m bulk -c 4 -d $SECS" ;;
+	udp) echo "-m udp -c 16 -w 8 -s 64 -d $SECS" ;;
+	hold)
+		n=$HOLD
+		per_process "$s" && n=$HOLD_PROC
+		[ "$n" -gt 0 ] || return 1
+		echo "-m hold -c $n -s 64 -d $HOLD_IDLE --sources 4 --server-pid $SERVER_PID"
+		;;
+	esac
+}
+
+# One echod-bench run; appends its result line, tagged, to raw.txt. A run
+# that prints no result (crash, time limit) is recorded as failed.
+run_one() {
+	local s=$1 rep=$2 port=$3 mode=$4 args line rc
+
+	args=$(bench_args "$s" "$mode") || return 0
+	# shellcheck disable=SC2086 # args is a list of options
+	line=$(timeout -k 5 "$RUN_LIMIT" "$BENCH" -H 127.0.0.1 -p "$port" $args \
+		2>>"$OUT/logs/bench.log")
+	rc=$?
+	line=$(printf '%s\n' "$line" | grep '^mode=' | tail -n 1)
+	if [ -z "$line" ]; then
+		line="mode=$mode errors=1 status=no-result exit=$rc"
+	fi
+	echo "server=$s rep=$rep $line" >>"$RAW"
+	printf '  %-8s %-5s %s\n' "$s" "$mode" "$(summary "$line")" >&2
+	if [[ $line == *" errors=0 "* ]]; then
+		tap ok "$(server_label "$s") $mode: $(summary "$line")"
+	else
+		tap "not ok" "$(server_label "$s") $mode: $(summary "$line")"
+	fi
+}
+
+tap() { # tap ok|"not ok" DESCRIPTION
+	[ $TAP = 1 ] || return 0
+	TAP_N=$((TAP_N + 1))
+	echo "$1 $TAP_N - $2"
+}
+
+field() { # field KEY < lines
+	sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p"
+}
+
+summary() {
+	local l=$1 v
+
+	case $l in
+	*mode=bulk*) v="$(field mbps <<<"$l") MB/s" ;;
+	*mode=hold*) v="held $(field held <<<"$l") echoed $(field echoed <<<"$l") rss $(field rss_kb <<<"$l") kB" ;;
+	*) v="$(field rate <<<"$l")/s p99 $(field p99_us <<<"$l") us" ;;
+	esac
+	echo "$v errors=$(field errors <<<" $l")"
+}
+
+# Median of field KEY over the runs of server S in mode M; "-" if none.
+median() {
+	local s=$1 m=$2 key=$3
+
+	grep "^server=$s .* mode=$m " "$RAW" | grep -v 'status=no-result' | field "$key" |
+		sort -g | awk '{ v[NR] = $1 } END {
+			if (NR == 0) { print "-"; exit }
+			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+errors_of() {
+	grep "^server=$1 " "$RAW" | field errors | awk '{ e += $1 } END { print e + 0 }'
+}
+
+ratio() { # ratio VALUE REFERENCE
+	awk -v v="$1" -v r="$2" 'BEGIN {
+		if (v == "-" || r == "-" || r + 0 == 0) print "-"; else printf "%.2f\n", v / r }'
+}
+
+fmt() { # fmt VALUE DECIMALS
+	awk -v v="$1" -v d="$2" 'BEGIN { if (v == "-") print "-"; else printf "%.*f\n", d, v }'
+}
+
+# --- the runs ---------------------------------------------------------------
+
+IFS=, read -r -a WANTED <<<"$SERVERS"
+ACTIVE=()
+for s in "${WANTED[@]}"; do
+	why=$(unavailable "$s")
+	if [ -n "$why" ]; then
+		NOTE[$s]="skipped: $why"
+		echo "run-bench.sh: $(server_label "$s"): $why; skipped" >&2
+	else
+		ACTIVE+=("$s")
+	fi
+done
+[ ${#ACTIVE[@]} -gt 0 ] || die "no server to measure"
+
+NCPU=$(nproc)
+# What one fork+exit+wait costs here, for reading the per-process servers'
+# crr numbers (virtual machines differ widely).
+FORK_US=$(TIMEFORMAT=%R; { time (for ((i = 0; i < 200; i++)); do (:); done); } 2>&1 |
+	awk '{ printf "%.0f", $1 * 1e6 / 200 }')
+echo "run-bench.sh: client and server share this machine's $NCPU cores;" \
+	"$REPS repetition(s) of ${SECS}s runs; results in $OUT" >&2
+
+for ((rep = 1; rep <= REPS; rep++)); do
+	# Round-robin, each repetition starting one server later, so no server
+	# always runs first (cold caches) or last (a warm, tired machine).
+	n=${#ACTIVE[@]}
+	for ((k = 0; k < n; k++)); do
+		s=${ACTIVE[$(((k + rep - 1) % n))]}
+		[ -n "${FAILED[$s]:-}" ] && continue
+		port=$(free_port) || die "no free port found"
+		log=$OUT/logs/$s.log
+		echo "run-bench.sh: repetition $rep: $(server_label "$s") on port $port" >&2
+		if ! start_server "$s" "$port" "$log"; then
+			FAILED[$s]="failed to start: $START_ERROR"
+			echo "run-bench.sh: WARNING: $(server_label "$s") $START_ERROR (log: $log)" >&2
+			if is_echod "$s" && [ $REQUIRE_ECHOD = 0 ]; then
+				tap "not ok" "$(server_label "$s") failed to start: $START_ERROR # TODO not fatal until --require-echod"
+			else
+				tap "not ok" "$(server_label "$s") failed to start: $START_ERROR"
+			fi
+			continue
+		fi
+		for mode in $(modes_of "$s"); do
+			run_one "$s" "$rep" "$port" "$mode"
+		done
+		stop_server "$SERVER_PID"
+		SERVER_PID=
+	done
+done
+
+# --- the report -------------------------------------------------------------
+
+hold_of() {
+	if per_process "$1"; then echo "$HOLD_PROC"; else echo "$HOLD"; fi
+}
+
+report() {
+	local s rr crr bulk udp held echoed rss pss p50 p99 e
+
+	echo "# echod benchmark"
+	echo
+	echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+	echo "**Client and server share the machine's $NCPU cores**: every number is a"
+	echo "load generator (echod-bench, 2 threads) and a server competing for them."
+	echo "Median of $REPS repetition(s), ${SECS} s each, servers alternating round-robin."
+	echo "Ratios (×ref) are to the single-threaded reference server measured in the same run."
+	echo
+	echo "| server | rr req/s | ×ref | rr p50/p99 µs | crr conn/s | ×ref | crr p99 µs | bulk MB/s | ×ref | udp dgram/s | ×ref | hold held/echoed of N | hold RSS / PSS MiB | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for s in "${WANTED[@]}"; do
+		if [ -n "${NOTE[$s]:-}" ] || [ -n "${FAILED[$s]:-}" ]; then
+			echo "| $(server_label "$s") | ${NOTE[$s]:-${FAILED[$s]}} ||||||||||||| |"
+			continue
+		fi
+		rr=$(median "$s" rr rate) crr=$(median "$s" crr rate)
+		bulk=$(median "$s" bulk mbps) udp=$(median "$s" udp rate)
+		p50=$(median "$s" rr p50_us) p99=$(median "$s" rr p99_us)
+		held=$(median "$s" hold held) echoed=$(median "$s" hold echoed)
+		rss=$(median "$s" hold rss_kb) pss=$(median "$s" hold pss_kb)
+		e=$(errors_of "$s")
+		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+			"$(server_label "$s")" \
+			"$(fmt "$rr" 0)" "$(ratio "$rr" "$REF_RR")" "$(fmt "$p50" 0)" "$(fmt "$p99" 0)" \
+			"$(fmt "$crr" 0)" "$(ratio "$crr" "$REF_CRR")" "$(fmt "$(median "$s" crr p99_us)" 0)" \
+			"$(fmt "$bulk" 0)" "$(ratio "$bulk" "$REF_BULK")" \
+			"$(fmt "$udp" 0)" "$(ratio "$udp" "$REF_UDP")" \
+			"$(if [ "$held" = - ]; then echo "skipped"; else echo "$(fmt "$held" 0)/$(fmt "$echoed" 0) of $(hold_of "$s")"; fi)" \
+			"$(if [ "$rss" = - ]; then echo -; else echo "$(fmt "$(awk -v k="$rss" 'BEGIN{print k/1024}')" 1) / $(fmt "$(awk -v k="$pss" 'BEGIN{print k/1024}')" 1)"; fi)" \
+			"$e"
+	done
+	echo
+	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
+	echo "crr = connect, 64 bytes, echo, close, 64 in flight; bulk = 4 connections streaming"
+	echo "both ways (MB/s echoed back); udp = 16 sockets × 8 outstanding 64-byte datagrams"
+	echo "(losses are in raw.txt as lost=, not errors); hold = N idle connections for ${HOLD_IDLE} s,"
+	echo "then one 64-byte echo on each, with the server's summed VmRSS (and PSS, which"
+	echo "counts shared pages once) over its process tree while they are held."
+	echo "errors = failed operations of any kind (mismatch, premature EOF, reset, refusal,"
+	echo "timeout) summed over all runs; every echoed byte is verified."
+	echo
+	echo "Notes:"
+	echo "- hold uses N = $HOLD for the reference and echod prefork/passfd, N = $HOLD_PROC for servers"
+	echo "  with a process per connection (echod fork, xinetd, inetd, socat)$([ "$HOLD_PROC" = 0 ] && echo ": skipped for them")."
+	echo "- xinetd runs its internal echo with cps and instances raised: its default"
+	echo "  \`cps = 50 10\` disables the service for 10 s after 50 connections in a second,"
+	echo "  refusing nearly everything under load."
+	echo "- openbsd-inetd runs its internal echo as \`nowait.100000000\` (the default of 256"
+	echo "  spawns a minute stops the service for ten minutes) with \`-q 4096\`, in a private"
+	echo "  mount namespace whose /etc/services maps \"echo\" to the high port. Its UDP echo"
+	echo "  is not measured: it drops every datagram from 127.0.0.0/8 (dg_badinput())."
+	echo "- Processes per connection: fork() is the cost that dominates crr for echod fork,"
+	echo "  xinetd, inetd and socat; on this machine bash forks and reaps a subshell in $FORK_US µs."
+	echo "- socat runs as \`socat TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=4096 PIPE\`"
+	echo "  (TCP only; its default backlog of 5 would measure SYN retransmissions)."
+	for s in "${WANTED[@]}"; do
+		[ -n "${FAILED[$s]:-}" ] && echo "- **$(server_label "$s") ${FAILED[$s]}**; its log is logs/$s.log."
+	done
+	echo
+	echo "Raw result lines: raw.txt. Plot: results.svg (throughput ÷ reference)."
+}
+
+plot() {
+	local m s v ref
+
+	{
+		printf 'mode'
+		for s in "${WANTED[@]}"; do
+			[ "$s" = ref ] && continue
+			[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
+			printf ' "%s"' "$(server_label "$s")"
+		done
+		echo
+		for m in rr crr bulk udp; do
+			printf '%s' "$m"
+			for s in "${WANTED[@]}"; do
+				[ "$s" = ref ] && continue
+				[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
+				case $m in bulk) v=$(median "$s" bulk mbps) ;; *) v=$(median "$s" "$m" rate) ;; esac
+				case $m in rr) ref=$REF_RR ;; crr) ref=$REF_CRR ;; bulk) ref=$REF_BULK ;; udp) ref=$REF_UDP ;; esac
+				printf ' %s' "$(ratio "$v" "$ref")"
+			done
+			echo
+		done
+	} >"$OUT/ratios.dat"
+	[ "$(head -n 1 "$OUT/ratios.dat" | wc -w)" -gt 1 ] || return 0
+	command -v gnuplot >/dev/null || { echo "run-bench.sh: gnuplot not installed; no plot" >&2; return 0; }
+	cat >"$OUT/plot.gp" <<EOF
+set terminal svg size 960,540 dynamic enhanced font "sans,12"
+set output "$OUT/results.svg"
+set title "Echo servers, throughput / single-threaded reference (same run; client and server share $NCPU cores)"
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside right top
+set ylabel "ratio to reference"
+set yrange [0:1.1<*]
+set grid ytics
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lc rgb "black"
+cols = $(($(head -n 1 "$OUT/ratios.dat" | wc -w)))
+plot for [i=2:cols] "$OUT/ratios.dat" using i:xtic(1) title columnheader(i)
+EOF
+	gnuplot "$OUT/plot.gp" 2>>"$OUT/logs/gnuplot.log" ||
+		echo "run-bench.sh: gnuplot failed; see logs/gnuplot.log" >&2
+}
+
+REF_RR=$(median ref rr rate) REF_CRR=$(median ref crr rate)
+REF_BULK=$(median ref bulk mbps) REF_UDP=$(median ref udp rate)
+report >"$OUT/results.md"
+plot
+if [ $TAP = 1 ]; then
+	sed 's/^/# /' "$OUT/results.md" >&2
+	echo "1..$TAP_N"
+else
+	cat "$OUT/results.md"
+fi
+
+# --- the verdict ------------------------------------------------------------
+
+status=0
+for s in "${WANTED[@]}"; do
+	if is_echod "$s" && [ -n "${FAILED[$s]:-}${NOTE[$s]:-}" ]; then
+		if [ $REQUIRE_ECHOD = 1 ]; then
+			echo "run-bench.sh: FAIL: echod $s ${FAILED[$s]:-${NOTE[$s]}}" >&2
+			status=1
+		else
+			echo "run-bench.sh: WARNING: echod $s ${FAILED[$s]:-${NOTE[$s]}}; not measured" \
+				"(--require-echod makes this fatal)" >&2
+		fi
+	fi
+done
+if [ -n "${FAILED[ref]:-}" ]; then
+	echo "run-bench.sh: FAIL: the reference server ${FAILED[ref]}" >&2
+	status=1
+fi
+# Errors fail the run for the servers this project answers for: the
+# reference and echod. Other servers' errors are reported in the table.
+bad=$(grep -E '^server=(ref|prefork|passfd|fork) ' "$RAW" | grep -v ' errors=0 ' || true)
+if [ -n "$bad" ]; then
+	echo "run-bench.sh: FAIL: runs with errors:" >&2
+	echo "$bad" >&2
+	status=1
+fi
+[ $status = 0 ] && echo "run-bench.sh: all runs of the reference and echod reported errors=0" >&2
+exit $status
