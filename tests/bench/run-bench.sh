@@ -297,7 +297,10 @@ launch() {
 	ref) cmd=("$REFSERVER" -p "$port") ;;
 	prefork | passfd | fork)
 		cmd=("$ECHOD" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
-			-m "$s" -w 2 --log-level warning)
+			-m "$s" -w 2 --log-level warning --config /dev/null
+			# One client address sends every datagram: measure the echo,
+			# not the per-source limit that protects victims.
+			--datagram-rate-limit 0)
 		;;
 	xinetd) cmd=("$XINETD" -dontfork -f "$(write_xinetd_conf "$port")") ;;
 	inetd)
