@@ -11,28 +11,69 @@
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "reload.h"
 #include "supervisor.h"
 #include "worker.h"
 
 #define EXIT_USAGE 2
 
+/* Defaults, then the file, then the command line. Used at start-up and
+ * by the supervisor on every reload. */
 static int
-load_configuration(const struct options *o, struct config *c)
+read_configuration(void *userdata, struct config *c, struct config_error *err)
 {
-	struct config_error err = {{0}};
+	const struct options *o = userdata;
 	const char *path = o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
 	int r;
 
-	config_init(c);
-	r = config_load_file(c, path, &err);
+	r = config_load_file(c, path, err);
 	/* Only the default file may be absent: a named one is a promise. */
 	if (r == -ENOENT && !o->config_path)
 		r = 0;
 	if (r >= 0)
-		r = options_apply(o, c, &err);
+		r = options_apply(o, c, err);
+	return r;
+}
+
+static int
+load_configuration(const struct options *o, struct config *c)
+{
+	struct config_error err = {{0}};
+	int r;
+
+	config_init(c);
+	r = read_configuration((void *)o, c, &err);
 	if (r < 0)
 		log_error("%s", err.message);
 	return r;
+}
+
+/* ExecReload=echod --reload $MAINPID: asks the running supervisor to
+ * reload and waits for the outcome, so `systemctl reload` fails when the
+ * new configuration is rejected. */
+static int
+request_reload(const char *pid_text)
+{
+	char message[RELOAD_MESSAGE_MAX] = "";
+	char *end;
+	long pid;
+	int r;
+
+	errno = 0;
+	pid = strtol(pid_text, &end, 10);
+	if (errno || *end || pid <= 1) {
+		log_error("--reload %s: not a process id", pid_text);
+		return EXIT_USAGE;
+	}
+	r = reload_request((pid_t)pid, getenv("RUNTIME_DIRECTORY"), 30000, message,
+			   sizeof(message));
+	if (r < 0) {
+		log_error("reload of echod (pid %ld) failed: %s", pid,
+			  message[0] ? message : strerror(-r));
+		return EXIT_FAILURE;
+	}
+	log_info("reload of echod (pid %ld): %s", pid, message[0] ? message : "done");
+	return EXIT_SUCCESS;
 }
 
 /* Each connection holds an fd: the soft limit (often 1024) would cap a
@@ -81,7 +122,7 @@ bind_configured(const struct config *c, struct listen_set *set)
 }
 
 static int
-run(const struct config *c)
+run(const struct config *c, const struct options *o)
 {
 	struct listen_set sockets = {0};
 	char reason[256];
@@ -122,7 +163,7 @@ run(const struct config *c)
 	for (size_t i = 0; i < sockets.n; i++)
 		log_info("listening on %s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
 			 sockets.items[i].name);
-	return supervisor_run(c, &sockets);
+	return supervisor_run(c, &sockets, read_configuration, (void *)o);
 }
 
 int
@@ -145,6 +186,8 @@ main(int argc, char **argv)
 		printf("echod %s\n", ECHOD_VERSION);
 		return EXIT_SUCCESS;
 	}
+	if (o.reload_pid)
+		return request_reload(o.reload_pid);
 	if (load_configuration(&o, &c) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;
@@ -157,7 +200,7 @@ main(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	raise_fd_limit();
-	status = run(&c);
+	status = run(&c, &o);
 	config_done(&c);
 	return status;
 }

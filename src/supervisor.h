@@ -1,11 +1,17 @@
 /* The supervisor: the unit's main process. It owns the sockets, starts
- * the workers and keeps them running, and stops everything on SIGTERM. */
+ * the workers and keeps them running, reloads on SIGHUP, reports to
+ * systemd, and stops everything on SIGTERM. */
 #pragma once
 
 #include "config.h"
 #include "listen.h"
 
-/* Runs until stopped. Takes sockets (closed on return). config_path is
- * re-read on reload (NULL: reload only re-applies the command line).
- * Returns the process's exit status. */
-int supervisor_run(const struct config *config, struct listen_set *sockets);
+/* Reads the configuration again (file and command line) for a reload.
+ * Returns 0 and fills *ret (initialised by the caller), or a negative
+ * errno with a one-line reason in err. */
+typedef int (*config_reader)(void *userdata, struct config *ret, struct config_error *err);
+
+/* Runs until stopped. Takes sockets (closed on return). Returns the
+ * process's exit status. */
+int supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
+		   void *userdata);

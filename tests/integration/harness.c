@@ -359,9 +359,8 @@ poll_one(int fd, short events, uint64_t end)
 	struct pollfd p = {.fd = fd, .events = events};
 	uint64_t now = monotonic_ms();
 
-	if (now >= end)
-		return 0;
-	return poll(&p, 1, (int)(end - now));
+	/* Past the deadline, still look once without waiting. */
+	return poll(&p, 1, now >= end ? 0 : (int)(end - now));
 }
 
 int

@@ -345,6 +345,11 @@ test_short_connections_leave_nothing(void **state)
 	int baseline, after = -1;
 
 	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	/* fork: the start-up probe's connection process may still be ending. */
+	pid_t kids[8];
+	uint64_t settle = monotonic_ms() + 2000;
+	while (model_is("fork") && process_children(e.pid, kids, 8) > 0 && monotonic_ms() < settle)
+		usleep(20000);
 	baseline = tree_fd_count(&e);
 	for (int i = 0; i < 2000; i++) {
 		int fd = tcp_connect(e.port);

@@ -1,0 +1,126 @@
+#include "children.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+int
+children_init(struct children *c, struct scoreboard *sb)
+{
+	int slot = scoreboard_find_free(sb);
+
+	*c = (struct children){.slot = -1};
+	if (slot < 0)
+		return slot;
+	scoreboard_slot_reset(sb, (unsigned)slot);
+	sb->slots[slot].pid = getpid();
+	SB_SET(sb->slots[slot].state, SLOT_RUNNING);
+	c->slot = slot;
+	return 0;
+}
+
+void
+children_done(struct children *c)
+{
+	free(c->pids);
+	c->pids = NULL;
+	c->n = c->capacity = 0;
+}
+
+int
+children_reserve(struct children *c, unsigned max)
+{
+	pid_t *pids;
+
+	if (max <= c->capacity)
+		return 0;
+	pids = realloc(c->pids, max * sizeof(*pids));
+	if (!pids)
+		return -ENOMEM;
+	c->pids = pids;
+	c->capacity = max;
+	return 0;
+}
+
+static _Noreturn void
+child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
+	   pid_t parent)
+{
+	worker_reset_signals();
+	close(env->epoll_fd);
+	close(env->signal_fd);
+	/* The child serves one connection: no listener of ours may stay open
+	 * in it (clients could queue on a socket nobody accepts from after
+	 * the supervisor exits), nor any worker's channel. */
+	for (size_t i = 0; i < env->sockets->n; i++)
+		close(env->sockets->items[i].fd);
+	for (struct pool *q = env->pools; q; q = q->next)
+		for (unsigned i = 0; i < q->n; i++)
+			if (q->positions[i].channel >= 0)
+				close(q->positions[i].channel);
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(EXIT_SUCCESS);
+	log_set_context("connection");
+	struct worker_setup setup = {
+		.config = config,
+		.scoreboard = env->scoreboard,
+		.slot = slot,
+		.channel = -1,
+		.connection = fd,
+	};
+	_exit(worker_run(&setup));
+}
+
+int
+children_fork(struct children *c, const struct pool_env *env, const struct config *config,
+	      int fd)
+{
+	pid_t parent = getpid();
+	pid_t pid;
+
+	if (c->n >= c->capacity) {
+		close(fd);
+		return -ENOSPC;
+	}
+	pid = fork();
+	if (pid < 0) {
+		int r = negative_errno();
+		close(fd);
+		return r;
+	}
+	if (pid == 0)
+		child_main(env, config, c->slot, fd, parent);
+	close(fd);
+	c->pids[c->n++] = pid;
+	return 0;
+}
+
+bool
+children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status)
+{
+	for (unsigned i = 0; i < c->n; i++) {
+		if (c->pids[i] != pid)
+			continue;
+		c->pids[i] = c->pids[--c->n];
+		/* Killed, it could not count its connection closed. */
+		if (WIFSIGNALED(status) && c->slot >= 0)
+			SB_SUB(sb->slots[c->slot].active, 1);
+		return true;
+	}
+	return false;
+}
+
+void
+children_signal(const struct children *c, int sig)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		kill(c->pids[i], sig);
+}

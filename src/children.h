@@ -1,0 +1,29 @@
+/* Model=fork: one child process per connection, running the shared worker
+ * loop on that one connection. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "pool.h"
+
+struct children {
+	pid_t *pids;
+	unsigned n;
+	unsigned capacity;
+	int slot; /* the scoreboard slot every child counts into */
+};
+
+int children_init(struct children *c, struct scoreboard *sb);
+void children_done(struct children *c);
+/* Makes room for up to max live children (after a reload raised it). */
+int children_reserve(struct children *c, unsigned max);
+
+/* Takes fd: a child serves it; the parent's copy is closed at once.
+ * Returns 0, or -errno when fork() failed (fd closed, connection lost). */
+int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
+		  int fd);
+/* Forgets a child that exited; false if pid was not one of ours. */
+bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
+void children_signal(const struct children *c, int sig);

@@ -1,0 +1,424 @@
+#include "pool.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fdpass.h"
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+/* A worker that dies this soon after it started counts as failing to
+ * start: its replacement waits, longer each time. */
+#define QUICK_DEATH_MS 1000
+/* A worker that runs this long proves the position healthy again. */
+#define STABLE_MS 10000
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 30000
+
+static unsigned
+backoff_ms(unsigned quick_deaths)
+{
+	uint64_t ms = BACKOFF_FIRST_MS;
+
+	for (unsigned i = 1; i < quick_deaths && ms < BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : (unsigned)ms;
+}
+
+int
+pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	config_init(&p->config);
+	r = config_copy(&p->config, config);
+	p->positions = calloc(n ? n : 1, sizeof(*p->positions));
+	p->skip = calloc(n ? n : 1, sizeof(*p->skip));
+	if (r < 0 || !p->positions || !p->skip) {
+		pool_free(NULL, p);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < n; i++)
+		p->positions[i].channel = -1;
+	p->n = n;
+	p->generation = generation;
+	*ret = p;
+	return 0;
+}
+
+static void
+close_channel(const struct pool_env *env, struct position *pos)
+{
+	if (pos->channel < 0)
+		return;
+	if (env)
+		epoll_ctl(env->epoll_fd, EPOLL_CTL_DEL, pos->channel, NULL);
+	close(pos->channel);
+	pos->channel = -1;
+}
+
+void
+pool_free(const struct pool_env *env, struct pool *p)
+{
+	if (!p)
+		return;
+	for (unsigned i = 0; p->positions && i < p->n; i++)
+		close_channel(env, &p->positions[i]);
+	free(p->positions);
+	free(p->skip);
+	config_done(&p->config);
+	free(p);
+}
+
+/* In the child, right after fork(): nothing of the supervisor's event loop
+ * may stay open, and the worker must not outlive the supervisor. */
+static _Noreturn void
+worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t parent,
+	     int channel)
+{
+	char context[32];
+
+	worker_reset_signals();
+	close(env->epoll_fd);
+	close(env->signal_fd);
+	/* Other workers' channels: holding them would keep those workers'
+	 * hang-ups from being seen. */
+	for (struct pool *q = env->pools; q; q = q->next)
+		for (unsigned i = 0; i < q->n; i++)
+			if (q->positions[i].channel >= 0)
+				close(q->positions[i].channel);
+	/* If the supervisor dies, the workers drain instead of serving on
+	 * unsupervised. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(EXIT_SUCCESS);
+	snprintf(context, sizeof(context), "worker %u", index);
+	log_set_context(context);
+
+	/* Test hook: lets the integration tests watch the respawn back-off. */
+	if (getenv("ECHOD_TEST_WORKER_FAIL")) {
+		log_error("ECHOD_TEST_WORKER_FAIL is set: failing at start-up");
+		_exit(EXIT_FAILURE);
+	}
+
+	struct worker_setup setup = {
+		.config = &p->config,
+		.scoreboard = env->scoreboard,
+		.slot = p->positions[index].slot,
+		.sockets = env->sockets,
+		.accept = p->config.model == MODEL_PREFORK,
+		.datagrams = true,
+		.channel = channel,
+		.connection = -1,
+		.release_reservations = true,
+	};
+	exit(worker_run(&setup));
+}
+
+int
+pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t now)
+{
+	struct position *pos = &p->positions[index];
+	pid_t parent = getpid(), pid;
+	int slot, channel[2] = {-1, -1};
+
+	slot = scoreboard_find_free(env->scoreboard);
+	if (slot < 0)
+		return log_error_errno(slot, "worker %u: no free scoreboard slot", index);
+	if (p->config.model == MODEL_PASSFD) {
+		int r = fdpass_channel_new(channel);
+		if (r < 0)
+			return log_error_errno(r, "worker %u: creating its channel: %m", index);
+	}
+	scoreboard_slot_reset(env->scoreboard, (unsigned)slot);
+	env->scoreboard->slots[slot].generation = p->generation;
+	SB_SET(env->scoreboard->slots[slot].state, SLOT_STARTING);
+	pos->slot = slot;
+
+	pid = fork();
+	if (pid < 0) {
+		int r = negative_errno();
+		SB_SET(env->scoreboard->slots[slot].state, SLOT_EMPTY);
+		if (channel[0] >= 0) {
+			close(channel[FDPASS_SUPERVISOR]);
+			close(channel[FDPASS_WORKER]);
+		}
+		return log_error_errno(r, "worker %u: fork: %m", index);
+	}
+	if (pid == 0) {
+		if (channel[0] >= 0)
+			close(channel[FDPASS_SUPERVISOR]);
+		worker_child(env, p, index, parent, channel[FDPASS_WORKER]);
+	}
+
+	env->scoreboard->slots[slot].pid = pid;
+	*pos = (struct position){
+		.pid = pid,
+		.slot = slot,
+		.started_ms = now,
+		.quick_deaths = pos->quick_deaths,
+		.channel = -1,
+	};
+	if (channel[0] >= 0) {
+		/* No events asked for: a hang-up is reported regardless. */
+		struct epoll_event ev = {.events = 0,
+					 .data.u64 = env->channel_event |
+						     (uint32_t)channel[FDPASS_SUPERVISOR]};
+		close(channel[FDPASS_WORKER]);
+		pos->channel = channel[FDPASS_SUPERVISOR];
+		if (epoll_ctl(env->epoll_fd, EPOLL_CTL_ADD, pos->channel, &ev) < 0)
+			log_warning_errno(errno, "worker %u: watching its channel: %m", index);
+	}
+	log_debug("worker %u: started as pid %d (generation %u)", index, (int)pid, p->generation);
+	return 0;
+}
+
+int
+pool_start(const struct pool_env *env, struct pool *p, uint64_t now)
+{
+	for (unsigned i = 0; i < p->n; i++) {
+		int r = pool_spawn(env, p, i, now);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+pool_find(const struct pool *p, pid_t pid)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->positions[i].pid == pid)
+			return (int)i;
+	return -1;
+}
+
+void
+describe_exit_status(int status, char *buf, size_t size)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, size, "killed by signal %s%s", sigabbrev_np(WTERMSIG(status)) ?: "?",
+			 WCOREDUMP(status) ? " (core dumped)" : "");
+	else
+		snprintf(buf, size, "ended (status 0x%x)", status);
+}
+
+/* passfd: connections sent to the worker that it has not yet taken. */
+static uint64_t
+in_flight(const struct pool_env *env, const struct position *pos)
+{
+	const struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
+	uint64_t taken = SB_GET(sl->served) + SB_GET(sl->lost);
+
+	return pos->sent > taken ? pos->sent - taken : 0;
+}
+
+/* A dead worker's reserved connections are gone with it (those in flight
+ * on its channel too: the kernel closed them): give them back to
+ * MaxConnections=, then free its slot. */
+static void
+release_position(const struct pool_env *env, struct position *pos)
+{
+	struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
+	uint64_t gone = SB_GET(sl->active) + in_flight(env, pos);
+
+	if (gone)
+		SB_SUB(env->scoreboard->header->active_total, (uint32_t)gone);
+	scoreboard_slot_reset(env->scoreboard, (unsigned)pos->slot);
+	close_channel(env, pos);
+	pos->sent = 0;
+	pos->hung_up = false;
+	pos->pid = 0;
+}
+
+void
+pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, int status,
+		   uint64_t now, bool stopping)
+{
+	struct position *pos = &p->positions[index];
+	uint64_t lived = now - pos->started_ms;
+	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	pid_t pid = pos->pid;
+	char how[64];
+
+	describe_exit_status(status, how, sizeof(how));
+	release_position(env, pos);
+	if (stopping || p->retiring) {
+		log_full_errno(clean ? LOG_DEBUG : LOG_WARNING, 0, "worker %u (generation %u): %s",
+			       index, p->generation, how);
+		return;
+	}
+	log_struct(LOG_WARNING, ECHOD_MESSAGE_WORKER_CRASHED, "worker %u (pid %d): %s after %llu ms",
+		   index, (int)pid, how, (unsigned long long)lived);
+	if (lived >= STABLE_MS)
+		pos->quick_deaths = 0;
+	if (lived < QUICK_DEATH_MS) {
+		unsigned delay = backoff_ms(++pos->quick_deaths);
+		pos->respawn_at_ms = now + delay;
+		log_notice("worker %u: died %u time(s) in a row within %d ms of starting; "
+			   "restarting it in %u ms",
+			   index, pos->quick_deaths, QUICK_DEATH_MS, delay);
+	} else {
+		pos->respawn_at_ms = now;
+	}
+}
+
+void
+pool_respawn_due(const struct pool_env *env, struct pool *p, uint64_t now)
+{
+	for (unsigned i = 0; i < p->n; i++) {
+		struct position *pos = &p->positions[i];
+		if (pos->pid != 0 || pos->respawn_at_ms == 0 || now < pos->respawn_at_ms)
+			continue;
+		pos->respawn_at_ms = 0;
+		if (pool_spawn(env, p, i, now) < 0)
+			pos->respawn_at_ms = now + backoff_ms(++pos->quick_deaths);
+		else if (pos->quick_deaths)
+			log_info("worker %u: restarted", i);
+	}
+}
+
+uint64_t
+pool_next_respawn(const struct pool *p)
+{
+	uint64_t next = 0;
+
+	for (unsigned i = 0; i < p->n; i++) {
+		uint64_t at = p->positions[i].respawn_at_ms;
+		if (at && (next == 0 || at < next))
+			next = at;
+	}
+	return next;
+}
+
+void
+pool_cancel_respawns(struct pool *p)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		p->positions[i].respawn_at_ms = 0;
+}
+
+unsigned
+pool_alive(const struct pool *p)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->n; i++)
+		n += p->positions[i].pid != 0;
+	return n;
+}
+
+bool
+pool_all_running(const struct pool_env *env, const struct pool *p)
+{
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct position *pos = &p->positions[i];
+		if (pos->pid == 0 ||
+		    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
+			return false;
+	}
+	return true;
+}
+
+void
+pool_signal(const struct pool *p, int sig)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->positions[i].pid)
+			kill(p->positions[i].pid, sig);
+}
+
+void
+pool_retire(const struct pool_env *env, struct pool *p)
+{
+	p->retiring = true;
+	pool_cancel_respawns(p);
+	/* SIGTERM makes a worker drain: it stops taking connections and
+	 * finishes its own within ShutdownTimeoutSec=. */
+	pool_signal(p, SIGTERM);
+}
+
+/* The worker that should take the next connection: running, not full, not
+ * hung up, not refused this round, fewest connections counting those in
+ * flight. -1 if none can. */
+static int
+pick_worker(const struct pool_env *env, const struct pool *p, const bool *skip)
+{
+	uint64_t best_load = UINT64_MAX;
+	int best = -1;
+
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct position *pos = &p->positions[i];
+		uint64_t load;
+
+		if (pos->pid == 0 || pos->hung_up || pos->channel < 0 || (skip && skip[i]) ||
+		    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
+			continue;
+		load = SB_GET(env->scoreboard->slots[pos->slot].active) + in_flight(env, pos);
+		if (load >= p->config.worker_connections || load >= best_load)
+			continue;
+		best_load = load;
+		best = (int)i;
+	}
+	return best;
+}
+
+bool
+pool_can_take(const struct pool_env *env, const struct pool *p)
+{
+	return !p->retiring && pick_worker(env, p, NULL) >= 0;
+}
+
+int
+pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
+{
+	int i, r = -EAGAIN;
+
+	memset(p->skip, 0, p->n * sizeof(*p->skip));
+	while ((i = pick_worker(env, p, p->skip)) >= 0) {
+		struct position *pos = &p->positions[i];
+
+		r = fdpass_send(pos->channel, fd);
+		if (r == 0) {
+			pos->sent++;
+			close(fd);
+			return 0;
+		}
+		p->skip[i] = true;
+		if (r == -EPIPE || r == -ECONNRESET)
+			pos->hung_up = true; /* SIGCHLD will follow */
+		else if (r == -ETOOMANYREFS)
+			break; /* a per-user limit: every channel says the same */
+		else if (r != -EAGAIN)
+			log_warning_errno(r, "worker %d: handing off a connection: %m", i);
+	}
+	close(fd);
+	return r;
+}
+
+void
+pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd)
+{
+	for (struct pool *p = pools; p; p = p->next)
+		for (unsigned i = 0; i < p->n; i++)
+			if (p->positions[i].channel == fd) {
+				p->positions[i].hung_up = true;
+				/* A hang-up is reported until the fd is closed. */
+				epoll_ctl(env->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+				return;
+			}
+}

@@ -1,0 +1,87 @@
+/* A pool: one generation of worker processes, all started with the same
+ * configuration. The supervisor keeps the current pool serving and, after
+ * a reload, older pools retiring until their last worker has exited. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "listen.h"
+#include "scoreboard.h"
+
+/* What every pool's workers share with the supervisor. */
+struct pool_env {
+	int epoll_fd;	/* the supervisor's: closed in workers */
+	int signal_fd;	/* likewise */
+	struct scoreboard *scoreboard;
+	const struct listen_set *sockets;
+	struct pool *pools; /* every pool, current first: for closing channels */
+	/* Tag for a channel's epoll registration: (tag | fd) in data.u64. */
+	uint64_t channel_event;
+};
+
+/* One place in the pool ("worker 0" .. "worker N-1"): the process that
+ * fills it now and how often processes in it failed to start. */
+struct position {
+	pid_t pid; /* 0 while empty */
+	int slot;
+	uint64_t started_ms;
+	unsigned quick_deaths;
+	uint64_t respawn_at_ms; /* 0: no respawn pending */
+	/* passfd: our end of the worker's channel, and connections sent on it
+	 * (compared with what the worker counts as taken or lost, this gives
+	 * those still in flight). */
+	int channel;
+	uint64_t sent;
+	bool hung_up; /* the worker's end closed: send nothing more */
+};
+
+struct pool {
+	struct config config; /* this generation's, owned */
+	unsigned generation;
+	bool retiring; /* draining: nothing respawned, nothing sent */
+	unsigned n;
+	struct position *positions;
+	bool *skip; /* pool_hand_off()'s scratch: workers that refused */
+	struct pool *next;
+};
+
+/* Allocates a pool of n positions with a copy of config. */
+int pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret);
+void pool_free(const struct pool_env *env, struct pool *p);
+
+/* Starts the worker at position index. Logs its own errors. */
+int pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t now);
+int pool_start(const struct pool_env *env, struct pool *p, uint64_t now);
+
+/* The position a pid fills, or -1. */
+int pool_find(const struct pool *p, pid_t pid);
+/* Records the exit of the worker at index: frees its slot, and (unless the
+ * pool is retiring or stopping) schedules its replacement, with a back-off
+ * when it died right after starting. */
+void pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, int status,
+			uint64_t now, bool stopping);
+void pool_respawn_due(const struct pool_env *env, struct pool *p, uint64_t now);
+/* The earliest pending respawn, or 0. */
+uint64_t pool_next_respawn(const struct pool *p);
+void pool_cancel_respawns(struct pool *p);
+
+unsigned pool_alive(const struct pool *p);
+bool pool_all_running(const struct pool_env *env, const struct pool *p);
+void pool_signal(const struct pool *p, int sig);
+/* Retires the pool: its workers stop taking connections and finish theirs. */
+void pool_retire(const struct pool_env *env, struct pool *p);
+
+/* passfd: whether some worker could take a connection now, and handing
+ * one over. pool_hand_off() takes fd: it is sent or closed; returns 0, or
+ * -EAGAIN / -ETOOMANYREFS (the caller pauses accepting) or another error
+ * when no worker took it. */
+bool pool_can_take(const struct pool_env *env, const struct pool *p);
+int pool_hand_off(const struct pool_env *env, struct pool *p, int fd);
+/* A channel hung up: its worker is dying; send it nothing more. */
+void pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd);
+
+/* "exited with status 1", "killed by signal KILL (core dumped)". */
+void describe_exit_status(int status, char *buf, size_t size);
