@@ -145,21 +145,54 @@ harness_limit_fds(unsigned limit)
 	next_nofile_limit = limit;
 }
 
-static pid_t
-spawn(struct echod *e, const char *const *argv, const char *const *env)
+/* Reads what echod wrote to stdout so far (non-blocking) into e->out. */
+static void
+collect_out(struct echod *e)
 {
-	int pipefd[2];
+	for (;;) {
+		ssize_t n;
+		if (e->out_fd < 0 || e->out_len + 1 >= sizeof(e->out))
+			return;
+		n = read(e->out_fd, e->out + e->out_len, sizeof(e->out) - 1 - e->out_len);
+		if (n <= 0)
+			return;
+		e->out_len += (size_t)n;
+		e->out[e->out_len] = '\0';
+	}
+}
+
+static void
+close_pipes(struct echod *e)
+{
+	echod_collect_log(e);
+	collect_out(e);
+	if (e->log_fd >= 0)
+		close(e->log_fd);
+	if (e->out_fd >= 0)
+		close(e->out_fd);
+	e->log_fd = e->out_fd = -1;
+}
+
+/* stdin_fd: echod's stdin (-1: /dev/null); capture_stdout: a pipe read
+ * into e->out, else the test's own stdout. */
+static pid_t
+spawn(struct echod *e, const char *const *argv, const char *const *env, int stdin_fd,
+      bool capture_stdout)
+{
+	int pipefd[2], outfd[2] = {-1, -1};
 	pid_t pid;
 
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
+	if (pipe2(pipefd, O_CLOEXEC) < 0 || (capture_stdout && pipe2(outfd, O_CLOEXEC) < 0))
 		fatal("pipe: %s", strerror(errno));
 	pid = fork();
 	if (pid < 0)
 		fatal("fork: %s", strerror(errno));
 	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDONLY);
-		dup2(devnull, STDIN_FILENO);
+		int in = stdin_fd >= 0 ? stdin_fd : open("/dev/null", O_RDONLY);
+		dup2(in, STDIN_FILENO);
 		dup2(pipefd[1], STDERR_FILENO);
+		if (capture_stdout)
+			dup2(outfd[1], STDOUT_FILENO);
 		for (const char *const *v = env; v && *v; v++)
 			putenv((char *)*v);
 		/* A test that dies must not leave echod behind. */
@@ -178,8 +211,32 @@ spawn(struct echod *e, const char *const *argv, const char *const *env)
 	e->log_fd = pipefd[0];
 	e->log_len = 0;
 	e->log[0] = '\0';
+	e->out_fd = outfd[0];
+	e->out_len = 0;
+	e->out[0] = '\0';
+	if (capture_stdout) {
+		close(outfd[1]);
+		fcntl(outfd[0], F_SETFL, O_NONBLOCK);
+	}
 	e->pid = pid;
 	return pid;
+}
+
+bool
+tcp_wait_accepting(int port, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		int fd = tcp_connect(port);
+		if (fd >= 0) {
+			close(fd);
+			return true;
+		}
+		if (monotonic_ms() >= end)
+			return false;
+		usleep(20000);
+	}
 }
 
 static void
@@ -240,7 +297,7 @@ echod_start_env(struct echod *e, const char *const *env, const char *const *extr
 	argv[n++] = "--config";
 	argv[n++] = "/dev/null";
 	build_argv(argv, n, extra);
-	spawn(e, argv, env);
+	spawn(e, argv, env, -1, false);
 	wait_ready(e);
 	wait_accepting(e);
 }
@@ -252,8 +309,7 @@ echod_start(struct echod *e, const char *const *extra)
 }
 
 void
-echod_start_activated(struct echod *e, const char *const *activator_args,
-		      const char *const *extra)
+echod_start_activated(struct echod *e, const char *const *activator_args, const char *const *extra)
 {
 	static char listen[64];
 	const char *argv[HARNESS_MAX_ARGS];
@@ -277,7 +333,7 @@ echod_start_activated(struct echod *e, const char *const *activator_args,
 		argv[n++] = harness_model();
 	}
 	build_argv(argv, n, extra);
-	spawn(e, argv, NULL);
+	spawn(e, argv, NULL, -1, false);
 	/* The activator listens at once and starts echod when the first
 	 * client connects (wait_accepting() is that client). */
 	wait_accepting(e);
@@ -286,56 +342,60 @@ echod_start_activated(struct echod *e, const char *const *activator_args,
 }
 
 int
-echod_run(struct echod *e, const char *const *args, int timeout_ms)
+echod_wait_exit(struct echod *e, int timeout_ms)
 {
-	const char *argv[HARNESS_MAX_ARGS];
 	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
-	size_t n = 0;
 	int status;
 
-	argv[n++] = echod_binary();
-	build_argv(argv, n, args);
-	spawn(e, argv, NULL);
 	for (;;) {
 		pid_t r = waitpid(e->pid, &status, WNOHANG);
 		echod_collect_log(e);
+		collect_out(e);
 		if (r == e->pid)
 			break;
-		if (monotonic_ms() >= end) {
-			kill(e->pid, SIGKILL);
-			waitpid(e->pid, NULL, 0);
+		if (monotonic_ms() >= end)
 			return -1;
-		}
 		usleep(10000);
 	}
-	echod_collect_log(e);
-	close(e->log_fd);
-	e->log_fd = -1;
+	close_pipes(e);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void
+echod_spawn(struct echod *e, const char *const *env, const char *const *args, int stdin_fd)
+{
+	const char *argv[HARNESS_MAX_ARGS];
+
+	argv[0] = echod_binary();
+	build_argv(argv, 1, args);
+	spawn(e, argv, env, stdin_fd, false);
+}
+
+int
+echod_run(struct echod *e, const char *const *args, int timeout_ms)
+{
+	const char *argv[HARNESS_MAX_ARGS];
+	int status;
+
+	argv[0] = echod_binary();
+	build_argv(argv, 1, args);
+	spawn(e, argv, NULL, -1, true);
+	status = echod_wait_exit(e, timeout_ms);
+	if (status < 0)
+		echod_kill(e);
+	return status;
 }
 
 int
 echod_stop(struct echod *e, int timeout_ms)
 {
-	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
 	int status;
 
 	kill(e->pid, SIGTERM);
-	for (;;) {
-		pid_t r = waitpid(e->pid, &status, WNOHANG);
-		echod_collect_log(e);
-		if (r == e->pid)
-			break;
-		if (monotonic_ms() >= end) {
-			echod_kill(e);
-			return -1;
-		}
-		usleep(10000);
-	}
-	echod_collect_log(e);
-	close(e->log_fd);
-	e->log_fd = -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	status = echod_wait_exit(e, timeout_ms);
+	if (status < 0)
+		echod_kill(e);
+	return status;
 }
 
 void
@@ -348,9 +408,7 @@ echod_kill(struct echod *e)
 		kill(kids[i], SIGKILL);
 	kill(e->pid, SIGKILL);
 	waitpid(e->pid, NULL, 0);
-	if (e->log_fd >= 0)
-		close(e->log_fd);
-	e->log_fd = -1;
+	close_pipes(e);
 }
 
 static int

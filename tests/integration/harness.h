@@ -11,11 +11,14 @@
 #define HARNESS_MAX_ARGS 32
 
 struct echod {
-	pid_t pid;	     /* echod itself (the supervisor), or the activator */
-	int port;	     /* TCP port on 127.0.0.1 */
-	int log_fd;	     /* read end of echod's stderr */
-	char log[65536];     /* what echod logged so far */
+	pid_t pid;	 /* echod itself (the supervisor), or the activator */
+	int port;	 /* TCP port on 127.0.0.1 */
+	int log_fd;	 /* read end of echod's stderr */
+	char log[65536]; /* what echod logged so far */
 	size_t log_len;
+	int out_fd;	 /* read end of echod's stdout (echod_run), or -1 */
+	char out[16384]; /* what echod wrote to stdout (echod_run) */
+	size_t out_len;
 };
 
 /* The model under test, from $ECHOD_MODEL (default prefork). */
@@ -34,8 +37,16 @@ void echod_start_env(struct echod *e, const char *const *env, const char *const 
 void echod_start_activated(struct echod *e, const char *const *activator_args,
 			   const char *const *extra);
 /* Runs echod to completion with args (no --listen added); returns its
- * exit status and what it wrote to stderr in e->log. */
+ * exit status (128 + signal if killed, -1 after killing it when it did not
+ * exit in time), what it wrote to stderr in e->log and to stdout in e->out. */
 int echod_run(struct echod *e, const char *const *args, int timeout_ms);
+/* Starts echod with exactly args and the extra environment entries, with
+ * stdin_fd as its stdin (-1: /dev/null), and returns at once: for tests
+ * that watch the start-up itself. */
+void echod_spawn(struct echod *e, const char *const *env, const char *const *args, int stdin_fd);
+/* Waits up to timeout_ms for echod to exit and returns its status as
+ * echod_run() does, or -1 when it is still running (it is left alone). */
+int echod_wait_exit(struct echod *e, int timeout_ms);
 
 /* SIGTERM, then waits up to timeout_ms; returns the exit status, or -1
  * after killing it when it did not exit in time. */
@@ -50,6 +61,8 @@ unsigned echod_log_count(struct echod *e, const char *needle);
 
 /* Connects to 127.0.0.1:port (blocking connect, then non-blocking). */
 int tcp_connect(int port);
+/* Waits until 127.0.0.1:port accepts connections, up to timeout_ms. */
+bool tcp_wait_accepting(int port, int timeout_ms);
 int free_port(void);
 /* Sends data and reads back exactly len bytes, full duplex, with a
  * deadline. Returns 0 when what came back equals data, -1 otherwise. */

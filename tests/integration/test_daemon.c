@@ -1,0 +1,753 @@
+/* The daemon's behaviour that does not depend on the model: command line
+ * and configuration errors, one-shot commands, respawn back-off,
+ * per-connection (Accept=yes and inetd) mode, logging, several listeners
+ * and socket activation with several sockets. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define DEFAULT_CONFIG "/etc/echod/echod.conf"
+
+/* ---- helpers ---- */
+
+/* Waits until pid has exactly n children. When pid is the test itself,
+ * its dead children are reaped on the way: as a subreaper it inherits
+ * whatever echod leaves behind, so "no children" means "nothing left". */
+static bool
+wait_children(pid_t pid, size_t n, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	pid_t kids[256];
+
+	for (;;) {
+		if (pid == getpid())
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+		if (process_children(pid, kids, 256) == n)
+			return true;
+		if (monotonic_ms() >= end)
+			return false;
+		usleep(20000);
+	}
+}
+
+static bool
+nothing_left_behind(void)
+{
+	return wait_children(getpid(), 0, 3000);
+}
+
+static void
+kill_tree(pid_t pid)
+{
+	pid_t kids[256];
+	size_t n = process_children(pid, kids, 256);
+
+	kill(pid, SIGSTOP);
+	for (size_t i = 0; i < n; i++)
+		kill_tree(kids[i]);
+	kill(pid, SIGKILL);
+}
+
+/* After each test, passed or failed: a failed one must not leave its
+ * processes to fail the next. */
+static int
+kill_leftovers(void **state)
+{
+	pid_t kids[256];
+	size_t n = process_children(getpid(), kids, 256);
+
+	for (size_t i = 0; i < n; i++)
+		kill_tree(kids[i]);
+	wait_children(getpid(), 0, 3000);
+	return 0;
+}
+
+static unsigned
+count_lines(const char *s)
+{
+	unsigned n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* Writes a temporary configuration file; path gets its name. */
+static void
+write_config(char *path, size_t size, const char *text)
+{
+	int fd;
+
+	snprintf(path, size, "/tmp/echod-test-XXXXXX.conf");
+	fd = mkstemps(path, 5);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static void
+unix_path(char *path, size_t size, const char *tag)
+{
+	snprintf(path, size, "/tmp/echod-test-%d-%s.sock", (int)getpid(), tag);
+	unlink(path);
+}
+
+static int
+stream_connect(const struct sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, sa, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+static int
+tcp6_connect(int port)
+{
+	struct sockaddr_in6 sin6 = {
+	    .sin6_family = AF_INET6,
+	    .sin6_port = htons((uint16_t)port),
+	    .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+	};
+
+	return stream_connect((struct sockaddr *)&sin6, sizeof(sin6));
+}
+
+static int
+unix_connect(const char *path)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+	return stream_connect((struct sockaddr *)&un, sizeof(un));
+}
+
+/* A listening socket of our own on 127.0.0.1:port, or -1. */
+static int
+tcp_listen(int port)
+{
+	struct sockaddr_in sin = {
+	    .sin_family = AF_INET,
+	    .sin_port = htons((uint16_t)port),
+	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 8) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void
+assert_echoes(int fd, size_t len, unsigned seed)
+{
+	char *buf = malloc(len);
+
+	assert_true(fd >= 0);
+	fill_random(buf, len, seed);
+	assert_int_equal(echo_roundtrip(fd, buf, len, 10000), 0);
+	free(buf);
+}
+
+static bool
+is_echod(pid_t pid)
+{
+	char link[64], exe[PATH_MAX], want[PATH_MAX];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, exe, sizeof(exe) - 1);
+	if (n < 0 || !realpath(getenv("ECHOD_BINARY"), want))
+		return false;
+	exe[n] = '\0';
+	return strcmp(exe, want) == 0;
+}
+
+/* Runs echod with args and expects a usage or configuration error: exit
+ * status 2, nothing on stdout, one line on stderr containing every
+ * string of want. */
+static void
+expect_bad_usage(const char *const *args, const char *const *want)
+{
+	struct echod e;
+	int status = echod_run(&e, args, 5000);
+
+	print_message("# %s", e.log);
+	assert_int_equal(status, 2);
+	assert_int_equal(e.out_len, 0);
+	assert_int_equal(count_lines(e.log), 1);
+	assert_non_null(strstr(e.log, "err: "));
+	for (const char *const *w = want; *w; w++)
+		if (!strstr(e.log, *w))
+			fail_msg("\"%s\" not in: %s", *w, e.log);
+	assert_true(nothing_left_behind());
+}
+
+/* ---- bad command line and configuration ---- */
+
+static void
+test_bad_command_line(void **state)
+{
+	static const struct {
+		const char *args[6];
+		const char *want[4];
+	} cases[] = {
+	    {{"--config", "/dev/null", "--bogus"}, {"unknown option --bogus"}},
+	    {{"--config", "/dev/null", "-x"}, {"unknown option -x"}},
+	    {{"--config", "/dev/null", "--workers"}, {"--workers", "needs a value"}},
+	    {{"--config", "/dev/null", "-w"}, {"-w", "needs a value"}},
+	    {{"--config", "/dev/null", "--version=1"}, {"--version", "takes no value"}},
+	    {{"--config", "/dev/null", "stray"}, {"unexpected argument", "stray"}},
+	    {{"--config", "/dev/null", "--workers", "abc"}, {"--workers", "Workers=abc"}},
+	    {{"--config", "/dev/null", "--workers", "0"}, {"--workers", "Workers=0", "range"}},
+	    {{"--config", "/dev/null", "--model", "bogus"}, {"--model", "Model=bogus"}},
+	    {{"--config", "/dev/null", "--log-level", "loud"}, {"--log-level", "LogLevel=loud"}},
+	    {{"--config", "/dev/null", "--idle-timeout", "-1"}, {"--idle-timeout", "=-1"}},
+	    {{"--config", "/dev/null", "--listen", "127.0.0.1"}, {"--listen", "127.0.0.1"}},
+	    {{"-c", "/nonexistent"}, {"/nonexistent", "No such file"}},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		expect_bad_usage(cases[i].args, cases[i].want);
+}
+
+static void
+test_bad_config_file(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *where; /* ":LINE: ..." after the file name */
+		const char *want;
+	} cases[] = {
+	    {"[echod]\nWorkers=2\nBogus=1\n", ":3: ", "unknown key \"Bogus\""},
+	    {"# comment\n[echod]\nWorkers=abc\n", ":3: ", "Workers=abc"},
+	    {"[echod]\nIdleTimeoutSec=1x\n", ":2: ", "IdleTimeoutSec=1x"},
+	    {"Workers=2\n[echod]\n", ":1: ", "outside of the [echod] section"},
+	    {"[echod]\nWorkers=2\n[other]\nModel=fork\n", ":4: ", "[other]"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char path[64], where[128];
+
+		write_config(path, sizeof(path), cases[i].text);
+		snprintf(where, sizeof(where), "%s%s", path, cases[i].where);
+		expect_bad_usage((const char *[]){"-c", path, "--listen", "127.0.0.1:7", NULL},
+				 (const char *[]){where, cases[i].want, NULL});
+		/* --check-config says the same, the same way. */
+		expect_bad_usage((const char *[]){"-c", path, "--check-config", NULL},
+				 (const char *[]){where, cases[i].want, NULL});
+		unlink(path);
+	}
+}
+
+static void
+test_no_sockets_exits_1(void **state)
+{
+	struct echod e;
+
+	/* No LISTEN_FDS, no --listen, stdin is /dev/null. */
+	assert_null(getenv("LISTEN_FDS"));
+	assert_int_equal(echod_run(&e, (const char *[]){"--config", "/dev/null", NULL}, 5000), 1);
+	assert_int_equal(count_lines(e.log), 1);
+	assert_non_null(strstr(e.log, "no sockets"));
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_address_in_use_exits_1(void **state)
+{
+	char listen[128], sock[108], want[64];
+	int port = free_port();
+	int busy = tcp_listen(port);
+	struct echod e;
+
+	assert_true(busy >= 0);
+	unix_path(sock, sizeof(sock), "inuse");
+	snprintf(listen, sizeof(listen), "unix:%s", sock);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+	/* The first address binds, the second cannot: nothing half-started. */
+	assert_int_equal(echod_run(&e,
+				   (const char *[]){"--config", "/dev/null", "--listen", listen,
+						    "--listen", want, NULL},
+				   5000),
+			 1);
+	print_message("# %s", e.log);
+	assert_int_equal(count_lines(e.log), 1);
+	assert_non_null(strstr(e.log, want));
+	assert_non_null(strstr(e.log, "in use"));
+	assert_int_equal(access(sock, F_OK), -1);
+	assert_true(nothing_left_behind());
+	close(busy);
+}
+
+/* ---- one-shot commands ---- */
+
+static void
+test_help_and_version_on_stdout(void **state)
+{
+	struct echod e;
+
+	assert_int_equal(echod_run(&e, (const char *[]){"--help", NULL}, 5000), 0);
+	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "Usage: echod"));
+	assert_non_null(strstr(e.out, "--listen"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"-h", NULL}, 5000), 0);
+	assert_non_null(strstr(e.out, "Usage: echod"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"--version", NULL}, 5000), 0);
+	assert_int_equal(e.log_len, 0);
+	assert_int_equal(strncmp(e.out, "echod ", 6), 0);
+	assert_int_equal(count_lines(e.out), 1);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_check_config_binds_nothing(void **state)
+{
+	char path[64], text[512], sock[108];
+	int port = free_port(), fd;
+	struct echod e;
+
+	unix_path(sock, sizeof(sock), "check");
+	snprintf(text, sizeof(text),
+		 "# a good file\n[echod]\nModel=passfd\nWorkers=2\nListen=127.0.0.1:%d\n"
+		 "Listen=unix:%s\nIdleTimeoutSec=0\n",
+		 port, sock);
+	write_config(path, sizeof(path), text);
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--check-config", NULL}, 5000),
+			 0);
+	print_message("# %s", e.out);
+	assert_non_null(strstr(e.out, "OK"));
+	assert_int_equal(e.log_len, 0);
+	/* Nothing was bound: the port and the path are still free. */
+	fd = tcp_listen(port);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(access(sock, F_OK), -1);
+	assert_true(nothing_left_behind());
+	unlink(path);
+}
+
+static void
+test_default_config_may_be_missing(void **state)
+{
+	char listen[64];
+	struct echod e;
+	int port = free_port();
+
+	/* An empty file is a valid configuration. */
+	assert_int_equal(
+	    echod_run(&e, (const char *[]){"-c", "/dev/null", "--check-config", NULL}, 5000), 0);
+	if (access(DEFAULT_CONFIG, F_OK) == 0) {
+		print_message("# %s exists on this machine: cannot test its absence\n",
+			      DEFAULT_CONFIG);
+		skip();
+	}
+	assert_int_equal(echod_run(&e, (const char *[]){"--check-config", NULL}, 5000), 0);
+	assert_int_equal(e.log_len, 0);
+
+	/* And it really starts without one. */
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	echod_spawn(&e, NULL, (const char *[]){"--listen", listen, "--workers", "1", NULL}, -1);
+	assert_true(echod_wait_log(&e, "ready", 10000));
+	assert_true(tcp_wait_accepting(port, 5000));
+	int fd = tcp_connect(port);
+	assert_echoes(fd, 1000, 1);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_command_line_wins_over_file(void **state)
+{
+	char path[64];
+	pid_t kids[16];
+	struct echod e;
+
+	write_config(path, sizeof(path), "[echod]\nWorkers=3\n");
+	/* The file is read... */
+	echod_start(&e, (const char *[]){"-c", path, NULL});
+	assert_int_equal(process_children(e.pid, kids, 16), 3);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	/* ...and the command line wins over it. */
+	echod_start(&e, (const char *[]){"-c", path, "--workers", "1", NULL});
+	assert_int_equal(process_children(e.pid, kids, 16), 1);
+	assert_true(is_echod(kids[0]));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+	unlink(path);
+}
+
+/* ---- respawn back-off ---- */
+
+static void
+test_respawn_backoff(void **state)
+{
+	static const char fail_line[] = "ECHOD_TEST_WORKER_FAIL is set";
+	static const char restart[] = "restarting it in ";
+	char listen[64];
+	unsigned delays[32], n = 0, deaths;
+	struct echod e;
+	uint64_t start;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
+	start = monotonic_ms();
+	echod_spawn(
+	    &e, (const char *[]){"ECHOD_TEST_WORKER_FAIL=1", NULL},
+	    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1", NULL},
+	    -1);
+	/* 100 + 200 + 400 ms: the third delay is announced well within 4 s. */
+	assert_true(echod_wait_log(&e, "restarting it in 400 ms", 4000));
+	while (monotonic_ms() < start + 2000)
+		usleep(20000);
+	deaths = echod_log_count(&e, fail_line);
+	print_message("# %u worker deaths in 2 s\n", deaths);
+	/* A fork loop would make thousands. */
+	assert_true(deaths >= 3 && deaths <= 8);
+
+	for (const char *p = e.log; n < 32 && (p = strstr(p, restart)); p += strlen(restart))
+		if (sscanf(p + strlen(restart), "%u ms", &delays[n]) == 1)
+			n++;
+	assert_true(n >= 3);
+	for (unsigned i = 1; i < n; i++)
+		if (delays[i] <= delays[i - 1])
+			fail_msg("delay %u ms after %u ms: not growing", delays[i], delays[i - 1]);
+	/* A pool that never came up is never announced as ready. */
+	assert_int_equal(echod_log_count(&e, "ready"), 0);
+
+	assert_int_equal(echod_stop(&e, 5000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* ---- per-connection mode ---- */
+
+static void
+test_accept_mode(void **state)
+{
+	pid_t kids[16], first;
+	struct echod e;
+	int a, b;
+
+	echod_start_activated(&e, (const char *[]){"--accept", NULL}, NULL);
+
+	/* In sequence: one echod each, gone when its client closes. (The
+	 * counts are waited for, not sampled: the harness's probe connection
+	 * has an echod of its own for a moment.) */
+	a = tcp_connect(e.port);
+	assert_echoes(a, 100000, 1);
+	assert_true(wait_children(e.pid, 1, 3000));
+	assert_int_equal(process_children(e.pid, kids, 16), 1);
+	assert_true(is_echod(kids[0]));
+	first = kids[0];
+	close(a);
+	assert_true(wait_children(e.pid, 0, 3000));
+	b = tcp_connect(e.port);
+	assert_echoes(b, 100000, 2);
+	assert_true(wait_children(e.pid, 1, 3000));
+	assert_int_equal(process_children(e.pid, kids, 16), 1);
+	assert_true(is_echod(kids[0]));
+	assert_true(kids[0] != first);
+	close(b);
+	assert_true(wait_children(e.pid, 0, 3000));
+
+	/* At once: two processes, each serving its own client. */
+	a = tcp_connect(e.port);
+	b = tcp_connect(e.port);
+	assert_echoes(a, 5000, 3);
+	assert_echoes(b, 5000, 4);
+	assert_echoes(a, 70000, 5);
+	assert_true(wait_children(e.pid, 2, 3000));
+	assert_int_equal(process_children(e.pid, kids, 16), 2);
+	assert_true(is_echod(kids[0]) && is_echod(kids[1]));
+	close(a);
+	assert_true(wait_children(e.pid, 1, 3000));
+	assert_echoes(b, 70000, 6);
+	close(b);
+	assert_true(wait_children(e.pid, 0, 3000));
+
+	assert_true(echod_stop(&e, 5000) >= 0);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_accept_mode_idle_timeout(void **state)
+{
+	struct echod e;
+	char buf[16];
+	uint64_t start, took;
+	int fd;
+
+	echod_start_activated(&e, (const char *[]){"--accept", NULL},
+			      (const char *[]){"--idle-timeout", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_echoes(fd, 4, 1);
+	start = monotonic_ms();
+	assert_int_equal(read_until_eof(fd, buf, sizeof(buf), 5000), 0);
+	took = monotonic_ms() - start;
+	print_message("# closed after %lu ms idle\n", (unsigned long)took);
+	assert_true(took >= 800 && took < 3000);
+	close(fd);
+	assert_true(wait_children(e.pid, 0, 3000));
+	assert_true(echod_stop(&e, 5000) >= 0);
+	assert_true(nothing_left_behind());
+}
+
+/* inetd's StandardInput=socket: the connection is stdin. */
+static void
+test_inetd_stdin_socket(void **state)
+{
+	char out[300000], back[300001];
+	pid_t kids[4];
+	struct echod e;
+	size_t sent = 0, got = 0;
+	ssize_t rest;
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	echod_spawn(&e, NULL, (const char *[]){"--config", "/dev/null", NULL}, sv[1]);
+	close(sv[1]);
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	assert_echoes(sv[0], 1000, 1);
+	/* It serves the connection itself: no workers. */
+	assert_int_equal(process_children(e.pid, kids, 4), 0);
+
+	/* Everything sent, our side shut while echoes are still owed: all of
+	 * them arrive, then EOF, then echod exits 0. */
+	fill_random(out, sizeof(out), 2);
+	uint64_t end = monotonic_ms() + 10000;
+	while (sent < sizeof(out) && monotonic_ms() < end) {
+		ssize_t n =
+		    send(sv[0], out + sent, sizeof(out) - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0)
+			sent += (size_t)n;
+		ssize_t m = recv(sv[0], back + got, sizeof(back) - got, MSG_DONTWAIT);
+		if (m > 0)
+			got += (size_t)m;
+	}
+	assert_int_equal(sent, sizeof(out));
+	assert_int_equal(shutdown(sv[0], SHUT_WR), 0);
+	rest = read_until_eof(sv[0], back + got, sizeof(back) - got, 10000);
+	assert_true(rest >= 0);
+	assert_int_equal(got + (size_t)rest, sizeof(out));
+	assert_memory_equal(back, out, sizeof(out));
+	assert_int_equal(echod_wait_exit(&e, 5000), 0);
+	close(sv[0]);
+	assert_true(nothing_left_behind());
+}
+
+/* ---- logging ---- */
+
+static void
+test_log_level_debug_logs_connections(void **state)
+{
+	struct echod e;
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--log-level", "debug", NULL});
+	fd = tcp_connect(e.port);
+	assert_echoes(fd, 100, 1);
+	close(fd);
+	assert_true(echod_wait_log(&e, "connection from 127.0.0.1:", 3000));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_log_level_warning_is_quiet(void **state)
+{
+	char listen[64];
+	struct echod e;
+	int port = free_port(), fd;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	echod_spawn(&e, NULL,
+		    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1",
+				     "--log-level", "warning", NULL},
+		    -1);
+	assert_true(tcp_wait_accepting(port, 10000));
+	fd = tcp_connect(port);
+	assert_echoes(fd, 100, 1);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	/* Start, serve, stop: nothing worth a warning happened. */
+	assert_null(strstr(e.log, "listening on"));
+	assert_int_equal(e.log_len, 0);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_journal_stream_not_stderr(void **state)
+{
+	struct echod e;
+	int fd;
+
+	/* JOURNAL_STREAM names some other stream: stderr (our pipe) still
+	 * gets plain lines, or the harness would never see "ready". */
+	echod_start_env(&e, (const char *[]){"JOURNAL_STREAM=1:1", NULL},
+			(const char *[]){"--workers", "1", NULL});
+	assert_non_null(strstr(e.log, "echod["));
+	assert_non_null(strstr(e.log, "listening on 127.0.0.1:"));
+	fd = tcp_connect(e.port);
+	assert_echoes(fd, 100, 1);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* ---- several listeners ---- */
+
+static void
+test_multiple_listeners(void **state)
+{
+	char v6[64], sock[108], unix_listen[128];
+	int port6 = free_port();
+	struct echod e;
+	int fd;
+
+	snprintf(v6, sizeof(v6), "[::1]:%d", port6);
+	unix_path(sock, sizeof(sock), "multi");
+	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", sock);
+	echod_start(
+	    &e, (const char *[]){"--workers", "2", "--listen", v6, "--listen", unix_listen, NULL});
+	assert_int_equal(echod_log_count(&e, "listening on"), 3);
+
+	fd = tcp_connect(e.port);
+	assert_echoes(fd, 100000, 1);
+	close(fd);
+	fd = tcp6_connect(port6);
+	assert_echoes(fd, 100000, 2);
+	close(fd);
+	fd = unix_connect(sock);
+	assert_echoes(fd, 100000, 3);
+	close(fd);
+
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	/* The socket file is echod's to remove. */
+	assert_int_equal(access(sock, F_OK), -1);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_stale_unix_socket(void **state)
+{
+	char sock[108], unix_listen[128];
+	struct echod e, other;
+	struct stat st;
+	int fd;
+
+	unix_path(sock, sizeof(sock), "stale");
+	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", sock);
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen, NULL});
+
+	/* A live socket file belongs to its server: a second echod must not
+	 * take it over. */
+	assert_int_equal(
+	    echod_run(&other,
+		      (const char *[]){"--config", "/dev/null", "--listen", unix_listen, NULL},
+		      5000),
+	    1);
+	assert_non_null(strstr(other.log, sock));
+	fd = unix_connect(sock);
+	assert_echoes(fd, 1000, 1);
+	close(fd);
+
+	/* Killed: the file stays behind... */
+	echod_kill(&e);
+	assert_true(nothing_left_behind());
+	assert_int_equal(stat(sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+
+	/* ...and does not keep the next echod from starting. */
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen, NULL});
+	fd = unix_connect(sock);
+	assert_echoes(fd, 1000, 2);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_int_equal(access(sock, F_OK), -1);
+	assert_true(nothing_left_behind());
+}
+
+static void
+test_activation_two_sockets(void **state)
+{
+	char second[64];
+	int port2 = free_port();
+	struct echod e;
+	int fd;
+
+	snprintf(second, sizeof(second), "127.0.0.1:%d", port2);
+	echod_start_activated(&e, (const char *[]){"--listen", second, NULL},
+			      (const char *[]){"--workers", "2", NULL});
+	assert_int_equal(echod_log_count(&e, "listening on"), 2);
+	fd = tcp_connect(e.port);
+	assert_echoes(fd, 100000, 1);
+	close(fd);
+	fd = tcp_connect(port2);
+	assert_echoes(fd, 100000, 2);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_bad_command_line, kill_leftovers),
+	    cmocka_unit_test_teardown(test_bad_config_file, kill_leftovers),
+	    cmocka_unit_test_teardown(test_no_sockets_exits_1, kill_leftovers),
+	    cmocka_unit_test_teardown(test_address_in_use_exits_1, kill_leftovers),
+	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, kill_leftovers),
+	    cmocka_unit_test_teardown(test_check_config_binds_nothing, kill_leftovers),
+	    cmocka_unit_test_teardown(test_default_config_may_be_missing, kill_leftovers),
+	    cmocka_unit_test_teardown(test_command_line_wins_over_file, kill_leftovers),
+	    cmocka_unit_test_teardown(test_respawn_backoff, kill_leftovers),
+	    cmocka_unit_test_teardown(test_accept_mode, kill_leftovers),
+	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, kill_leftovers),
+	    cmocka_unit_test_teardown(test_inetd_stdin_socket, kill_leftovers),
+	    cmocka_unit_test_teardown(test_log_level_debug_logs_connections, kill_leftovers),
+	    cmocka_unit_test_teardown(test_log_level_warning_is_quiet, kill_leftovers),
+	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, kill_leftovers),
+	    cmocka_unit_test_teardown(test_multiple_listeners, kill_leftovers),
+	    cmocka_unit_test_teardown(test_stale_unix_socket, kill_leftovers),
+	    cmocka_unit_test_teardown(test_activation_two_sockets, kill_leftovers),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	/* Whatever echod leaves behind is re-parented to the test, where
+	 * nothing_left_behind() sees it. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	return cmocka_run_group_tests_name("daemon", tests, NULL, NULL);
+}
