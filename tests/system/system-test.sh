@@ -1,0 +1,472 @@
+#!/bin/bash
+# The checks poll with "wait_for N eval '...'": single quotes on purpose.
+# shellcheck disable=SC2016
+#
+# echod system test: boot systemd in a container, install the echod .deb,
+# and check the package, the units and the daemon under a real PID 1.
+#
+# Usage: system-test.sh [DEB]
+#
+#   DEB, or $ECHOD_DEB, is the echod_*.deb to test (CI builds it first). If
+#   neither is given, the package is built here from $ECHOD_SOURCE_ROOT (the
+#   source tree; meson sets it) with dpkg-buildpackage -b, without checks.
+#
+#   ECHOD_SYSTEST_FAKE=1 repacks the package with fake-echod.py, a stand-in
+#   for the daemon, as /usr/sbin/echod: that tests this script and the units,
+#   not echod.
+#
+# Needs root and systemd-nspawn (package systemd-container); exits 77 (meson's
+# "skipped") without them. Follows /work/shared/SYSTEMD-TESTING.md: the
+# container boots the machine's own root through an overlay on a tmpfs, so
+# nothing it does reaches the real file system, and it has a private network
+# (loopback only), so port 7 never collides with the machine's.
+#
+# Each check is a function check_NAME run by run_check, which prints one
+# "PASS: NAME" or "FAIL: NAME" line (with the check's output, indented,
+# on failure). A check returns non-zero at its first failed expectation.
+# The checks run in order and build on each other (install first, purge
+# last); to add one, write check_something and list it in CHECKS.
+#
+# Exit status: 0 if every check passed, 1 if any failed, 77 if skipped,
+# 99 if the container could not be set up.
+
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=${ECHOD_SOURCE_ROOT:-$(cd "$HERE/../.." && pwd)}
+DEB=${1:-${ECHOD_DEB:-}}
+
+CHECKS=(
+	install
+	security
+	echo_tcp_ipv4
+	echo_tcp_ipv6
+	echo_udp_ipv4
+	echo_udp_ipv6
+	service_status
+	journal_started
+	workers_auto
+	reload_workers
+	reload_rejected
+	worker_crash
+	upgrade_keeps_socket
+	per_connection
+	stop
+	purge
+)
+
+# Message IDs (catalog/echod.catalog).
+MID_STARTED=756418ebc6cd4ea7be59bfa840eea8f6
+MID_STOPPED=d7ae218fccb24fc195fa354f6c43eef9
+MID_RELOADED=1dbe40775eb04e2bb98741d49b4270d4
+MID_REJECTED=50cb68a85e144ba29d97027468e93550
+MID_CRASHED=f2b0fd16c8dc4655befb4286f3b469f0
+
+EXPOSURE_MAX=15 # tenths, as systemd-analyze --threshold= counts: 1.5
+
+# Progress goes to fd 3, the script's stderr, even from inside a check
+# (whose own output is captured and shown only if it fails).
+exec 3>&2
+log() { printf '%s system-test: %s\n' "$(date +%T)" "$*" >&3; }
+skip() { log "SKIP: $*"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "needs root"
+command -v systemd-nspawn >/dev/null || skip "needs systemd-nspawn (apt-get install systemd-container)"
+command -v nsenter >/dev/null || skip "needs nsenter"
+
+WORK=$(mktemp -d /var/tmp/echod-systest.XXXXXX) || exit 99
+ROOT=$WORK/root
+TMPFS=$WORK/t
+NSPAWN=
+PID1=
+
+# --- container ------------------------------------------------------------
+
+# Runs a command inside the container, bounded.
+ct() {
+	timeout 60 nsenter -t "$PID1" -a "$@"
+}
+
+# Runs a shell command line inside the container.
+ct_sh() {
+	ct sh -c "$1"
+}
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$deadline" ] || return 1
+		sleep 0.2
+	done
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+teardown() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if alive "$NSPAWN"; then
+		if alive "$PID1"; then
+			log "powering the container off"
+			timeout 10 nsenter -t "$PID1" -a systemctl poweroff --no-block >/dev/null 2>&1
+		fi
+		wait_for 30 eval '! alive "$NSPAWN"' || {
+			log "systemd-nspawn did not exit, killing it"
+			kill -TERM "$NSPAWN" 2>/dev/null
+			wait_for 10 eval '! alive "$NSPAWN"' || {
+				kill -KILL "$NSPAWN" 2>/dev/null
+				alive "$PID1" && kill -KILL "$PID1" 2>/dev/null
+			}
+		}
+		wait "$NSPAWN" 2>/dev/null
+	fi
+	for m in "$ROOT" "$TMPFS"; do
+		if mountpoint -q "$m"; then
+			umount "$m" 2>/dev/null || { sleep 1; umount "$m" 2>/dev/null; } || umount -l "$m"
+		fi
+	done
+	if [ "$rc" -ne 0 ] && [ -s "$WORK/boot.log" ]; then
+		log "container console (last lines):"
+		tail -n 20 "$WORK/boot.log" | sed 's/^/    /' >&2
+	fi
+	rm -rf --one-file-system "$WORK"
+	exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+build_deb() {
+	local out=$WORK/deb
+	mkdir -p "$out/src"
+	log "building the package from $SRC"
+	if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+		git -C "$SRC" ls-files -z --cached --others --exclude-standard |
+			(cd "$SRC" && tar --null -T - -cf -) | tar -xf - -C "$out/src"
+	else
+		(cd "$SRC" && tar --exclude='./build*' --exclude='./obj-*' -cf - .) | tar -xf - -C "$out/src"
+	fi
+	if ! (cd "$out/src" && DEB_BUILD_OPTIONS=nocheck timeout 300 \
+		dpkg-buildpackage -us -uc -b -Pnocheck) >"$WORK/build.log" 2>&1; then
+		tail -n 30 "$WORK/build.log" >&2
+		log "package build failed"
+		exit 99
+	fi
+	DEB=$(ls "$out"/echod_*.deb)
+}
+
+boot() {
+	mkdir -p "$TMPFS" "$ROOT"
+	mount -t tmpfs tmpfs "$TMPFS" || return 1
+	mkdir -p "$TMPFS/upper" "$TMPFS/work"
+	mount -t overlay overlay -o "lowerdir=/,upperdir=$TMPFS/upper,workdir=$TMPFS/work" "$ROOT" || return 1
+	# A build image may carry a policy-rc.d that forbids maintainer scripts
+	# to start or stop services (exit 101). Removed in the overlay only, so
+	# that the package's scripts run as on an installed system.
+	rm -f "$ROOT/usr/sbin/policy-rc.d"
+
+	log "booting the container"
+	systemd-nspawn -D "$ROOT" --register=no --keep-unit --boot --console=passive \
+		--private-network -M echodtest >"$WORK/boot.log" 2>&1 &
+	NSPAWN=$!
+
+	# PID 1 is the child of systemd-nspawn, once it has become systemd.
+	find_pid1() {
+		local pid kids=()
+		alive "$NSPAWN" || return 2
+		read -ra kids <"/proc/$NSPAWN/task/$NSPAWN/children" 2>/dev/null
+		for pid in "${kids[@]}"; do
+			if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd ]; then
+				PID1=$pid
+				return 0
+			fi
+		done
+		return 1
+	}
+	wait_for 30 find_pid1 || { log "no systemd in the container"; return 1; }
+
+	booted() {
+		local state
+		state=$(timeout 10 nsenter -t "$PID1" -a systemctl is-system-running 2>/dev/null)
+		case "$state" in
+		running | degraded) return 0 ;;
+		esac
+		return 1
+	}
+	wait_for 90 booted || { log "the container did not finish booting"; return 1; }
+	log "container up: PID 1 is $PID1 ($(ct systemctl is-system-running))"
+	if [ "$(ct systemctl is-system-running)" = degraded ]; then
+		log "failed units in the container (not echod's):"
+		ct systemctl --failed --no-legend --plain >&2
+	fi
+	cp "$HERE/echo-client.py" "$ROOT/root/echo-client.py"
+}
+
+# --- helpers for the checks -------------------------------------------------
+
+expect() {
+	local what=$1
+	shift
+	if ! "$@"; then
+		echo "expected: $what"
+		return 1
+	fi
+}
+
+prop() { ct systemctl show -P "$2" "$1"; }
+
+echo_ok() { ct python3 /root/echo-client.py "$@"; }
+
+main_pid() { prop echod.service MainPID; }
+
+# The supervisor's children: its workers in the prefork and passfd models.
+workers() {
+	local pid
+	pid=$(main_pid)
+	[ -n "$pid" ] && [ "$pid" != 0 ] || return 1
+	ct ps -o pid= --ppid "$pid" | awk '{ print $1 }'
+}
+
+worker_count() { workers | wc -l; }
+
+# journal_has MESSAGE_ID [SINCE]: the message is in echod.service's journal.
+journal_has() {
+	ct journalctl --no-pager -q -u echod.service ${2:+--since "$2"} \
+		"MESSAGE_ID=$1" -o cat | grep -q .
+}
+
+set_config() {
+	ct_sh "printf '%s\n' '[echod]' $(printf "'%s' " "$@") >/etc/echod/echod.conf"
+}
+
+now() { ct date '+%Y-%m-%d %H:%M:%S'; }
+
+# --- checks -------------------------------------------------------------------
+
+# dpkg -i; the postinst enabled and started echod.socket only.
+check_install() {
+	cp "$DEB" "$ROOT/root/echod.deb"
+	expect "dpkg -i succeeds" ct dpkg -i /root/echod.deb || return 1
+	expect "echod.socket enabled" test "$(ct systemctl is-enabled echod.socket)" = enabled || return 1
+	expect "echod.socket active" test "$(ct systemctl is-active echod.socket)" = active || return 1
+	expect "echod.service not started" test "$(ct systemctl is-active echod.service)" = inactive || return 1
+	expect "echod-accept.socket disabled" test "$(ct systemctl is-enabled echod-accept.socket)" = disabled || return 1
+	expect "echod-accept.socket not started" test "$(ct systemctl is-active echod-accept.socket)" = inactive || return 1
+	expect "the conffile" ct test -f /etc/echod/echod.conf || return 1
+	ct_sh 'cp /etc/echod/echod.conf /root/echod.conf.orig'
+	expect "catalog entries compiled (systemd's trigger)" \
+		ct_sh "journalctl --list-catalog | grep -q '^$MID_STARTED echod:'" || return 1
+	expect "systemd-analyze verify of the installed units is silent" \
+		test -z "$(ct systemd-analyze verify echod.socket echod.service echod-accept.socket echod-accept@.service 2>&1)"
+}
+
+# systemd-analyze security: overall exposure of both services <= 1.5.
+check_security() {
+	local unit out rc=0
+	for unit in echod.service echod-accept@.service; do
+		out=$(ct systemd-analyze security --no-pager --threshold=$EXPOSURE_MAX "$unit" 2>&1) || rc=1
+		printf '%s\n' "$out" | grep -E '^✗|Overall exposure'
+		log "$(printf '%s\n' "$out" | grep 'Overall exposure')"
+	done
+	return "$rc"
+}
+
+# The first connection starts echod.service; echo over each transport.
+check_echo_tcp_ipv4() { echo_ok tcp 127.0.0.1 7 1000000; }
+check_echo_tcp_ipv6() { echo_ok tcp ::1 7 1000000; }
+check_echo_udp_ipv4() { echo_ok udp 127.0.0.1 7; }
+check_echo_udp_ipv6() { echo_ok udp ::1 7; }
+
+# Active after activation; STATUS= reaches systemctl status.
+check_service_status() {
+	local status
+	expect "echod.service active" test "$(ct systemctl is-active echod.service)" = active || return 1
+	status=$(prop echod.service StatusText)
+	echo "StatusText=$status"
+	expect "STATUS= like 'prefork: 2/2 workers, 17 connections, 48211 served, 0 refused, gen 3'" \
+		grep -Eq '^prefork: [0-9]+/[0-9]+ workers, [0-9]+ connections, [0-9]+ served, [0-9]+ refused' <<<"$status" || return 1
+	expect "systemctl status shows it" \
+		ct_sh "systemctl status --no-pager echod.service | grep -F 'Status: \"$status'"
+}
+
+# The start-up message, with its structured fields and catalog text.
+check_journal_started() {
+	local v
+	v=$(ct journalctl --no-pager -u echod.service -o verbose "MESSAGE_ID=$MID_STARTED")
+	expect "a start-up message with ECHOD_MODEL=prefork" grep -q '^ *ECHOD_MODEL=prefork$' <<<"$v" || {
+		ct journalctl --no-pager -u echod.service | tail -n 20
+		return 1
+	}
+	expect "journalctl -x explains it with the catalog" \
+		ct_sh "journalctl --no-pager -x -u echod.service MESSAGE_ID=$MID_STARTED | grep -q 'Subject: echod started'"
+}
+
+# Workers=auto: one worker per online CPU.
+check_workers_auto() {
+	local cpus
+	cpus=$(ct getconf _NPROCESSORS_ONLN)
+	expect "$cpus workers" wait_for 10 eval '[ "$(worker_count)" = "$cpus" ]' || {
+		echo "workers: $(workers | tr '\n' ' ')"
+		return 1
+	}
+}
+
+# systemctl reload applies a new Workers=.
+check_reload_workers() {
+	local since pid
+	since=$(now)
+	pid=$(main_pid)
+	set_config Workers=3
+	expect "systemctl reload succeeds" ct systemctl reload echod.service || return 1
+	expect "3 workers after the reload" wait_for 15 eval '[ "$(worker_count)" = 3 ]' || {
+		echo "workers: $(workers | tr '\n' ' ')"
+		return 1
+	}
+	expect "the same supervisor" test "$(main_pid)" = "$pid" || return 1
+	expect "the 'reloaded' message" wait_for 5 journal_has "$MID_RELOADED" "$since" || return 1
+	expect "STATUS= says 3/3 workers" wait_for 5 eval 'prop echod.service StatusText | grep -q "3/3 workers"' || return 1
+	echo_ok tcp 127.0.0.1 7
+}
+
+# A broken configuration makes systemctl reload fail; echod keeps serving.
+check_reload_rejected() {
+	local since pid rc=0
+	since=$(now)
+	pid=$(main_pid)
+	set_config Workers=3 NoSuchKey=1
+	if ct systemctl reload echod.service; then
+		echo "expected: systemctl reload fails on an unknown key"
+		rc=1
+	fi
+	expect "still active" test "$(ct systemctl is-active echod.service)" = active || rc=1
+	expect "the same supervisor" test "$(main_pid)" = "$pid" || rc=1
+	expect "the 'reload rejected' message" wait_for 5 journal_has "$MID_REJECTED" "$since" || rc=1
+	expect "still 3 workers" test "$(worker_count)" = 3 || rc=1
+	expect "still echoing" echo_ok tcp 127.0.0.1 7 || rc=1
+	set_config Workers=3
+	return "$rc"
+}
+
+# kill -9 of a worker: logged, replaced, the service stays up.
+check_worker_crash() {
+	local since pid victim
+	since=$(now)
+	pid=$(main_pid)
+	victim=$(workers | head -n 1)
+	expect "a worker to kill" test -n "$victim" || return 1
+	ct kill -KILL "$victim"
+	expect "the 'worker crashed' message" wait_for 10 journal_has "$MID_CRASHED" "$since" || return 1
+	expect "a new worker in its place" wait_for 10 eval '[ "$(worker_count)" = 3 ] && ! workers | grep -qx "$victim"' || return 1
+	expect "still active" test "$(ct systemctl is-active echod.service)" = active || return 1
+	expect "the same supervisor" test "$(main_pid)" = "$pid" || return 1
+	echo_ok tcp 127.0.0.1 7
+}
+
+# Installing the package again (the upgrade path of the maintainer scripts)
+# must keep echod.socket listening throughout and restart a running service.
+check_upgrade_keeps_socket() {
+	local inv pid was_active
+	inv=$(prop echod.socket InvocationID)
+	pid=$(main_pid)
+	was_active=$(ct systemctl is-active echod.service)
+	expect "dpkg -i over the installed package succeeds" ct dpkg -i /root/echod.deb || return 1
+	expect "echod.socket active" test "$(ct systemctl is-active echod.socket)" = active || return 1
+	expect "echod.socket not restarted" test "$(prop echod.socket InvocationID)" = "$inv" || return 1
+	if [ "$was_active" = active ]; then
+		expect "echod.service restarted" wait_for 30 eval \
+			'[ "$(ct systemctl is-active echod.service)" = active ] && [ "$(main_pid)" != "$pid" ]' || return 1
+	fi
+	echo_ok tcp 127.0.0.1 7
+}
+
+# echod-accept.socket: one echod per connection, which exits 0.
+check_per_connection() {
+	local failed
+	expect "echod-accept.socket starts" ct systemctl start echod-accept.socket || return 1
+	expect "echo over IPv4 on port 7008" echo_ok tcp 127.0.0.1 7008 || return 1
+	expect "echo over IPv6 on port 7008" echo_ok tcp ::1 7008 || return 1
+	expect "the instances exit" wait_for 10 eval \
+		'[ -z "$(ct systemctl list-units --no-legend --plain --state=active,activating "echod-accept@*")" ]' || return 1
+	failed=$(ct systemctl list-units --no-legend --plain --all --state=failed 'echod-accept@*')
+	expect "no failed instance" test -z "$failed" || {
+		echo "$failed"
+		ct journalctl --no-pager -u 'echod-accept@*' | tail -n 20
+		return 1
+	}
+	ct systemctl stop echod-accept.socket
+}
+
+# systemctl stop: a clean exit (status 0), the 'stopped' message, port 7 closed.
+check_stop() {
+	local since
+	since=$(now)
+	expect "systemctl stop succeeds" ct systemctl stop echod.socket echod.service || return 1
+	expect "echod.service inactive, not failed" test "$(ct systemctl is-active echod.service)" = inactive || return 1
+	expect "echod.socket inactive" test "$(ct systemctl is-active echod.socket)" = inactive || return 1
+	expect "exit status 0" test "$(prop echod.service ExecMainStatus)" = 0 || return 1
+	expect "Result=success" test "$(prop echod.service Result)" = success || return 1
+	expect "the 'stopped' message" journal_has "$MID_STOPPED" "$since" || return 1
+	expect "port 7 closed" eval '! echo_ok tcp 127.0.0.1 7 >/dev/null 2>&1'
+}
+
+# dpkg --purge leaves nothing behind.
+check_purge() {
+	local rc=0 left
+	ct_sh 'test ! -f /root/echod.conf.orig || cp /root/echod.conf.orig /etc/echod/echod.conf'
+	expect "dpkg --purge succeeds" ct dpkg --purge echod || return 1
+	ct systemctl daemon-reload
+	left=$(ct_sh 'ls -d /lib/systemd/system/echod* /usr/lib/systemd/system/echod* /etc/echod \
+		/etc/systemd/system/*/echod* /var/lib/systemd/deb-systemd-helper-enabled/echod* \
+		/var/lib/systemd/deb-systemd-helper-enabled/*/echod* /usr/sbin/echod \
+		/usr/lib/systemd/catalog/echod.catalog /run/echod /var/lib/private/echod 2>/dev/null')
+	expect "no files left" test -z "$left" || { echo "$left"; rc=1; }
+	left=$(ct systemctl list-units --no-legend --plain --all 'echod*')
+	expect "no units loaded" test -z "$left" || { echo "$left"; rc=1; }
+	expect "no echod user" eval '! ct getent passwd echod >/dev/null' || rc=1
+	expect "no catalog entries" eval "! ct_sh 'journalctl --list-catalog | grep -q \" echod:\"'" || rc=1
+	expect "no echod processes" eval '! ct pgrep -x echod >/dev/null' || rc=1
+	return "$rc"
+}
+
+# --- main ---------------------------------------------------------------------
+
+run_check() {
+	local name=$1 out=$WORK/check.out rc
+	log "check $name"
+	"check_$name" >"$out" 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		echo "PASS: $name"
+	else
+		echo "FAIL: $name"
+		sed 's/^/    /' "$out"
+		FAILED+=("$name")
+	fi
+}
+
+if [ -z "$DEB" ]; then
+	build_deb
+fi
+[ -f "$DEB" ] || { log "no such package: $DEB"; exit 99; }
+DEB=$(realpath "$DEB")
+if [ "${ECHOD_SYSTEST_FAKE:-0}" = 1 ]; then
+	log "ECHOD_SYSTEST_FAKE=1: replacing echod with fake-echod.py in the package"
+	dpkg-deb -R "$DEB" "$WORK/fake" &&
+		install -m 0755 "$HERE/fake-echod.py" "$WORK/fake/usr/sbin/echod" &&
+		sed -i '/ usr\/sbin\/echod$/d' "$WORK/fake/DEBIAN/md5sums" &&
+		dpkg-deb -b "$WORK/fake" "$WORK/echod-fake.deb" >/dev/null || exit 99
+	DEB=$WORK/echod-fake.deb
+fi
+log "testing $DEB"
+
+boot || exit 99
+
+FAILED=()
+for check in "${CHECKS[@]}"; do
+	run_check "$check"
+done
+
+echo "${#CHECKS[@]} checks, $((${#CHECKS[@]} - ${#FAILED[@]})) passed, ${#FAILED[@]} failed${FAILED[*]:+: ${FAILED[*]}}"
+[ "${#FAILED[@]}" -eq 0 ]
