@@ -60,7 +60,8 @@ struct supervisor {
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
 	uint64_t watchdog_last_ms;
-	uint64_t *heartbeats; /* per slot, as seen at the last watchdog ping */
+	uint64_t *heartbeats; /* per slot, as last seen */
+	uint64_t *heartbeat_ms; /* per slot, when it last moved */
 };
 
 static uint64_t
@@ -380,17 +381,19 @@ became_ready(struct supervisor *s)
 
 /* --- watchdog --- */
 
-/* Every worker's loop turns at least once a second and bumps its
- * heartbeat; a worker whose heartbeat stood still for a whole watchdog
+/* Every worker's loop turns at least four times a second and bumps its
+ * heartbeat. A worker whose heartbeat stood still for a whole watchdog
  * interval is stuck: it is killed (and respawned). The ping is sent only
- * while the current generation is whole and every worker moves. */
+ * while the current generation is whole and every worker moves, so a pool
+ * that cannot be kept alive lets systemd restart the service. */
 static void
 watchdog_check(struct supervisor *s, uint64_t now)
 {
+	uint64_t interval_ms = s->watchdog_usec / 1000;
 	bool healthy = true;
 	struct pool *p = s->pool;
 
-	if (!s->watchdog_usec || now - s->watchdog_last_ms < s->watchdog_usec / 2000)
+	if (!s->watchdog_usec || now - s->watchdog_last_ms < interval_ms / 2)
 		return;
 	for (unsigned i = 0; i < p->n; i++) {
 		const struct position *pos = &p->positions[i];
@@ -401,13 +404,20 @@ watchdog_check(struct supervisor *s, uint64_t now)
 			continue;
 		}
 		beat = SB_GET(s->scoreboard.slots[pos->slot].heartbeat);
-		if (beat == s->heartbeats[pos->slot] && now - pos->started_ms > s->watchdog_usec / 1000) {
-			log_warning("worker %u (pid %d): no progress for %llu ms: killing it", i,
-				    (int)pos->pid, (unsigned long long)(s->watchdog_usec / 2000));
-			kill(pos->pid, SIGKILL);
-			healthy = false;
+		if (beat != s->heartbeats[pos->slot] || s->heartbeat_ms[pos->slot] < pos->started_ms) {
+			s->heartbeats[pos->slot] = beat;
+			s->heartbeat_ms[pos->slot] = now;
+			continue;
 		}
-		s->heartbeats[pos->slot] = beat;
+		if (now - s->heartbeat_ms[pos->slot] < interval_ms / 2)
+			continue;
+		healthy = false;
+		if (now - s->heartbeat_ms[pos->slot] >= interval_ms) {
+			log_warning("worker %u (pid %d): no progress for %llu ms: killing it", i,
+				    (int)pos->pid,
+				    (unsigned long long)(now - s->heartbeat_ms[pos->slot]));
+			kill(pos->pid, SIGKILL);
+		}
 	}
 	s->watchdog_last_ms = now;
 	if (healthy)
@@ -548,7 +558,8 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	s->env.scoreboard = &s->scoreboard;
 	s->scoreboard.header->workers = config->model == MODEL_PREFORK ? workers : 0;
 	s->heartbeats = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeats));
-	r = s->heartbeats ? pool_new(config, s->generation, workers, &s->pool) : -ENOMEM;
+	s->heartbeat_ms = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeat_ms));
+	r = s->heartbeats && s->heartbeat_ms ? pool_new(config, s->generation, workers, &s->pool) : -ENOMEM;
 	if (r >= 0)
 		r = children_init(&s->children, &s->scoreboard);
 	if (r >= 0 && config->model == MODEL_FORK)
@@ -578,6 +589,7 @@ supervisor_free(struct supervisor *s)
 	}
 	children_done(&s->children);
 	free(s->heartbeats);
+	free(s->heartbeat_ms);
 	scoreboard_free(&s->scoreboard);
 	if (s->env.signal_fd >= 0)
 		close(s->env.signal_fd);

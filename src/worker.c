@@ -28,8 +28,9 @@
 #define ACCEPT_BATCH 64
 /* How often a worker blocked by MaxConnections= looks again for room. */
 #define CAP_RETRY_MS 20
-/* The loop turns at least this often, so the heartbeat shows it is alive. */
-#define HEARTBEAT_MS 1000
+/* The loop turns at least this often, so the heartbeat shows it is alive
+ * well within even a one-second WatchdogSec=. */
+#define HEARTBEAT_MS 250
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000

@@ -1,0 +1,240 @@
+/* echod as a systemd service sees it: notify messages on a socket the test
+ * owns (NOTIFY_SOCKET), reload by SIGHUP and by echod --reload, and the
+ * watchdog. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+struct notify_listener {
+	int fd;
+	char path[108];
+	char env[128];
+};
+
+static void
+notify_listen(struct notify_listener *n)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+	snprintf(n->path, sizeof(n->path), "/tmp/echod-test-notify-%d", (int)getpid());
+	unlink(n->path);
+	strcpy(un.sun_path, n->path);
+	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(n->fd >= 0);
+	assert_int_equal(bind(n->fd, (struct sockaddr *)&un, sizeof(un)), 0);
+	snprintf(n->env, sizeof(n->env), "NOTIFY_SOCKET=%s", n->path);
+}
+
+static void
+notify_close(struct notify_listener *n)
+{
+	close(n->fd);
+	unlink(n->path);
+}
+
+/* Waits for a message containing needle; returns the message or NULL. */
+static const char *
+notify_wait(struct notify_listener *n, const char *needle, int timeout_ms)
+{
+	static char msg[4096];
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	while (monotonic_ms() < end) {
+		if (!wait_readable(n->fd, (int)(end - monotonic_ms())))
+			break;
+		ssize_t len = recv(n->fd, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+		if (len <= 0)
+			continue;
+		msg[len] = '\0';
+		if (strstr(msg, needle))
+			return msg;
+	}
+	return NULL;
+}
+
+static size_t
+worker_count(struct echod *e)
+{
+	pid_t kids[64];
+
+	return process_children(e->pid, kids, 64);
+}
+
+static void
+write_config(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void
+test_ready_status_stopping(void **state)
+{
+	struct notify_listener n;
+	struct echod e;
+	const char *m;
+
+	notify_listen(&n);
+	echod_start_env(&e, (const char *[]){n.env, NULL}, (const char *[]){"--workers", "2", NULL});
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	m = notify_wait(&n, "STATUS=", 5000);
+	assert_non_null(m);
+	print_message("# %s\n", m);
+	assert_non_null(strstr(m, "2/2 workers"));
+	assert_non_null(strstr(m, harness_model()));
+	kill(e.pid, SIGTERM);
+	assert_non_null(notify_wait(&n, "STOPPING=1", 5000));
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_close(&n);
+}
+
+static void
+test_reload_changes_workers_keeps_connections(void **state)
+{
+	struct notify_listener n;
+	struct echod e;
+	char conf[64], arg[80];
+	int fd;
+
+	snprintf(conf, sizeof(conf), "/tmp/echod-test-%d.conf", (int)getpid());
+	write_config(conf, "[echod]\nWorkers=1\n");
+	snprintf(arg, sizeof(arg), "%s", conf);
+	notify_listen(&n);
+	/* A later --config wins over the harness's /dev/null. */
+	echod_start_env(&e, (const char *[]){n.env, NULL}, (const char *[]){"--config", arg, NULL});
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_int_equal(worker_count(&e), 1);
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
+
+	write_config(conf, "[echod]\nWorkers=3\n");
+	kill(e.pid, SIGHUP);
+	const char *m = notify_wait(&n, "RELOADING=1", 5000);
+	assert_non_null(m);
+	assert_non_null(strstr(m, "MONOTONIC_USEC="));
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	/* The old worker finishes its connection; three new ones serve. */
+	assert_int_equal(echo_roundtrip(fd, "across", 6, 2000), 0);
+	close(fd);
+	uint64_t end = monotonic_ms() + 5000;
+	while (worker_count(&e) != 3 && monotonic_ms() < end)
+		usleep(50000);
+	assert_int_equal(worker_count(&e), 3);
+
+	/* A broken file: the running configuration stays and keeps serving. */
+	write_config(conf, "[echod]\nWorkers=3\nBogus=1\n");
+	kill(e.pid, SIGHUP);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(echod_wait_log(&e, "reload rejected", 3000));
+	assert_true(echod_wait_log(&e, ":3: unknown key", 1000));
+	m = notify_wait(&n, "reload rejected", 3000);
+	assert_non_null(m);
+	assert_int_equal(worker_count(&e), 3);
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "still", 5, 2000), 0);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_close(&n);
+	unlink(conf);
+}
+
+/* ExecReload=echod --reload $MAINPID: exit 0 when applied, 1 when the
+ * new configuration is rejected. */
+static void
+test_reload_client_reports_outcome(void **state)
+{
+	char dir[64], conf[96], rt[96], pid[16];
+	struct echod e, client;
+
+	snprintf(dir, sizeof(dir), "/tmp/echod-test-rt-%d", (int)getpid());
+	mkdir(dir, 0700);
+	snprintf(conf, sizeof(conf), "%s/echod.conf", dir);
+	snprintf(rt, sizeof(rt), "RUNTIME_DIRECTORY=%s", dir);
+	write_config(conf, "[echod]\nWorkers=1\n");
+	echod_start_env(&e, (const char *[]){rt, NULL}, (const char *[]){"--config", conf, NULL});
+	snprintf(pid, sizeof(pid), "%d", (int)e.pid);
+	setenv("RUNTIME_DIRECTORY", dir, 1);
+
+	write_config(conf, "[echod]\nWorkers=2\n");
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 0);
+	write_config(conf, "[echod]\nWorkers=nope\n");
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
+	assert_non_null(strstr(client.log, "Workers=nope"));
+	unsetenv("RUNTIME_DIRECTORY");
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	unlink(conf);
+	unlink(dir);
+	char status[128];
+	snprintf(status, sizeof(status), "%s/reload-status", dir);
+	unlink(status);
+	rmdir(dir);
+}
+
+static void
+test_watchdog_pings_only_while_workers_progress(void **state)
+{
+	struct notify_listener n;
+	struct echod e;
+	pid_t kids[8];
+	size_t nk;
+	int pings = 0;
+
+	notify_listen(&n);
+	echod_start_env(&e, (const char *[]){n.env, "WATCHDOG_USEC=1000000", NULL},
+			(const char *[]){"--workers", "2", NULL});
+	uint64_t end = monotonic_ms() + 2500;
+	while (monotonic_ms() < end && notify_wait(&n, "WATCHDOG=1", (int)(end - monotonic_ms())))
+		pings++;
+	print_message("# %d pings in 2.5 s with WatchdogSec=1s\n", pings);
+	assert_true(pings >= 3);
+
+	/* Every worker stuck: pings stop, the stuck workers are killed and
+	 * replaced, then pings resume. */
+	nk = process_children(e.pid, kids, 8);
+	assert_int_equal(nk, 2);
+	for (size_t i = 0; i < nk; i++)
+		kill(kids[i], SIGSTOP);
+	uint64_t stopped = monotonic_ms();
+	/* One ping may already be on its way; after that, silence. */
+	(void)notify_wait(&n, "WATCHDOG=1", 600);
+	uint64_t quiet_from = monotonic_ms();
+	assert_true(echod_wait_log(&e, "no progress", 4000));
+	const char *ping = notify_wait(&n, "WATCHDOG=1", 5000);
+	assert_non_null(ping);
+	print_message("# silent for %llu ms after the workers stopped\n",
+		      (unsigned long long)(monotonic_ms() - quiet_from));
+	assert_true(monotonic_ms() - stopped >= 900);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_close(&n);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ready_status_stopping),
+		cmocka_unit_test(test_reload_changes_workers_keeps_connections),
+		cmocka_unit_test(test_reload_client_reports_outcome),
+		cmocka_unit_test(test_watchdog_pings_only_while_workers_progress),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name(harness_model(), tests, NULL, NULL);
+}
