@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <systemd/sd-journal.h>
 
 static int max_level = LOG_INFO;
@@ -188,6 +189,39 @@ log_internal(int level, int error, const char *peer, const char *fmt, ...)
 	int r = log_message(level, error, peer, NULL, fmt, ap);
 	va_end(ap);
 	return r;
+}
+
+int
+log_peer(const char *peer, const char *fmt, ...)
+{
+	static time_t window;
+	static unsigned in_window;
+	static unsigned long long suppressed;
+	time_t now = time(NULL);
+	char text[1024];
+	va_list ap;
+
+	if (LOG_DEBUG > max_level)
+		return 0;
+	if (now != window) {
+		window = now;
+		in_window = 0;
+	}
+	if (++in_window > LOG_PEER_BURST) {
+		suppressed++;
+		return 0;
+	}
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (suppressed) {
+		log_internal(LOG_DEBUG, 0, peer, "%s (%llu earlier per-connection message(s) "
+			     "suppressed)", text, suppressed);
+		suppressed = 0;
+	} else {
+		log_internal(LOG_DEBUG, 0, peer, "%s", text);
+	}
+	return 0;
 }
 
 int

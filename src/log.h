@@ -46,5 +46,10 @@ bool log_is_journal(void);
 #define log_notice_errno(e, ...) log_internal(LOG_NOTICE, e, NULL, __VA_ARGS__)
 #define log_warning_errno(e, ...) log_internal(LOG_WARNING, e, NULL, __VA_ARGS__)
 #define log_error_errno(e, ...) log_internal(LOG_ERR, e, NULL, __VA_ARGS__)
-/* Per-connection events: debug level, with the peer's address as a field. */
-#define log_peer_debug(peer, ...) log_internal(LOG_DEBUG, 0, peer, __VA_ARGS__)
+/* Per-connection events: debug level, with the peer's address as a field,
+ * and rate-limited (LOG_PEER_BURST a second per process; what is held back
+ * is counted in the next line that gets through), so a flood of clients
+ * cannot flood the journal. */
+#define LOG_PEER_BURST 100
+int log_peer(const char *peer, const char *fmt, ...) _printf_(2, 3);
+#define log_peer_debug(peer, ...) log_peer(peer, __VA_ARGS__)

@@ -313,7 +313,7 @@ echod_start_activated(struct echod *e, const char *const *activator_args, const 
 {
 	static char listen[64];
 	const char *argv[HARNESS_MAX_ARGS];
-	bool accept_mode = false;
+	bool accept_mode = false, datagram_mode = false;
 	size_t n = 0;
 
 	e->port = free_port();
@@ -323,6 +323,7 @@ echod_start_activated(struct echod *e, const char *const *activator_args, const 
 	argv[n++] = listen;
 	for (const char *const *a = activator_args; a && *a; a++) {
 		accept_mode |= strcmp(*a, "--accept") == 0 || strcmp(*a, "-a") == 0;
+		datagram_mode |= strcmp(*a, "--datagram") == 0 || strcmp(*a, "-d") == 0;
 		argv[n++] = *a;
 	}
 	argv[n++] = echod_binary();
@@ -334,6 +335,10 @@ echod_start_activated(struct echod *e, const char *const *activator_args, const 
 	}
 	build_argv(argv, n, extra);
 	spawn(e, argv, NULL, -1, false);
+	/* Datagram sockets: echod starts with the first datagram, which the
+	 * test sends itself. */
+	if (datagram_mode)
+		return;
 	/* The activator listens at once and starts echod when the first
 	 * client connects (wait_accepting() is that client). */
 	wait_accepting(e);

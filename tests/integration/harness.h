@@ -33,7 +33,9 @@ void echod_start(struct echod *e, const char *const *extra);
 /* Same with extra environment entries ("K=V", NULL-terminated). */
 void echod_start_env(struct echod *e, const char *const *env, const char *const *extra);
 /* Starts echod under systemd-socket-activate with the given activator
- * arguments before the program (e.g. "--accept"). */
+ * arguments before the program (e.g. "--accept"). With "--datagram" the
+ * socket is UDP and echod starts with the first datagram: this returns
+ * at once, the caller sends it. */
 void echod_start_activated(struct echod *e, const char *const *activator_args,
 			   const char *const *extra);
 /* Runs echod to completion with args (no --listen added); returns its

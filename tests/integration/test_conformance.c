@@ -424,6 +424,8 @@ test_udp_echo(void **state)
 		priv = udp_socket_bound(port);
 	assert_true(priv >= 0);
 	assert_int_equal(udp_exchange(priv, uport, "loop?", 5, back, sizeof(back), 500), -1);
+	/* ...and the drop is counted. */
+	assert_true(echod_wait_log(&e, "1 datagram(s) from privileged ports", 2000));
 	/* ...while ordinary senders, 20 at once, each get exactly their own. */
 	int senders[20];
 	for (int i = 0; i < 20; i++) {
@@ -445,6 +447,68 @@ test_udp_echo(void **state)
 		close(senders[i]);
 	}
 	close(priv);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+/* DatagramRateLimit= caps what one source can make echod send, while a
+ * second source is still served. */
+static void
+test_udp_rate_limit_per_source(void **state)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in other = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000002)};
+	char listen[64], back[16];
+	struct echod e;
+	int uport = free_port(), a, b, got_a = 0, got_b = 0;
+
+	snprintf(listen, sizeof(listen), "udp:127.0.0.1:%d", uport);
+	to.sin_port = htons((uint16_t)uport);
+	echod_start(&e, (const char *[]){"--workers", "1", "--datagram-rate-limit", "5", "--listen",
+					 listen, NULL});
+	a = udp_socket_bound(0);
+	b = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(b, (struct sockaddr *)&other, sizeof(other)), 0);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(sendto(a, "flood", 5, 0, (struct sockaddr *)&to, sizeof(to)), 5);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sendto(b, "other", 5, 0, (struct sockaddr *)&to, sizeof(to)), 5);
+	usleep(300000);
+	while (wait_readable(a, 0) && recv(a, back, sizeof(back), 0) == 5)
+		got_a++;
+	while (wait_readable(b, 0) && recv(b, back, sizeof(back), 0) == 5)
+		got_b++;
+	print_message("# flooding source: %d of 40 answered; other source: %d of 3\n", got_a,
+		      got_b);
+	/* A burst of one second's worth, plus what trickles in meanwhile. */
+	assert_true(got_a >= 5 && got_a <= 8);
+	assert_int_equal(got_b, 3);
+	close(a);
+	close(b);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+static void
+test_udp_socket_activation(void **state)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	char back[64];
+	struct echod e;
+	int fd;
+
+	echod_start_activated(&e, (const char *[]){"--datagram", NULL},
+			      (const char *[]){"--workers", "2", NULL});
+	to.sin_port = htons((uint16_t)e.port);
+	fd = udp_socket_bound(0);
+	/* The first datagram starts echod; it waits in the socket until then. */
+	bool answered = false;
+	for (int i = 0; i < 50 && !answered; i++) {
+		assert_int_equal(sendto(fd, "activate", 8, 0, (struct sockaddr *)&to, sizeof(to)), 8);
+		answered = wait_readable(fd, 200) && recv(fd, back, sizeof(back), 0) == 8 &&
+			   memcmp(back, "activate", 8) == 0;
+	}
+	assert_true(answered);
+	assert_true(echod_wait_log(&e, "listening on udp:127.0.0.1", 2000));
 	close(fd);
 	assert_int_equal(echod_stop(&e, 15000), 0);
 }
@@ -515,6 +579,8 @@ main(void)
 		cmocka_unit_test(test_socket_activation),
 		cmocka_unit_test(test_short_connections_leave_nothing),
 		cmocka_unit_test(test_udp_echo),
+		cmocka_unit_test(test_udp_rate_limit_per_source),
+		cmocka_unit_test(test_udp_socket_activation),
 		cmocka_unit_test(test_fd_exhaustion_survived),
 	};
 
