@@ -300,7 +300,10 @@ launch() {
 			-m "$s" -w 2 --log-level warning --config /dev/null
 			# One client address sends every datagram: measure the echo,
 			# not the per-source limit that protects victims.
-			--datagram-rate-limit 0)
+			--datagram-rate-limit 0
+			# hold opens 10,000 and more: the default 4096 per worker
+			# (8192 in all with two) would keep the rest in the backlog.
+			--worker-connections 65536)
 		;;
 	xinetd) cmd=("$XINETD" -dontfork -f "$(write_xinetd_conf "$port")") ;;
 	inetd)
