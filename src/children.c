@@ -53,21 +53,12 @@ static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
 	   pid_t parent)
 {
-	worker_reset_signals();
-	close(env->epoll_fd);
-	close(env->signal_fd);
+	pool_env_enter_child(env, parent);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
-	 * the supervisor exits), nor any worker's channel. */
+	 * the supervisor exits). */
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
-	for (struct pool *q = env->pools; q; q = q->next)
-		for (unsigned i = 0; i < q->n; i++)
-			if (q->positions[i].channel >= 0)
-				close(q->positions[i].channel);
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() != parent)
-		_exit(EXIT_SUCCESS);
 	log_set_context("connection");
 	struct worker_setup setup = {
 		.config = config,

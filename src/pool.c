@@ -82,28 +82,32 @@ pool_free(const struct pool_env *env, struct pool *p)
 	free(p);
 }
 
-/* In the child, right after fork(): nothing of the supervisor's event loop
- * may stay open, and the worker must not outlive the supervisor. */
+void
+pool_env_enter_child(const struct pool_env *env, pid_t parent)
+{
+	worker_reset_signals();
+	close(env->epoll_fd);
+	close(env->signal_fd);
+	/* Workers' channels: holding them would keep those workers' hang-ups
+	 * from being seen. (A worker's own end is not among these.) */
+	for (struct pool *q = env->pools; q; q = q->next)
+		for (unsigned i = 0; i < q->n; i++)
+			if (q->positions[i].channel >= 0)
+				close(q->positions[i].channel);
+	/* If the supervisor dies, its children drain instead of serving on
+	 * unsupervised. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(EXIT_SUCCESS);
+}
+
 static _Noreturn void
 worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t parent,
 	     int channel)
 {
 	char context[32];
 
-	worker_reset_signals();
-	close(env->epoll_fd);
-	close(env->signal_fd);
-	/* Other workers' channels: holding them would keep those workers'
-	 * hang-ups from being seen. */
-	for (struct pool *q = env->pools; q; q = q->next)
-		for (unsigned i = 0; i < q->n; i++)
-			if (q->positions[i].channel >= 0)
-				close(q->positions[i].channel);
-	/* If the supervisor dies, the workers drain instead of serving on
-	 * unsupervised. */
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() != parent)
-		_exit(EXIT_SUCCESS);
+	pool_env_enter_child(env, parent);
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
 

@@ -48,6 +48,11 @@ struct pool {
 	struct pool *next;
 };
 
+/* First thing in any child of the supervisor (worker or connection
+ * process): default signal state, none of the supervisor's event-loop fds
+ * or workers' channels left open, and death with the supervisor. */
+void pool_env_enter_child(const struct pool_env *env, pid_t parent);
+
 /* Allocates a pool of n positions with a copy of config. */
 int pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret);
 void pool_free(const struct pool_env *env, struct pool *p);
