@@ -155,6 +155,52 @@ test_reload_changes_workers_keeps_connections(void **state)
 	unlink(conf);
 }
 
+/* Model= changes by reload too: the old pool drains while the new model
+ * serves, and a connection open across the change keeps echoing. The
+ * model comes from the file here (a --model would win over it). */
+static void
+test_reload_changes_model(void **state)
+{
+	struct notify_listener n;
+	struct echod e;
+	char conf[64], listen[64];
+	int fd, fresh;
+
+	snprintf(conf, sizeof(conf), "/tmp/echod-test-model-%d.conf", (int)getpid());
+	write_config(conf, "[echod]\nModel=prefork\nWorkers=2\n");
+	e.port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.port);
+	notify_listen(&n);
+	echod_spawn(&e, (const char *[]){n.env, NULL},
+		    (const char *[]){"--config", conf, "--listen", listen, NULL}, -1);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(tcp_wait_accepting(e.port, 5000));
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
+
+	write_config(conf, "[echod]\nModel=passfd\nWorkers=3\n");
+	kill(e.pid, SIGHUP);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(echod_wait_log(&e, "reloaded: passfd model, 3 worker(s)", 2000));
+	assert_int_equal(echo_roundtrip(fd, "across", 6, 2000), 0);
+	fresh = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fresh, "fresh", 5, 2000), 0);
+
+	write_config(conf, "[echod]\nModel=fork\n");
+	kill(e.pid, SIGHUP);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(echod_wait_log(&e, "reloaded: fork model", 2000));
+	assert_int_equal(echo_roundtrip(fresh, "still", 5, 2000), 0);
+	close(fresh);
+	fresh = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fresh, "forked", 6, 2000), 0);
+	close(fresh);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_close(&n);
+	unlink(conf);
+}
+
 /* ExecReload=echod --reload $MAINPID: exit 0 when applied, 1 when the
  * new configuration is rejected. */
 static void
@@ -231,6 +277,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ready_status_stopping),
 		cmocka_unit_test(test_reload_changes_workers_keeps_connections),
+		cmocka_unit_test(test_reload_changes_model),
 		cmocka_unit_test(test_reload_client_reports_outcome),
 		cmocka_unit_test(test_watchdog_pings_only_while_workers_progress),
 	};
