@@ -242,7 +242,6 @@ struct file_parse {
 	unsigned line;
 	int error;
 	unsigned error_line;
-	bool saw_section;
 };
 
 /* inih's reader callback: counting lines here is how we learn which line a

@@ -64,15 +64,6 @@ struct supervisor {
 	uint64_t *heartbeat_ms; /* per slot, when it last moved */
 };
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static const struct config *
 current_config(const struct supervisor *s)
 {

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
@@ -50,4 +52,14 @@ static inline int
 negative_errno(void)
 {
 	return errno > 0 ? -errno : -EIO;
+}
+
+/* Milliseconds on the monotonic clock: for deadlines and intervals. */
+static inline uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
