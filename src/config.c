@@ -126,6 +126,11 @@ static const struct key_spec number_keys[] = {
 	NUMBER_KEY("IdleTimeoutSec", "--idle-timeout", 0, 86400, idle_timeout_sec),
 	NUMBER_KEY("ShutdownTimeoutSec", "--shutdown-timeout", 0, 3600, shutdown_timeout_sec),
 	NUMBER_KEY("DatagramRateLimit", "--datagram-rate-limit", 0, 10000000, datagram_rate_limit),
+	NUMBER_KEY("MaxConnectionsPerSource", "--max-connections-per-source", 0, 16777216,
+		   max_connections_per_source),
+	NUMBER_KEY("ConnectionRateLimit", "--connection-rate-limit", 0, 10000000,
+		   connection_rate_limit),
+	NUMBER_KEY("DeferAcceptSec", "--defer-accept", 0, 3600, defer_accept_sec),
 };
 
 #define WORKERS_MAX 1024u

@@ -22,6 +22,9 @@ struct config {
 	unsigned idle_timeout_sec; /* 0 = never */
 	unsigned shutdown_timeout_sec;
 	unsigned datagram_rate_limit; /* per source and second, 0 = off */
+	unsigned max_connections_per_source; /* live, per source; 0 = no limit */
+	unsigned connection_rate_limit;	     /* new connections per second; 0 = off */
+	unsigned defer_accept_sec;	     /* TCP_DEFER_ACCEPT on our own sockets; 0 = off */
 	int log_level;
 	size_t n_listen;
 	char *listen[CONFIG_MAX_LISTEN];

@@ -205,3 +205,19 @@ listen_set_count(const struct listen_set *set, enum socket_kind kind)
 		n += set->items[i].kind == kind;
 	return n;
 }
+
+int
+listen_set_defer_accept(const struct listen_set *set, unsigned sec)
+{
+	int value = (int)sec;
+
+	for (size_t i = 0; i < set->n; i++) {
+		const struct listener *l = &set->items[i];
+
+		if (l->kind != SOCKET_LISTENING || !l->is_tcp)
+			continue;
+		if (setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &value, sizeof(value)) < 0)
+			return negative_errno();
+	}
+	return 0;
+}

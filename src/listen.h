@@ -48,3 +48,8 @@ void listen_set_free(struct listen_set *set, bool unlink_paths);
 bool listen_socket_is_tcp(int fd);
 
 size_t listen_set_count(const struct listen_set *set, enum socket_kind kind);
+
+/* TCP_DEFER_ACCEPT of sec seconds (0: off) on every TCP listening socket of
+ * set: a connection wakes the acceptor only once the client has sent data.
+ * Returns 0 or the first -errno. */
+int listen_set_defer_accept(const struct listen_set *set, unsigned sec);

@@ -15,6 +15,9 @@ enum {
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_LOG_LEVEL,
 	OPT_DATAGRAM_RATE_LIMIT,
+	OPT_MAX_CONNECTIONS_PER_SOURCE,
+	OPT_CONNECTION_RATE_LIMIT,
+	OPT_DEFER_ACCEPT,
 	OPT_CHECK_CONFIG,
 	OPT_RELOAD,
 	OPT_VERSION,
@@ -33,6 +36,9 @@ static const struct option long_options[] = {
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"datagram-rate-limit", required_argument, NULL, OPT_DATAGRAM_RATE_LIMIT},
+	{"max-connections-per-source", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_SOURCE},
+	{"connection-rate-limit", required_argument, NULL, OPT_CONNECTION_RATE_LIMIT},
+	{"defer-accept", required_argument, NULL, OPT_DEFER_ACCEPT},
 	{"listen", required_argument, NULL, 'l'},
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
@@ -55,6 +61,9 @@ static const struct {
 	{OPT_SHUTDOWN_TIMEOUT, "ShutdownTimeoutSec", "--shutdown-timeout"},
 	{OPT_LOG_LEVEL, "LogLevel", "--log-level"},
 	{OPT_DATAGRAM_RATE_LIMIT, "DatagramRateLimit", "--datagram-rate-limit"},
+	{OPT_MAX_CONNECTIONS_PER_SOURCE, "MaxConnectionsPerSource", "--max-connections-per-source"},
+	{OPT_CONNECTION_RATE_LIMIT, "ConnectionRateLimit", "--connection-rate-limit"},
+	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
 };
 
@@ -73,6 +82,13 @@ options_print_help(void)
 	       "      --shutdown-timeout SEC   time open connections get on stop (10)\n"
 	       "      --log-level LEVEL        err, warning, notice, info (default) or debug\n"
 	       "      --datagram-rate-limit N  datagrams per second per source; 0 = off (1000)\n"
+	       "      --max-connections-per-source N\n"
+	       "                               open connections per source address (IPv6: /64);\n"
+	       "                               more are refused; 0 = no limit (0)\n"
+	       "      --connection-rate-limit N\n"
+	       "                               new connections per second; above, accepting\n"
+	       "                               pauses; 0 = no limit (0)\n"
+	       "      --defer-accept SEC       TCP_DEFER_ACCEPT on sockets echod binds; 0 = off (0)\n"
 	       "  -l, --listen ADDR            listen without systemd (repeatable): 127.0.0.1:7007,\n"
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
 	       "      --check-config           validate the configuration and exit\n"

@@ -221,12 +221,13 @@ describe_exit_status(int status, char *buf, size_t size)
 		snprintf(buf, size, "ended (status 0x%x)", status);
 }
 
-/* passfd: connections sent to the worker that it has not yet taken. */
+/* passfd: connections sent to the worker that it has not yet taken (or
+ * refused). */
 static uint64_t
 in_flight(const struct pool_env *env, const struct position *pos)
 {
 	const struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
-	uint64_t taken = SB_GET(sl->served) + SB_GET(sl->lost);
+	uint64_t taken = SB_GET(sl->served) + SB_GET(sl->lost) + SB_GET(sl->refused);
 
 	return pos->sent > taken ? pos->sent - taken : 0;
 }

@@ -101,9 +101,8 @@ ratelimit_entries(const struct ratelimit *rl)
 	return rl->used;
 }
 
-/* Returns false for a family that has no key (not limited). */
-static bool
-source_key(const struct sockaddr *src, uint8_t key[static 16])
+bool
+ratelimit_source_key(const struct sockaddr *src, uint8_t key[static 16])
 {
 	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -251,7 +250,7 @@ ratelimit_allow(struct ratelimit *rl, const struct sockaddr *src, uint64_t now_u
 	uint8_t key[16];
 	struct entry *e;
 
-	if (rl->rate == 0 || !source_key(src, key))
+	if (rl->rate == 0 || !ratelimit_source_key(src, key))
 		return true;
 
 	e = lookup(rl, key, now_usec);
@@ -260,4 +259,54 @@ ratelimit_allow(struct ratelimit *rl, const struct sockaddr *src, uint64_t now_u
 		return false;
 	e->tokens -= UNITS_PER_TOKEN;
 	return true;
+}
+
+/* --- one bucket shared by processes --- */
+
+/* The bucket is kept as the time at which it will be full again, in
+ * nanoseconds ("theoretical arrival time" of the generic cell rate
+ * algorithm, the token bucket restated): a token is there when that time is
+ * at most burst - 1 intervals ahead of now. One word, so processes share it
+ * with a compare-and-swap and no lock. */
+static uint64_t
+interval_nsec(uint32_t rate)
+{
+	return UINT64_C(1000000000) / rate;
+}
+
+bool
+ratelimit_shared_take(uint64_t *bucket, uint32_t rate, uint32_t burst, uint64_t now_usec,
+		      uint64_t *ret_due_usec)
+{
+	uint64_t now = now_usec * 1000, t, tolerance, cur, next;
+
+	if (rate == 0)
+		return true;
+	t = interval_nsec(rate);
+	tolerance = (uint64_t)((burst ? burst : rate) - 1) * t;
+	cur = __atomic_load_n(bucket, __ATOMIC_RELAXED);
+	do {
+		if (cur > now + tolerance) {
+			if (ret_due_usec)
+				*ret_due_usec = (cur - tolerance + 999) / 1000;
+			return false;
+		}
+		next = (cur > now ? cur : now) + t;
+	} while (!__atomic_compare_exchange_n(bucket, &cur, next, true, __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	return true;
+}
+
+void
+ratelimit_shared_give_back(uint64_t *bucket, uint32_t rate)
+{
+	uint64_t t, cur;
+
+	if (rate == 0)
+		return;
+	t = interval_nsec(rate);
+	cur = __atomic_load_n(bucket, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(bucket, &cur, cur > t ? cur - t : 0, true,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
 }

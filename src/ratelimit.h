@@ -46,3 +46,22 @@ bool ratelimit_allow(struct ratelimit *rl, const struct sockaddr *src, uint64_t 
 
 /* Sources currently remembered (<= capacity). */
 size_t ratelimit_entries(const struct ratelimit *rl);
+
+/* Writes src's source key: an IPv4 address (or the IPv4 address an
+ * IPv4-mapped IPv6 address carries) as ::ffff:a.b.c.d, an IPv6 address as its
+ * /64 followed by zeros. Returns false for another family (no key: not
+ * limited). Every per-source limit of echod counts by this key. */
+bool ratelimit_source_key(const struct sockaddr *src, uint8_t key[static 16]);
+
+/* One token bucket shared by processes, for a limit on the whole service
+ * rather than per source: *bucket is a zero-initialised word in shared memory
+ * that only these functions touch. rate: tokens per second, 0 = no limit
+ * (always true); burst: tokens a quiet bucket holds, 0 = rate.
+ *
+ * ratelimit_shared_take() takes one token and returns true, or returns false
+ * and, if ret_due_usec is not NULL, writes when the next token is due (same
+ * clock as now_usec). ratelimit_shared_give_back() returns a token taken for
+ * something that did not happen after all. Lock-free. */
+bool ratelimit_shared_take(uint64_t *bucket, uint32_t rate, uint32_t burst, uint64_t now_usec,
+			   uint64_t *ret_due_usec);
+void ratelimit_shared_give_back(uint64_t *bucket, uint32_t rate);

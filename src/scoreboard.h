@@ -27,6 +27,7 @@ struct scoreboard_slot {
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	uint64_t lost;		/* connections lost on the way in (fd limit) */
+	uint64_t refused;	/* closed at once: over MaxConnectionsPerSource= */
 	uint64_t dgrams_in;
 	uint64_t dgrams_out;
 	uint64_t dgrams_dropped;
@@ -37,23 +38,28 @@ struct scoreboard_header {
 	uint32_t active_total; /* reserved connection slots across all workers */
 	uint32_t max_connections;
 	uint32_t workers;	/* workers sharing the listening sockets */
-	uint64_t refused;	/* connections refused by admission control */
+	uint64_t accept_bucket; /* ConnectionRateLimit=: see ratelimit_shared_take() */
+	uint64_t accept_pauses; /* times accepting paused for ConnectionRateLimit= */
 	/* What slots that were emptied had counted, so totals never go back. */
 	struct scoreboard_slot retired;
 };
+
+struct admission_table;
 
 struct scoreboard {
 	struct scoreboard_header *header;
 	struct scoreboard_slot *slots;
 	unsigned n_slots;
 	size_t mapping_size;
+	/* MaxConnectionsPerSource=: shared like the scoreboard, or NULL. */
+	struct admission_table *sources;
 };
 
 struct scoreboard_totals {
 	unsigned workers_running;
 	uint64_t active, served, bytes_in, bytes_out, lost;
 	uint64_t dgrams_in, dgrams_out, dgrams_dropped;
-	uint64_t refused;
+	uint64_t refused, accept_pauses;
 };
 
 int scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections);

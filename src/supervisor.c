@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "accept.h"
+#include "admission.h"
 #include "children.h"
 #include "log.h"
 #include "notify.h"
@@ -29,6 +30,12 @@
 #define CAPACITY_RETRY_MS 20
 #define ACCEPT_BATCH 64
 #define TICK_MS 250
+/* Refusals and pauses are summed up in one line at most this often. */
+#define ADMISSION_LOG_INTERVAL_MS 5000
+/* Sources the MaxConnectionsPerSource= table can hold: enough for
+ * MaxConnections= at start-up, within bounds. */
+#define SOURCES_MIN 4096u
+#define SOURCES_MAX (1u << 20)
 
 /* What an epoll registration of the supervisor is: the type in the high
  * half of data.u64, an index (listener) or an fd (channel) in the low. */
@@ -56,6 +63,7 @@ struct supervisor {
 	bool accepting;		   /* listeners are in our epoll set */
 	uint64_t accept_resume_ms; /* after an fd shortage, 0 if none */
 	uint64_t lost;		   /* accepted but could not be handed on */
+	uint64_t refused_logged, pauses_logged, admission_logged_ms;
 	char status_note[256];	   /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
@@ -101,6 +109,55 @@ status_update(struct supervisor *s, bool force)
 		.note = s->status_note[0] ? s->status_note : NULL,
 	};
 	notify_status_send(&s->status_limiter, &st, now_ms() * 1000, force);
+}
+
+/* What admission control did since the last line, at most one line every
+ * few seconds whatever a flood does: refusals by any process and pauses of
+ * any acceptor are all in the scoreboard. */
+static void
+admission_log(struct supervisor *s, uint64_t now)
+{
+	const struct config *c = current_config(s);
+	struct scoreboard_totals t;
+
+	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
+		return;
+	scoreboard_totals(&s->scoreboard, &t);
+	if (t.refused != s->refused_logged)
+		log_notice("refused %llu connection(s) from sources over MaxConnectionsPerSource=%u "
+			   "(%llu in all)",
+			   (unsigned long long)(t.refused - s->refused_logged),
+			   c->max_connections_per_source, (unsigned long long)t.refused);
+	if (t.accept_pauses != s->pauses_logged)
+		log_notice("ConnectionRateLimit=%u reached: accepting paused %llu time(s); "
+			   "new clients wait in the listen backlog",
+			   c->connection_rate_limit,
+			   (unsigned long long)(t.accept_pauses - s->pauses_logged));
+	if (t.refused != s->refused_logged || t.accept_pauses != s->pauses_logged)
+		s->admission_logged_ms = now;
+	s->refused_logged = t.refused;
+	s->pauses_logged = t.accept_pauses;
+}
+
+/* DeferAcceptSec=: TCP_DEFER_ACCEPT on the TCP listeners echod bound itself.
+ * Sockets from systemd are left as the socket unit made them: that is where
+ * their options belong (DeferAcceptSec= there), and they outlive us. */
+static int
+defer_accept_apply(const struct supervisor *s, const struct config *c)
+{
+	int r;
+
+	if (s->sockets->from_systemd) {
+		if (c->defer_accept_sec)
+			log_notice("DeferAcceptSec= applies only to sockets echod binds itself: "
+				   "set DeferAcceptSec= in the socket unit instead");
+		return 0;
+	}
+	r = listen_set_defer_accept(s->sockets, c->defer_accept_sec);
+	if (r < 0)
+		return log_error_errno(r, "DeferAcceptSec=%u: setting TCP_DEFER_ACCEPT: %m",
+				       c->defer_accept_sec);
+	return 0;
 }
 
 /* --- the supervisor's own accepting (passfd and fork) --- */
@@ -177,6 +234,7 @@ static void
 accept_connections(struct supervisor *s, const struct listener *l)
 {
 	bool reserve = current_config(s)->model == MODEL_PASSFD;
+	unsigned rate = current_config(s)->connection_rate_limit;
 	int one = 1;
 
 	for (int i = 0; i < ACCEPT_BATCH && has_capacity(s) && !s->accept_resume_ms; i++) {
@@ -184,8 +242,14 @@ accept_connections(struct supervisor *s, const struct listener *l)
 
 		if (reserve && !scoreboard_reserve(&s->scoreboard))
 			return;
+		if (!admission_rate_take(&s->scoreboard, rate, now_ms(), &s->accept_resume_ms)) {
+			if (reserve)
+				scoreboard_release(&s->scoreboard);
+			return;
+		}
 		fd = accept_next(l->fd);
 		if (fd < 0) {
+			admission_rate_undo(&s->scoreboard, rate);
 			if (reserve)
 				scoreboard_release(&s->scoreboard);
 			if (accept_should_pause(fd)) {
@@ -213,6 +277,10 @@ reap(struct supervisor *s, uint64_t now)
 
 		if (pid <= 0)
 			return;
+		/* A process that did not end cleanly may not have given back
+		 * its per-source counts. */
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			admission_forget_owner(s->scoreboard.sources, pid);
 		if (children_exited(&s->children, &s->scoreboard, pid, status))
 			continue;
 		for (link = &s->pool; *link; link = &(*link)->next) {
@@ -323,6 +391,8 @@ reload(struct supervisor *s, uint64_t now)
 	}
 	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd)
 		log_notice("Listen= changed: sockets are kept as they are until a restart");
+	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
+		(void)defer_accept_apply(s, &next);
 	workers = next.model == MODEL_FORK
 			  ? (listen_set_count(s->sockets, SOCKET_DATAGRAM) > 0 ? 1 : 0)
 			  : config_workers(&next);
@@ -500,6 +570,7 @@ supervisor_loop(struct supervisor *s)
 			intake_update(s, now);
 			watchdog_check(s, now);
 			status_update(s, false);
+			admission_log(s, now);
 		}
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));
@@ -534,6 +605,14 @@ setup_signals(struct supervisor *s)
 	return 0;
 }
 
+static unsigned
+sources_capacity(const struct config *c)
+{
+	unsigned n = config_max_connections(c);
+
+	return n < SOURCES_MIN ? SOURCES_MIN : n > SOURCES_MAX ? SOURCES_MAX : n;
+}
+
 /* Everything that can fail before the first fork. */
 static int
 supervisor_setup(struct supervisor *s, const struct config *config)
@@ -546,6 +625,14 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config));
 	if (r < 0)
 		return log_error_errno(r, "creating the scoreboard: %m");
+	/* Mapped whatever the configuration says, so a reload can turn the limit
+	 * on; its pages are touched only as sources are counted. */
+	r = admission_table_new(sources_capacity(config), &s->scoreboard.sources);
+	if (r < 0)
+		return log_error_errno(r, "creating the per-source connection table: %m");
+	r = defer_accept_apply(s, config);
+	if (r < 0)
+		return r;
 	s->env.scoreboard = &s->scoreboard;
 	s->scoreboard.header->workers = config->model == MODEL_PREFORK ? workers : 0;
 	s->heartbeats = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeats));
@@ -581,6 +668,7 @@ supervisor_free(struct supervisor *s)
 	children_done(&s->children);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
+	admission_table_free(s->scoreboard.sources);
 	scoreboard_free(&s->scoreboard);
 	if (s->env.signal_fd >= 0)
 		close(s->env.signal_fd);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "accept.h"
+#include "admission.h"
 #include "echo.h"
 #include "fdpass.h"
 #include "ratelimit.h"
@@ -59,12 +60,14 @@ struct connection {
 	struct echo_conn echo;
 	enum echo_want want;
 	uint64_t last_active_ms;
+	struct admission_ticket ticket; /* MaxConnectionsPerSource= */
 	/* Least-recently-active first: the idle check looks at the head only. */
 	struct connection *prev, *next;
 };
 
 struct worker {
 	const struct worker_setup *setup;
+	pid_t pid;		      /* owns this process's per-source counts */
 	struct scoreboard_slot *slot; /* shared, or a local stand-in */
 	struct scoreboard_slot local_slot;
 	int epoll_fd;
@@ -225,6 +228,8 @@ connection_close(struct worker *w, struct connection *c)
 	close(c->echo.fd);
 	echo_conn_release(&c->echo);
 	lru_unlink(w, c);
+	if (w->setup->scoreboard)
+		admission_put(w->setup->scoreboard->sources, w->pid, &c->ticket);
 	free(c);
 	w->n_connections--;
 	SB_SUB(w->slot->active, 1);
@@ -238,20 +243,56 @@ want_events(enum echo_want want)
 	return want == ECHO_WANT_WRITE ? EPOLLOUT : EPOLLIN;
 }
 
+/* MaxConnectionsPerSource=, for every model: checked by the process that is
+ * to serve the connection (prefork's worker, passfd's worker, fork's child),
+ * whose pid then owns the count. False: refused, and counted so. */
+static bool
+source_admit(struct worker *w, int fd, struct admission_ticket *ret)
+{
+	const struct scoreboard *sb = w->setup->scoreboard;
+	unsigned limit = w->setup->config->max_connections_per_source;
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+
+	*ret = (struct admission_ticket){0};
+	if (limit == 0 || !sb || !sb->sources)
+		return true;
+	/* A peer already gone has no address: the echo will see it go. */
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
+		return true;
+	if (admission_take(sb->sources, (struct sockaddr *)&peer, w->pid, limit, ret))
+		return true;
+	SB_ADD(w->slot->refused, 1);
+	if (log_get_max_level() >= LOG_DEBUG) {
+		char name[ADDRESS_MAX];
+		address_format((struct sockaddr *)&peer, len, name, sizeof(name));
+		log_peer_debug(name, "connection from %s refused: MaxConnectionsPerSource=%u reached",
+			       name, limit);
+	}
+	return false;
+}
+
 /* Takes fd: it is served or closed on every path. The connection is
  * already counted in slot->active and (if reserved) in the scoreboard. */
 static int
 worker_add_connection(struct worker *w, int fd, bool is_tcp)
 {
+	struct admission_ticket ticket;
 	struct connection *c;
 	int one = 1;
 
+	/* Refused: accepted and closed at once, so the source learns it now
+	 * rather than waiting in the backlog behind its own connections. */
+	if (!source_admit(w, fd, &ticket)) {
+		close(fd);
+		goto undo;
+	}
 	if (is_tcp)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
-		goto undo;
+		goto unadmit;
 	}
 	c->source.type = SOURCE_CONNECTION;
 	echo_conn_init(&c->echo, fd);
@@ -262,8 +303,9 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 		close(fd);
 		free(c);
 		log_warning_errno(r, "watching a new connection: %m");
-		goto undo;
+		goto unadmit;
 	}
+	c->ticket = ticket;
 	c->last_active_ms = now_ms();
 	lru_append(w, c);
 	w->n_connections++;
@@ -274,6 +316,9 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 		log_peer_debug(peer, "connection from %s", peer);
 	}
 	return 0;
+unadmit:
+	if (w->setup->scoreboard)
+		admission_put(w->setup->scoreboard->sources, w->pid, &ticket);
 undo:
 	SB_SUB(w->slot->active, 1);
 	if (w->setup->release_reservations && w->setup->scoreboard)
@@ -347,16 +392,23 @@ admit_undo(struct worker *w)
 static void
 listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 {
+	unsigned rate = w->setup->config->connection_rate_limit;
+
 	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
 		int fd;
 
 		if (!admit_one(w))
 			return;
+		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
+			admit_undo(w);
+			return;
+		}
 		fd = accept_next(l->fd);
 		if (fd >= 0) {
 			worker_add_connection(w, fd, l->is_tcp);
 			continue;
 		}
+		admission_rate_undo(w->setup->scoreboard, rate);
 		admit_undo(w);
 		if (accept_should_pause(fd)) {
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
@@ -675,7 +727,7 @@ worker_free(struct worker *w)
 int
 worker_run(const struct worker_setup *setup)
 {
-	struct worker w = {.setup = setup, .epoll_fd = -1, .signal_fd = -1};
+	struct worker w = {.setup = setup, .pid = getpid(), .epoll_fd = -1, .signal_fd = -1};
 	int r, status;
 
 	w.slot = setup->scoreboard && setup->slot >= 0 ? &setup->scoreboard->slots[setup->slot]

@@ -27,6 +27,7 @@ fill_slot(struct scoreboard_slot *s, uint32_t state, uint64_t base)
 	s->dgrams_out = base + 6;
 	s->dgrams_dropped = base + 7;
 	s->heartbeat = base + 8;
+	s->refused = base + 9;
 }
 
 static void
@@ -75,7 +76,7 @@ test_totals(void **state)
 	fill_slot(&sb.slots[0], SLOT_RUNNING, 10);
 	fill_slot(&sb.slots[1], SLOT_DRAINING, 20);
 	fill_slot(&sb.slots[3], SLOT_STARTING, 30);
-	sb.header->refused = 5;
+	sb.header->accept_pauses = 5;
 	scoreboard_totals(&sb, &t);
 	/* Only running workers count as running; all non-empty slots count. */
 	assert_int_equal(t.workers_running, 1);
@@ -87,7 +88,8 @@ test_totals(void **state)
 	assert_int_equal(t.dgrams_in, 15 + 25 + 35);
 	assert_int_equal(t.dgrams_out, 16 + 26 + 36);
 	assert_int_equal(t.dgrams_dropped, 17 + 27 + 37);
-	assert_int_equal(t.refused, 5);
+	assert_int_equal(t.refused, 19 + 29 + 39);
+	assert_int_equal(t.accept_pauses, 5);
 	scoreboard_free(&sb);
 }
 
@@ -117,6 +119,7 @@ test_reset_keeps_totals(void **state)
 	assert_int_equal(sb.header->retired.dgrams_in, 105);
 	assert_int_equal(sb.header->retired.dgrams_out, 106);
 	assert_int_equal(sb.header->retired.dgrams_dropped, 107);
+	assert_int_equal(sb.header->retired.refused, 109);
 	/* Slot 1 is untouched. */
 	assert_int_equal(sb.slots[1].served, 201);
 
@@ -128,6 +131,7 @@ test_reset_keeps_totals(void **state)
 	assert_int_equal(after.dgrams_in, before.dgrams_in);
 	assert_int_equal(after.dgrams_out, before.dgrams_out);
 	assert_int_equal(after.dgrams_dropped, before.dgrams_dropped);
+	assert_int_equal(after.refused, before.refused);
 	/* Its open connections went with it. */
 	assert_int_equal(after.active, 200);
 	assert_int_equal(after.workers_running, 1);
