@@ -84,6 +84,9 @@ test_every_key(void **state)
 				   "ShutdownTimeoutSec=25\n"
 				   "LogLevel=debug\n"
 				   "DatagramRateLimit=0\n"
+				   "MaxConnectionsPerSource=8\n"
+				   "ConnectionRateLimit=100\n"
+				   "DeferAcceptSec=5\n"
 				   "Listen=127.0.0.1:7007\n"
 				   "Listen = [::1]:7007\n"
 				   "Listen=udp:127.0.0.1:7007\n"
@@ -102,6 +105,9 @@ test_every_key(void **state)
 	assert_int_equal(c.shutdown_timeout_sec, 25);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.datagram_rate_limit, 0);
+	assert_int_equal(c.max_connections_per_source, 8);
+	assert_int_equal(c.connection_rate_limit, 100);
+	assert_int_equal(c.defer_accept_sec, 5);
 	assert_int_equal(c.n_listen, 4);
 	assert_string_equal(c.listen[0], "127.0.0.1:7007");
 	assert_string_equal(c.listen[1], "[::1]:7007");
@@ -122,6 +128,9 @@ test_limits_and_case(void **state)
 				   "IdleTimeoutSec=86400\n"
 				   "ShutdownTimeoutSec=3600\n"
 				   "DatagramRateLimit=10000000\n"
+				   "maxconnectionspersource=16777216\n"
+				   "ConnectionRateLimit=10000000\n"
+				   "DeferAcceptSec=3600\n"
 				   "LogLevel=ERR\n";
 	char path[sizeof(TMP_TEMPLATE)];
 	struct config_error err = {{0}};
@@ -136,6 +145,9 @@ test_limits_and_case(void **state)
 	assert_int_equal(c.idle_timeout_sec, 86400);
 	assert_int_equal(c.shutdown_timeout_sec, 3600);
 	assert_int_equal(c.datagram_rate_limit, 10000000);
+	assert_int_equal(c.max_connections_per_source, 16777216);
+	assert_int_equal(c.connection_rate_limit, 10000000);
+	assert_int_equal(c.defer_accept_sec, 3600);
 	assert_int_equal(c.log_level, LOG_ERR);
 	config_done(&c);
 }
@@ -271,6 +283,15 @@ static const struct bad_file bad_above_max = {"[echod]\nIdleTimeoutSec=86401\n",
 static const struct bad_file bad_rate_above_max = {
     "[echod]\nDatagramRateLimit=10000001\n", -EINVAL,
     "2: DatagramRateLimit=10000001: out of range (0..10000000)"};
+static const struct bad_file bad_per_source_above_max = {
+    "[echod]\nMaxConnectionsPerSource=16777217\n", -EINVAL,
+    "2: MaxConnectionsPerSource=16777217: out of range (0..16777216)"};
+static const struct bad_file bad_connection_rate_word = {
+    "[echod]\nConnectionRateLimit=fast\n", -EINVAL,
+    "2: ConnectionRateLimit=fast: not a whole number"};
+static const struct bad_file bad_defer_accept_above_max = {
+    "[echod]\nDeferAcceptSec=3601\n", -EINVAL,
+    "2: DeferAcceptSec=3601: out of range (0..3600)"};
 static const struct bad_file bad_overflow = {
     "[echod]\nShutdownTimeoutSec=99999999999999999999999\n", -EINVAL,
     "2: ShutdownTimeoutSec=99999999999999999999999: out of range (0..3600)"};
@@ -510,6 +531,9 @@ test_options_settings(void **state)
 	    {"ShutdownTimeoutSec", "--shutdown-timeout", "11"},
 	    {"LogLevel", "--log-level", "debug"},
 	    {"DatagramRateLimit", "--datagram-rate-limit", "12"},
+	    {"MaxConnectionsPerSource", "--max-connections-per-source", "13"},
+	    {"ConnectionRateLimit", "--connection-rate-limit", "14"},
+	    {"DeferAcceptSec", "--defer-accept", "15"},
 	    {"Listen", "--listen", "127.0.0.1:1"},
 	    {"Listen", "--listen", "127.0.0.1:2"},
 	    {"Model", "--model", "passfd"},
@@ -519,7 +543,9 @@ test_options_settings(void **state)
 
 	assert_int_equal(PARSE(&o, &err, "-m", "fork", "-w", "auto", "--worker-connections", "8",
 			       "--max-connections=9", "--idle-timeout", "10", "--shutdown-timeout",
-			       "11", "--log-level", "debug", "--datagram-rate-limit", "12", "-l",
+			       "11", "--log-level", "debug", "--datagram-rate-limit", "12",
+			       "--max-connections-per-source", "13", "--connection-rate-limit=14",
+			       "--defer-accept", "15", "-l",
 			       "127.0.0.1:1", "--listen", "127.0.0.1:2", "--model", "passfd"),
 			 0);
 	assert_int_equal(o.n_settings, sizeof(expected) / sizeof(expected[0]));
@@ -673,6 +699,9 @@ main(void)
 	    BAD_FILE(max_connections_zero),
 	    BAD_FILE(above_max),
 	    BAD_FILE(rate_above_max),
+	    BAD_FILE(per_source_above_max),
+	    BAD_FILE(connection_rate_word),
+	    BAD_FILE(defer_accept_above_max),
 	    BAD_FILE(overflow),
 	    BAD_FILE(workers_zero),
 	    BAD_FILE(workers_many),

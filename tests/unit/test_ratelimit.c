@@ -242,6 +242,78 @@ test_odd_capacity(void **state)
 	}
 }
 
+static void
+assert_key(struct sockaddr_storage ss, const char *expected_v6)
+{
+	uint8_t key[16], want[16];
+
+	assert_true(ratelimit_source_key((struct sockaddr *)&ss, key));
+	assert_int_equal(inet_pton(AF_INET6, expected_v6, want), 1);
+	assert_memory_equal(key, want, 16);
+}
+
+static void
+test_source_key(void **state)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	uint8_t key[16];
+
+	/* IPv4, and IPv4-mapped IPv6, are the IPv4 address, port ignored. */
+	assert_key(v4("192.0.2.1", 5000), "::ffff:192.0.2.1");
+	assert_key(v6("::ffff:192.0.2.1", 6000), "::ffff:192.0.2.1");
+	/* IPv6 is its /64: the interface half is masked. */
+	assert_key(v6("2001:db8:1:2:dead:beef:0:7", 5000), "2001:db8:1:2::");
+	assert_key(v6("2001:db8:1:2:ffff:ffff:ffff:ffff", 1), "2001:db8:1:2::");
+	assert_key(v6("::1", 5000), "::");
+	/* A v6 /64 never collides with a v4 key: its low half is zero. */
+	assert_key(v6("0:0:0:ffff:1:2:3:4", 5000), "0:0:0:ffff::");
+	assert_false(ratelimit_source_key((struct sockaddr *)&sun, key));
+}
+
+static void
+test_shared_bucket(void **state)
+{
+	uint64_t bucket = 0, due = 0;
+
+	/* rate 0: no limit, the word is not touched. */
+	for (int i = 0; i < 1000; i++)
+		assert_true(ratelimit_shared_take(&bucket, 0, 0, T0, &due));
+	assert_int_equal(bucket, 0);
+
+	/* 10/s, burst defaulting to 10: ten at once, then one per 100 ms. */
+	for (int i = 0; i < 10; i++)
+		assert_true(ratelimit_shared_take(&bucket, 10, 0, T0, &due));
+	assert_false(ratelimit_shared_take(&bucket, 10, 0, T0, &due));
+	assert_int_equal(due, T0 + 100000);
+	assert_false(ratelimit_shared_take(&bucket, 10, 0, T0 + 99999, NULL));
+	assert_true(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, &due));
+	assert_false(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, &due));
+	assert_int_equal(due, T0 + 200000);
+
+	/* A token given back is there again at once. */
+	ratelimit_shared_give_back(&bucket, 10);
+	assert_true(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, NULL));
+	assert_false(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, NULL));
+
+	/* A long quiet fills the bucket to the burst, not beyond. */
+	int n = 0;
+	while (ratelimit_shared_take(&bucket, 10, 0, T0 + 3600 * SEC, NULL))
+		assert_true(++n <= 10);
+	assert_int_equal(n, 10);
+
+	/* Sustained over 10 s at one try per ms: 100 get through. */
+	n = 0;
+	for (uint64_t t = 1; t <= 10000; t++)
+		n += ratelimit_shared_take(&bucket, 10, 0, T0 + 3600 * SEC + t * 1000, NULL);
+	assert_int_equal(n, 100);
+
+	/* An explicit burst of 1: strictly one per interval. */
+	bucket = 0;
+	assert_true(ratelimit_shared_take(&bucket, 2, 1, T0, NULL));
+	assert_false(ratelimit_shared_take(&bucket, 2, 1, T0 + 499999, &due));
+	assert_int_equal(due, T0 + 500000);
+}
+
 int
 main(void)
 {
@@ -258,6 +330,8 @@ main(void)
 	    cmocka_unit_test(test_full_table_evicts_stalest),
 	    cmocka_unit_test(test_many_sources_bounded),
 	    cmocka_unit_test(test_odd_capacity),
+	    cmocka_unit_test(test_source_key),
+	    cmocka_unit_test(test_shared_bucket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
