@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -598,4 +599,125 @@ process_alive(pid_t pid)
 		state = 0;
 	fclose(f);
 	return state != 0 && state != 'Z' && state != 'X';
+}
+
+int
+tcp_connect_from(const char *src, int port)
+{
+	struct sockaddr_in from = {.sin_family = AF_INET};
+	struct sockaddr_in to = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (inet_pton(AF_INET, src, &from.sin_addr) != 1 ||
+	    bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0 ||
+	    connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+bool
+closed_by_peer(int fd, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+	char buf[256];
+
+	while (poll_one(fd, POLLIN, end) > 0) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			return true;
+	}
+	return false;
+}
+
+void
+notify_socket_open(struct notify_socket *n)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+	snprintf(n->path, sizeof(n->path), "/tmp/echod-test-notify-%d-h", (int)getpid());
+	unlink(n->path);
+	strcpy(un.sun_path, n->path);
+	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (n->fd < 0 || bind(n->fd, (struct sockaddr *)&un, sizeof(un)) < 0)
+		fatal("binding %s: %s", n->path, strerror(errno));
+	snprintf(n->env, sizeof(n->env), "NOTIFY_SOCKET=%s", n->path);
+	n->status[0] = '\0';
+}
+
+void
+notify_socket_close(struct notify_socket *n)
+{
+	close(n->fd);
+	unlink(n->path);
+}
+
+/* Reads one message if one comes before end, keeping its STATUS=. */
+static bool
+notify_read(struct notify_socket *n, uint64_t end)
+{
+	char msg[4096];
+	const char *st;
+	ssize_t len;
+
+	if (poll_one(n->fd, POLLIN, end) <= 0)
+		return false;
+	len = recv(n->fd, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+	if (len <= 0)
+		return true;
+	msg[len] = '\0';
+	st = strstr(msg, "STATUS=");
+	if (st && (st == msg || st[-1] == '\n')) {
+		st += strlen("STATUS=");
+		snprintf(n->status, sizeof(n->status), "%.*s", (int)strcspn(st, "\n"), st);
+	}
+	return true;
+}
+
+const char *
+notify_status_wait(struct notify_socket *n, const char *needle, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		if (strstr(n->status, needle))
+			return n->status;
+		if (monotonic_ms() >= end || !notify_read(n, end))
+			return strstr(n->status, needle) ? n->status : NULL;
+	}
+}
+
+const char *
+notify_status_after(struct notify_socket *n, int ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)ms;
+
+	while (monotonic_ms() < end)
+		notify_read(n, end);
+	return n->status;
+}
+
+long
+status_count(const char *status, const char *word)
+{
+	char pattern[64];
+	const char *p;
+	const char *start;
+
+	snprintf(pattern, sizeof(pattern), " %s", word);
+	p = strstr(status, pattern);
+	if (!p)
+		return -1;
+	start = p;
+	while (start > status && start[-1] >= '0' && start[-1] <= '9')
+		start--;
+	return start == p ? -1 : strtol(start, NULL, 10);
 }

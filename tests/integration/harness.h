@@ -83,3 +83,28 @@ uint64_t process_tree_rss_kib(pid_t pid);
 int process_fd_count(pid_t pid);
 bool process_alive(pid_t pid);
 uint64_t monotonic_ms(void);
+
+/* Connects from the local address src (e.g. "127.0.0.2") to 127.0.0.1:port,
+ * as tcp_connect() does. */
+int tcp_connect_from(const char *src, int port);
+/* True when the peer closes fd (EOF or reset) within timeout_ms. */
+bool closed_by_peer(int fd, int timeout_ms);
+
+/* A NOTIFY_SOCKET of the test's own, to read what echod tells systemd: pass
+ * env to echod_start_env(). */
+struct notify_socket {
+	int fd;
+	char path[108];
+	char env[128];
+	char status[1024]; /* the latest STATUS= text received, or "" */
+};
+
+void notify_socket_open(struct notify_socket *n);
+void notify_socket_close(struct notify_socket *n);
+/* Reads the messages echod sends until the latest STATUS= contains needle;
+ * returns that status, or NULL after timeout_ms. */
+const char *notify_status_wait(struct notify_socket *n, const char *needle, int timeout_ms);
+/* Reads every message echod sends for ms and returns the latest STATUS=. */
+const char *notify_status_after(struct notify_socket *n, int ms);
+/* The number in status before " word" (e.g. "served", "refused"), or -1. */
+long status_count(const char *status, const char *word);

@@ -570,6 +570,192 @@ test_fd_exhaustion_survived(void **state)
 	assert_int_equal(echod_stop(&e, 15000), 0);
 }
 
+/* Starts echod reporting to n, and waits until the start-up probe's
+ * connection is gone (STATUS= says 0 connections), so that the test's own
+ * connections are the only ones from 127.0.0.1. */
+static void
+start_notified(struct echod *e, struct notify_socket *n, const char *const *extra)
+{
+	notify_socket_open(n);
+	echod_start_env(e, (const char *[]){n->env, NULL}, extra);
+	assert_non_null(notify_status_wait(n, " 0 connections,", 5000));
+}
+
+/* Keeps connecting from src until a connection is echoed, up to timeout_ms.
+ * Returns the served connection, or -1. */
+static int
+connect_served(const char *src, int port, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	while (monotonic_ms() < end) {
+		int fd = tcp_connect_from(src, port);
+		if (fd >= 0 && echo_roundtrip(fd, "again", 5, 500) == 0)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		usleep(50000);
+	}
+	return -1;
+}
+
+/* MaxConnectionsPerSource=: beyond the limit, one source's new connections
+ * are accepted and closed at once (refused, counted in STATUS=) while another
+ * source is served; a connection that ends, or a process killed with its
+ * connections, gives its count back. Datagrams are not limited by it. */
+static void
+test_max_connections_per_source(void **state)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct notify_socket n;
+	char listen[64], back[16];
+	struct echod e;
+	int uport = free_port(), mine[4], other[2], udp;
+	pid_t kids[64];
+	size_t nkids;
+
+	snprintf(listen, sizeof(listen), "udp:127.0.0.1:%d", uport);
+	start_notified(&e, &n, (const char *[]){"--workers", "2", "--max-connections-per-source",
+						"2", "--listen", listen, NULL});
+	for (int i = 0; i < 2; i++) {
+		mine[i] = tcp_connect_from("127.0.0.1", e.port);
+		assert_true(mine[i] >= 0);
+		assert_int_equal(echo_roundtrip(mine[i], "mine", 4, 2000), 0);
+	}
+	/* Over the limit: closed at once, not left waiting in the backlog. */
+	for (int i = 2; i < 4; i++) {
+		mine[i] = tcp_connect_from("127.0.0.1", e.port);
+		assert_true(mine[i] >= 0);
+		assert_true(closed_by_peer(mine[i], 2000));
+	}
+	/* Another source is served all the while. */
+	for (int i = 0; i < 2; i++) {
+		other[i] = tcp_connect_from("127.0.0.2", e.port);
+		assert_true(other[i] >= 0);
+		assert_int_equal(echo_roundtrip(other[i], "other", 5, 2000), 0);
+	}
+	assert_non_null(notify_status_wait(&n, " 2 refused,", 3000));
+	assert_true(echod_wait_log(&e, "from sources over MaxConnectionsPerSource=2", 6000));
+	/* The source at its limit still gets its datagrams echoed. */
+	udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	to.sin_port = htons((uint16_t)uport);
+	assert_int_equal(sendto(udp, "dgram", 5, 0, (struct sockaddr *)&to, sizeof(to)), 5);
+	assert_true(wait_readable(udp, 2000));
+	assert_int_equal(recv(udp, back, sizeof(back), 0), 5);
+	close(udp);
+
+	/* One of its connections ends: room for one more. */
+	close(mine[0]);
+	close(mine[2]);
+	close(mine[3]);
+	mine[0] = connect_served("127.0.0.1", e.port, 3000);
+	assert_true(mine[0] >= 0);
+
+	/* Every serving process is killed with its connections: the supervisor
+	 * gives back what they held, so the source is served again. */
+	nkids = process_children(e.pid, kids, 64);
+	assert_true(nkids >= 1);
+	for (size_t i = 0; i < nkids; i++)
+		kill(kids[i], SIGKILL);
+	close(mine[0]);
+	close(mine[1]);
+	close(other[0]);
+	close(other[1]);
+	mine[0] = connect_served("127.0.0.1", e.port, 5000);
+	mine[1] = connect_served("127.0.0.1", e.port, 3000);
+	assert_true(mine[0] >= 0 && mine[1] >= 0);
+	close(mine[0]);
+	close(mine[1]);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_socket_close(&n);
+}
+
+#define RATE_CLIENTS 25
+
+/* ConnectionRateLimit=10: a burst of 25 connections is served in full, none
+ * refused, the ones beyond the burst of 10 at 10 a second: accepting pauses
+ * and the kernel's backlog holds them meanwhile. */
+static void
+test_connection_rate_limit_pauses(void **state)
+{
+	struct notify_socket n;
+	struct echod e;
+	int fds[RATE_CLIENTS];
+	uint64_t start, last = 0;
+
+	start_notified(&e, &n, (const char *[]){"--workers", "2", "--connection-rate-limit", "10",
+						NULL});
+	/* The start-up probe took tokens: let the bucket fill again. */
+	usleep(1100000);
+	start = monotonic_ms();
+	for (int i = 0; i < RATE_CLIENTS; i++) {
+		fds[i] = tcp_connect(e.port);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(send(fds[i], "r", 1, MSG_NOSIGNAL), 1);
+	}
+	for (int i = 0; i < RATE_CLIENTS; i++) {
+		char c = 0;
+		assert_true(wait_readable(fds[i], 8000));
+		assert_int_equal(recv(fds[i], &c, 1, 0), 1);
+		assert_int_equal(c, 'r');
+		if (monotonic_ms() > last)
+			last = monotonic_ms();
+	}
+	print_message("# %d connections at ConnectionRateLimit=10: all served in %llu ms\n",
+		      RATE_CLIENTS, (unsigned long long)(last - start));
+	/* 15 beyond the burst at 10/s: about 1.5 s. */
+	assert_true(last - start >= 1000);
+	assert_non_null(notify_status_wait(&n, " 0 refused,", 1000));
+	assert_true(echod_wait_log(&e, "ConnectionRateLimit=10 reached: accepting paused", 6000));
+	for (int i = 0; i < RATE_CLIENTS; i++)
+		close(fds[i]);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_socket_close(&n);
+}
+
+#define FLOOD_CLIENTS 20
+
+/* DeferAcceptSec=2: connections that send nothing are not accepted (the
+ * served count does not move: no process woke for them) until data arrives;
+ * once the deferral is over the kernel hands them over anyway and
+ * IdleTimeoutSec= closes them. */
+static void
+test_defer_accept_flood(void **state)
+{
+	struct notify_socket n;
+	struct echod e;
+	int fds[FLOOD_CLIENTS];
+	long served;
+	char buf[8];
+
+	start_notified(&e, &n, (const char *[]){"--workers", "2", "--defer-accept", "2",
+						"--idle-timeout", "1", NULL});
+	served = status_count(notify_status_after(&n, 500), "served");
+	print_message("# before: %s\n", n.status);
+	assert_true(served >= 0);
+	for (int i = 0; i < FLOOD_CLIENTS; i++) {
+		fds[i] = tcp_connect(e.port);
+		assert_true(fds[i] >= 0);
+	}
+	const char *st = notify_status_after(&n, 1500);
+	print_message("# %d silent connections, after 1.5 s: %s\n", FLOOD_CLIENTS, st);
+	assert_int_equal(status_count(st, "served"), served);
+	assert_int_equal(status_count(st, "connections"), 0);
+	/* Data arrives on one: that one is accepted and echoed at once. */
+	assert_int_equal(echo_roundtrip(fds[0], "data", 4, 1000), 0);
+	char want[32];
+	snprintf(want, sizeof(want), " %ld served,", served + 1);
+	assert_non_null(notify_status_wait(&n, want, 2000));
+	/* The silent ones: handed over when the deferral ends, then closed as
+	 * idle. */
+	for (int i = 1; i < FLOOD_CLIENTS; i++)
+		assert_int_equal(read_until_eof(fds[i], buf, sizeof(buf), 10000), 0);
+	for (int i = 0; i < FLOOD_CLIENTS; i++)
+		close(fds[i]);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_socket_close(&n);
+}
+
 int
 main(void)
 {
@@ -589,6 +775,9 @@ main(void)
 		cmocka_unit_test(test_udp_rate_limit_per_source),
 		cmocka_unit_test(test_udp_socket_activation),
 		cmocka_unit_test(test_fd_exhaustion_survived),
+		cmocka_unit_test(test_max_connections_per_source),
+		cmocka_unit_test(test_connection_rate_limit_pauses),
+		cmocka_unit_test(test_defer_accept_flood),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
