@@ -291,6 +291,17 @@ admission_count(struct admission_table *t, const struct sockaddr *peer)
 }
 
 bool
+admission_full(struct admission_table *t, int fd, unsigned limit)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+
+	if (limit == 0 || !t || getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
+		return false;
+	return admission_count(t, (struct sockaddr *)&peer) >= limit;
+}
+
+bool
 admission_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_ms, uint64_t *ret_resume_ms)
 {
 	uint64_t due_usec;

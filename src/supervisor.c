@@ -230,6 +230,20 @@ serve_accepted(struct supervisor *s, int fd)
 			  c->model == MODEL_FORK ? "forking for" : "no worker could take");
 }
 
+/* A source already at MaxConnectionsPerSource= is refused here, before it
+ * costs a fork or a hand-over; the serving process's own check (in the
+ * worker loop) decides for the others, exactly. */
+static bool
+refused_at_source_limit(struct supervisor *s, int fd)
+{
+	if (!admission_full(s->scoreboard.sources, fd,
+			    current_config(s)->max_connections_per_source))
+		return false;
+	close(fd);
+	SB_ADD(s->scoreboard.slots[s->children.slot].refused, 1);
+	return true;
+}
+
 static void
 accept_connections(struct supervisor *s, const struct listener *l)
 {
@@ -258,6 +272,11 @@ accept_connections(struct supervisor *s, const struct listener *l)
 				s->accept_resume_ms = now_ms() + ACCEPT_PAUSE_MS;
 			}
 			return;
+		}
+		if (refused_at_source_limit(s, fd)) {
+			if (reserve)
+				scoreboard_release(&s->scoreboard);
+			continue;
 		}
 		if (l->is_tcp)
 			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
