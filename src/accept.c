@@ -36,8 +36,19 @@ error_is_per_connection(int e)
 int
 accept_next(int listen_fd)
 {
+	return accept_next_peer(listen_fd, NULL, NULL);
+}
+
+int
+accept_next_peer(int listen_fd, struct sockaddr_storage *ret_peer, socklen_t *ret_len)
+{
 	for (int i = 0; i < ACCEPT_RETRIES; i++) {
-		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		socklen_t len = sizeof(*ret_peer);
+		int fd = accept4(listen_fd, (struct sockaddr *)ret_peer, ret_peer ? &len : NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0 && ret_len)
+			*ret_len = len;
 		if (fd >= 0)
 			return fd;
 		if (errno == EWOULDBLOCK)

@@ -291,14 +291,9 @@ admission_count(struct admission_table *t, const struct sockaddr *peer)
 }
 
 bool
-admission_full(struct admission_table *t, int fd, unsigned limit)
+admission_full(struct admission_table *t, const struct sockaddr *peer, unsigned limit)
 {
-	struct sockaddr_storage peer;
-	socklen_t len = sizeof(peer);
-
-	if (limit == 0 || !t || getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
-		return false;
-	return admission_count(t, (struct sockaddr *)&peer) >= limit;
+	return limit > 0 && admission_count(t, peer) >= limit;
 }
 
 bool

@@ -53,10 +53,10 @@ void admission_forget_owner(struct admission_table *t, pid_t owner);
 
 /* Connections counted for peer's source, all owners together. */
 unsigned admission_count(struct admission_table *t, const struct sockaddr *peer);
-/* Whether the source of connection fd's peer holds limit connections
- * already (limit 0: never): a look before spending work on a connection
- * that admission_take() would refuse. Counts nothing. */
-bool admission_full(struct admission_table *t, int fd, unsigned limit);
+/* Whether peer's source holds limit connections already (limit 0: never):
+ * a look before spending work on a connection that admission_take() would
+ * refuse. Counts nothing. */
+bool admission_full(struct admission_table *t, const struct sockaddr *peer, unsigned limit);
 
 /* --- ConnectionRateLimit= --- */
 

@@ -234,9 +234,9 @@ serve_accepted(struct supervisor *s, int fd)
  * costs a fork or a hand-over; the serving process's own check (in the
  * worker loop) decides for the others, exactly. */
 static bool
-refused_at_source_limit(struct supervisor *s, int fd)
+refused_at_source_limit(struct supervisor *s, int fd, const struct sockaddr *peer)
 {
-	if (!admission_full(s->scoreboard.sources, fd,
+	if (!admission_full(s->scoreboard.sources, peer,
 			    current_config(s)->max_connections_per_source))
 		return false;
 	close(fd);
@@ -252,6 +252,7 @@ accept_connections(struct supervisor *s, const struct listener *l)
 	int one = 1;
 
 	for (int i = 0; i < ACCEPT_BATCH && has_capacity(s) && !s->accept_resume_ms; i++) {
+		struct sockaddr_storage peer;
 		int fd;
 
 		if (reserve && !scoreboard_reserve(&s->scoreboard))
@@ -261,7 +262,7 @@ accept_connections(struct supervisor *s, const struct listener *l)
 				scoreboard_release(&s->scoreboard);
 			return;
 		}
-		fd = accept_next(l->fd);
+		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd < 0) {
 			admission_rate_undo(&s->scoreboard, rate);
 			if (reserve)
@@ -273,7 +274,7 @@ accept_connections(struct supervisor *s, const struct listener *l)
 			}
 			return;
 		}
-		if (refused_at_source_limit(s, fd)) {
+		if (refused_at_source_limit(s, fd, (struct sockaddr *)&peer)) {
 			if (reserve)
 				scoreboard_release(&s->scoreboard);
 			continue;

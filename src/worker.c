@@ -247,25 +247,29 @@ want_events(enum echo_want want)
  * to serve the connection (prefork's worker, passfd's worker, fork's child),
  * whose pid then owns the count. False: refused, and counted so. */
 static bool
-source_admit(struct worker *w, int fd, struct admission_ticket *ret)
+source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admission_ticket *ret)
 {
 	const struct scoreboard *sb = w->setup->scoreboard;
 	unsigned limit = w->setup->config->max_connections_per_source;
-	struct sockaddr_storage peer;
-	socklen_t len = sizeof(peer);
+	struct sockaddr_storage asked;
+	socklen_t len = sizeof(asked);
 
 	*ret = (struct admission_ticket){0};
 	if (limit == 0 || !sb || !sb->sources)
 		return true;
-	/* A peer already gone has no address: the echo will see it go. */
-	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
-		return true;
-	if (admission_take(sb->sources, (struct sockaddr *)&peer, w->pid, limit, ret))
+	/* Handed over (passfd, fork): the address costs a system call. A peer
+	 * already gone has none; the echo will see it go. */
+	if (!peer) {
+		if (getpeername(fd, (struct sockaddr *)&asked, &len) < 0)
+			return true;
+		peer = (struct sockaddr *)&asked;
+	}
+	if (admission_take(sb->sources, peer, w->pid, limit, ret))
 		return true;
 	SB_ADD(w->slot->refused, 1);
 	if (log_get_max_level() >= LOG_DEBUG) {
 		char name[ADDRESS_MAX];
-		address_format((struct sockaddr *)&peer, len, name, sizeof(name));
+		address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
 		log_peer_debug(name, "connection from %s refused: MaxConnectionsPerSource=%u reached",
 			       name, limit);
 	}
@@ -273,9 +277,10 @@ source_admit(struct worker *w, int fd, struct admission_ticket *ret)
 }
 
 /* Takes fd: it is served or closed on every path. The connection is
- * already counted in slot->active and (if reserved) in the scoreboard. */
+ * already counted in slot->active and (if reserved) in the scoreboard.
+ * from: its peer's address if accept() gave it, else NULL. */
 static int
-worker_add_connection(struct worker *w, int fd, bool is_tcp)
+worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from)
 {
 	struct admission_ticket ticket;
 	struct connection *c;
@@ -283,7 +288,7 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 
 	/* Refused: accepted and closed at once, so the source learns it now
 	 * rather than waiting in the backlog behind its own connections. */
-	if (!source_admit(w, fd, &ticket)) {
+	if (!source_admit(w, fd, from, &ticket)) {
 		close(fd);
 		goto undo;
 	}
@@ -395,6 +400,7 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 	unsigned rate = w->setup->config->connection_rate_limit;
 
 	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
+		struct sockaddr_storage peer;
 		int fd;
 
 		if (!admit_one(w))
@@ -403,9 +409,9 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 			admit_undo(w);
 			return;
 		}
-		fd = accept_next(l->fd);
+		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
-			worker_add_connection(w, fd, l->is_tcp);
+			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer);
 			continue;
 		}
 		admission_rate_undo(w->setup->scoreboard, rate);
@@ -447,7 +453,7 @@ channel_receive(struct worker *w, uint64_t now)
 		}
 		/* The supervisor set TCP_NODELAY already: it knows the listener. */
 		SB_ADD(w->slot->active, 1);
-		worker_add_connection(w, fd, false);
+		worker_add_connection(w, fd, false, NULL);
 	}
 }
 
@@ -750,7 +756,8 @@ worker_run(const struct worker_setup *setup)
 	}
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
-		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection));
+		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection),
+				      NULL);
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);

@@ -207,6 +207,24 @@ test_real_accept(void **state)
 	/* Drained again. */
 	assert_int_equal(accept_next(lfd), -EAGAIN);
 	close(fd);
+
+	/* accept_next_peer() also tells who it is, without a getpeername(). */
+	struct sockaddr_storage from;
+	socklen_t fromlen = 0;
+	assert_int_equal(accept_next_peer(lfd, &from, &fromlen), -EAGAIN);
+	assert_int_equal(fromlen, 0);
+	int client2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(client2, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	llen = sizeof(local);
+	assert_int_equal(getsockname(client2, (struct sockaddr *)&local, &llen), 0);
+	fd = accept_next_peer(lfd, &from, &fromlen);
+	assert_true(fd >= 0);
+	assert_int_equal(fromlen, sizeof(struct sockaddr_in));
+	assert_int_equal(((struct sockaddr_in *)&from)->sin_family, AF_INET);
+	assert_int_equal(((struct sockaddr_in *)&from)->sin_port, local.sin_port);
+	assert_int_equal(((struct sockaddr_in *)&from)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+	close(fd);
+	close(client2);
 	close(client);
 	close(lfd);
 }
