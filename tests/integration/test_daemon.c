@@ -721,6 +721,33 @@ test_activation_two_sockets(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* DeferAcceptSec= is for sockets echod binds: sockets from systemd keep the
+ * socket unit's options, and echod says where to set it instead. */
+static void
+test_defer_accept_leaves_systemd_sockets_alone(void **state)
+{
+	struct echod e;
+	int fd;
+
+	echod_start_activated(&e, NULL, (const char *[]){"--workers", "1", "--defer-accept", "5",
+							 "--log-level", "debug", NULL});
+	assert_true(echod_wait_log(&e, "DeferAcceptSec= applies only to sockets echod binds "
+				      "itself: set DeferAcceptSec= in the socket unit instead",
+				   2000));
+	/* Untouched: a connection that sends nothing is accepted at once. */
+	usleep(300000);
+	unsigned before = echod_log_count(&e, "connection from 127.0.0.1");
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	uint64_t end = monotonic_ms() + 2000;
+	while (echod_log_count(&e, "connection from 127.0.0.1") == before && monotonic_ms() < end)
+		usleep(20000);
+	assert_true(echod_log_count(&e, "connection from 127.0.0.1") > before);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 int
 main(void)
 {
@@ -743,6 +770,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_multiple_listeners, kill_leftovers),
 	    cmocka_unit_test_teardown(test_stale_unix_socket, kill_leftovers),
 	    cmocka_unit_test_teardown(test_activation_two_sockets, kill_leftovers),
+	    cmocka_unit_test_teardown(test_defer_accept_leaves_systemd_sockets_alone,
+				      kill_leftovers),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
