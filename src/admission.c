@@ -144,13 +144,19 @@ table_rebuild(struct admission_table *t)
 	}
 }
 
-static void
+/* False when the lock cannot be had (it never should: a dead holder's
+ * EOWNERDEAD is repaired here); callers then count nothing and refuse
+ * nobody, rather than stop serving. */
+static bool
 table_lock(struct admission_table *t)
 {
-	if (pthread_mutex_lock(&t->lock) == EOWNERDEAD) {
+	int r = pthread_mutex_lock(&t->lock);
+
+	if (r == EOWNERDEAD) {
 		table_rebuild(t);
-		pthread_mutex_consistent(&t->lock);
+		r = pthread_mutex_consistent(&t->lock);
 	}
+	return r == 0;
 }
 
 static void
@@ -231,7 +237,10 @@ admission_take(struct admission_table *t, const struct sockaddr *peer, pid_t own
 		return 1;
 	}
 	hash = key_hash(t, ticket.key);
-	table_lock(t);
+	if (!table_lock(t)) {
+		*ret = (struct admission_ticket){0};
+		return 1;
+	}
 	if (source_sum(t, ticket.key, hash, owner, &mine) >= limit)
 		admitted = 0;
 	else if (mine != NONE)
@@ -251,7 +260,8 @@ admission_put(struct admission_table *t, pid_t owner, const struct admission_tic
 	if (!t || !ticket->counted)
 		return;
 	hash = key_hash(t, ticket->key);
-	table_lock(t);
+	if (!table_lock(t))
+		return;
 	source_sum(t, ticket->key, hash, owner, &mine);
 	if (mine != NONE) {
 		if (entry(t, mine)->count == 1)
@@ -265,9 +275,8 @@ admission_put(struct admission_table *t, pid_t owner, const struct admission_tic
 void
 admission_forget_owner(struct admission_table *t, pid_t owner)
 {
-	if (!t)
+	if (!t || !table_lock(t))
 		return;
-	table_lock(t);
 	for (uint32_t i = 1; i <= t->used; i++)
 		if (entry(t, i)->count && entry(t, i)->owner == owner)
 			entry_remove(t, i);
@@ -284,7 +293,8 @@ admission_count(struct admission_table *t, const struct sockaddr *peer)
 	if (!t || !ratelimit_source_key(peer, key))
 		return 0;
 	hash = key_hash(t, key);
-	table_lock(t);
+	if (!table_lock(t))
+		return 0;
 	n = source_sum(t, key, hash, 0, &mine);
 	table_unlock(t);
 	return n;

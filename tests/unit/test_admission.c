@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -301,6 +302,45 @@ test_full(void **state)
 	admission_table_free(t);
 }
 
+/* Processes killed at random while they count and give back (so, often,
+ * while holding the table's lock): the next user repairs the table, the
+ * supervisor's forget gives back what each held, and nothing else moves. */
+static void
+test_owner_killed_holding_the_lock(void **state)
+{
+	struct admission_table *t;
+	struct admission_ticket mine;
+	struct sockaddr_storage a = v4("192.0.2.1", 1);
+
+	assert_int_equal(admission_table_new(64, &t), 0);
+	assert_int_equal(take(t, v4("198.51.100.1", 1), getpid(), 5, &mine), 1);
+	for (int round = 0; round < 100; round++) {
+		struct admission_ticket k;
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			pid_t me = getpid();
+
+			for (;;) {
+				if (admission_take(t, (struct sockaddr *)&a, me, 1000, &k))
+					admission_put(t, me, &k);
+				(void)admission_take(t, (struct sockaddr *)&a, me, 1000, &k);
+			}
+		}
+		usleep(200 + (unsigned)(round * 37) % 800);
+		kill(pid, SIGKILL);
+		assert_int_equal(waitpid(pid, NULL, 0), pid);
+		admission_forget_owner(t, pid);
+		assert_int_equal(count(t, a), 0);
+		assert_int_equal(count(t, v4("198.51.100.1", 0)), 1);
+	}
+	/* Still a working table. */
+	assert_int_equal(take(t, a, getpid(), 1, &mine), 1);
+	assert_int_equal(take(t, a, getpid(), 1, &mine), 0);
+	admission_table_free(t);
+}
+
 static void
 test_rate_in_scoreboard(void **state)
 {
@@ -341,6 +381,7 @@ main(void)
 		cmocka_unit_test(test_churn),
 		cmocka_unit_test(test_shared_with_child),
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_owner_killed_holding_the_lock),
 		cmocka_unit_test(test_rate_in_scoreboard),
 	};
 
