@@ -225,8 +225,8 @@ entry_remove(struct admission_table *t, uint32_t i)
 }
 
 int
-admission_take(struct admission_table *t, const struct sockaddr *peer, pid_t owner,
-	       unsigned limit, struct admission_ticket *ret)
+admission_take(struct admission_table *t, const struct sockaddr *peer, pid_t owner, unsigned limit,
+	       struct admission_ticket *ret)
 {
 	struct admission_ticket ticket = {0};
 	uint32_t hash, mine;
@@ -311,8 +311,8 @@ admission_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_ms, uint6
 {
 	uint64_t due_usec;
 
-	if (rate == 0 || ratelimit_shared_take(&sb->header->accept_bucket, rate, 0, now_ms * 1000,
-					       &due_usec))
+	if (rate == 0 ||
+	    ratelimit_shared_take(&sb->header->accept_bucket, rate, 0, now_ms * 1000, &due_usec))
 		return true;
 	SB_ADD(sb->header->accept_pauses, 1);
 	*ret_resume_ms = (due_usec + 999) / 1000;

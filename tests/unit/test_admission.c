@@ -233,8 +233,8 @@ test_churn(void **state)
 	for (int round = 0; round < 5; round++) {
 		for (uint32_t i = 0; i < N; i++) {
 			sin.sin_addr.s_addr = htonl(0x0a000000 + i * 7 + (uint32_t)round);
-			assert_int_equal(admission_take(t, (struct sockaddr *)&sin, 100 + (pid_t)(i % 3),
-							1, &k[i]),
+			assert_int_equal(admission_take(t, (struct sockaddr *)&sin,
+							100 + (pid_t)(i % 3), 1, &k[i]),
 					 1);
 			assert_true(k[i].counted);
 		}
@@ -371,18 +371,18 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bad_capacity),
-		cmocka_unit_test(test_limit_per_source),
-		cmocka_unit_test(test_limit_across_owners),
-		cmocka_unit_test(test_ipv6_per_64_and_v4_mapped),
-		cmocka_unit_test(test_unlimited_and_keyless),
-		cmocka_unit_test(test_forget_owner),
-		cmocka_unit_test(test_full_table_lets_in_uncounted),
-		cmocka_unit_test(test_churn),
-		cmocka_unit_test(test_shared_with_child),
-		cmocka_unit_test(test_full),
-		cmocka_unit_test(test_owner_killed_holding_the_lock),
-		cmocka_unit_test(test_rate_in_scoreboard),
+	    cmocka_unit_test(test_bad_capacity),
+	    cmocka_unit_test(test_limit_per_source),
+	    cmocka_unit_test(test_limit_across_owners),
+	    cmocka_unit_test(test_ipv6_per_64_and_v4_mapped),
+	    cmocka_unit_test(test_unlimited_and_keyless),
+	    cmocka_unit_test(test_forget_owner),
+	    cmocka_unit_test(test_full_table_lets_in_uncounted),
+	    cmocka_unit_test(test_churn),
+	    cmocka_unit_test(test_shared_with_child),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_owner_killed_holding_the_lock),
+	    cmocka_unit_test(test_rate_in_scoreboard),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
