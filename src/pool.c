@@ -249,6 +249,18 @@ release_position(const struct pool_env *env, struct position *pos)
 	pos->pid = 0;
 }
 
+/* A worker that got its loop running and was then killed from outside (by
+ * an operator, the OOM killer, a chaos test) proved that it starts: a
+ * back-off would only leave its position empty while the killing goes on.
+ * One that failed before its loop ran, or crashed or exited on its own,
+ * is the fork loop the back-off is for. */
+static bool
+killed_after_start(int status, bool reached_running)
+{
+	return reached_running && WIFSIGNALED(status) &&
+	       (WTERMSIG(status) == SIGKILL || WTERMSIG(status) == SIGTERM);
+}
+
 void
 pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, int status,
 		   uint64_t now, bool stopping)
@@ -256,6 +268,8 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	struct position *pos = &p->positions[index];
 	uint64_t lived = now - pos->started_ms;
 	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	bool started = killed_after_start(
+		status, SB_GET(env->scoreboard->slots[pos->slot].state) >= SLOT_RUNNING);
 	pid_t pid = pos->pid;
 	char how[64];
 
@@ -268,9 +282,9 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	}
 	log_struct(LOG_WARNING, ECHOD_MESSAGE_WORKER_CRASHED, "worker %u (pid %d): %s after %llu ms",
 		   index, (int)pid, how, (unsigned long long)lived);
-	if (lived >= STABLE_MS)
+	if (lived >= STABLE_MS || started)
 		pos->quick_deaths = 0;
-	if (lived < QUICK_DEATH_MS) {
+	if (lived < QUICK_DEATH_MS && !started) {
 		unsigned delay = backoff_ms(++pos->quick_deaths);
 		pos->respawn_at_ms = now + delay;
 		log_notice("worker %u: died %u time(s) in a row within %d ms of starting; "
