@@ -26,6 +26,14 @@ const char *harness_model(void);
 
 /* The next echod started gets this RLIMIT_NOFILE (soft and hard). */
 void harness_limit_fds(unsigned limit);
+/* The next echod started runs as uid (and gid) with this RLIMIT_NPROC:
+ * the kernel ignores RLIMIT_NPROC for root, so a test of fork() failing
+ * needs a user of its own (one no other process runs as). Needs root. */
+void harness_run_as(uid_t uid, unsigned nproc_limit);
+
+/* CPU time (user + system) used so far by pid, its descendants, and the
+ * children it has reaped, in milliseconds. */
+uint64_t process_tree_cpu_ms(pid_t pid);
 
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */
