@@ -370,6 +370,16 @@ pool_retire(const struct pool_env *env, struct pool *p)
 	pool_signal(p, SIGTERM);
 }
 
+/* What the worker can hold: WorkerConnections=, or fewer when it said its
+ * fd limit leaves room for fewer (a passed fd beyond it would be dropped). */
+static uint64_t
+worker_capacity(const struct pool_env *env, const struct pool *p, const struct position *pos)
+{
+	uint32_t fds = SB_GET(env->scoreboard->slots[pos->slot].capacity);
+
+	return fds && fds < p->config.worker_connections ? fds : p->config.worker_connections;
+}
+
 /* The worker that should take the next connection: running, not full, not
  * hung up, not refused this round, fewest connections counting those in
  * flight. -1 if none can. */
@@ -387,7 +397,7 @@ pick_worker(const struct pool_env *env, const struct pool *p, const bool *skip)
 		    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
 			continue;
 		load = SB_GET(env->scoreboard->slots[pos->slot].active) + in_flight(env, pos);
-		if (load >= p->config.worker_connections || load >= best_load)
+		if (load >= worker_capacity(env, p, pos) || load >= best_load)
 			continue;
 		best_load = load;
 		best = (int)i;

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -31,6 +33,9 @@
 /* The loop turns at least this often, so the heartbeat shows it is alive
  * well within even a one-second WatchdogSec=. */
 #define HEARTBEAT_MS 250
+/* Fds kept free beyond the connections' own, for what a worker may open
+ * along the way (the journal's socket, say). */
+#define FD_SPARE 4
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
@@ -85,6 +90,7 @@ struct worker {
 	uint64_t drops_logged; /* datagrams dropped + connections lost, as last logged */
 	uint64_t drops_logged_ms;
 	unsigned n_connections;
+	unsigned capacity; /* WorkerConnections=, or fewer if fds are short */
 	struct connection *lru_head, *lru_tail;
 	char *buffer;
 };
@@ -144,7 +150,7 @@ connection_touch(struct worker *w, struct connection *c, uint64_t now)
 static bool
 worker_has_room(const struct worker *w)
 {
-	return w->n_connections < w->setup->config->worker_connections;
+	return w->n_connections < w->capacity;
 }
 
 static void
@@ -656,6 +662,49 @@ worker_setup_intake(struct worker *w)
 	return worker_setup_datagrams(w);
 }
 
+/* Each connection costs one fd. Taking no more than the fd limit leaves
+ * room for means no accept() fails with EMFILE (which could only be
+ * retried blindly) and no passed fd is dropped by the kernel; the clients
+ * beyond wait in the backlog until a connection closes. */
+static unsigned
+fd_capacity(unsigned wanted)
+{
+	struct rlimit rl;
+	struct dirent *de;
+	unsigned open_fds = 0;
+	DIR *d;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return wanted;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return wanted; /* unknown: EMFILE is handled when it comes */
+	while ((de = readdir(d)))
+		open_fds += de->d_name[0] != '.';
+	closedir(d);
+	/* The directory's own fd was counted and is closed again: a spare. */
+	if (rl.rlim_cur <= open_fds + FD_SPARE)
+		return 1;
+	if (rl.rlim_cur - open_fds - FD_SPARE >= wanted)
+		return wanted;
+	return (unsigned)(rl.rlim_cur - open_fds - FD_SPARE);
+}
+
+static void
+worker_set_capacity(struct worker *w)
+{
+	unsigned wanted = w->setup->config->worker_connections;
+
+	w->capacity = fd_capacity(wanted);
+	/* fork's connection processes share one slot: theirs is not told. */
+	if (w->setup->connection < 0)
+		SB_SET(w->slot->capacity, w->capacity);
+	if (w->capacity < wanted && w->setup->connection < 0)
+		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
+			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
+			   w->capacity, wanted);
+}
+
 static void
 worker_free(struct worker *w)
 {
@@ -691,6 +740,8 @@ worker_run(const struct worker_setup *setup)
 	r = worker_setup_signals(&w);
 	if (r >= 0)
 		r = worker_setup_intake(&w);
+	if (r >= 0)
+		worker_set_capacity(&w);
 	if (r < 0) {
 		log_error_errno(r, "setting up the event loop: %m");
 		worker_free(&w);
