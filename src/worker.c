@@ -245,7 +245,8 @@ want_events(enum echo_want want)
 }
 
 /* Takes fd: it is served or closed on every path. The connection is
- * already counted in slot->active and (if reserved) in the scoreboard. */
+ * already counted in slot->active and slot->served and (if reserved) in
+ * the scoreboard. */
 static int
 worker_add_connection(struct worker *w, int fd, bool is_tcp)
 {
@@ -273,7 +274,6 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 	c->last_active_ms = now_ms();
 	lru_append(w, c);
 	w->n_connections++;
-	SB_ADD(w->slot->served, 1);
 	if (log_get_max_level() >= LOG_DEBUG) {
 		char peer[ADDRESS_MAX];
 		address_format_peer(fd, peer, sizeof(peer));
@@ -360,6 +360,7 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 			return;
 		fd = accept_next(l->fd);
 		if (fd >= 0) {
+			SB_ADD(w->slot->served, 1);
 			worker_add_connection(w, fd, l->is_tcp);
 			continue;
 		}
@@ -399,8 +400,14 @@ channel_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
-		/* The supervisor set TCP_NODELAY already: it knows the listener. */
+		/* Taken, then active, in adjacent steps with no system call
+		 * between (where a SIGKILL lands): the supervisor counts what a
+		 * dead worker held as active + sent - taken, so a connection is
+		 * always counted once, never twice (which would release one
+		 * reservation too many). */
+		SB_ADD(w->slot->served, 1);
 		SB_ADD(w->slot->active, 1);
+		/* The supervisor set TCP_NODELAY already: it knows the listener. */
 		worker_add_connection(w, fd, false);
 	}
 }
@@ -749,6 +756,7 @@ worker_run(const struct worker_setup *setup)
 	}
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
+		SB_ADD(w.slot->served, 1);
 		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection));
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
