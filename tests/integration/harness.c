@@ -672,3 +672,33 @@ process_tree_cpu_ms(pid_t pid)
 {
 	return process_tree_cpu_ticks(pid) * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
 }
+
+static uint64_t
+run_delay_ms(const char *path)
+{
+	unsigned long long run, wait = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return 0;
+	/* Time on the CPU, then time waiting on a run queue, in ns. */
+	if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+		wait = 0;
+	fclose(f);
+	return wait / 1000000;
+}
+
+uint64_t
+process_run_delay_ms(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	return run_delay_ms(path);
+}
+
+uint64_t
+thread_run_delay_ms(void)
+{
+	return run_delay_ms("/proc/thread-self/schedstat");
+}

@@ -34,6 +34,11 @@ void harness_run_as(uid_t uid, unsigned nproc_limit);
 /* CPU time (user + system) used so far by pid, its descendants, and the
  * children it has reaped, in milliseconds. */
 uint64_t process_tree_cpu_ms(pid_t pid);
+/* Time spent runnable but waiting for a CPU, in milliseconds (from
+ * schedstat; 0 when the kernel does not say): by pid's main thread, and by
+ * the calling thread. Lets a test tell a slow daemon from a busy machine. */
+uint64_t process_run_delay_ms(pid_t pid);
+uint64_t thread_run_delay_ms(void);
 
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */
