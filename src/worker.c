@@ -702,11 +702,15 @@ worker_set_capacity(struct worker *w)
 {
 	unsigned wanted = w->setup->config->worker_connections;
 
+	/* Only a worker that takes connections has room to find: a
+	 * connection process has its one, fork's datagram worker none. */
+	if (!w->setup->accept && w->setup->channel < 0) {
+		w->capacity = wanted;
+		return;
+	}
 	w->capacity = fd_capacity(wanted);
-	/* fork's connection processes share one slot: theirs is not told. */
-	if (w->setup->connection < 0)
-		SB_SET(w->slot->capacity, w->capacity);
-	if (w->capacity < wanted && w->setup->connection < 0)
+	SB_SET(w->slot->capacity, w->capacity);
+	if (w->capacity < wanted)
 		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
 			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
 			   w->capacity, wanted);
