@@ -688,7 +688,7 @@ run_delay_ms(const char *path)
 	return wait / 1000000;
 }
 
-uint64_t
+static uint64_t
 process_run_delay_ms(pid_t pid)
 {
 	char path[64];
@@ -697,8 +697,37 @@ process_run_delay_ms(pid_t pid)
 	return run_delay_ms(path);
 }
 
-uint64_t
-thread_run_delay_ms(void)
+void
+cpu_waits_take(pid_t supervisor, struct cpu_waits *w)
 {
-	return run_delay_ms("/proc/thread-self/schedstat");
+	pid_t kids[63];
+	size_t n = process_children(supervisor, kids, 63);
+
+	w->pids[0] = supervisor;
+	w->waited[0] = process_run_delay_ms(supervisor);
+	w->n = 1;
+	for (size_t i = 0; i < n; i++, w->n++) {
+		w->pids[w->n] = kids[i];
+		w->waited[w->n] = process_run_delay_ms(kids[i]);
+	}
+	w->own = run_delay_ms("/proc/thread-self/schedstat");
+}
+
+uint64_t
+cpu_wait_since(pid_t supervisor, const struct cpu_waits *before)
+{
+	struct cpu_waits now;
+	uint64_t longest = 0;
+
+	cpu_waits_take(supervisor, &now);
+	for (size_t i = 0; i < now.n; i++) {
+		uint64_t was = 0;
+		/* A process born since waited all its life within the span. */
+		for (size_t j = 0; j < before->n; j++)
+			if (before->pids[j] == now.pids[i])
+				was = before->waited[j];
+		if (now.waited[i] > was && now.waited[i] - was > longest)
+			longest = now.waited[i] - was;
+	}
+	return (now.own > before->own ? now.own - before->own : 0) + longest;
 }

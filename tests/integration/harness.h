@@ -34,11 +34,21 @@ void harness_run_as(uid_t uid, unsigned nproc_limit);
 /* CPU time (user + system) used so far by pid, its descendants, and the
  * children it has reaped, in milliseconds. */
 uint64_t process_tree_cpu_ms(pid_t pid);
-/* Time spent runnable but waiting for a CPU, in milliseconds (from
- * schedstat; 0 when the kernel does not say): by pid's main thread, and by
- * the calling thread. Lets a test tell a slow daemon from a busy machine. */
-uint64_t process_run_delay_ms(pid_t pid);
-uint64_t thread_run_delay_ms(void);
+/* Time spent runnable but waiting for a CPU, from schedstat: lets a test
+ * tell a slow daemon from a busy machine (the cores are shared with other
+ * tests and builds). A snapshot of echod's processes (the supervisor and
+ * its children) and of the calling thread: */
+struct cpu_waits {
+	pid_t pids[64];
+	uint64_t waited[64]; /* ms */
+	size_t n;
+	uint64_t own;
+};
+void cpu_waits_take(pid_t supervisor, struct cpu_waits *w);
+/* How long since `before` the caller or echod was runnable but had no CPU,
+ * in ms: the caller's own wait plus the longest wait of one echod process
+ * (they wait side by side: adding them all up would excuse too much). */
+uint64_t cpu_wait_since(pid_t supervisor, const struct cpu_waits *before);
 
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */

@@ -269,53 +269,6 @@ datagram_worker(pid_t supervisor, int udp_port)
 	return 0;
 }
 
-/* echod's processes and how long each has waited for a CPU so far, with
- * the calling thread's own wait. */
-struct cpu_waits {
-	pid_t pids[64];
-	uint64_t waited[64];
-	size_t n;
-	uint64_t own;
-};
-
-static void
-cpu_waits_take(pid_t supervisor, struct cpu_waits *w)
-{
-	pid_t kids[63];
-	size_t n = process_children(supervisor, kids, 63);
-
-	w->pids[0] = supervisor;
-	w->waited[0] = process_run_delay_ms(supervisor);
-	w->n = 1;
-	for (size_t i = 0; i < n; i++, w->n++) {
-		w->pids[w->n] = kids[i];
-		w->waited[w->n] = process_run_delay_ms(kids[i]);
-	}
-	w->own = thread_run_delay_ms();
-}
-
-/* How long since `before` the probe or echod was runnable but had no CPU
- * (the cores are shared with other tests and builds): the probe's own
- * wait plus the longest wait of one echod process. They wait side by
- * side, so adding up all of them would excuse too much. */
-static uint64_t
-cpu_wait_since(pid_t supervisor, const struct cpu_waits *before)
-{
-	struct cpu_waits now;
-	uint64_t longest = 0;
-
-	cpu_waits_take(supervisor, &now);
-	for (size_t i = 0; i < now.n; i++) {
-		uint64_t was = 0;
-		for (size_t j = 0; j < before->n; j++)
-			if (before->pids[j] == now.pids[i])
-				was = before->waited[j];
-		if (now.waited[i] > was && now.waited[i] - was > longest)
-			longest = now.waited[i] - was;
-	}
-	return (now.own > before->own ? now.own - before->own : 0) + longest;
-}
-
 /* Whatever the machine's load, a probe gives up after this long. */
 #define PROBE_GIVE_UP_MS 10000
 
