@@ -183,7 +183,8 @@ static void *
 udp_client(void *arg)
 {
 	struct chaos *c = arg;
-	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->udp_port),
+	struct sockaddr_in to = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)c->udp_port),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	unsigned char out[1024], back[2048], expect[1024];
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

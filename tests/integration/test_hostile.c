@@ -183,7 +183,8 @@ test_slow_clients(void **state)
 			for (int i = 0; i < SLOW_SENDERS; i++) {
 				assert_int_equal(send(senders[i], &c, 1, MSG_NOSIGNAL), 1);
 				char back = 0;
-				if (!wait_readable(senders[i], 3000) || recv(senders[i], &back, 1, 0) != 1)
+				if (!wait_readable(senders[i], 3000) ||
+				    recv(senders[i], &back, 1, 0) != 1)
 					fail_msg("slow sender %d: byte %u not echoed (closed after "
 						 "%llu ms?)",
 						 i, trickled, (unsigned long long)(now - start));
@@ -272,9 +273,10 @@ test_slow_clients(void **state)
 #define STALL_CPU_MS_PER_S 50
 
 struct waiting_clients {
-	int *fds;
+	int *fds;      /* -1 once closed */
+	bool *holding; /* answered, kept open: holding echod's resources */
 	unsigned n;
-	unsigned served; /* got their byte back, then closed by us */
+	unsigned served;  /* got their byte back */
 	unsigned dropped; /* closed by echod without an answer */
 };
 
@@ -283,9 +285,10 @@ static void
 clients_connect(struct waiting_clients *w, int port, unsigned n)
 {
 	w->fds = calloc(n, sizeof(*w->fds));
+	w->holding = calloc(n, sizeof(*w->holding));
 	w->n = n;
 	w->served = w->dropped = 0;
-	assert_non_null(w->fds);
+	assert_true(w->fds && w->holding);
 	for (unsigned i = 0; i < n; i++) {
 		w->fds[i] = tcp_connect(port);
 		assert_true(w->fds[i] >= 0);
@@ -293,45 +296,47 @@ clients_connect(struct waiting_clients *w, int port, unsigned n)
 	}
 }
 
-/* Collects answers: a served client checks its byte and is closed, which
- * frees echod's resources for the next. Returns how many answered now. */
-static unsigned
+static void
+client_close(struct waiting_clients *w, unsigned i)
+{
+	close(w->fds[i]);
+	w->fds[i] = -1;
+	w->holding[i] = false;
+}
+
+/* Collects answers: each checks its byte; a served client is closed at
+ * once (freeing echod's resources for the next) or, without close_served,
+ * kept open. */
+static void
 clients_collect(struct waiting_clients *w, bool close_served)
 {
-	unsigned answered = 0;
-
 	for (unsigned i = 0; i < w->n; i++) {
 		char c;
 		ssize_t n;
 
-		if (w->fds[i] < 0 || !wait_readable(w->fds[i], 0))
+		if (w->fds[i] < 0 || w->holding[i] || !wait_readable(w->fds[i], 0))
 			continue;
 		n = recv(w->fds[i], &c, 1, MSG_DONTWAIT);
 		if (n == 1) {
 			assert_int_equal(c, 'z');
-			answered++;
 			w->served++;
+			w->holding[i] = !close_served;
 		} else {
 			w->dropped++;
 		}
-		if (n != 1 || close_served) {
-			close(w->fds[i]);
-			w->fds[i] = -1;
-		} else {
-			/* Answered; kept open, holding its resources. */
-			w->fds[i] = -w->fds[i] - 2;
-		}
+		if (!w->holding[i])
+			client_close(w, i);
 	}
-	return answered;
 }
 
 static void
 clients_close(struct waiting_clients *w)
 {
 	for (unsigned i = 0; i < w->n; i++)
-		if (w->fds[i] != -1)
-			close(w->fds[i] >= 0 ? w->fds[i] : -w->fds[i] - 2);
+		if (w->fds[i] >= 0)
+			client_close(w, i);
 	free(w->fds);
+	free(w->holding);
 }
 
 /* Closes the clients that were answered and kept open. */
@@ -339,10 +344,8 @@ static void
 clients_release_held(struct waiting_clients *w)
 {
 	for (unsigned i = 0; i < w->n; i++)
-		if (w->fds[i] < -1) {
-			close(-w->fds[i] - 2);
-			w->fds[i] = -1;
-		}
+		if (w->holding[i])
+			client_close(w, i);
 }
 
 /* Every client is answered once resources free: served ones are closed as
@@ -459,7 +462,8 @@ main(void)
 	if (model_is("fork"))
 		tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fork_fails_at_nproc_limit);
 	else
-		tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fds_run_out_under_1000_clients);
+		tests[n++] =
+			(struct CMUnitTest)cmocka_unit_test(test_fds_run_out_under_1000_clients);
 
 	signal(SIGPIPE, SIG_IGN);
 	return _cmocka_run_group_tests(harness_model(), tests, n, NULL, NULL);
