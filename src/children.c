@@ -76,16 +76,11 @@ children_fork(struct children *c, const struct pool_env *env, const struct confi
 	pid_t parent = getpid();
 	pid_t pid;
 
-	if (c->n >= c->capacity) {
-		close(fd);
+	if (c->n >= c->capacity)
 		return -ENOSPC;
-	}
 	pid = fork();
-	if (pid < 0) {
-		int r = negative_errno();
-		close(fd);
-		return r;
-	}
+	if (pid < 0)
+		return negative_errno();
 	if (pid == 0)
 		child_main(env, config, c->slot, fd, parent);
 	close(fd);

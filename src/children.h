@@ -20,8 +20,9 @@ void children_done(struct children *c);
 /* Makes room for up to max live children (after a reload raised it). */
 int children_reserve(struct children *c, unsigned max);
 
-/* Takes fd: a child serves it; the parent's copy is closed at once.
- * Returns 0, or -errno when fork() failed (fd closed, connection lost). */
+/* Takes fd on success: a child serves it; the parent's copy is closed at
+ * once. Returns 0, or -errno when fork() failed: fd is still the caller's,
+ * to retry with once processes free up (-EAGAIN, -ENOMEM). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 		  int fd);
 /* Forgets a child that exited; false if pid was not one of ours. */

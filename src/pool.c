@@ -250,6 +250,18 @@ release_position(const struct pool_env *env, struct position *pos)
 	pos->pid = 0;
 }
 
+/* A worker that got its loop running and was then killed from outside (by
+ * an operator, the OOM killer, a chaos test) proved that it starts: a
+ * back-off would only leave its position empty while the killing goes on.
+ * One that failed before its loop ran, or crashed or exited on its own,
+ * is the fork loop the back-off is for. */
+static bool
+killed_after_start(int status, bool reached_running)
+{
+	return reached_running && WIFSIGNALED(status) &&
+	       (WTERMSIG(status) == SIGKILL || WTERMSIG(status) == SIGTERM);
+}
+
 void
 pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, int status,
 		   uint64_t now, bool stopping)
@@ -257,6 +269,8 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	struct position *pos = &p->positions[index];
 	uint64_t lived = now - pos->started_ms;
 	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	bool started = killed_after_start(
+		status, SB_GET(env->scoreboard->slots[pos->slot].state) >= SLOT_RUNNING);
 	pid_t pid = pos->pid;
 	char how[64];
 
@@ -269,9 +283,9 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	}
 	log_struct(LOG_WARNING, ECHOD_MESSAGE_WORKER_CRASHED, "worker %u (pid %d): %s after %llu ms",
 		   index, (int)pid, how, (unsigned long long)lived);
-	if (lived >= STABLE_MS)
+	if (lived >= STABLE_MS || started)
 		pos->quick_deaths = 0;
-	if (lived < QUICK_DEATH_MS) {
+	if (lived < QUICK_DEATH_MS && !started) {
 		unsigned delay = backoff_ms(++pos->quick_deaths);
 		pos->respawn_at_ms = now + delay;
 		log_notice("worker %u: died %u time(s) in a row within %d ms of starting; "
@@ -357,6 +371,16 @@ pool_retire(const struct pool_env *env, struct pool *p)
 	pool_signal(p, SIGTERM);
 }
 
+/* What the worker can hold: WorkerConnections=, or fewer when it said its
+ * fd limit leaves room for fewer (a passed fd beyond it would be dropped). */
+static uint64_t
+worker_capacity(const struct pool_env *env, const struct pool *p, const struct position *pos)
+{
+	uint32_t fds = SB_GET(env->scoreboard->slots[pos->slot].capacity);
+
+	return fds && fds < p->config.worker_connections ? fds : p->config.worker_connections;
+}
+
 /* The worker that should take the next connection: running, not full, not
  * hung up, not refused this round, fewest connections counting those in
  * flight. -1 if none can. */
@@ -374,7 +398,7 @@ pick_worker(const struct pool_env *env, const struct pool *p, const bool *skip)
 		    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
 			continue;
 		load = SB_GET(env->scoreboard->slots[pos->slot].active) + in_flight(env, pos);
-		if (load >= p->config.worker_connections || load >= best_load)
+		if (load >= worker_capacity(env, p, pos) || load >= best_load)
 			continue;
 		best_load = load;
 		best = (int)i;

@@ -32,6 +32,7 @@ struct scoreboard_slot {
 	uint64_t dgrams_out;
 	uint64_t dgrams_dropped;
 	uint64_t heartbeat;	/* bumped by every turn of the worker's loop */
+	uint32_t capacity;	/* connections its fd limit leaves room for, 0: unknown */
 } __attribute__((aligned(64)));
 
 struct scoreboard_header {

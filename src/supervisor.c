@@ -36,6 +36,8 @@
  * MaxConnections= at start-up, within bounds. */
 #define SOURCES_MIN 4096u
 #define SOURCES_MAX (1u << 20)
+/* While fork() keeps failing, it is said again at most this often. */
+#define FORK_FAILURE_LOG_MS 10000
 
 /* What an epoll registration of the supervisor is: the type in the high
  * half of data.u64, an index (listener) or an fd (channel) in the low. */
@@ -64,6 +66,11 @@ struct supervisor {
 	uint64_t accept_resume_ms; /* after an fd shortage, 0 if none */
 	uint64_t lost;		   /* accepted but could not be handed on */
 	uint64_t refused_logged, pauses_logged, admission_logged_ms;
+	/* fork: a connection accepted when fork() failed, waiting for a
+	 * process (-1: none); failed fork()s, and when that was last said. */
+	int unforked_fd;
+	uint64_t fork_failures;
+	uint64_t fork_failure_logged_ms;
 	char status_note[256];	   /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
@@ -168,7 +175,7 @@ has_capacity(const struct supervisor *s)
 	const struct config *c = current_config(s);
 
 	if (c->model == MODEL_FORK)
-		return s->children.n < config_max_connections(c);
+		return s->unforked_fd < 0 && s->children.n < config_max_connections(c);
 	return pool_can_take(&s->env, s->pool) &&
 	       SB_GET(s->scoreboard.header->active_total) <
 		       SB_GET(s->scoreboard.header->max_connections);
@@ -194,6 +201,24 @@ listeners_poll(struct supervisor *s, bool on)
 	s->accepting = on;
 }
 
+static void serve_accepted(struct supervisor *s, int fd);
+
+/* The connection that waits for fork() to work again. A reload away from
+ * the fork model leaves it nobody to serve it: it is closed, as the
+ * backlog would be on a stop. */
+static void
+retry_unforked(struct supervisor *s)
+{
+	int fd = TAKE_FD(s->unforked_fd);
+
+	if (current_config(s)->model == MODEL_FORK) {
+		serve_accepted(s, fd);
+		return;
+	}
+	close(fd);
+	s->lost++;
+}
+
 /* Accepting stops while nobody could take a connection: newcomers wait in
  * the kernel's backlog (back-pressure), never accepted and dropped. */
 static void
@@ -203,23 +228,51 @@ intake_update(struct supervisor *s, uint64_t now)
 
 	if (s->accept_resume_ms && now >= s->accept_resume_ms)
 		s->accept_resume_ms = 0;
+	if (s->unforked_fd >= 0 && s->accept_resume_ms == 0)
+		retry_unforked(s);
 	want = supervisor_accepts(s) && !s->stopping && s->accept_resume_ms == 0 &&
 	       has_capacity(s);
 	if (want != s->accepting)
 		listeners_poll(s, want);
 }
 
-/* Takes fd: handed on, or closed and counted as lost. */
+/* fork() failing for want of processes or memory is the process table's
+ * version of running out of fds: the connection waits (and the backlog
+ * behind it) until processes exit. At the limit, failures come and go as
+ * each process exits: they are said at most every FORK_FAILURE_LOG_MS. */
+static void
+fork_failed(struct supervisor *s, int fd, int error, uint64_t now)
+{
+	s->unforked_fd = fd;
+	s->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+	s->fork_failures++;
+	if (s->fork_failure_logged_ms && now - s->fork_failure_logged_ms < FORK_FAILURE_LOG_MS)
+		return;
+	s->fork_failure_logged_ms = now;
+	log_warning_errno(error, "cannot fork for a new connection: %m; it and those behind it "
+			  "wait until processes exit, retried every %d ms (%llu failed so far)",
+			  ACCEPT_PAUSE_MS, (unsigned long long)s->fork_failures);
+}
+
+/* Takes fd: handed on, kept to retry (fork), or closed and counted as lost. */
 static void
 serve_accepted(struct supervisor *s, int fd)
 {
 	const struct config *c = current_config(s);
 	int r;
 
-	if (c->model == MODEL_FORK)
+	if (c->model == MODEL_FORK) {
 		r = children_fork(&s->children, &s->env, c, fd);
-	else
+		if (r == 0)
+			return;
+		if (r == -EAGAIN || r == -ENOMEM) {
+			fork_failed(s, fd, r, now_ms());
+			return;
+		}
+		close(fd);
+	} else {
 		r = pool_hand_off(&s->env, s->pool, fd);
+	}
 	if (r == 0)
 		return;
 	if (c->model == MODEL_PASSFD)
@@ -359,6 +412,9 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 		pool_cancel_respawns(p);
 	if (s->accepting)
 		listeners_poll(s, false);
+	/* Never served, like the clients still in the backlog. */
+	if (s->unforked_fd >= 0)
+		close(TAKE_FD(s->unforked_fd));
 	signal_all(s, SIGTERM);
 }
 
@@ -686,6 +742,8 @@ supervisor_free(struct supervisor *s)
 		s->pool = next;
 	}
 	children_done(&s->children);
+	if (s->unforked_fd >= 0)
+		close(s->unforked_fd);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
 	admission_table_free(s->scoreboard.sources);
@@ -713,6 +771,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		.env = {.epoll_fd = -1, .signal_fd = -1, .sockets = sockets,
 			.channel_event = EVENT(EVENT_CHANNEL, 0)},
 		.sockets = sockets,
+		.unforked_fd = -1,
 		.reread = reread,
 		.reread_userdata = userdata,
 	};

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -32,6 +34,9 @@
 /* The loop turns at least this often, so the heartbeat shows it is alive
  * well within even a one-second WatchdogSec=. */
 #define HEARTBEAT_MS 250
+/* Fds kept free beyond the connections' own, for what a worker may open
+ * along the way (the journal's socket, say). */
+#define FD_SPARE 4
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
@@ -88,6 +93,7 @@ struct worker {
 	uint64_t drops_logged; /* datagrams dropped + connections lost, as last logged */
 	uint64_t drops_logged_ms;
 	unsigned n_connections;
+	unsigned capacity; /* WorkerConnections=, or fewer if fds are short */
 	struct connection *lru_head, *lru_tail;
 	char *buffer;
 };
@@ -147,7 +153,7 @@ connection_touch(struct worker *w, struct connection *c, uint64_t now)
 static bool
 worker_has_room(const struct worker *w)
 {
-	return w->n_connections < w->setup->config->worker_connections;
+	return w->n_connections < w->capacity;
 }
 
 static void
@@ -277,8 +283,8 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
 }
 
 /* Takes fd: it is served or closed on every path. The connection is
- * already counted in slot->active and (if reserved) in the scoreboard.
- * from: its peer's address if accept() gave it, else NULL. */
+ * already counted in slot->active and slot->served and (if reserved) in
+ * the scoreboard. from: its peer's address if accept() gave it, else NULL. */
 static int
 worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from)
 {
@@ -314,7 +320,6 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockad
 	c->last_active_ms = now_ms();
 	lru_append(w, c);
 	w->n_connections++;
-	SB_ADD(w->slot->served, 1);
 	if (log_get_max_level() >= LOG_DEBUG) {
 		char peer[ADDRESS_MAX];
 		address_format_peer(fd, peer, sizeof(peer));
@@ -411,6 +416,7 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 		}
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
+			SB_ADD(w->slot->served, 1);
 			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer);
 			continue;
 		}
@@ -451,8 +457,14 @@ channel_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
-		/* The supervisor set TCP_NODELAY already: it knows the listener. */
+		/* Taken, then active, in adjacent steps with no system call
+		 * between (where a SIGKILL lands): the supervisor counts what a
+		 * dead worker held as active + sent - taken, so a connection is
+		 * always counted once, never twice (which would release one
+		 * reservation too many). */
+		SB_ADD(w->slot->served, 1);
 		SB_ADD(w->slot->active, 1);
+		/* The supervisor set TCP_NODELAY already: it knows the listener. */
 		worker_add_connection(w, fd, false, NULL);
 	}
 }
@@ -714,6 +726,53 @@ worker_setup_intake(struct worker *w)
 	return worker_setup_datagrams(w);
 }
 
+/* Each connection costs one fd. Taking no more than the fd limit leaves
+ * room for means no accept() fails with EMFILE (which could only be
+ * retried blindly) and no passed fd is dropped by the kernel; the clients
+ * beyond wait in the backlog until a connection closes. */
+static unsigned
+fd_capacity(unsigned wanted)
+{
+	struct rlimit rl;
+	struct dirent *de;
+	unsigned open_fds = 0;
+	DIR *d;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return wanted;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return wanted; /* unknown: EMFILE is handled when it comes */
+	while ((de = readdir(d)))
+		open_fds += de->d_name[0] != '.';
+	closedir(d);
+	/* The directory's own fd was counted and is closed again: a spare. */
+	if (rl.rlim_cur <= open_fds + FD_SPARE)
+		return 1;
+	if (rl.rlim_cur - open_fds - FD_SPARE >= wanted)
+		return wanted;
+	return (unsigned)(rl.rlim_cur - open_fds - FD_SPARE);
+}
+
+static void
+worker_set_capacity(struct worker *w)
+{
+	unsigned wanted = w->setup->config->worker_connections;
+
+	/* Only a worker that takes connections has room to find: a
+	 * connection process has its one, fork's datagram worker none. */
+	if (!w->setup->accept && w->setup->channel < 0) {
+		w->capacity = wanted;
+		return;
+	}
+	w->capacity = fd_capacity(wanted);
+	SB_SET(w->slot->capacity, w->capacity);
+	if (w->capacity < wanted)
+		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
+			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
+			   w->capacity, wanted);
+}
+
 static void
 worker_free(struct worker *w)
 {
@@ -749,6 +808,8 @@ worker_run(const struct worker_setup *setup)
 	r = worker_setup_signals(&w);
 	if (r >= 0)
 		r = worker_setup_intake(&w);
+	if (r >= 0)
+		worker_set_capacity(&w);
 	if (r < 0) {
 		log_error_errno(r, "setting up the event loop: %m");
 		worker_free(&w);
@@ -756,6 +817,7 @@ worker_run(const struct worker_setup *setup)
 	}
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
+		SB_ADD(w.slot->served, 1);
 		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection),
 				      NULL);
 	}

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,11 +140,43 @@ echod_log_count(struct echod *e, const char *needle)
 }
 
 static unsigned next_nofile_limit;
+static uid_t next_uid;
+static unsigned next_nproc_limit;
 
 void
 harness_limit_fds(unsigned limit)
 {
 	next_nofile_limit = limit;
+}
+
+void
+harness_run_as(uid_t uid, unsigned nproc_limit)
+{
+	next_uid = uid;
+	next_nproc_limit = nproc_limit;
+}
+
+/* In the child, before exec: the limits and the user asked for. Returns
+ * false (after saying why) when one cannot be set. */
+static bool
+apply_limits(void)
+{
+	if (next_nofile_limit) {
+		struct rlimit rl = {next_nofile_limit, next_nofile_limit};
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return fprintf(stderr, "setrlimit(NOFILE): %s\n", strerror(errno)), false;
+	}
+	if (next_uid) {
+		struct rlimit rl = {next_nproc_limit, next_nproc_limit};
+		if (setrlimit(RLIMIT_NPROC, &rl) < 0 || setgroups(0, NULL) < 0 ||
+		    setgid(next_uid) < 0 || setuid(next_uid) < 0)
+			return fprintf(stderr, "running as uid %u: %s\n", (unsigned)next_uid,
+				       strerror(errno)),
+			       false;
+		/* A change of credentials clears the parent-death signal. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+	}
+	return true;
 }
 
 /* Reads what echod wrote to stdout so far (non-blocking) into e->out. */
@@ -198,15 +231,15 @@ spawn(struct echod *e, const char *const *argv, const char *const *env, int stdi
 			putenv((char *)*v);
 		/* A test that dies must not leave echod behind. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (next_nofile_limit) {
-			struct rlimit rl = {next_nofile_limit, next_nofile_limit};
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
+		if (!apply_limits())
+			_exit(127);
 		execv(argv[0], (char *const *)argv);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
 	next_nofile_limit = 0;
+	next_uid = 0;
+	next_nproc_limit = 0;
 	close(pipefd[1]);
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
 	e->log_fd = pipefd[0];
@@ -720,4 +753,103 @@ status_count(const char *status, const char *word)
 	while (start > status && start[-1] >= '0' && start[-1] <= '9')
 		start--;
 	return start == p ? -1 : strtol(start, NULL, 10);
+}
+
+/* utime, stime, cutime, cstime of one process, in clock ticks. */
+static uint64_t
+process_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st, cut, cst;
+	uint64_t ticks = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	/* The command name may hold spaces: fields are counted after its ')'. */
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) &&
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &ut,
+		   &st, &cut, &cst) == 4)
+		ticks = ut + st + cut + cst;
+	fclose(f);
+	return ticks;
+}
+
+static uint64_t
+process_tree_cpu_ticks(pid_t pid)
+{
+	pid_t kids[4096];
+	size_t n = process_children(pid, kids, 4096);
+	uint64_t total = process_cpu_ticks(pid);
+
+	for (size_t i = 0; i < n; i++)
+		total += process_tree_cpu_ticks(kids[i]);
+	return total;
+}
+
+uint64_t
+process_tree_cpu_ms(pid_t pid)
+{
+	return process_tree_cpu_ticks(pid) * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
+}
+
+static uint64_t
+run_delay_ms(const char *path)
+{
+	unsigned long long run, wait = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return 0;
+	/* Time on the CPU, then time waiting on a run queue, in ns. */
+	if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+		wait = 0;
+	fclose(f);
+	return wait / 1000000;
+}
+
+static uint64_t
+process_run_delay_ms(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	return run_delay_ms(path);
+}
+
+void
+cpu_waits_take(pid_t supervisor, struct cpu_waits *w)
+{
+	pid_t kids[63];
+	size_t n = process_children(supervisor, kids, 63);
+
+	w->pids[0] = supervisor;
+	w->waited[0] = process_run_delay_ms(supervisor);
+	w->n = 1;
+	for (size_t i = 0; i < n; i++, w->n++) {
+		w->pids[w->n] = kids[i];
+		w->waited[w->n] = process_run_delay_ms(kids[i]);
+	}
+	w->own = run_delay_ms("/proc/thread-self/schedstat");
+}
+
+uint64_t
+cpu_wait_since(pid_t supervisor, const struct cpu_waits *before)
+{
+	struct cpu_waits now;
+	uint64_t longest = 0;
+
+	cpu_waits_take(supervisor, &now);
+	for (size_t i = 0; i < now.n; i++) {
+		uint64_t was = 0;
+		/* A process born since waited all its life within the span. */
+		for (size_t j = 0; j < before->n; j++)
+			if (before->pids[j] == now.pids[i])
+				was = before->waited[j];
+		if (now.waited[i] > was && now.waited[i] - was > longest)
+			longest = now.waited[i] - was;
+	}
+	return (now.own > before->own ? now.own - before->own : 0) + longest;
 }

@@ -26,6 +26,29 @@ const char *harness_model(void);
 
 /* The next echod started gets this RLIMIT_NOFILE (soft and hard). */
 void harness_limit_fds(unsigned limit);
+/* The next echod started runs as uid (and gid) with this RLIMIT_NPROC:
+ * the kernel ignores RLIMIT_NPROC for root, so a test of fork() failing
+ * needs a user of its own (one no other process runs as). Needs root. */
+void harness_run_as(uid_t uid, unsigned nproc_limit);
+
+/* CPU time (user + system) used so far by pid, its descendants, and the
+ * children it has reaped, in milliseconds. */
+uint64_t process_tree_cpu_ms(pid_t pid);
+/* Time spent runnable but waiting for a CPU, from schedstat: lets a test
+ * tell a slow daemon from a busy machine (the cores are shared with other
+ * tests and builds). A snapshot of echod's processes (the supervisor and
+ * its children) and of the calling thread: */
+struct cpu_waits {
+	pid_t pids[64];
+	uint64_t waited[64]; /* ms */
+	size_t n;
+	uint64_t own;
+};
+void cpu_waits_take(pid_t supervisor, struct cpu_waits *w);
+/* How long since `before` the caller or echod was runnable but had no CPU,
+ * in ms: the caller's own wait plus the longest wait of one echod process
+ * (they wait side by side: adding them all up would excuse too much). */
+uint64_t cpu_wait_since(pid_t supervisor, const struct cpu_waits *before);
 
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */
