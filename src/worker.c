@@ -698,7 +698,9 @@ worker_run(const struct worker_setup *setup)
 	}
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
-		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection));
+		worker_add_connection(&w, setup->connection,
+				      !setup->connection_tuned &&
+					      listen_socket_is_tcp(setup->connection));
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);

@@ -21,6 +21,9 @@ struct worker_setup {
 	bool datagrams; /* serve the datagram sockets in `sockets` */
 	int channel;	/* passfd intake, or -1 */
 	int connection; /* the one connection to serve, or -1 */
+	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
+	 * supervisor does: no need to look at what kind of socket it is. */
+	bool connection_tuned;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */
