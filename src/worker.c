@@ -90,13 +90,26 @@ struct worker {
 };
 
 void
-worker_reset_signals(void)
+worker_signals_changed(sigset_t *ret)
+{
+	sigemptyset(ret);
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+			sigaddset(ret, sig);
+	}
+}
+
+void
+worker_reset_signals(const sigset_t *changed)
 {
 	struct sigaction sa = {.sa_handler = SIG_DFL};
 	sigset_t none;
 
 	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
+		if (sigismember(changed, sig) == 1)
+			sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
