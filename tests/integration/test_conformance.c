@@ -289,9 +289,10 @@ test_children_start_with_default_signals(void **state)
 	assert_true(n >= 1);
 	for (size_t i = 0; i < n; i++)
 		assert_false(signal_ignored(kids[i], SIGUSR1));
-	/* The default action: the process ends, and with it its connection
-	 * (prefork and passfd: a worker, respawned). */
-	kill(kids[0], SIGUSR1);
+	/* The default action: the processes end, the one serving fd among
+	 * them (fork: its child; workers are respawned). */
+	for (size_t i = 0; i < n; i++)
+		kill(kids[i], SIGUSR1);
 	assert_true(wait_readable(fd, 2000));
 	close(fd);
 	assert_int_equal(echod_stop(&e, 15000), 0);
