@@ -65,6 +65,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 		.slot = slot,
 		.channel = -1,
 		.connection = fd,
+		.connection_tuned = true,
 	};
 	_exit(worker_run(&setup));
 }

@@ -57,7 +57,12 @@ log_get_max_level(void)
 void
 log_set_context(const char *c)
 {
-	snprintf(context, sizeof(context), "%s", c ? c : "");
+	/* Not snprintf(): this runs first thing in every Model=fork child,
+	 * where each code page of printf's machinery is a page fault. */
+	size_t n = c ? strnlen(c, sizeof(context) - 1) : 0;
+
+	memcpy(context, c ? c : "", n);
+	context[n] = '\0';
 }
 
 void

@@ -85,7 +85,7 @@ pool_free(const struct pool_env *env, struct pool *p)
 void
 pool_env_enter_child(const struct pool_env *env, pid_t parent)
 {
-	worker_reset_signals();
+	worker_reset_signals(&env->changed_signals);
 	close(env->epoll_fd);
 	close(env->signal_fd);
 	/* Workers' channels: holding them would keep those workers' hang-ups

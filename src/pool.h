@@ -3,6 +3,7 @@
  * a reload, older pools retiring until their last worker has exited. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,6 +21,7 @@ struct pool_env {
 	struct pool *pools; /* every pool, current first: for closing channels */
 	/* Tag for a channel's epoll registration: (tag | fd) in data.u64. */
 	uint64_t channel_event;
+	sigset_t changed_signals; /* the supervisor's: reset in children */
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that

@@ -672,6 +672,7 @@ setup_signals(struct supervisor *s)
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
+	worker_signals_changed(&s->env.changed_signals);
 	s->env.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (s->env.signal_fd < 0)
 		return negative_errno();

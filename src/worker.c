@@ -99,13 +99,26 @@ struct worker {
 };
 
 void
-worker_reset_signals(void)
+worker_signals_changed(sigset_t *ret)
+{
+	sigemptyset(ret);
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+			sigaddset(ret, sig);
+	}
+}
+
+void
+worker_reset_signals(const sigset_t *changed)
 {
 	struct sigaction sa = {.sa_handler = SIG_DFL};
 	sigset_t none;
 
 	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
+		if (sigismember(changed, sig) == 1)
+			sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
@@ -818,7 +831,9 @@ worker_run(const struct worker_setup *setup)
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
 		SB_ADD(w.slot->served, 1);
-		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection),
+		worker_add_connection(&w, setup->connection,
+				      !setup->connection_tuned &&
+					      listen_socket_is_tcp(setup->connection),
 				      NULL);
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);

@@ -37,6 +37,9 @@ Options:
                      0 skips hold for them)
   --servers LIST     comma-separated subset of:
                      ref,prefork,passfd,fork,xinetd,inetd,socat
+  --modes LIST       comma-separated subset of rr,crr,bulk,udp,hold (all);
+                     e.g. --servers fork,xinetd --modes crr for a quick
+                     look at the per-connection cost
   --smoke            CI mode: 0.5 s runs, 1 repetition, small hold, only the
                      reference and echod; fails unless every run of a server
                      that started reported errors=0
@@ -60,6 +63,7 @@ HOLD=10000
 HOLD_PROC=1000
 HOLD_IDLE=1
 SERVERS=ref,prefork,passfd,fork,xinetd,inetd,socat
+MODES=rr,crr,bulk,udp,hold
 SMOKE=0
 REQUIRE_ECHOD=0
 TAP=0
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
 	--hold) HOLD=${2:?}; shift ;;
 	--hold-proc) HOLD_PROC=${2:?}; shift ;;
 	--servers) SERVERS=${2:?}; shift ;;
+	--modes) MODES=${2:?}; shift ;;
 	--smoke) SMOKE=1 ;;
 	--require-echod) REQUIRE_ECHOD=1 ;;
 	--tap) TAP=1 ;;
@@ -105,6 +110,7 @@ fi
 [ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
 [[ $SECS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "bad duration '$SECS'"
 [[ $HOLD =~ ^[0-9]+$ && $HOLD_PROC =~ ^[0-9]+$ ]] || die "bad hold count"
+[[ ,$MODES, =~ ^(,(rr|crr|bulk|udp|hold))+,$ ]] || die "bad mode list '$MODES'"
 [ -x "$BENCH" ] || die "no echod-bench at $BENCH (build first, or pass --bench)"
 [ -x "$REFSERVER" ] || die "no refserver at $REFSERVER (build first, or pass --refserver)"
 mkdir -p "$OUT/logs" || die "cannot create $OUT"
@@ -207,12 +213,15 @@ server_label() {
 
 # socat is started for TCP only; openbsd-inetd drops every datagram from
 # 127.0.0.0/8 (dg_badinput(), an anti-spoofing rule), so its UDP echo
-# cannot be measured on loopback.
+# cannot be measured on loopback. Only the modes asked for (--modes).
 modes_of() {
-	case $1 in
-	socat | inetd) echo "rr crr bulk hold" ;;
-	*) echo "rr crr bulk udp hold" ;;
-	esac
+	local m
+
+	for m in rr crr bulk udp hold; do
+		[[ ,$MODES, == *,$m,* ]] || continue
+		case $1:$m in socat:udp | inetd:udp) continue ;; esac
+		echo "$m"
+	done
 }
 
 # Checks that a server can be tried at all; prints why not.
