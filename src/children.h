@@ -24,6 +24,11 @@ int children_reserve(struct children *c, unsigned max);
  * Returns 0, or -errno when fork() failed (fd closed, connection lost). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 		  int fd);
+/* The same for a connection taken back after a restart: owed_fd (a sealed
+ * memfd, see handover.h, or -1) holds what the previous echod owed on it,
+ * written back first. Takes fd, not owed_fd. */
+int children_fork_restored(struct children *c, const struct pool_env *env,
+			   const struct config *config, int fd, int owed_fd);
 /* Forgets a child that exited; false if pid was not one of ours. */
 bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
 void children_signal(const struct children *c, int sig);

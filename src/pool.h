@@ -85,6 +85,11 @@ void pool_retire(const struct pool_env *env, struct pool *p);
  * when no worker took it. */
 bool pool_can_take(const struct pool_env *env, const struct pool *p);
 int pool_hand_off(const struct pool_env *env, struct pool *p, int fd);
+/* prefork and passfd: hands a connection taken back from systemd's fd
+ * store to a worker, preceded by owed_fd (its owed bytes, see handover.h)
+ * unless that is -1. Takes neither fd: the caller closes both after
+ * success and keeps them to try again after -EAGAIN. */
+int pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd);
 /* A channel hung up: its worker is dying; send it nothing more. */
 void pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd);
 

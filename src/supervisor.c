@@ -18,6 +18,7 @@
 #include "notify.h"
 #include "pool.h"
 #include "reload.h"
+#include "restart.h"
 #include "scoreboard.h"
 #include "util.h"
 #include "worker.h"
@@ -62,6 +63,9 @@ struct supervisor {
 	uint64_t watchdog_last_ms;
 	uint64_t *heartbeats; /* per slot, as last seen */
 	uint64_t *heartbeat_ms; /* per slot, when it last moved */
+	/* Connections taken back from systemd's fd store at start, until the
+	 * workers have them. */
+	struct restart_queue restore;
 };
 
 static const struct config *
@@ -201,6 +205,66 @@ accept_connections(struct supervisor *s, const struct listener *l)
 	}
 }
 
+/* --- connections kept across a restart --- */
+
+/* Counted like any connection handed to a worker, which releases it on
+ * close; beyond MaxConnections= too: these were admitted before. */
+static void
+reserve_restored(struct supervisor *s)
+{
+	if (!scoreboard_reserve(&s->scoreboard))
+		SB_ADD(s->scoreboard.header->active_total, 1);
+}
+
+/* Hands on the connections taken back from the fd store, as workers can
+ * take them; what they cannot take now waits for the next turn. */
+static void
+restore_connections(struct supervisor *s)
+{
+	struct restart_queue *q = &s->restore;
+	const struct config *c = current_config(s);
+	size_t first = q->next;
+	unsigned lost = 0;
+
+	while (q->next < q->n) {
+		struct restored *item = &q->items[q->next];
+		int r;
+
+		if (c->model == MODEL_FORK) {
+			r = children_fork_restored(&s->children, &s->env, c, TAKE_FD(item->fd),
+						   item->owed_fd);
+		} else {
+			reserve_restored(s);
+			r = pool_hand_off_restored(&s->env, s->pool, item->fd, item->owed_fd);
+			if (r == -EAGAIN) {
+				scoreboard_release(&s->scoreboard);
+				break;
+			}
+			if (r < 0)
+				scoreboard_release(&s->scoreboard);
+			close(TAKE_FD(item->fd));
+		}
+		if (item->owed_fd >= 0)
+			close(TAKE_FD(item->owed_fd));
+		if (r < 0) {
+			lost++;
+			log_warning_errno(r, "restart: a connection taken back could not be handed on: "
+					     "%m; it is closed");
+		}
+		q->next++;
+	}
+	s->lost += lost;
+	if (q->next > first && q->next == q->n)
+		log_info("restart: %zu connection(s) taken back are served again%s", q->n - lost,
+			 lost ? " (some were lost)" : "");
+}
+
+static bool
+restore_pending(const struct supervisor *s)
+{
+	return s->restore.next < s->restore.n;
+}
+
 /* --- processes --- */
 
 static void
@@ -253,25 +317,47 @@ signal_all(struct supervisor *s, int sig)
 
 /* --- stop --- */
 
+static unsigned
+connections_active(const struct supervisor *s)
+{
+	if (current_config(s)->model == MODEL_FORK)
+		return s->children.n;
+	return SB_GET(s->scoreboard.header->active_total);
+}
+
 static void
 begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 {
 	unsigned timeout = current_config(s)->shutdown_timeout_sec;
+	bool handover;
 
 	if (s->stopping)
 		return;
+	/* Before anything changes: systemd is asked about the job it runs. */
+	handover = restart_wanted(s->sockets->from_systemd, connections_active(s));
 	s->stopping = true;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
 	notify_stopping();
 	/* Tell systemd how long the drain may take, so it does not kill us
 	 * first when TimeoutStopSec= is shorter. */
 	notify_extend_timeout(((uint64_t)timeout * 1000 + KILL_GRACE_MS + 1000) * 1000);
-	log_info("SIG%s: stopping; open connections get up to %u s to finish", signame, timeout);
+	if (!handover)
+		log_info("SIG%s: stopping; open connections get up to %u s to finish", signame,
+			 timeout);
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
 	if (s->accepting)
 		listeners_poll(s, false);
-	signal_all(s, SIGTERM);
+	/* Not handed to a worker yet: back into the store. */
+	if (handover && restore_pending(s)) {
+		int r = restart_queue_store(&s->restore);
+		if (r < 0)
+			log_warning_errno(r, "restart: storing connections not yet taken back: %m");
+		else
+			log_info("restart: handed %d connection(s) not yet taken back to systemd's "
+				 "fd store", r);
+	}
+	signal_all(s, handover ? SIGUSR1 : SIGTERM);
 }
 
 /* --- reload --- */
@@ -453,7 +539,7 @@ next_timeout(const struct supervisor *s, uint64_t now)
 	}
 	if (s->stopping && !s->killed && s->kill_at_ms < deadline)
 		deadline = s->kill_at_ms;
-	if (supervisor_accepts(s) && !s->accepting && !s->stopping &&
+	if ((restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) && !s->stopping &&
 	    now + CAPACITY_RETRY_MS < deadline)
 		deadline = now + CAPACITY_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
@@ -496,6 +582,8 @@ supervisor_loop(struct supervisor *s)
 			pool_respawn_due(&s->env, s->pool, now);
 		if (!s->ready && !s->stopping && pool_all_running(&s->env, s->pool))
 			became_ready(s);
+		if (s->ready && restore_pending(s))
+			restore_connections(s);
 		if (s->ready) {
 			intake_update(s, now);
 			watchdog_check(s, now);
@@ -579,6 +667,7 @@ supervisor_free(struct supervisor *s)
 		s->pool = next;
 	}
 	children_done(&s->children);
+	restart_queue_free(&s->restore);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
 	scoreboard_free(&s->scoreboard);
@@ -611,7 +700,9 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	int r, status = EXIT_FAILURE;
 
 	log_set_model(model_to_string(config->model));
-	r = supervisor_setup(&s, config);
+	r = restart_take(sockets, &s.restore);
+	if (r >= 0)
+		r = supervisor_setup(&s, config);
 	if (r >= 0) {
 		r = pool_start(&s.env, s.pool, now_ms());
 		if (r < 0)

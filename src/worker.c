@@ -12,11 +12,13 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "accept.h"
 #include "echo.h"
 #include "fdpass.h"
+#include "handover.h"
 #include "ratelimit.h"
 #include "udp.h"
 #include "log.h"
@@ -87,6 +89,11 @@ struct worker {
 	unsigned n_connections;
 	struct connection *lru_head, *lru_tail;
 	char *buffer;
+	/* Bytes owed on a restored connection, received over the channel just
+	 * before the connection itself (see handover.h); NULL if none. */
+	char *pending_owed;
+	size_t pending_owed_len;
+	uint64_t pending_owed_id;
 };
 
 void
@@ -238,10 +245,13 @@ want_events(enum echo_want want)
 	return want == ECHO_WANT_WRITE ? EPOLLOUT : EPOLLIN;
 }
 
-/* Takes fd: it is served or closed on every path. The connection is
- * already counted in slot->active and (if reserved) in the scoreboard. */
+/* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
+ * every path. owed is what a previous echod read on this connection and
+ * had not yet written back: it goes out before anything else. The
+ * connection is already counted in slot->active and (if reserved) in the
+ * scoreboard. */
 static int
-worker_add_connection(struct worker *w, int fd, bool is_tcp)
+worker_add_connection(struct worker *w, int fd, bool is_tcp, char *owed, size_t owed_len)
 {
 	struct connection *c;
 	int one = 1;
@@ -251,15 +261,18 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
+		free(owed);
 		goto undo;
 	}
 	c->source.type = SOURCE_CONNECTION;
 	echo_conn_init(&c->echo, fd);
-	c->want = ECHO_WANT_READ;
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->source};
+	echo_conn_adopt_owed(&c->echo, owed, owed_len);
+	c->want = echo_conn_want(&c->echo);
+	struct epoll_event ev = {.events = want_events(c->want), .data.ptr = &c->source};
 	if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int r = negative_errno();
 		close(fd);
+		echo_conn_release(&c->echo);
 		free(c);
 		log_warning_errno(r, "watching a new connection: %m");
 		goto undo;
@@ -354,7 +367,7 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 			return;
 		fd = accept_next(l->fd);
 		if (fd >= 0) {
-			worker_add_connection(w, fd, l->is_tcp);
+			worker_add_connection(w, fd, l->is_tcp, NULL, 0);
 			continue;
 		}
 		admit_undo(w);
@@ -372,9 +385,48 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 static void worker_start_drain(struct worker *w, const char *why, uint64_t now);
 
 static void
+pending_owed_drop(struct worker *w)
+{
+	free(w->pending_owed);
+	w->pending_owed = NULL;
+	w->pending_owed_len = 0;
+}
+
+/* A restored connection's owed bytes come as a sealed memfd just before
+ * it: kept until the connection arrives. Takes fd. */
+static void
+channel_owed(struct worker *w, int fd)
+{
+	int r;
+
+	pending_owed_drop(w);
+	r = handover_owed_decode(fd, WORKER_BUFFER_SIZE, &w->pending_owed_id, &w->pending_owed,
+				 &w->pending_owed_len);
+	close(fd);
+	if (r < 0)
+		log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
+}
+
+/* Takes fd: the owed bytes received just before belong to it if the ids
+ * match (a send that failed half-way can leave others behind). */
+static void
+channel_connection(struct worker *w, int fd)
+{
+	uint64_t id;
+
+	if (w->pending_owed &&
+	    (handover_socket_id(fd, &id) < 0 || id != w->pending_owed_id))
+		pending_owed_drop(w);
+	SB_ADD(w->slot->active, 1);
+	worker_add_connection(w, fd, false, TAKE_PTR(w->pending_owed), w->pending_owed_len);
+	w->pending_owed_len = 0;
+}
+
+static void
 channel_receive(struct worker *w, uint64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct stat st;
 		int fd, r;
 
 		r = fdpass_recv(w->setup->channel, &fd);
@@ -393,9 +445,12 @@ channel_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+			channel_owed(w, fd);
+			continue;
+		}
 		/* The supervisor set TCP_NODELAY already: it knows the listener. */
-		SB_ADD(w->slot->active, 1);
-		worker_add_connection(w, fd, false);
+		channel_connection(w, fd);
 	}
 }
 
@@ -458,14 +513,94 @@ worker_start_drain(struct worker *w, const char *why, uint64_t now)
 			 w->setup->config->shutdown_timeout_sec);
 }
 
+/* --- restart: handing connections over to systemd's fd store --- */
+
+/* Stores what c still owes, if anything. 0 when nothing is owed or it is
+ * stored, else -errno: the connection must not be handed over without it. */
+static int
+handover_owed(struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	char name[HANDOVER_NAME_MAX];
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (!e->owed)
+		return 0;
+	r = handover_socket_id(e->fd, &id);
+	if (r < 0)
+		return r;
+	r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off, &memfd);
+	if (r < 0)
+		return r;
+	handover_owed_name(id, name, sizeof(name));
+	r = handover_store(name, &memfd, 1);
+	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
+}
+
+/* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
+ * into the store. Returns how many, or -errno (those stay with us). */
+static int
+handover_batch(struct worker *w, unsigned *ret_owed)
+{
+	int fds[HANDOVER_BATCH_MAX];
+	size_t n = 0;
+	int r;
+
+	for (struct connection *c = w->lru_head; c && n < ELEMENTSOF(fds); c = c->next) {
+		r = handover_owed(c);
+		if (r < 0)
+			return r;
+		*ret_owed += c->echo.owed != NULL;
+		fds[n++] = c->echo.fd;
+	}
+	r = handover_store(HANDOVER_CONN_NAME, fds, n);
+	if (r <= 0)
+		return r == 0 ? -ENOTCONN : r;
+	/* systemd holds its own copies now; ours go. */
+	for (size_t i = 0; i < n; i++)
+		connection_close(w, w->lru_head);
+	return (int)n;
+}
+
+/* The supervisor is being restarted: every connection goes to systemd,
+ * which passes it to the next echod, instead of being drained. What cannot
+ * be handed over is drained as on a stop. */
+static void
+worker_handover(struct worker *w, uint64_t now)
+{
+	unsigned handed = 0, owed = 0;
+	int r = 0;
+
+	/* Connections the supervisor sent before it stopped are ours too. */
+	if (w->setup->channel >= 0 && !w->draining)
+		channel_receive(w, now);
+	while (w->lru_head) {
+		r = handover_batch(w, &owed);
+		if (r < 0)
+			break;
+		handed += (unsigned)r;
+	}
+	if (handed || r < 0)
+		log_info("restart: handed %u connection(s) to systemd's fd store, %u of them "
+			 "owing bytes%s", handed, owed, r < 0 ? "; the rest drain" : "");
+	if (r < 0)
+		log_warning_errno(r, "storing connections in systemd's fd store: %m");
+	worker_start_drain(w, "restarting", now);
+}
+
 static void
 signal_handle(struct worker *w, uint64_t now)
 {
 	struct signalfd_siginfo si;
 
-	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si))
+	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			worker_start_drain(w, "stopping", now);
+		else if (si.ssi_signo == SIGUSR1)
+			worker_handover(w, now);
+	}
 }
 
 /* --- the loop --- */
@@ -586,6 +721,8 @@ worker_setup_signals(struct worker *w)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* From the supervisor: hand connections over, echod is restarting. */
+	sigaddset(&mask, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -664,6 +801,7 @@ worker_free(struct worker *w)
 	free(w->listeners);
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
+	pending_owed_drop(w);
 	ratelimit_free(w->datagram_limit);
 	free(w->buffer);
 	if (w->signal_fd >= 0)
@@ -698,7 +836,8 @@ worker_run(const struct worker_setup *setup)
 	}
 	if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
-		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection));
+		worker_add_connection(&w, setup->connection, listen_socket_is_tcp(setup->connection),
+				      setup->connection_owed, setup->connection_owed_len);
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);

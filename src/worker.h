@@ -21,6 +21,10 @@ struct worker_setup {
 	bool datagrams; /* serve the datagram sockets in `sockets` */
 	int channel;	/* passfd intake, or -1 */
 	int connection; /* the one connection to serve, or -1 */
+	/* What is owed on `connection` (restored after a restart; the worker
+	 * takes it), or NULL. */
+	char *connection_owed;
+	size_t connection_owed_len;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */
