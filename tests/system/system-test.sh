@@ -49,6 +49,7 @@ CHECKS=(
 	reload_workers
 	reload_rejected
 	worker_crash
+	restart_keeps_connections
 	upgrade_keeps_socket
 	per_connection
 	stop
@@ -202,6 +203,7 @@ boot() {
 		ct systemctl --failed --no-legend --plain >&2
 	fi
 	cp "$HERE/echo-client.py" "$ROOT/root/echo-client.py"
+	cp "$HERE/restart-clients.py" "$ROOT/root/restart-clients.py"
 }
 
 # --- helpers for the checks -------------------------------------------------
@@ -364,6 +366,87 @@ check_worker_crash() {
 	expect "still active" test "$(ct systemctl is-active echod.service)" = active || return 1
 	expect "the same supervisor" test "$(main_pid)" = "$pid" || return 1
 	echo_ok tcp 127.0.0.1 7
+}
+
+# restart-clients.py in the background: busy connections to port 7.
+CLIENTS_DIR=/root/clients
+CLIENTS=200
+
+start_clients() {
+	ct_sh "rm -rf $CLIENTS_DIR && mkdir $CLIENTS_DIR && setsid sh -c 'python3 /root/restart-clients.py \
+		127.0.0.1 7 $CLIENTS $CLIENTS_DIR >$CLIENTS_DIR/out 2>&1; echo \$? >$CLIENTS_DIR/rc' \
+		</dev/null >/dev/null 2>&1 &"
+	wait_for 60 ct test -f "$CLIENTS_DIR/ready"
+}
+
+# Tells the clients to finish; succeeds if every byte of every connection
+# came back.
+finish_clients() {
+	ct touch "$CLIENTS_DIR/stop"
+	wait_for 150 ct test -f "$CLIENTS_DIR/rc" || { echo "the clients did not finish"; return 1; }
+	ct cat "$CLIENTS_DIR/out"
+	log "clients: $(ct head -n 1 "$CLIENTS_DIR/out")"
+	test "$(ct cat "$CLIENTS_DIR/rc")" = 0
+}
+
+# The hand-over lines of echod.service's journal since $1.
+handover_lines() {
+	ct journalctl --no-pager -q -u echod.service --since "$1" -o cat |
+		grep -E 'restart: (handing|handed|took back)'
+}
+
+# restart_once SINCE MODEL: systemctl restart while the clients are busy; the
+# new echod (of MODEL) took back every connection.
+restart_once() {
+	local since=$1 pid lines
+	pid=$(main_pid)
+	expect "systemctl restart succeeds" ct systemctl restart echod.service || return 1
+	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
+	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
+		'handover_lines "$since" | grep -q "took back $CLIENTS connection(s)"' || {
+		handover_lines "$since"
+		return 1
+	}
+	lines=$(handover_lines "$since")
+	printf '%s\n' "$lines"
+	log "$(printf '%s\n' "$lines" | tr '\n' ' ')"
+	expect "the $2 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$2" || return 1
+	# Served again: the clients echo through the new echod for a while.
+	sleep 2
+}
+
+# systemctl restart three times under 200 busy clients (some owing bytes):
+# every connection goes through systemd's fd store and back, and not one
+# byte is lost; then across model changes (passfd, fork, by restart), and
+# a reload that changes the model.
+check_restart_keeps_connections() {
+	local since i rc=0
+	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
+	for i in 1 2 3; do
+		since=$(now)
+		echo "restart $i (prefork)"
+		restart_once "$since" prefork || { finish_clients; return 1; }
+	done
+	expect "bytes owed were handed over" eval \
+		'ct journalctl --no-pager -q -u echod.service -o cat | grep -Eq "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing"' || rc=1
+	set_config Workers=3 Model=passfd
+	since=$(now)
+	echo "restart into passfd"
+	restart_once "$since" passfd || rc=1
+	set_config Workers=3 Model=fork
+	since=$(now)
+	echo "restart into fork"
+	restart_once "$since" fork || rc=1
+	since=$(now)
+	echo "restart within fork"
+	restart_once "$since" fork || rc=1
+	set_config Workers=3
+	echo "reload back to prefork"
+	expect "systemctl reload succeeds" ct systemctl reload echod.service || rc=1
+	sleep 2
+	expect "every client byte-exact through it all" finish_clients || rc=1
+	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
+	return "$rc"
 }
 
 # Installing the package again (the upgrade path of the maintainer scripts)
