@@ -1,6 +1,7 @@
 #include "restart.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,30 +159,43 @@ restart_queue_free(struct restart_queue *q)
 	*q = (struct restart_queue){0};
 }
 
-bool
-restart_wanted(bool from_systemd, unsigned active)
+void
+restart_announce(pid_t pid)
 {
 	struct sdunit_info info;
+	union sigval value;
 	int r;
 
-	if (!from_systemd || !getenv("NOTIFY_SOCKET"))
-		return false;
 	r = sdunit_query(&info);
 	if (r < 0) {
 		log_notice_errno(r, "cannot ask systemd whether this is a restart (%m): "
-				    "draining connections as on a stop");
-		return false;
+				    "echod drains its connections as on a stop");
+		return;
 	}
-	if (strcmp(info.job_type, "restart") != 0)
-		return false;
-	if (strcmp(info.notify_access, "all") != 0) {
-		log_notice("restart, but NotifyAccess=%s: workers cannot store their connections; "
-			   "draining them", info.notify_access);
-		return false;
+	if (strcmp(info.job_type, "restart") != 0) {
+		log_info("%s: echod drains its connections", info.job_type[0] ? info.job_type : "stop");
+		return;
 	}
-	if ((uint64_t)info.fd_store_max < 2 * (uint64_t)active) {
+	if (strcmp(info.notify_access, "all") != 0 || info.fd_store_max == 0) {
+		log_notice("restart, but NotifyAccess=%s and FileDescriptorStoreMax=%u: connections "
+			   "cannot be kept (that needs \"all\" and a store); echod drains them",
+			   info.notify_access, info.fd_store_max);
+		return;
+	}
+	value.sival_int = (int)(info.fd_store_max > INT32_MAX ? INT32_MAX : info.fd_store_max);
+	if (sigqueue(pid, RESTART_SIGNAL, value) < 0)
+		log_warning_errno(errno, "restart: telling echod (pid %d) to keep its connections: %m",
+				  (int)pid);
+}
+
+bool
+restart_wanted(bool from_systemd, bool announced, unsigned store_max, unsigned active)
+{
+	if (!announced || !from_systemd || !getenv("NOTIFY_SOCKET"))
+		return false;
+	if ((uint64_t)store_max < 2 * (uint64_t)active) {
 		log_notice("restart, but FileDescriptorStoreMax=%u cannot hold %u connection(s) and "
-			   "their owed bytes; draining them", info.fd_store_max, active);
+			   "their owed bytes; draining them", store_max, active);
 		return false;
 	}
 	log_info("restart: handing %u connection(s) over to systemd's fd store", active);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include "listen.h"
@@ -38,8 +39,18 @@ int restart_queue_store(struct restart_queue *q);
 /* Closes every connection not handed on yet. */
 void restart_queue_free(struct restart_queue *q);
 
-/* Asks systemd (over the bus) whether this SIGTERM is a restart, and
- * whether the unit can keep `active` connections meanwhile
- * (NotifyAccess=all, FileDescriptorStoreMax= at least 2 x active). Logs
- * the decision. False whenever in doubt: draining is what a stop does. */
-bool restart_wanted(bool from_systemd, unsigned active);
+/* Run by ExecStop= (as root, since a DynamicUser= cannot use the system
+ * bus): asks systemd whether the job stopping the unit is a restart, and if
+ * the unit can keep connections meanwhile (NotifyAccess=all, a fd store),
+ * sends the supervisor pid RESTART_SIGNAL carrying FileDescriptorStoreMax=
+ * as its value. systemd sends SIGTERM only after ExecStop= has finished.
+ * Logs what it found; failing, the supervisor just drains as on a stop. */
+void restart_announce(pid_t pid);
+
+/* The signal restart_announce() sends. */
+#define RESTART_SIGNAL SIGUSR1
+
+/* On SIGTERM: whether to hand `active` connections over, given what the
+ * last RESTART_SIGNAL said (announced, and the store's size). Logs the
+ * decision. False whenever in doubt: draining is what a stop does. */
+bool restart_wanted(bool from_systemd, bool announced, unsigned store_max, unsigned active);

@@ -66,6 +66,9 @@ struct supervisor {
 	/* Connections taken back from systemd's fd store at start, until the
 	 * workers have them. */
 	struct restart_queue restore;
+	/* RESTART_SIGNAL came: the coming SIGTERM is a restart's. */
+	bool restart_announced;
+	unsigned restart_store_max;
 };
 
 static const struct config *
@@ -333,8 +336,8 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 
 	if (s->stopping)
 		return;
-	/* Before anything changes: systemd is asked about the job it runs. */
-	handover = restart_wanted(s->sockets->from_systemd, connections_active(s));
+	handover = restart_wanted(s->sockets->from_systemd, s->restart_announced,
+				  s->restart_store_max, connections_active(s));
 	s->stopping = true;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
 	notify_stopping();
@@ -521,6 +524,10 @@ handle_signals(struct supervisor *s, uint64_t now)
 			if (!s->stopping)
 				reload(s, now);
 			break;
+		case RESTART_SIGNAL:
+			s->restart_announced = si.ssi_int > 0;
+			s->restart_store_max = si.ssi_int > 0 ? (unsigned)si.ssi_int : 0;
+			break;
 		}
 	}
 }
@@ -610,6 +617,7 @@ setup_signals(struct supervisor *s)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, RESTART_SIGNAL);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
