@@ -183,6 +183,12 @@ handover_store(const char *name, const int *fds, size_t n)
 }
 
 int
+handover_store_sync(uint64_t timeout_usec)
+{
+	return sd_notify_barrier(0, timeout_usec);
+}
+
+int
 handover_store_remove(const char *name)
 {
 	return sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);

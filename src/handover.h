@@ -69,5 +69,12 @@ int handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_da
  * unset (nothing was stored), or -errno. */
 int handover_store(const char *name, const int *fds, size_t n);
 
+/* Waits (up to timeout_usec) until systemd has processed every message
+ * this process sent before: systemd finds the unit of a message by its
+ * sender's pid, so a process that exits right after storing fds may have
+ * them dropped, and the connections reset. Returns > 0 once processed, 0
+ * when $NOTIFY_SOCKET is unset, or -errno (-ETIMEDOUT). */
+int handover_store_sync(uint64_t timeout_usec);
+
 /* FDSTOREREMOVE=1 for every entry named name. Same returns. */
 int handover_store_remove(const char *name);

@@ -143,6 +143,9 @@ restart_queue_store(struct restart_queue *q)
 		q->next += n;
 		stored += n;
 	}
+	/* The supervisor exits soon: systemd must have them first. */
+	if (stored)
+		(void)handover_store_sync(5 * 1000 * 1000);
 	return (int)stored;
 }
 

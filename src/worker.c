@@ -36,6 +36,8 @@
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
+/* How long a worker waits for systemd to take its connections. */
+#define HANDOVER_SYNC_USEC (5 * 1000 * 1000)
 
 enum source_type {
 	SOURCE_LISTENER,
@@ -587,6 +589,11 @@ worker_handover(struct worker *w, uint64_t now)
 			 "owing bytes%s", handed, owed, r < 0 ? "; the rest drain" : "");
 	if (r < 0)
 		log_warning_errno(r, "storing connections in systemd's fd store: %m");
+	if (handed) {
+		r = handover_store_sync(HANDOVER_SYNC_USEC);
+		if (r < 0)
+			log_warning_errno(r, "waiting for systemd to store the connections: %m");
+	}
 	worker_start_drain(w, "restarting", now);
 }
 
