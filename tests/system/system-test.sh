@@ -50,6 +50,7 @@ CHECKS=(
 	reload_rejected
 	worker_crash
 	restart_keeps_connections
+	stop_drains
 	upgrade_keeps_socket
 	per_connection
 	stop
@@ -446,6 +447,24 @@ check_restart_keeps_connections() {
 	sleep 2
 	expect "every client byte-exact through it all" finish_clients || rc=1
 	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
+	return "$rc"
+}
+
+# A plain systemctl stop is no restart: a client in the middle of a transfer
+# is let finish (drained), nothing goes to the fd store.
+check_stop_drains() {
+	local since rc=0
+	since=$(now)
+	expect "echod.service active" test "$(ct systemctl is-active echod.service)" = active || return 1
+	ct_sh "rm -f /root/drain.rc; (python3 /root/echo-client.py tcp 127.0.0.1 7 200000000; echo \$? >/root/drain.rc) >/root/drain.out 2>&1 &"
+	sleep 0.5
+	expect "systemctl stop succeeds" ct systemctl stop echod.service || rc=1
+	expect "the client finished" wait_for 60 ct test -f /root/drain.rc || return 1
+	ct cat /root/drain.out
+	expect "the client got every byte back" test "$(ct cat /root/drain.rc)" = 0 || rc=1
+	expect "the stop helper saw a stop" eval \
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -q "^stop: echod drains"' || rc=1
+	expect "nothing handed over" eval '! handover_lines "$since" | grep -q .' || rc=1
 	return "$rc"
 }
 
