@@ -465,6 +465,8 @@ check_stop_drains() {
 	expect "the stop helper saw a stop" eval \
 		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -q "^stop: echod drains"' || rc=1
 	expect "nothing handed over" eval '! handover_lines "$since" | grep -q .' || rc=1
+	expect "a worker drained the client's connection" eval \
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -q "^stopping: finishing 1 connection"' || rc=1
 	return "$rc"
 }
 
