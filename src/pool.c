@@ -349,13 +349,22 @@ pool_signal(const struct pool *p, int sig)
 }
 
 void
-pool_retire(const struct pool_env *env, struct pool *p)
+pool_retire(const struct pool_env *env, struct pool *p, bool give_back)
 {
 	p->retiring = true;
 	pool_cancel_respawns(p);
+	for (unsigned i = 0; give_back && i < p->n; i++) {
+		struct position *pos = &p->positions[i];
+		struct epoll_event ev = {.events = EPOLLIN,
+					 .data.u64 = env->channel_event | (uint32_t)pos->channel};
+
+		if (pos->channel >= 0 && !pos->hung_up)
+			(void)epoll_ctl(env->epoll_fd, EPOLL_CTL_MOD, pos->channel, &ev);
+	}
 	/* SIGTERM makes a worker drain: it stops taking connections and
-	 * finishes its own within ShutdownTimeoutSec=. */
-	pool_signal(p, SIGTERM);
+	 * finishes its own within ShutdownTimeoutSec=. SIGUSR2 makes it send
+	 * them back first, and drain only what it could not. */
+	pool_signal(p, give_back ? SIGUSR2 : SIGTERM);
 }
 
 /* The worker that should take the next connection: running, not full, not
@@ -428,6 +437,12 @@ pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
 
 	close(fd);
 	return r;
+}
+
+int
+pool_channel_of(const struct pool *p, unsigned index)
+{
+	return p->positions[index].channel;
 }
 
 int

@@ -75,6 +75,7 @@ restart_take(struct listen_set *set, struct restart_queue *q)
 	 * same connections to a later start once we have stored them anew. */
 	forget_store(set);
 	q->items = calloc(set->n_stored, sizeof(*q->items));
+	q->size = set->n_stored;
 	if (!q->items) {
 		log_error("taking connections back from systemd's fd store: out of memory");
 		return -ENOMEM;
@@ -149,9 +150,72 @@ restart_queue_store(struct restart_queue *q)
 	return (int)stored;
 }
 
+int
+restart_queue_push_owed(struct restart_queue *q, int memfd)
+{
+	struct pending_owed *pending;
+	char *data = NULL;
+	uint64_t id;
+	size_t len;
+	int r;
+
+	r = handover_owed_decode(memfd, HANDOVER_OWED_MAX, &id, &data, &len);
+	free(data);
+	if (r < 0) {
+		close(memfd);
+		return r;
+	}
+	/* Sent again after a send that failed half-way: the newer copy wins. */
+	for (size_t i = 0; i < q->n_pending; i++)
+		if (q->pending[i].id == id) {
+			close(q->pending[i].fd);
+			q->pending[i].fd = memfd;
+			return 0;
+		}
+	pending = realloc(q->pending, (q->n_pending + 1) * sizeof(*pending));
+	if (!pending) {
+		close(memfd);
+		return -ENOMEM;
+	}
+	q->pending = pending;
+	q->pending[q->n_pending++] = (struct pending_owed){.fd = memfd, .id = id};
+	return 0;
+}
+
+int
+restart_queue_push(struct restart_queue *q, int fd)
+{
+	int owed_fd = -1;
+	uint64_t id;
+
+	if (q->n == q->size) {
+		size_t size = q->size ? 2 * q->size : 64;
+		struct restored *items = realloc(q->items, size * sizeof(*items));
+		if (!items) {
+			close(fd);
+			return -ENOMEM;
+		}
+		q->items = items;
+		q->size = size;
+	}
+	if (handover_socket_id(fd, &id) == 0)
+		for (size_t i = 0; i < q->n_pending; i++)
+			if (q->pending[i].id == id) {
+				owed_fd = q->pending[i].fd;
+				q->pending[i] = q->pending[--q->n_pending];
+				break;
+			}
+	q->items[q->n++] = (struct restored){.fd = fd, .owed_fd = owed_fd};
+	q->owed += owed_fd >= 0;
+	return 0;
+}
+
 void
 restart_queue_free(struct restart_queue *q)
 {
+	for (size_t i = 0; i < q->n_pending; i++)
+		close(q->pending[i].fd);
+	free(q->pending);
 	for (size_t i = q->next; i < q->n; i++) {
 		if (q->items[i].fd >= 0)
 			close(q->items[i].fd);

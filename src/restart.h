@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "listen.h"
 
@@ -19,11 +20,19 @@ struct restored {
 	int owed_fd; /* its owed bytes (a sealed memfd), or -1 */
 };
 
+struct pending_owed {
+	int fd;
+	uint64_t id;
+};
+
 struct restart_queue {
 	struct restored *items;
-	size_t n;
+	size_t n, size;
 	size_t next; /* items before it are handed on (fds -1) */
 	unsigned owed;
+	/* Owed bytes whose connection has not arrived yet (reload). */
+	struct pending_owed *pending;
+	size_t n_pending;
 };
 
 /* Takes the stored fds out of set (their slots become -1), pairs them into
@@ -31,6 +40,13 @@ struct restart_queue {
  * gone), removes every entry from systemd's fd store and logs how many
  * connections came back. Returns the number of connections, or -ENOMEM. */
 int restart_take(struct listen_set *set, struct restart_queue *q);
+
+/* A reload: the retiring workers send their connections back over their
+ * channels, each one's owed bytes (a sealed memfd) first. Both take the
+ * fd; push() pairs the connection with owed bytes pushed before it (by the
+ * socket's id). Return 0 or -ENOMEM (the fd is then closed). */
+int restart_queue_push_owed(struct restart_queue *q, int memfd);
+int restart_queue_push(struct restart_queue *q, int fd);
 
 /* A restart before the workers took them all: what is left goes back into
  * the store. Returns how many connections, or -errno. */

@@ -1,6 +1,7 @@
 #include "supervisor.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -9,11 +10,13 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include "accept.h"
 #include "children.h"
+#include "fdpass.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
@@ -257,15 +260,44 @@ restore_connections(struct supervisor *s)
 		q->next++;
 	}
 	s->lost += lost;
-	if (q->next > first && q->next == q->n)
-		log_info("restart: %zu connection(s) taken back are served again%s", q->n - lost,
-			 lost ? " (some were lost)" : "");
+	if (q->next > first && q->next == q->n) {
+		log_info("%zu connection(s) kept across the %s are served again%s", q->n - lost,
+			 s->generation ? "reload" : "restart", lost ? " (some were lost)" : "");
+		/* Emptied: a later reload fills it from the start. */
+		q->n = q->next = 0;
+		q->owed = 0;
+	}
 }
 
 static bool
 restore_pending(const struct supervisor *s)
 {
 	return s->restore.next < s->restore.n;
+}
+
+/* Connections a retiring worker sends back on a reload: into the queue,
+ * for the new generation. */
+static void
+receive_returned(struct supervisor *s, int channel, unsigned max)
+{
+	for (unsigned i = 0; channel >= 0 && i < max; i++) {
+		struct stat st;
+		int fd, r;
+
+		r = fdpass_recv(channel, &fd);
+		if (r == -EAGAIN || r == -ECONNRESET)
+			return;
+		if (r < 0) {
+			log_warning_errno(r, "reload: a connection sent back was lost: %m");
+			continue;
+		}
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+			r = restart_queue_push_owed(&s->restore, fd);
+		else
+			r = restart_queue_push(&s->restore, fd);
+		if (r < 0)
+			log_warning_errno(r, "reload: keeping a connection sent back: %m");
+	}
 }
 
 /* --- processes --- */
@@ -287,6 +319,11 @@ reap(struct supervisor *s, uint64_t now)
 			int index = pool_find(p, pid);
 			if (index < 0)
 				continue;
+			/* What it sent back and we have not read would
+			 * be closed with its channel. */
+			if (p->retiring)
+				receive_returned(s, pool_channel_of(p, (unsigned)index),
+						 UINT_MAX);
 			pool_worker_exited(&s->env, p, (unsigned)index, status, now, s->stopping);
 			/* A retired generation is gone with its last worker. */
 			if (p->retiring && pool_alive(p) == 0) {
@@ -426,7 +463,9 @@ reload(struct supervisor *s, uint64_t now)
 	s->generation++;
 	log_set_max_level(pool->config.log_level);
 	log_set_model(model_to_string(pool->config.model));
-	pool_retire(&s->env, s->pool);
+	/* A worker with a channel gives its connections back for the new
+	 * generation; fork's connection processes have none, and drain. */
+	pool_retire(&s->env, s->pool, s->pool->config.model != MODEL_FORK);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
 	scoreboard_set_max(&s->scoreboard, config_max_connections(&pool->config));
@@ -553,7 +592,7 @@ next_timeout(const struct supervisor *s, uint64_t now)
 }
 
 static void
-dispatch(struct supervisor *s, uint64_t event)
+dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 {
 	uint32_t low = (uint32_t)event;
 
@@ -565,7 +604,10 @@ dispatch(struct supervisor *s, uint64_t event)
 		accept_connections(s, &s->sockets->items[low]);
 		break;
 	case EVENT_CHANNEL:
-		pool_channel_hung_up(&s->env, s->pool, (int)low);
+		if (events & EPOLLIN)
+			receive_returned(s, (int)low, ACCEPT_BATCH * 4);
+		if (events & (EPOLLHUP | EPOLLERR))
+			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
 	}
 }
@@ -601,7 +643,7 @@ supervisor_loop(struct supervisor *s)
 		if (n < 0 && errno != EINTR)
 			return log_error_errno(errno, "epoll_wait: %m"), EXIT_FAILURE;
 		for (int i = 0; i < n; i++)
-			dispatch(s, ev[i].data.u64);
+			dispatch(s, ev[i].data.u64, ev[i].events);
 	}
 }
 

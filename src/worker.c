@@ -82,6 +82,8 @@ struct worker {
 	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
 	bool capped;		    /* paused by MaxConnections= or by fairness */
 	bool draining;
+	bool returning; /* sending connections back to the supervisor (reload) */
+	unsigned returned;
 	uint64_t drain_deadline_ms;
 	struct udp_echo udp;
 	struct udp_counters udp_counters;
@@ -597,6 +599,75 @@ worker_handover(struct worker *w, uint64_t now)
 	worker_start_drain(w, "restarting", now);
 }
 
+/* --- reload: connections back to the supervisor, for the new workers --- */
+
+/* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
+ * channel is full, try again later (the owed bytes may go twice; the
+ * supervisor keeps the newer copy). */
+static int
+return_one(struct worker *w, const struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (e->owed) {
+		r = handover_socket_id(e->fd, &id);
+		if (r < 0)
+			return r;
+		r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off,
+					 &memfd);
+		if (r < 0)
+			return r;
+		r = fdpass_send(w->setup->channel, memfd);
+		if (r < 0)
+			return r;
+	}
+	return fdpass_send(w->setup->channel, e->fd);
+}
+
+static void
+worker_return_connections(struct worker *w)
+{
+	int r = 0;
+
+	while (w->lru_head) {
+		r = return_one(w, w->lru_head);
+		if (r < 0)
+			break;
+		/* The supervisor's now: the message holds it. */
+		connection_close(w, w->lru_head);
+		w->returned++;
+	}
+	if (r == -EAGAIN)
+		return;
+	if (r < 0)
+		log_warning_errno(r, "reload: giving %u connection(s) back to the supervisor: %m; "
+				     "they drain here", w->n_connections);
+	if (w->returned)
+		log_info("reload: gave %u connection(s) back for the new workers", w->returned);
+	w->returning = false;
+}
+
+/* A reload: the supervisor takes this worker's connections back and gives
+ * them to the new generation, so that they outlive ShutdownTimeoutSec=. */
+static void
+worker_start_return(struct worker *w, uint64_t now)
+{
+	if (w->setup->channel < 0 || w->draining) {
+		worker_start_drain(w, "reloading", now);
+		return;
+	}
+	/* Connections the supervisor sent before are ours to return too. */
+	channel_receive(w, now);
+	w->returning = true;
+	worker_return_connections(w);
+	/* Whatever is left (the channel is full for now) is returned later;
+	 * meanwhile nothing new is taken. */
+	worker_start_drain(w, "reloading", now);
+}
+
 static void
 signal_handle(struct worker *w, uint64_t now)
 {
@@ -607,6 +678,8 @@ signal_handle(struct worker *w, uint64_t now)
 			worker_start_drain(w, "stopping", now);
 		else if (si.ssi_signo == SIGUSR1)
 			worker_handover(w, now);
+		else if (si.ssi_signo == SIGUSR2)
+			worker_start_return(w, now);
 	}
 }
 
@@ -645,6 +718,8 @@ next_timeout(const struct worker *w, uint64_t now)
 		deadline = now + CAP_RETRY_MS;
 	if (w->draining && w->drain_deadline_ms < deadline)
 		deadline = w->drain_deadline_ms;
+	if (w->returning && now + CAP_RETRY_MS < deadline)
+		deadline = now + CAP_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
@@ -702,6 +777,8 @@ worker_loop(struct worker *w)
 		}
 		if (w->n_listeners)
 			intake_update(w, now);
+		if (w->returning)
+			worker_return_connections(w);
 
 		n = epoll_wait(w->epoll_fd, events, WORKER_EVENTS, next_timeout(w, now));
 		if (n < 0) {
@@ -728,8 +805,10 @@ worker_setup_signals(struct worker *w)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	/* From the supervisor: hand connections over, echod is restarting. */
+	/* From the supervisor: hand connections over, echod is restarting
+	 * (USR1), or give them back to it, echod is reloading (USR2). */
 	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
