@@ -416,10 +416,20 @@ restart_once() {
 	sleep 2
 }
 
+# reload_once MODEL: systemctl reload into MODEL while the clients are busy,
+# then longer than the old workers' ShutdownTimeoutSec= (1 s): connections
+# they had drained instead of giving back would be cut by now.
+reload_once() {
+	expect "systemctl reload succeeds" ct systemctl reload echod.service || return 1
+	expect "the $1 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$1" || return 1
+	sleep 3
+}
+
 # systemctl restart three times under 200 busy clients (some owing bytes):
 # every connection goes through systemd's fd store and back, and not one
-# byte is lost; then across model changes (passfd, fork, by restart), and
-# a reload that changes the model.
+# byte is lost; then across models by restart (prefork to passfd to fork to
+# prefork), and by reloads that change the model, with a drain too short
+# for any client to survive it.
 check_restart_keeps_connections() {
 	local since i rc=0
 	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
@@ -430,23 +440,23 @@ check_restart_keeps_connections() {
 	done
 	expect "bytes owed were handed over" eval \
 		'ct journalctl --no-pager -q -u echod.service -o cat | grep -Eq "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing"' || rc=1
-	set_config Workers=3 Model=passfd
+	for m in passfd fork fork prefork; do
+		set_config Workers=3 Model=$m ShutdownTimeoutSec=1
+		since=$(now)
+		echo "restart into $m"
+		restart_once "$since" $m || rc=1
+	done
 	since=$(now)
-	echo "restart into passfd"
-	restart_once "$since" passfd || rc=1
-	set_config Workers=3 Model=fork
-	since=$(now)
-	echo "restart into fork"
-	restart_once "$since" fork || rc=1
-	since=$(now)
-	echo "restart within fork"
-	restart_once "$since" fork || rc=1
-	set_config Workers=3
-	echo "reload back to prefork"
-	expect "systemctl reload succeeds" ct systemctl reload echod.service || rc=1
-	sleep 2
+	set_config Workers=3 Model=passfd ShutdownTimeoutSec=1
+	echo "reload into passfd"
+	reload_once passfd || rc=1
+	set_config Workers=3 ShutdownTimeoutSec=1
+	echo "reload into prefork"
+	reload_once prefork || rc=1
+	ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -E 'reload|kept across'
 	expect "every client byte-exact through it all" finish_clients || rc=1
 	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
+	set_config Workers=3
 	return "$rc"
 }
 
