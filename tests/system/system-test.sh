@@ -457,6 +457,7 @@ check_restart_keeps_connections() {
 	expect "every client byte-exact through it all" finish_clients || rc=1
 	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
 	set_config Workers=3
+	ct systemctl reload echod.service
 	return "$rc"
 }
 
