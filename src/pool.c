@@ -451,6 +451,16 @@ pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int o
 	return hand_off(env, p, fd, owed_fd);
 }
 
+bool
+pool_is_channel(const struct pool *pools, int fd)
+{
+	for (const struct pool *p = pools; p; p = p->next)
+		for (unsigned i = 0; i < p->n; i++)
+			if (p->positions[i].channel == fd)
+				return true;
+	return false;
+}
+
 void
 pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd)
 {

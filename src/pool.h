@@ -95,6 +95,10 @@ int pool_hand_off(const struct pool_env *env, struct pool *p, int fd);
 int pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd);
 /* The supervisor's end of the channel of the worker at index, or -1. */
 int pool_channel_of(const struct pool *p, unsigned index);
+/* Whether fd is the channel of a worker in pools: an event of an epoll
+ * batch may name a channel closed (and its number reused) by an earlier
+ * one. */
+bool pool_is_channel(const struct pool *pools, int fd);
 /* A channel hung up: its worker is dying; send it nothing more. */
 void pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd);
 

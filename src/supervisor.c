@@ -33,6 +33,7 @@
 #define CAPACITY_RETRY_MS 20
 #define ACCEPT_BATCH 64
 #define TICK_MS 250
+#define RESTART_ANNOUNCE_VALID_MS 10000
 
 /* What an epoll registration of the supervisor is: the type in the high
  * half of data.u64, an index (listener) or an fd (channel) in the low. */
@@ -70,7 +71,7 @@ struct supervisor {
 	 * workers have them. */
 	struct restart_queue restore;
 	/* RESTART_SIGNAL came: the coming SIGTERM is a restart's. */
-	bool restart_announced;
+	uint64_t restart_announced_ms; /* 0: no announcement */
 	unsigned restart_store_max;
 };
 
@@ -287,9 +288,13 @@ receive_returned(struct supervisor *s, int channel, unsigned max)
 		r = fdpass_recv(channel, &fd);
 		if (r == -EAGAIN || r == -ECONNRESET)
 			return;
-		if (r < 0) {
+		if (r == -EPROTO || r == -EMFILE) {
 			log_warning_errno(r, "reload: a connection sent back was lost: %m");
 			continue;
+		}
+		if (r < 0) {
+			log_warning_errno(r, "reload: reading a worker's channel: %m");
+			return;
 		}
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
 			r = restart_queue_push_owed(&s->restore, fd);
@@ -373,7 +378,11 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 
 	if (s->stopping)
 		return;
-	handover = restart_wanted(s->sockets->from_systemd, s->restart_announced,
+	/* systemd sends SIGTERM right after ExecStop= ends: a stale
+	 * announcement (a stop job that never came) does not count. */
+	handover = restart_wanted(s->sockets->from_systemd,
+				  s->restart_announced_ms &&
+					  now - s->restart_announced_ms < RESTART_ANNOUNCE_VALID_MS,
 				  s->restart_store_max, connections_active(s));
 	s->stopping = true;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
@@ -564,7 +573,7 @@ handle_signals(struct supervisor *s, uint64_t now)
 				reload(s, now);
 			break;
 		case RESTART_SIGNAL:
-			s->restart_announced = si.ssi_int > 0;
+			s->restart_announced_ms = si.ssi_int > 0 ? now : 0;
 			s->restart_store_max = si.ssi_int > 0 ? (unsigned)si.ssi_int : 0;
 			break;
 		}
@@ -604,6 +613,8 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 		accept_connections(s, &s->sockets->items[low]);
 		break;
 	case EVENT_CHANNEL:
+		if (!pool_is_channel(s->pool, (int)low))
+			break;
 		if (events & EPOLLIN)
 			receive_returned(s, (int)low, ACCEPT_BATCH * 4);
 		if (events & (EPOLLHUP | EPOLLERR))

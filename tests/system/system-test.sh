@@ -404,7 +404,7 @@ restart_once() {
 	expect "systemctl restart succeeds" ct systemctl restart echod.service || return 1
 	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
 	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
-		'handover_lines "$since" | grep -q "took back $CLIENTS connection(s)"' || {
+		'handover_lines "$since" | grep "took back $CLIENTS connection(s)" >/dev/null' || {
 		handover_lines "$since"
 		return 1
 	}
@@ -439,7 +439,7 @@ check_restart_keeps_connections() {
 		restart_once "$since" prefork || { finish_clients; return 1; }
 	done
 	expect "bytes owed were handed over" eval \
-		'ct journalctl --no-pager -q -u echod.service -o cat | grep -Eq "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing"' || rc=1
+		'ct journalctl --no-pager -q -u echod.service -o cat | grep -E "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing" >/dev/null' || rc=1
 	for m in passfd fork fork prefork; do
 		set_config Workers=3 Model=$m ShutdownTimeoutSec=1
 		since=$(now)
@@ -469,12 +469,12 @@ check_stop_drains() {
 	since=$(now)
 	expect "systemctl stop succeeds" ct systemctl stop --no-block echod.service || rc=1
 	expect "workers drain the clients' connections" wait_for 10 eval \
-		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -q "^stopping: finishing [0-9]* connection"' || rc=1
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep "^stopping: finishing [0-9]* connection" >/dev/null' || rc=1
 	expect "every client byte-exact" finish_clients || rc=1
 	expect "echod.service stopped" wait_for 20 eval '[ "$(ct systemctl is-active echod.service)" = inactive ]' || rc=1
 	expect "the stop helper saw a stop" eval \
-		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -q "^stop: echod drains"' || rc=1
-	expect "nothing handed over" eval '! handover_lines "$since" | grep -q .' || rc=1
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep "^stop: echod drains" >/dev/null' || rc=1
+	expect "nothing handed over" eval '[ -z "$(handover_lines "$since")" ]' || rc=1
 	ct journalctl --no-pager -q -u echod.service --since "$since" -o cat
 	return "$rc"
 }
