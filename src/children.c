@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "handover.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -50,8 +51,12 @@ children_reserve(struct children *c, unsigned max)
 
 static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
-	   pid_t parent)
+	   int owed_fd, pid_t parent)
 {
+	char *owed = NULL;
+	size_t owed_len = 0;
+	uint64_t id, conn_id;
+
 	pool_env_enter_child(env, parent);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
@@ -59,6 +64,14 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
 	log_set_context("connection");
+	if (owed_fd >= 0) {
+		int r = handover_owed_decode(owed_fd, HANDOVER_OWED_MAX, &id, &owed, &owed_len);
+		if (r < 0)
+			log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
+		else if (handover_socket_id(fd, &conn_id) < 0 || conn_id != id)
+			owed_len = 0;
+		close(owed_fd);
+	}
 	struct worker_setup setup = {
 		.config = config,
 		.scoreboard = env->scoreboard,
@@ -66,13 +79,16 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 		.channel = -1,
 		.connection = fd,
 		.connection_tuned = true,
+		.connection_owed = owed_len ? owed : NULL,
+		.connection_owed_len = owed_len,
 	};
 	_exit(worker_run(&setup));
 }
 
-int
-children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-	      int fd)
+/* Takes fd on success (see children.h); never owed_fd. */
+static int
+fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
+	   int owed_fd)
 {
 	pid_t parent = getpid();
 	pid_t pid;
@@ -83,10 +99,24 @@ children_fork(struct children *c, const struct pool_env *env, const struct confi
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, parent);
+		child_main(env, config, c->slot, fd, owed_fd, parent);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;
+}
+
+int
+children_fork(struct children *c, const struct pool_env *env, const struct config *config,
+	      int fd)
+{
+	return fork_child(c, env, config, fd, -1);
+}
+
+int
+children_fork_restored(struct children *c, const struct pool_env *env,
+		       const struct config *config, int fd, int owed_fd)
+{
+	return fork_child(c, env, config, fd, owed_fd);
 }
 
 bool

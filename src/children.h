@@ -25,6 +25,11 @@ int children_reserve(struct children *c, unsigned max);
  * to retry with once processes free up (-EAGAIN, -ENOMEM). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 		  int fd);
+/* The same for a connection taken back after a restart: owed_fd (a sealed
+ * memfd, see handover.h, or -1) holds what the previous echod owed on it,
+ * written back first. Takes fd as above; never owed_fd. */
+int children_fork_restored(struct children *c, const struct pool_env *env,
+			   const struct config *config, int fd, int owed_fd);
 /* Forgets a child that exited; false if pid was not one of ours. */
 bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
 void children_signal(const struct children *c, int sig);

@@ -18,6 +18,18 @@ echo_conn_init(struct echo_conn *c, int fd)
 }
 
 void
+echo_conn_adopt_owed(struct echo_conn *c, char *owed, size_t len)
+{
+	echo_conn_release(c);
+	if (!owed || len == 0) {
+		free(owed);
+		return;
+	}
+	c->owed = owed;
+	c->owed_len = len;
+}
+
+void
 echo_conn_release(struct echo_conn *c)
 {
 	free(c->owed);

@@ -11,9 +11,9 @@
  * (STYLE rules 3 and 4). */
 #pragma once
 
-/* Which end of a channel belongs to whom. The ends are alike to the kernel;
- * the names state the protocol's direction: fds travel from the supervisor
- * to the worker, never back. */
+/* Which end of a channel belongs to whom. The ends are alike to the kernel.
+ * fds travel from the supervisor to the worker, and back only on a reload,
+ * when a retiring worker returns its connections (see worker.c). */
 enum {
 	FDPASS_SUPERVISOR = 0,
 	FDPASS_WORKER = 1,

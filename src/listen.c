@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
+#include "handover.h"
 #include "udp.h"
 #include "util.h"
 
@@ -62,11 +63,28 @@ listen_set_add(struct listen_set *set, int fd, enum socket_kind kind)
 	return 0;
 }
 
+/* Takes fd and name. */
+static int
+listen_set_add_stored(struct listen_set *set, int fd, char *name)
+{
+	struct stored_fd *stored = realloc(set->stored, (set->n_stored + 1) * sizeof(*stored));
+
+	if (!stored) {
+		close(fd);
+		free(name);
+		return -ENOMEM;
+	}
+	set->stored = stored;
+	stored[set->n_stored++] = (struct stored_fd){.fd = fd, .name = name};
+	return 0;
+}
+
 int
 listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 {
 	char **names = NULL;
 	int n, r = 0;
+	uint64_t id;
 
 	n = sd_listen_fds_with_names(true, &names);
 	if (n < 0) {
@@ -75,7 +93,16 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 	}
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		int kind = r < 0 ? r : listen_classify(fd);
+		int kind;
+
+		if (r == 0 && names &&
+		    handover_name_parse(names[i], &id) != HANDOVER_OTHER) {
+			r = listen_set_add_stored(set, fd, TAKE_PTR(names[i]));
+			if (r < 0)
+				snprintf(reason, size, "out of memory");
+			continue;
+		}
+		kind = r < 0 ? r : listen_classify(fd);
 
 		if (kind < 0 && r == 0) {
 			snprintf(reason, size, "fd %d (%s) from systemd: %s", fd,
@@ -104,7 +131,7 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 	if (r < 0)
 		return r;
 	set->from_systemd = n > 0;
-	return n;
+	return (int)set->n;
 }
 
 /* A stale socket file (its server gone) would make bind() fail forever;
@@ -194,6 +221,14 @@ listen_set_free(struct listen_set *set, bool unlink_paths)
 	free(set->items);
 	set->items = NULL;
 	set->n = 0;
+	for (size_t i = 0; i < set->n_stored; i++) {
+		if (set->stored[i].fd >= 0)
+			close(set->stored[i].fd);
+		free(set->stored[i].name);
+	}
+	free(set->stored);
+	set->stored = NULL;
+	set->n_stored = 0;
 }
 
 size_t

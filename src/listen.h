@@ -21,14 +21,25 @@ struct listener {
 	char *unlink_path;	 /* a UNIX socket file we created: removed at exit */
 };
 
+/* An fd that came back from systemd's fd store (see handover.h). */
+struct stored_fd {
+	int fd;
+	char *name;
+};
+
 struct listen_set {
 	struct listener *items;
 	size_t n;
 	bool from_systemd;
+	/* Connections kept across a restart and the bytes they owe: not
+	 * sockets to listen on; the supervisor takes them (-1 once taken). */
+	struct stored_fd *stored;
+	size_t n_stored;
 };
 
-/* Takes the sockets systemd passed. Returns the number taken (0 when
- * LISTEN_FDS is not for us), or a negative errno with a reason naming the
+/* Takes the sockets systemd passed; those its fd store kept for us (named
+ * as handover.h says) go to set->stored. Returns the number of sockets put
+ * in set->items (0 when LISTEN_FDS is not for us), or a negative errno with a reason naming the
  * fd when one of them is not a socket echod can serve. */
 int listen_from_systemd(struct listen_set *set, char *reason, size_t reason_size);
 

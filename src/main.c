@@ -12,6 +12,7 @@
 #include "log.h"
 #include "options.h"
 #include "reload.h"
+#include "restart.h"
 #include "supervisor.h"
 #include "worker.h"
 
@@ -73,6 +74,25 @@ request_reload(const char *pid_text)
 		return EXIT_FAILURE;
 	}
 	log_info("reload of echod (pid %ld): %s", pid, message[0] ? message : "done");
+	return EXIT_SUCCESS;
+}
+
+/* ExecStop=+echod --before-stop $MAINPID: tells the supervisor, when this
+ * stop is part of a restart, to hand its connections over instead of
+ * draining them. Never fails the stop. */
+static int
+before_stop(const char *pid_text)
+{
+	char *end;
+	long pid;
+
+	errno = 0;
+	pid = strtol(pid_text, &end, 10);
+	if (errno || *end || pid <= 1) {
+		log_error("--before-stop %s: not a process id", pid_text);
+		return EXIT_USAGE;
+	}
+	restart_announce((pid_t)pid);
 	return EXIT_SUCCESS;
 }
 
@@ -188,6 +208,8 @@ main(int argc, char **argv)
 	}
 	if (o.reload_pid)
 		return request_reload(o.reload_pid);
+	if (o.before_stop_pid)
+		return before_stop(o.before_stop_pid);
 	if (load_configuration(&o, &c) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;

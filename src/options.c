@@ -21,6 +21,7 @@ enum {
 	OPT_CHECK_CONFIG,
 	OPT_RELOAD,
 	OPT_VERSION,
+	OPT_BEFORE_STOP,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -42,6 +43,7 @@ static const struct option long_options[] = {
 	{"listen", required_argument, NULL, 'l'},
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
+	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, 'h'},
 	{0},
@@ -93,6 +95,8 @@ options_print_help(void)
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
 	       "      --check-config           validate the configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
+	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"
+	       "                               keep its connections in systemd's fd store\n"
 	       "      --version                print the version and exit\n"
 	       "  -h, --help                   print this help and exit\n"
 	       "\n"
@@ -152,6 +156,9 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 			break;
 		case OPT_RELOAD:
 			o.reload_pid = optarg;
+			break;
+		case OPT_BEFORE_STOP:
+			o.before_stop_pid = optarg;
 			break;
 		case ':':
 			return bad_usage(err, "option %s needs a value (see echod --help)",

@@ -22,6 +22,7 @@ struct options {
 	bool help;
 	bool version;
 	const char *reload_pid; /* --reload PID */
+	const char *before_stop_pid; /* --before-stop PID */
 	size_t n_settings;
 	struct option_setting settings[OPTIONS_MAX_SETTINGS];
 };

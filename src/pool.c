@@ -141,7 +141,9 @@ pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t 
 	slot = scoreboard_find_free(env->scoreboard);
 	if (slot < 0)
 		return log_error_errno(slot, "worker %u: no free scoreboard slot", index);
-	if (p->config.model == MODEL_PASSFD) {
+	/* prefork workers get a channel too: connections taken back from
+	 * systemd's fd store after a restart reach them over it. */
+	if (p->config.model != MODEL_FORK) {
 		int r = fdpass_channel_new(channel);
 		if (r < 0)
 			return log_error_errno(r, "worker %u: creating its channel: %m", index);
@@ -362,13 +364,22 @@ pool_signal(const struct pool *p, int sig)
 }
 
 void
-pool_retire(const struct pool_env *env, struct pool *p)
+pool_retire(const struct pool_env *env, struct pool *p, bool give_back)
 {
 	p->retiring = true;
 	pool_cancel_respawns(p);
+	for (unsigned i = 0; give_back && i < p->n; i++) {
+		struct position *pos = &p->positions[i];
+		struct epoll_event ev = {.events = EPOLLIN,
+					 .data.u64 = env->channel_event | (uint32_t)pos->channel};
+
+		if (pos->channel >= 0 && !pos->hung_up)
+			(void)epoll_ctl(env->epoll_fd, EPOLL_CTL_MOD, pos->channel, &ev);
+	}
 	/* SIGTERM makes a worker drain: it stops taking connections and
-	 * finishes its own within ShutdownTimeoutSec=. */
-	pool_signal(p, SIGTERM);
+	 * finishes its own within ShutdownTimeoutSec=. SIGUSR2 makes it send
+	 * them back first, and drain only what it could not. */
+	pool_signal(p, give_back ? SIGUSR2 : SIGTERM);
 }
 
 /* What the worker can hold: WorkerConnections=, or fewer when it said its
@@ -412,8 +423,9 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
-int
-pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
+/* Sends owed_fd (if >= 0) and then fd to one worker. Takes neither. */
+static int
+hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
@@ -421,10 +433,15 @@ pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
 	while ((i = pick_worker(env, p, p->skip)) >= 0) {
 		struct position *pos = &p->positions[i];
 
-		r = fdpass_send(pos->channel, fd);
+		/* The owed bytes first: once the worker has the connection it
+		 * may read and echo newer bytes, which must come after them.
+		 * A memfd left behind by a failed second send is discarded by
+		 * the worker (it names another connection). */
+		r = owed_fd >= 0 ? fdpass_send(pos->channel, owed_fd) : 0;
+		if (r == 0)
+			r = fdpass_send(pos->channel, fd);
 		if (r == 0) {
 			pos->sent++;
-			close(fd);
 			return 0;
 		}
 		p->skip[i] = true;
@@ -435,8 +452,38 @@ pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
 		else if (r != -EAGAIN)
 			log_warning_errno(r, "worker %d: handing off a connection: %m", i);
 	}
+	return r;
+}
+
+int
+pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
+{
+	int r = hand_off(env, p, fd, -1);
+
 	close(fd);
 	return r;
+}
+
+int
+pool_channel_of(const struct pool *p, unsigned index)
+{
+	return p->positions[index].channel;
+}
+
+int
+pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
+{
+	return hand_off(env, p, fd, owed_fd);
+}
+
+bool
+pool_is_channel(const struct pool *pools, int fd)
+{
+	for (const struct pool *p = pools; p; p = p->next)
+		for (unsigned i = 0; i < p->n; i++)
+			if (p->positions[i].channel == fd)
+				return true;
+	return false;
 }
 
 void

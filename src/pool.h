@@ -78,8 +78,11 @@ void pool_cancel_respawns(struct pool *p);
 unsigned pool_alive(const struct pool *p);
 bool pool_all_running(const struct pool_env *env, const struct pool *p);
 void pool_signal(const struct pool *p, int sig);
-/* Retires the pool: its workers stop taking connections and finish theirs. */
-void pool_retire(const struct pool_env *env, struct pool *p);
+/* Retires the pool: its workers stop taking connections and finish theirs.
+ * With give_back, they send their connections back over their channels
+ * instead (for the next generation), and the channels are watched for
+ * them (EPOLLIN). */
+void pool_retire(const struct pool_env *env, struct pool *p, bool give_back);
 
 /* passfd: whether some worker could take a connection now, and handing
  * one over. pool_hand_off() takes fd: it is sent or closed; returns 0, or
@@ -87,6 +90,17 @@ void pool_retire(const struct pool_env *env, struct pool *p);
  * when no worker took it. */
 bool pool_can_take(const struct pool_env *env, const struct pool *p);
 int pool_hand_off(const struct pool_env *env, struct pool *p, int fd);
+/* prefork and passfd: hands a connection taken back from systemd's fd
+ * store to a worker, preceded by owed_fd (its owed bytes, see handover.h)
+ * unless that is -1. Takes neither fd: the caller closes both after
+ * success and keeps them to try again after -EAGAIN. */
+int pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd);
+/* The supervisor's end of the channel of the worker at index, or -1. */
+int pool_channel_of(const struct pool *p, unsigned index);
+/* Whether fd is the channel of a worker in pools: an event of an epoll
+ * batch may name a channel closed (and its number reused) by an earlier
+ * one. */
+bool pool_is_channel(const struct pool *pools, int fd);
 /* A channel hung up: its worker is dying; send it nothing more. */
 void pool_channel_hung_up(const struct pool_env *env, struct pool *pools, int fd);
 

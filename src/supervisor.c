@@ -1,6 +1,7 @@
 #include "supervisor.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -9,16 +10,19 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include "accept.h"
 #include "admission.h"
 #include "children.h"
+#include "fdpass.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
 #include "reload.h"
+#include "restart.h"
 #include "scoreboard.h"
 #include "util.h"
 #include "worker.h"
@@ -38,6 +42,7 @@
 #define SOURCES_MAX (1u << 20)
 /* While fork() keeps failing, it is said again at most this often. */
 #define FORK_FAILURE_LOG_MS 10000
+#define RESTART_ANNOUNCE_VALID_MS 10000
 
 /* What an epoll registration of the supervisor is: the type in the high
  * half of data.u64, an index (listener) or an fd (channel) in the low. */
@@ -77,6 +82,12 @@ struct supervisor {
 	uint64_t watchdog_last_ms;
 	uint64_t *heartbeats; /* per slot, as last seen */
 	uint64_t *heartbeat_ms; /* per slot, when it last moved */
+	/* Connections taken back from systemd's fd store at start, until the
+	 * workers have them. */
+	struct restart_queue restore;
+	/* RESTART_SIGNAL came: the coming SIGTERM is a restart's. */
+	uint64_t restart_announced_ms; /* 0: no announcement */
+	unsigned restart_store_max;
 };
 
 static const struct config *
@@ -338,6 +349,106 @@ accept_connections(struct supervisor *s, const struct listener *l)
 	}
 }
 
+/* --- connections kept across a restart --- */
+
+/* Counted like any connection handed to a worker, which releases it on
+ * close; beyond MaxConnections= too: these were admitted before. */
+static void
+reserve_restored(struct supervisor *s)
+{
+	if (!scoreboard_reserve(&s->scoreboard))
+		SB_ADD(s->scoreboard.header->active_total, 1);
+}
+
+/* Hands on the connections taken back from the fd store, as workers can
+ * take them; what they cannot take now waits for the next turn. */
+static void
+restore_connections(struct supervisor *s)
+{
+	struct restart_queue *q = &s->restore;
+	const struct config *c = current_config(s);
+	size_t first = q->next;
+	unsigned lost = 0;
+
+	while (q->next < q->n) {
+		struct restored *item = &q->items[q->next];
+		int r;
+
+		if (c->model == MODEL_FORK) {
+			r = children_fork_restored(&s->children, &s->env, c, item->fd,
+						   item->owed_fd);
+			/* No process to be had now: the next turn retries. */
+			if (r == -EAGAIN || r == -ENOMEM)
+				break;
+			if (r == 0)
+				item->fd = -1;
+			else
+				close(TAKE_FD(item->fd));
+		} else {
+			reserve_restored(s);
+			r = pool_hand_off_restored(&s->env, s->pool, item->fd, item->owed_fd);
+			if (r == -EAGAIN) {
+				scoreboard_release(&s->scoreboard);
+				break;
+			}
+			if (r < 0)
+				scoreboard_release(&s->scoreboard);
+			close(TAKE_FD(item->fd));
+		}
+		if (item->owed_fd >= 0)
+			close(TAKE_FD(item->owed_fd));
+		if (r < 0) {
+			lost++;
+			log_warning_errno(r, "restart: a connection taken back could not be handed on: "
+					     "%m; it is closed");
+		}
+		q->next++;
+	}
+	s->lost += lost;
+	if (q->next > first && q->next == q->n) {
+		log_info("%zu connection(s) kept across the %s are served again%s", q->n - lost,
+			 s->generation ? "reload" : "restart", lost ? " (some were lost)" : "");
+		/* Emptied: a later reload fills it from the start. */
+		q->n = q->next = 0;
+		q->owed = 0;
+	}
+}
+
+static bool
+restore_pending(const struct supervisor *s)
+{
+	return s->restore.next < s->restore.n;
+}
+
+/* Connections a retiring worker sends back on a reload: into the queue,
+ * for the new generation. */
+static void
+receive_returned(struct supervisor *s, int channel, unsigned max)
+{
+	for (unsigned i = 0; channel >= 0 && i < max; i++) {
+		struct stat st;
+		int fd, r;
+
+		r = fdpass_recv(channel, &fd);
+		if (r == -EAGAIN || r == -ECONNRESET)
+			return;
+		if (r == -EPROTO || r == -EMFILE) {
+			log_warning_errno(r, "reload: a connection sent back was lost: %m");
+			continue;
+		}
+		if (r < 0) {
+			log_warning_errno(r, "reload: reading a worker's channel: %m");
+			return;
+		}
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+			r = restart_queue_push_owed(&s->restore, fd);
+		else
+			r = restart_queue_push(&s->restore, fd);
+		if (r < 0)
+			log_warning_errno(r, "reload: keeping a connection sent back: %m");
+	}
+}
+
 /* --- processes --- */
 
 static void
@@ -361,6 +472,11 @@ reap(struct supervisor *s, uint64_t now)
 			int index = pool_find(p, pid);
 			if (index < 0)
 				continue;
+			/* What it sent back and we have not read would
+			 * be closed with its channel. */
+			if (p->retiring)
+				receive_returned(s, pool_channel_of(p, (unsigned)index),
+						 UINT_MAX);
 			pool_worker_exited(&s->env, p, (unsigned)index, status, now, s->stopping);
 			/* A retired generation is gone with its last worker. */
 			if (p->retiring && pool_alive(p) == 0) {
@@ -394,20 +510,37 @@ signal_all(struct supervisor *s, int sig)
 
 /* --- stop --- */
 
+static unsigned
+connections_active(const struct supervisor *s)
+{
+	if (current_config(s)->model == MODEL_FORK)
+		return s->children.n;
+	return SB_GET(s->scoreboard.header->active_total);
+}
+
 static void
 begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 {
 	unsigned timeout = current_config(s)->shutdown_timeout_sec;
+	bool handover;
 
 	if (s->stopping)
 		return;
+	/* systemd sends SIGTERM right after ExecStop= ends: a stale
+	 * announcement (a stop job that never came) does not count. */
+	handover = restart_wanted(s->sockets->from_systemd,
+				  s->restart_announced_ms &&
+					  now - s->restart_announced_ms < RESTART_ANNOUNCE_VALID_MS,
+				  s->restart_store_max, connections_active(s));
 	s->stopping = true;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
 	notify_stopping();
 	/* Tell systemd how long the drain may take, so it does not kill us
 	 * first when TimeoutStopSec= is shorter. */
 	notify_extend_timeout(((uint64_t)timeout * 1000 + KILL_GRACE_MS + 1000) * 1000);
-	log_info("SIG%s: stopping; open connections get up to %u s to finish", signame, timeout);
+	if (!handover)
+		log_info("SIG%s: stopping; open connections get up to %u s to finish", signame,
+			 timeout);
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
 	if (s->accepting)
@@ -415,7 +548,16 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Never served, like the clients still in the backlog. */
 	if (s->unforked_fd >= 0)
 		close(TAKE_FD(s->unforked_fd));
-	signal_all(s, SIGTERM);
+	/* Not handed to a worker yet: back into the store. */
+	if (handover && restore_pending(s)) {
+		int r = restart_queue_store(&s->restore);
+		if (r < 0)
+			log_warning_errno(r, "restart: storing connections not yet taken back: %m");
+		else
+			log_info("restart: handed %d connection(s) not yet taken back to systemd's "
+				 "fd store", r);
+	}
+	signal_all(s, handover ? SIGUSR1 : SIGTERM);
 }
 
 /* --- reload --- */
@@ -483,7 +625,9 @@ reload(struct supervisor *s, uint64_t now)
 	s->generation++;
 	log_set_max_level(pool->config.log_level);
 	log_set_model(model_to_string(pool->config.model));
-	pool_retire(&s->env, s->pool);
+	/* A worker with a channel gives its connections back for the new
+	 * generation; fork's connection processes have none, and drain. */
+	pool_retire(&s->env, s->pool, s->pool->config.model != MODEL_FORK);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
 	scoreboard_set_max(&s->scoreboard, config_max_connections(&pool->config));
@@ -581,6 +725,10 @@ handle_signals(struct supervisor *s, uint64_t now)
 			if (!s->stopping)
 				reload(s, now);
 			break;
+		case RESTART_SIGNAL:
+			s->restart_announced_ms = si.ssi_int > 0 ? now : 0;
+			s->restart_store_max = si.ssi_int > 0 ? (unsigned)si.ssi_int : 0;
+			break;
 		}
 	}
 }
@@ -599,14 +747,14 @@ next_timeout(const struct supervisor *s, uint64_t now)
 	}
 	if (s->stopping && !s->killed && s->kill_at_ms < deadline)
 		deadline = s->kill_at_ms;
-	if (supervisor_accepts(s) && !s->accepting && !s->stopping &&
+	if ((restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) && !s->stopping &&
 	    now + CAPACITY_RETRY_MS < deadline)
 		deadline = now + CAPACITY_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
 static void
-dispatch(struct supervisor *s, uint64_t event)
+dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 {
 	uint32_t low = (uint32_t)event;
 
@@ -618,7 +766,12 @@ dispatch(struct supervisor *s, uint64_t event)
 		accept_connections(s, &s->sockets->items[low]);
 		break;
 	case EVENT_CHANNEL:
-		pool_channel_hung_up(&s->env, s->pool, (int)low);
+		if (!pool_is_channel(s->pool, (int)low))
+			break;
+		if (events & EPOLLIN)
+			receive_returned(s, (int)low, ACCEPT_BATCH * 4);
+		if (events & (EPOLLHUP | EPOLLERR))
+			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
 	}
 }
@@ -642,6 +795,8 @@ supervisor_loop(struct supervisor *s)
 			pool_respawn_due(&s->env, s->pool, now);
 		if (!s->ready && !s->stopping && pool_all_running(&s->env, s->pool))
 			became_ready(s);
+		if (s->ready && restore_pending(s))
+			restore_connections(s);
 		if (s->ready) {
 			intake_update(s, now);
 			watchdog_check(s, now);
@@ -653,7 +808,7 @@ supervisor_loop(struct supervisor *s)
 		if (n < 0 && errno != EINTR)
 			return log_error_errno(errno, "epoll_wait: %m"), EXIT_FAILURE;
 		for (int i = 0; i < n; i++)
-			dispatch(s, ev[i].data.u64);
+			dispatch(s, ev[i].data.u64, ev[i].events);
 	}
 }
 
@@ -669,6 +824,7 @@ setup_signals(struct supervisor *s)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, RESTART_SIGNAL);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
@@ -745,6 +901,7 @@ supervisor_free(struct supervisor *s)
 	children_done(&s->children);
 	if (s->unforked_fd >= 0)
 		close(s->unforked_fd);
+	restart_queue_free(&s->restore);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
 	admission_table_free(s->scoreboard.sources);
@@ -779,7 +936,9 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	int r, status = EXIT_FAILURE;
 
 	log_set_model(model_to_string(config->model));
-	r = supervisor_setup(&s, config);
+	r = restart_take(sockets, &s.restore);
+	if (r >= 0)
+		r = supervisor_setup(&s, config);
 	if (r >= 0) {
 		r = pool_start(&s.env, s.pool, now_ms());
 		if (r < 0)

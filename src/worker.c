@@ -14,12 +14,14 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "accept.h"
 #include "admission.h"
 #include "echo.h"
 #include "fdpass.h"
+#include "handover.h"
 #include "ratelimit.h"
 #include "udp.h"
 #include "log.h"
@@ -40,6 +42,8 @@
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
+/* How long a worker waits for systemd to take its connections. */
+#define HANDOVER_SYNC_USEC (5 * 1000 * 1000)
 
 enum source_type {
 	SOURCE_LISTENER,
@@ -86,6 +90,8 @@ struct worker {
 	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
 	bool capped;		    /* paused by MaxConnections= or by fairness */
 	bool draining;
+	bool returning; /* sending connections back to the supervisor (reload) */
+	unsigned returned;
 	uint64_t drain_deadline_ms;
 	struct udp_echo udp;
 	struct udp_counters udp_counters;
@@ -96,6 +102,11 @@ struct worker {
 	unsigned capacity; /* WorkerConnections=, or fewer if fds are short */
 	struct connection *lru_head, *lru_tail;
 	char *buffer;
+	/* Bytes owed on a restored connection, received over the channel just
+	 * before the connection itself (see handover.h); NULL if none. */
+	char *pending_owed;
+	size_t pending_owed_len;
+	uint64_t pending_owed_id;
 };
 
 void
@@ -295,11 +306,15 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
 	return false;
 }
 
-/* Takes fd: it is served or closed on every path. The connection is
- * already counted in slot->active and slot->served and (if reserved) in
- * the scoreboard. from: its peer's address if accept() gave it, else NULL. */
+/* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
+ * every path. owed is what a previous echod read on this connection and
+ * had not yet written back: it goes out before anything else. The
+ * connection is already counted in slot->active and slot->served and (if
+ * reserved) in the scoreboard. from: its peer's address if accept() gave
+ * it, else NULL. */
 static int
-worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from)
+worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from,
+		      char *owed, size_t owed_len)
 {
 	struct admission_ticket ticket;
 	struct connection *c;
@@ -309,6 +324,7 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockad
 	 * rather than waiting in the backlog behind its own connections. */
 	if (!source_admit(w, fd, from, &ticket)) {
 		close(fd);
+		free(owed);
 		goto undo;
 	}
 	if (is_tcp)
@@ -316,15 +332,18 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockad
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
+		free(owed);
 		goto unadmit;
 	}
 	c->source.type = SOURCE_CONNECTION;
 	echo_conn_init(&c->echo, fd);
-	c->want = ECHO_WANT_READ;
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->source};
+	echo_conn_adopt_owed(&c->echo, owed, owed_len);
+	c->want = echo_conn_want(&c->echo);
+	struct epoll_event ev = {.events = want_events(c->want), .data.ptr = &c->source};
 	if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int r = negative_errno();
 		close(fd);
+		echo_conn_release(&c->echo);
 		free(c);
 		log_warning_errno(r, "watching a new connection: %m");
 		goto unadmit;
@@ -430,7 +449,7 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
 			SB_ADD(w->slot->served, 1);
-			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer);
+			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer, NULL, 0);
 			continue;
 		}
 		admission_rate_undo(w->setup->scoreboard, rate);
@@ -449,9 +468,53 @@ listener_accept(struct worker *w, const struct listener *l, uint64_t now)
 static void worker_start_drain(struct worker *w, const char *why, uint64_t now);
 
 static void
+pending_owed_drop(struct worker *w)
+{
+	free(w->pending_owed);
+	w->pending_owed = NULL;
+	w->pending_owed_len = 0;
+}
+
+/* A restored connection's owed bytes come as a sealed memfd just before
+ * it: kept until the connection arrives. Takes fd. */
+static void
+channel_owed(struct worker *w, int fd)
+{
+	int r;
+
+	pending_owed_drop(w);
+	r = handover_owed_decode(fd, WORKER_BUFFER_SIZE, &w->pending_owed_id, &w->pending_owed,
+				 &w->pending_owed_len);
+	close(fd);
+	if (r < 0)
+		log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
+}
+
+/* Takes fd: the owed bytes received just before belong to it if the ids
+ * match (a send that failed half-way can leave others behind). */
+static void
+channel_connection(struct worker *w, int fd)
+{
+	uint64_t id;
+
+	if (w->pending_owed &&
+	    (handover_socket_id(fd, &id) < 0 || id != w->pending_owed_id))
+		pending_owed_drop(w);
+	/* Taken, then active, in adjacent steps with no system call between
+	 * (where a SIGKILL lands): the supervisor counts what a dead worker
+	 * held as active + sent - taken, so a connection is always counted
+	 * once, never twice (which would release one reservation too many). */
+	SB_ADD(w->slot->served, 1);
+	SB_ADD(w->slot->active, 1);
+	worker_add_connection(w, fd, false, NULL, TAKE_PTR(w->pending_owed), w->pending_owed_len);
+	w->pending_owed_len = 0;
+}
+
+static void
 channel_receive(struct worker *w, uint64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct stat st;
 		int fd, r;
 
 		r = fdpass_recv(w->setup->channel, &fd);
@@ -470,15 +533,12 @@ channel_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
-		/* Taken, then active, in adjacent steps with no system call
-		 * between (where a SIGKILL lands): the supervisor counts what a
-		 * dead worker held as active + sent - taken, so a connection is
-		 * always counted once, never twice (which would release one
-		 * reservation too many). */
-		SB_ADD(w->slot->served, 1);
-		SB_ADD(w->slot->active, 1);
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+			channel_owed(w, fd);
+			continue;
+		}
 		/* The supervisor set TCP_NODELAY already: it knows the listener. */
-		worker_add_connection(w, fd, false, NULL);
+		channel_connection(w, fd);
 	}
 }
 
@@ -541,14 +601,170 @@ worker_start_drain(struct worker *w, const char *why, uint64_t now)
 			 w->setup->config->shutdown_timeout_sec);
 }
 
+/* --- restart: handing connections over to systemd's fd store --- */
+
+/* Stores what c still owes, if anything. 0 when nothing is owed or it is
+ * stored, else -errno: the connection must not be handed over without it. */
+static int
+handover_owed(struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	char name[HANDOVER_NAME_MAX];
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (!e->owed)
+		return 0;
+	r = handover_socket_id(e->fd, &id);
+	if (r < 0)
+		return r;
+	r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off, &memfd);
+	if (r < 0)
+		return r;
+	handover_owed_name(id, name, sizeof(name));
+	r = handover_store(name, &memfd, 1);
+	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
+}
+
+/* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
+ * into the store. Returns how many, or -errno (those stay with us). */
+static int
+handover_batch(struct worker *w, unsigned *ret_owed)
+{
+	int fds[HANDOVER_BATCH_MAX];
+	size_t n = 0;
+	int r;
+
+	for (struct connection *c = w->lru_head; c && n < ELEMENTSOF(fds); c = c->next) {
+		r = handover_owed(c);
+		if (r < 0)
+			return r;
+		*ret_owed += c->echo.owed != NULL;
+		fds[n++] = c->echo.fd;
+	}
+	r = handover_store(HANDOVER_CONN_NAME, fds, n);
+	if (r <= 0)
+		return r == 0 ? -ENOTCONN : r;
+	/* systemd holds its own copies now; ours go. */
+	for (size_t i = 0; i < n; i++)
+		connection_close(w, w->lru_head);
+	return (int)n;
+}
+
+/* The supervisor is being restarted: every connection goes to systemd,
+ * which passes it to the next echod, instead of being drained. What cannot
+ * be handed over is drained as on a stop. */
+static void
+worker_handover(struct worker *w, uint64_t now)
+{
+	unsigned handed = 0, owed = 0;
+	int r = 0;
+
+	/* Connections the supervisor sent before it stopped are ours too. */
+	if (w->setup->channel >= 0 && !w->draining)
+		channel_receive(w, now);
+	while (w->lru_head) {
+		r = handover_batch(w, &owed);
+		if (r < 0)
+			break;
+		handed += (unsigned)r;
+	}
+	if (handed || r < 0)
+		log_info("restart: handed %u connection(s) to systemd's fd store, %u of them "
+			 "owing bytes%s", handed, owed, r < 0 ? "; the rest drain" : "");
+	if (r < 0)
+		log_warning_errno(r, "storing connections in systemd's fd store: %m");
+	if (handed) {
+		r = handover_store_sync(HANDOVER_SYNC_USEC);
+		if (r < 0)
+			log_warning_errno(r, "waiting for systemd to store the connections: %m");
+	}
+	worker_start_drain(w, "restarting", now);
+}
+
+/* --- reload: connections back to the supervisor, for the new workers --- */
+
+/* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
+ * channel is full, try again later (the owed bytes may go twice; the
+ * supervisor keeps the newer copy). */
+static int
+return_one(struct worker *w, const struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (e->owed) {
+		r = handover_socket_id(e->fd, &id);
+		if (r < 0)
+			return r;
+		r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off,
+					 &memfd);
+		if (r < 0)
+			return r;
+		r = fdpass_send(w->setup->channel, memfd);
+		if (r < 0)
+			return r;
+	}
+	return fdpass_send(w->setup->channel, e->fd);
+}
+
+static void
+worker_return_connections(struct worker *w)
+{
+	int r = 0;
+
+	while (w->lru_head) {
+		r = return_one(w, w->lru_head);
+		if (r < 0)
+			break;
+		/* The supervisor's now: the message holds it. */
+		connection_close(w, w->lru_head);
+		w->returned++;
+	}
+	if (r == -EAGAIN)
+		return;
+	if (r < 0)
+		log_warning_errno(r, "reload: giving %u connection(s) back to the supervisor: %m; "
+				     "they drain here", w->n_connections);
+	if (w->returned)
+		log_info("reload: gave %u connection(s) back for the new workers", w->returned);
+	w->returning = false;
+}
+
+/* A reload: the supervisor takes this worker's connections back and gives
+ * them to the new generation, so that they outlive ShutdownTimeoutSec=. */
+static void
+worker_start_return(struct worker *w, uint64_t now)
+{
+	if (w->setup->channel < 0 || w->draining) {
+		worker_start_drain(w, "reloading", now);
+		return;
+	}
+	/* Connections the supervisor sent before are ours to return too. */
+	channel_receive(w, now);
+	w->returning = true;
+	worker_return_connections(w);
+	/* Whatever is left (the channel is full for now) is returned later;
+	 * meanwhile nothing new is taken. */
+	worker_start_drain(w, "reloading", now);
+}
+
 static void
 signal_handle(struct worker *w, uint64_t now)
 {
 	struct signalfd_siginfo si;
 
-	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si))
+	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			worker_start_drain(w, "stopping", now);
+		else if (si.ssi_signo == SIGUSR1)
+			worker_handover(w, now);
+		else if (si.ssi_signo == SIGUSR2)
+			worker_start_return(w, now);
+	}
 }
 
 /* --- the loop --- */
@@ -586,6 +802,8 @@ next_timeout(const struct worker *w, uint64_t now)
 		deadline = now + CAP_RETRY_MS;
 	if (w->draining && w->drain_deadline_ms < deadline)
 		deadline = w->drain_deadline_ms;
+	if (w->returning && now + CAP_RETRY_MS < deadline)
+		deadline = now + CAP_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
@@ -643,6 +861,8 @@ worker_loop(struct worker *w)
 		}
 		if (w->n_listeners)
 			intake_update(w, now);
+		if (w->returning)
+			worker_return_connections(w);
 
 		n = epoll_wait(w->epoll_fd, events, WORKER_EVENTS, next_timeout(w, now));
 		if (n < 0) {
@@ -669,6 +889,10 @@ worker_setup_signals(struct worker *w)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* From the supervisor: hand connections over, echod is restarting
+	 * (USR1), or give them back to it, echod is reloading (USR2). */
+	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -794,6 +1018,7 @@ worker_free(struct worker *w)
 	free(w->listeners);
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
+	pending_owed_drop(w);
 	ratelimit_free(w->datagram_limit);
 	free(w->buffer);
 	if (w->signal_fd >= 0)
@@ -834,7 +1059,7 @@ worker_run(const struct worker_setup *setup)
 		worker_add_connection(&w, setup->connection,
 				      !setup->connection_tuned &&
 					      listen_socket_is_tcp(setup->connection),
-				      NULL);
+				      NULL, setup->connection_owed, setup->connection_owed_len);
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);

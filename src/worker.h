@@ -25,6 +25,10 @@ struct worker_setup {
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
+	/* What is owed on `connection` (restored after a restart; the worker
+	 * takes it), or NULL. */
+	char *connection_owed;
+	size_t connection_owed_len;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */

@@ -2,6 +2,7 @@
  * owns (NOTIFY_SOCKET), reload by SIGHUP and by echod --reload, and the
  * watchdog. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -201,6 +202,100 @@ test_reload_changes_model(void **state)
 	unlink(conf);
 }
 
+/* Sends from buf until the socket takes no more (the server holds bytes
+ * it cannot write back: it owes them). Returns bytes sent. */
+static size_t
+send_until_full(int fd, const char *buf, size_t size)
+{
+	size_t sent = 0;
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	for (int idle = 0; sent < size && idle < 20;) {
+		ssize_t n = send(fd, buf + sent, size - sent, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			idle = 0;
+			continue;
+		}
+		assert_true(n < 0 && errno == EAGAIN);
+		idle++;
+		usleep(20000);
+	}
+	return sent;
+}
+
+/* Reads len bytes back and compares them with want. */
+static void
+read_back(int fd, const char *want, size_t len)
+{
+	char *got = malloc(len);
+	size_t have = 0;
+
+	assert_non_null(got);
+	while (have < len && wait_readable(fd, 5000)) {
+		ssize_t n = recv(fd, got + have, len - have, MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		assert_true(n > 0);
+		have += (size_t)n;
+	}
+	assert_int_equal(have, len);
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+/* A reload that changes the model keeps connections past the old workers'
+ * drain (ShutdownTimeoutSec=1): they give them back, owed bytes too, and
+ * the new workers serve them. */
+static void
+test_reload_gives_connections_back(void **state)
+{
+	const size_t size = 16 << 20;
+	struct notify_listener n;
+	struct echod e;
+	char conf[64], listen[64];
+	char *data = malloc(size);
+	size_t owed;
+	int fd, stalled;
+
+	assert_non_null(data);
+	fill_random(data, size, 862);
+	snprintf(conf, sizeof(conf), "/tmp/echod-test-back-%d.conf", (int)getpid());
+	write_config(conf, "[echod]\nModel=prefork\nWorkers=2\nShutdownTimeoutSec=1\n");
+	e.port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.port);
+	notify_listen(&n);
+	echod_spawn(&e, (const char *[]){n.env, NULL},
+		    (const char *[]){"--config", conf, "--listen", listen, NULL}, -1);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(tcp_wait_accepting(e.port, 5000));
+	fd = tcp_connect(e.port);
+	stalled = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
+	owed = send_until_full(stalled, data, size);
+	assert_true(owed > 0);
+
+	write_config(conf, "[echod]\nModel=passfd\nWorkers=3\nShutdownTimeoutSec=1\n");
+	kill(e.pid, SIGHUP);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	assert_true(echod_wait_log(&e, "connection(s) back for the new workers", 3000));
+	usleep(2000000); /* past the old workers' drain */
+	assert_int_equal(echo_roundtrip(fd, "across", 6, 2000), 0);
+
+	write_config(conf, "[echod]\nModel=prefork\nWorkers=1\nShutdownTimeoutSec=1\n");
+	kill(e.pid, SIGHUP);
+	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	usleep(2000000);
+	assert_int_equal(echo_roundtrip(fd, "again", 5, 2000), 0);
+	read_back(stalled, data, owed);
+	close(fd);
+	close(stalled);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	notify_close(&n);
+	unlink(conf);
+	free(data);
+}
+
 /* ExecReload=echod --reload $MAINPID: exit 0 when applied, 1 when the
  * new configuration is rejected. */
 static void
@@ -278,6 +373,7 @@ main(void)
 		cmocka_unit_test(test_ready_status_stopping),
 		cmocka_unit_test(test_reload_changes_workers_keeps_connections),
 		cmocka_unit_test(test_reload_changes_model),
+		cmocka_unit_test(test_reload_gives_connections_back),
 		cmocka_unit_test(test_reload_client_reports_outcome),
 		cmocka_unit_test(test_watchdog_pings_only_while_workers_progress),
 	};

@@ -49,6 +49,8 @@ CHECKS=(
 	reload_workers
 	reload_rejected
 	worker_crash
+	restart_keeps_connections
+	stop_drains
 	upgrade_keeps_socket
 	per_connection
 	stop
@@ -202,6 +204,7 @@ boot() {
 		ct systemctl --failed --no-legend --plain >&2
 	fi
 	cp "$HERE/echo-client.py" "$ROOT/root/echo-client.py"
+	cp "$HERE/restart-clients.py" "$ROOT/root/restart-clients.py"
 }
 
 # --- helpers for the checks -------------------------------------------------
@@ -364,6 +367,116 @@ check_worker_crash() {
 	expect "still active" test "$(ct systemctl is-active echod.service)" = active || return 1
 	expect "the same supervisor" test "$(main_pid)" = "$pid" || return 1
 	echo_ok tcp 127.0.0.1 7
+}
+
+# restart-clients.py in the background: busy connections to port 7.
+CLIENTS_DIR=/root/clients
+CLIENTS=200
+
+start_clients() {
+	ct_sh "rm -rf $CLIENTS_DIR && mkdir $CLIENTS_DIR && setsid sh -c 'python3 /root/restart-clients.py \
+		127.0.0.1 7 $CLIENTS $CLIENTS_DIR >$CLIENTS_DIR/out 2>&1; echo \$? >$CLIENTS_DIR/rc' \
+		</dev/null >/dev/null 2>&1 &"
+	wait_for 60 ct test -f "$CLIENTS_DIR/ready"
+}
+
+# Tells the clients to finish; succeeds if every byte of every connection
+# came back.
+finish_clients() {
+	ct touch "$CLIENTS_DIR/stop"
+	wait_for 150 ct test -f "$CLIENTS_DIR/rc" || { echo "the clients did not finish"; return 1; }
+	ct cat "$CLIENTS_DIR/out"
+	log "clients: $(ct head -n 1 "$CLIENTS_DIR/out")"
+	test "$(ct cat "$CLIENTS_DIR/rc")" = 0
+}
+
+# The hand-over lines of echod.service's journal since $1.
+handover_lines() {
+	ct journalctl --no-pager -q -u echod.service --since "$1" -o cat |
+		grep -E 'restart: (handing|handed|took back)'
+}
+
+# restart_once SINCE MODEL: systemctl restart while the clients are busy; the
+# new echod (of MODEL) took back every connection.
+restart_once() {
+	local since=$1 pid lines
+	pid=$(main_pid)
+	expect "systemctl restart succeeds" ct systemctl restart echod.service || return 1
+	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
+	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
+		'handover_lines "$since" | grep "took back $CLIENTS connection(s)" >/dev/null' || {
+		handover_lines "$since"
+		return 1
+	}
+	lines=$(handover_lines "$since")
+	printf '%s\n' "$lines"
+	log "$(printf '%s\n' "$lines" | tr '\n' ' ')"
+	expect "the $2 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$2" || return 1
+	# Served again: the clients echo through the new echod for a while.
+	sleep 2
+}
+
+# reload_once MODEL: systemctl reload into MODEL while the clients are busy,
+# then longer than the old workers' ShutdownTimeoutSec= (1 s): connections
+# they had drained instead of giving back would be cut by now.
+reload_once() {
+	expect "systemctl reload succeeds" ct systemctl reload echod.service || return 1
+	expect "the $1 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$1" || return 1
+	sleep 3
+}
+
+# systemctl restart three times under 200 busy clients (some owing bytes):
+# every connection goes through systemd's fd store and back, and not one
+# byte is lost; then across models by restart (prefork to passfd to fork to
+# prefork), and by reloads that change the model, with a drain too short
+# for any client to survive it.
+check_restart_keeps_connections() {
+	local since i rc=0
+	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
+	for i in 1 2 3; do
+		since=$(now)
+		echo "restart $i (prefork)"
+		restart_once "$since" prefork || { finish_clients; return 1; }
+	done
+	expect "bytes owed were handed over" eval \
+		'ct journalctl --no-pager -q -u echod.service -o cat | grep -E "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing" >/dev/null' || rc=1
+	for m in passfd fork fork prefork; do
+		set_config Workers=3 Model=$m ShutdownTimeoutSec=1
+		since=$(now)
+		echo "restart into $m"
+		restart_once "$since" $m || rc=1
+	done
+	since=$(now)
+	set_config Workers=3 Model=passfd ShutdownTimeoutSec=1
+	echo "reload into passfd"
+	reload_once passfd || rc=1
+	set_config Workers=3 ShutdownTimeoutSec=1
+	echo "reload into prefork"
+	reload_once prefork || rc=1
+	ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep -E 'reload|kept across'
+	expect "every client byte-exact through it all" finish_clients || rc=1
+	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
+	set_config Workers=3
+	ct systemctl reload echod.service
+	return "$rc"
+}
+
+# A plain systemctl stop is no restart: busy clients are let finish
+# (drained within ShutdownTimeoutSec=), nothing goes to the fd store.
+check_stop_drains() {
+	local since rc=0 CLIENTS=5
+	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
+	since=$(now)
+	expect "systemctl stop succeeds" ct systemctl stop --no-block echod.service || rc=1
+	expect "workers drain the clients' connections" wait_for 10 eval \
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep "^stopping: finishing [0-9]* connection" >/dev/null' || rc=1
+	expect "every client byte-exact" finish_clients || rc=1
+	expect "echod.service stopped" wait_for 20 eval '[ "$(ct systemctl is-active echod.service)" = inactive ]' || rc=1
+	expect "the stop helper saw a stop" eval \
+		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep "^stop: echod drains" >/dev/null' || rc=1
+	expect "nothing handed over" eval '[ -z "$(handover_lines "$since")" ]' || rc=1
+	ct journalctl --no-pager -q -u echod.service --since "$since" -o cat
+	return "$rc"
 }
 
 # Installing the package again (the upgrade path of the maintainer scripts)

@@ -1,0 +1,195 @@
+#include "handover.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define OWED_MAGIC "echodOW1"
+#define OWED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+struct owed_header {
+	char magic[8];
+	uint64_t id;
+	uint64_t len;
+};
+
+enum handover_kind
+handover_name_parse(const char *name, uint64_t *ret_id)
+{
+	const char *digits;
+	uint64_t id = 0;
+
+	if (!name)
+		return HANDOVER_OTHER;
+	if (strcmp(name, HANDOVER_CONN_NAME) == 0)
+		return HANDOVER_CONN;
+	if (strncmp(name, HANDOVER_OWED_PREFIX, strlen(HANDOVER_OWED_PREFIX)) != 0)
+		return HANDOVER_OTHER;
+	digits = name + strlen(HANDOVER_OWED_PREFIX);
+	/* One spelling per id: no sign, no leading zero, no overflow. */
+	if (*digits < '1' || *digits > '9')
+		return HANDOVER_OTHER;
+	for (const char *p = digits; *p; p++) {
+		unsigned d;
+
+		if (*p < '0' || *p > '9')
+			return HANDOVER_OTHER;
+		d = (unsigned)(*p - '0');
+		if (id > (UINT64_MAX - d) / 10)
+			return HANDOVER_OTHER;
+		id = id * 10 + d;
+	}
+	*ret_id = id;
+	return HANDOVER_OWED;
+}
+
+void
+handover_owed_name(uint64_t id, char *buf, size_t size)
+{
+	snprintf(buf, size, HANDOVER_OWED_PREFIX "%" PRIu64, id);
+}
+
+int
+handover_socket_id(int fd, uint64_t *ret_id)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
+	*ret_id = (uint64_t)st.st_ino;
+	return 0;
+}
+
+static int
+write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
+{
+	struct owed_header h = {.id = id, .len = len};
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (len == 0 || len > HANDOVER_OWED_MAX || !data)
+		return -EINVAL;
+	memcpy(h.magic, OWED_MAGIC, sizeof(h.magic));
+	fd = memfd_create("echod-owed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return negative_errno();
+	r = write_all(fd, &h, sizeof(h));
+	if (r >= 0)
+		r = write_all(fd, data, len);
+	if (r < 0)
+		return r;
+	/* Sealed, the bytes can be trusted by whoever gets the fd back: nobody
+	 * holding a copy (systemd, a dying worker) can change them meanwhile. */
+	if (fcntl(fd, F_ADD_SEALS, OWED_SEALS) < 0)
+		return negative_errno();
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int
+read_at(int fd, void *buf, size_t len, off_t off)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		if (n == 0)
+			return -EBADMSG;
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data, size_t *ret_len)
+{
+	struct owed_header h;
+	struct stat st;
+	_cleanup_free_ char *data = NULL;
+	int seals, r;
+
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return errno == EINVAL ? -EBADMSG : negative_errno();
+	if ((seals & OWED_SEALS) != OWED_SEALS)
+		return -EBADMSG;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	r = read_at(fd, &h, sizeof(h), 0);
+	if (r < 0)
+		return r;
+	if (memcmp(h.magic, OWED_MAGIC, sizeof(h.magic)) != 0 || h.len == 0 ||
+	    (uint64_t)st.st_size != sizeof(h) + h.len)
+		return -EBADMSG;
+	if (h.len > max_len)
+		return -E2BIG;
+	data = malloc(h.len);
+	if (!data)
+		return -ENOMEM;
+	r = read_at(fd, data, h.len, sizeof(h));
+	if (r < 0)
+		return r;
+	*ret_id = h.id;
+	*ret_len = h.len;
+	*ret_data = TAKE_PTR(data);
+	return 0;
+}
+
+int
+handover_store(const char *name, const int *fds, size_t n)
+{
+	char msg[64 + HANDOVER_NAME_MAX];
+
+	if (n == 0 || n > HANDOVER_BATCH_MAX)
+		return -EINVAL;
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+	return sd_pid_notify_with_fds(0, 0, msg, fds, (unsigned)n);
+}
+
+int
+handover_store_sync(uint64_t timeout_usec)
+{
+	return sd_notify_barrier(0, timeout_usec);
+}
+
+int
+handover_store_remove(const char *name)
+{
+	return sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+}

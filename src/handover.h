@@ -1,0 +1,80 @@
+/* Keeping TCP connections across a restart of echod.service: how a live
+ * connection and the bytes echod still owes its client are put into
+ * systemd's fd store, and recognised when they come back in $LISTEN_FDS.
+ *
+ * The store keeps fds by name, and FDNAME= names every fd of one notify
+ * message alike. So connections travel in batches of up to
+ * HANDOVER_BATCH_MAX fds (SCM_MAX_FD) all named HANDOVER_CONN_NAME, and a
+ * connection that owes bytes gets one more entry of its own: a sealed memfd
+ * named "owed-<id>", where <id> is the connection socket's inode number
+ * (unique among live sockets, the same in every process holding it). The
+ * memfd repeats the id in a header, so whoever receives it without its name
+ * (a worker, over its channel) can still pair it with its connection:
+ *
+ *   bytes 0..7   "echodOW1"
+ *   bytes 8..15  socket id, native byte order
+ *   bytes 16..23 number of owed bytes that follow, native byte order
+ *   bytes 24..   the owed bytes, oldest first
+ *
+ * Mechanism only: nothing here logs; errors are negative errno. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HANDOVER_CONN_NAME "conn"
+#define HANDOVER_OWED_PREFIX "owed-"
+/* The kernel's SCM_MAX_FD: more fds in one message fail with EINVAL. */
+#define HANDOVER_BATCH_MAX 253
+/* Longest name "owed-<id>" plus NUL. */
+#define HANDOVER_NAME_MAX (sizeof(HANDOVER_OWED_PREFIX) + 20)
+/* What one connection may owe: echod owes at most one read. */
+#define HANDOVER_OWED_MAX (1024 * 1024)
+
+enum handover_kind {
+	HANDOVER_OTHER, /* not ours: a listening socket, or unnamed */
+	HANDOVER_CONN,
+	HANDOVER_OWED,
+};
+
+/* Classifies an FDNAME= / $LISTEN_FDNAMES entry; for HANDOVER_OWED stores
+ * the id in *ret_id. NULL is HANDOVER_OTHER. "owed-" with anything but a
+ * decimal number without leading zeros in [1, UINT64_MAX] is HANDOVER_OTHER. */
+enum handover_kind handover_name_parse(const char *name, uint64_t *ret_id);
+
+/* Writes "owed-<id>" into buf (at least HANDOVER_NAME_MAX bytes). */
+void handover_owed_name(uint64_t id, char *buf, size_t size);
+
+/* The id of a connected socket: its inode number. -ENOTSOCK for anything
+ * else. */
+int handover_socket_id(int fd, uint64_t *ret_id);
+
+/* Creates a sealed (no write, grow, shrink, or further seals) close-on-exec
+ * memfd holding id and the len bytes at data. len must be 1 ..
+ * HANDOVER_OWED_MAX (else -EINVAL). Returns 0 and *ret_fd, or -errno. */
+int handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd);
+
+/* Reads back what handover_owed_encode() wrote: checks the seals, the magic
+ * and that the length matches the file's size and is at most max_len. On
+ * success *ret_data is a malloc()ed copy of the bytes (the caller frees it)
+ * and *ret_len their number. Does not take fd. -EBADMSG for a memfd that is
+ * not one of ours or is not sealed, -E2BIG for one longer than max_len. */
+int handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data,
+			 size_t *ret_len);
+
+/* Puts n (1 .. HANDOVER_BATCH_MAX) fds into systemd's fd store under name
+ * in one message (sd_pid_notify_with_fds with FDSTORE=1). Does not take the
+ * fds: systemd keeps copies. Returns > 0 when sent, 0 when $NOTIFY_SOCKET is
+ * unset (nothing was stored), or -errno. */
+int handover_store(const char *name, const int *fds, size_t n);
+
+/* Waits (up to timeout_usec) until systemd has processed every message
+ * this process sent before: systemd finds the unit of a message by its
+ * sender's pid, so a process that exits right after storing fds may have
+ * them dropped, and the connections reset. Returns > 0 once processed, 0
+ * when $NOTIFY_SOCKET is unset, or -errno (-ETIMEDOUT). */
+int handover_store_sync(uint64_t timeout_usec);
+
+/* FDSTOREREMOVE=1 for every entry named name. Same returns. */
+int handover_store_remove(const char *name);

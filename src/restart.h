@@ -1,0 +1,72 @@
+/* The supervisor's side of restarting without dropping a connection (see
+ * handover.h for what goes into systemd's fd store, and the README).
+ *
+ * On SIGTERM, restart_wanted() decides between handing every connection
+ * over (a restart) and draining them (a stop). On start, restart_take()
+ * collects what the previous echod stored, pairing each connection with its
+ * owed bytes, and empties the store; the supervisor then hands the
+ * connections to its workers. */
+#pragma once
+
+#include <stdbool.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "listen.h"
+
+struct restored {
+	int fd;	     /* the connection */
+	int owed_fd; /* its owed bytes (a sealed memfd), or -1 */
+};
+
+struct pending_owed {
+	int fd;
+	uint64_t id;
+};
+
+struct restart_queue {
+	struct restored *items;
+	size_t n, size;
+	size_t next; /* items before it are handed on (fds -1) */
+	unsigned owed;
+	/* Owed bytes whose connection has not arrived yet (reload). */
+	struct pending_owed *pending;
+	size_t n_pending;
+};
+
+/* Takes the stored fds out of set (their slots become -1), pairs them into
+ * q, closes what cannot be served (an orphaned memfd, a connection already
+ * gone), removes every entry from systemd's fd store and logs how many
+ * connections came back. Returns the number of connections, or -ENOMEM. */
+int restart_take(struct listen_set *set, struct restart_queue *q);
+
+/* A reload: the retiring workers send their connections back over their
+ * channels, each one's owed bytes (a sealed memfd) first. Both take the
+ * fd; push() pairs the connection with owed bytes pushed before it (by the
+ * socket's id). Return 0 or -ENOMEM (the fd is then closed). */
+int restart_queue_push_owed(struct restart_queue *q, int memfd);
+int restart_queue_push(struct restart_queue *q, int fd);
+
+/* A restart before the workers took them all: what is left goes back into
+ * the store. Returns how many connections, or -errno. */
+int restart_queue_store(struct restart_queue *q);
+
+/* Closes every connection not handed on yet. */
+void restart_queue_free(struct restart_queue *q);
+
+/* Run by ExecStop= (as root, since a DynamicUser= cannot use the system
+ * bus): asks systemd whether the job stopping the unit is a restart, and if
+ * the unit can keep connections meanwhile (NotifyAccess=all, a fd store),
+ * sends the supervisor pid RESTART_SIGNAL carrying FileDescriptorStoreMax=
+ * as its value. systemd sends SIGTERM only after ExecStop= has finished.
+ * Logs what it found; failing, the supervisor just drains as on a stop. */
+void restart_announce(pid_t pid);
+
+/* The signal restart_announce() sends. */
+#define RESTART_SIGNAL SIGUSR1
+
+/* On SIGTERM: whether to hand `active` connections over, given what the
+ * last RESTART_SIGNAL said (announced, and the store's size). Logs the
+ * decision. False whenever in doubt: draining is what a stop does. */
+bool restart_wanted(bool from_systemd, bool announced, unsigned store_max, unsigned active);
