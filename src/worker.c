@@ -296,7 +296,11 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
 	}
 	if (admission_take(sb->sources, peer, w->pid, limit, ret))
 		return true;
+	/* Counted refused, not served: in that order, so a kill between the
+	 * two counts it taken twice (one reservation kept too long) rather
+	 * than not at all (one released too many). */
 	SB_ADD(w->slot->refused, 1);
+	SB_SUB(w->slot->served, 1);
 	if (log_get_max_level() >= LOG_DEBUG) {
 		char name[ADDRESS_MAX];
 		address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
