@@ -309,31 +309,41 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 }
 
 int
-config_load_file(struct config *c, const char *path, struct config_error *err)
+config_load_stream(struct config *c, FILE *f, const char *name, struct config_error *err)
 {
-	struct file_parse p = {.config = c, .err = err, .path = path};
+	struct file_parse p = {.config = c, .err = err, .path = name, .f = f};
 	int r;
 
-	p.f = fopen(path, "re");
-	if (!p.f) {
-		r = negative_errno();
-		config_fail(err, "%s: cannot read: %s", path, strerror(-r));
-		return r;
-	}
 	r = ini_parse_stream(read_line, &p, handle_entry, &p);
-	if (ferror(p.f) && !p.error)
-		p.error = config_fail(err, "%s: read error", path);
-	fclose(p.f);
+	if (ferror(f) && !p.error)
+		p.error = config_fail(err, "%s: read error", name);
 	/* inih goes on after a syntax error and returns the first error's
 	 * line: report whichever came first, as it is the likely cause. */
 	if (p.error && !(r > 0 && (unsigned)r < p.error_line))
 		return p.error;
 	if (r > 0)
-		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", path,
+		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", name,
 				   r);
 	if (r < 0)
-		return config_fail(err, "%s: cannot parse", path);
+		return config_fail(err, "%s: cannot parse", name);
 	return 0;
+}
+
+int
+config_load_file(struct config *c, const char *path, struct config_error *err)
+{
+	FILE *f;
+	int r;
+
+	f = fopen(path, "re");
+	if (!f) {
+		r = negative_errno();
+		config_fail(err, "%s: cannot read: %s", path, strerror(-r));
+		return r;
+	}
+	r = config_load_stream(c, f, path, err);
+	fclose(f);
+	return r;
 }
 
 unsigned
