@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define HARNESS_MAX_ARGS 32
+#define HARNESS_MAX_ARGS 48
 
 struct echod {
 	pid_t pid;	 /* echod itself (the supervisor), or the activator */
