@@ -576,7 +576,7 @@ process_children(pid_t pid, pid_t *out, size_t max)
 	return n;
 }
 
-static uint64_t
+uint64_t
 process_rss_kib(pid_t pid)
 {
 	char path[64], line[256];
