@@ -21,8 +21,7 @@ check_roundtrip(const struct listen_address *a)
 	struct listen_address again;
 	char text[ADDRESS_MAX + 8], formatted[ADDRESS_MAX + 4], reason[128];
 
-	address_format((const struct sockaddr *)&a->sa, a->salen, formatted,
-		       sizeof(formatted));
+	address_format((const struct sockaddr *)&a->sa, a->salen, formatted, sizeof(formatted));
 	/* The formatter names no socket type: UDP takes its prefix back. */
 	snprintf(text, sizeof(text), "%s%s", a->type == SOCK_DGRAM ? "udp:" : "", formatted);
 	if (address_parse(text, &again, reason, sizeof(reason)) < 0)

@@ -72,7 +72,7 @@ __wrap_recvmsg(int fd, struct msghdr *msg, int flags)
 		       (size_t)fake.ret < msg->msg_iov[0].iov_len ? (size_t)fake.ret
 								  : msg->msg_iov[0].iov_len);
 	return fake.ret < (ssize_t)msg->msg_iov[0].iov_len ? fake.ret
-							  : (ssize_t)msg->msg_iov[0].iov_len;
+							   : (ssize_t)msg->msg_iov[0].iov_len;
 }
 
 int
@@ -221,8 +221,8 @@ fuzz_kernel(const uint8_t *data, size_t size)
 	payload_fd = memfd_create("fuzz-fdpass", MFD_CLOEXEC);
 	if (payload_fd < 0 || fstat(payload_fd, &payload) < 0 || fdpass_channel_new(pair) < 0)
 		abort();
-	if (passcred && setsockopt(pair[FDPASS_WORKER], SOL_SOCKET, SO_PASSCRED, &(int){1},
-				   sizeof(int)) < 0)
+	if (passcred &&
+	    setsockopt(pair[FDPASS_WORKER], SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
 		abort();
 	for (unsigned i = 0; i < n_msgs; i++)
 		msgs[i].sent = send_message(pair[FDPASS_SUPERVISOR], payload_fd, &msgs[i]);

@@ -127,8 +127,7 @@ test_rss_flat_over_short_connections(void **state)
 	start = monotonic_ms();
 	for (unsigned i = 0; i < n; i++)
 		short_connection(e.port, i);
-	print_message("# %u connections in %lu ms\n", n,
-		      (unsigned long)(monotonic_ms() - start));
+	print_message("# %u connections in %lu ms\n", n, (unsigned long)(monotonic_ms() - start));
 	assert_int_equal(settle(&e, before.fds), before.fds);
 	take_snapshot(&e, &after);
 
@@ -154,7 +153,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rss_flat_over_short_connections),
+	    cmocka_unit_test(test_rss_flat_over_short_connections),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
