@@ -251,31 +251,46 @@ struct file_parse {
 
 /* inih's reader callback: counting lines here is how we learn which line a
  * handler call comes from (Debian's libinih is built without
- * INI_HANDLER_LINENO). */
+ * INI_HANDLER_LINENO). Read byte by byte rather than with fgets(), which
+ * cannot tell a NUL byte in a line from the line's end. */
 static char *
 read_line(char *str, int num, void *stream)
 {
 	struct file_parse *p = stream;
-	char *s = fgets(str, num, p->f);
-	size_t len;
-	int ch;
+	const char *first;
+	bool nul = false;
+	int len = 0, ch = EOF;
 
-	if (!s)
+	while (len < num - 1 && (ch = getc(p->f)) != EOF) {
+		str[len++] = (char)ch;
+		nul |= ch == '\0';
+		if (ch == '\n')
+			break;
+	}
+	if (len == 0)
 		return NULL;
+	str[len] = '\0';
 	p->line++;
-	len = strlen(s);
-	if (len == 0 || s[len - 1] == '\n')
-		return s;
+	if (nul && !p->error) {
+		/* inih would see the line end at the NUL and the rest as
+		 * nothing: say what is wrong rather than parse half a line. */
+		p->error = config_fail(p->err, "%s:%u: NUL byte in line (not a text file?)",
+				       p->path, p->line);
+		p->error_line = p->line;
+		return str;
+	}
+	if (ch == EOF || ch == '\n')
+		return str;
 	/* A line longer than inih's buffer: inih would take the rest for a
 	 * line of its own. The rest of a comment can go; anything else would
 	 * be cut short, so it is an error. */
 	ch = getc(p->f);
 	if (ch == EOF || ch == '\n')
-		return s;
+		return str;
 	while (ch != EOF && ch != '\n')
 		ch = getc(p->f);
-	s += strspn(s, " \t");
-	if (s[0] != '#' && s[0] != ';' && !p->error) {
+	first = str + strspn(str, " \t");
+	if (first[0] != '#' && first[0] != ';' && !p->error) {
 		p->error = config_fail(p->err, "%s:%u: line too long (%d characters at most)",
 				       p->path, p->line, num - 1);
 		p->error_line = p->line;
@@ -314,31 +329,41 @@ handle_entry(void *user, const char *section, const char *name, const char *valu
 }
 
 int
-config_load_file(struct config *c, const char *path, struct config_error *err)
+config_load_stream(struct config *c, FILE *f, const char *name, struct config_error *err)
 {
-	struct file_parse p = {.config = c, .err = err, .path = path};
+	struct file_parse p = {.config = c, .err = err, .path = name, .f = f};
 	int r;
 
-	p.f = fopen(path, "re");
-	if (!p.f) {
-		r = negative_errno();
-		config_fail(err, "%s: cannot read: %s", path, strerror(-r));
-		return r;
-	}
 	r = ini_parse_stream(read_line, &p, handle_entry, &p);
-	if (ferror(p.f) && !p.error)
-		p.error = config_fail(err, "%s: read error", path);
-	fclose(p.f);
+	if (ferror(f) && !p.error)
+		p.error = config_fail(err, "%s: read error", name);
 	/* inih goes on after a syntax error and returns the first error's
 	 * line: report whichever came first, as it is the likely cause. */
 	if (p.error && !(r > 0 && (unsigned)r < p.error_line))
 		return p.error;
 	if (r > 0)
-		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", path,
+		return config_fail(err, "%s:%d: syntax error: expected [echod] or Key=value", name,
 				   r);
 	if (r < 0)
-		return config_fail(err, "%s: cannot parse", path);
+		return config_fail(err, "%s: cannot parse", name);
 	return 0;
+}
+
+int
+config_load_file(struct config *c, const char *path, struct config_error *err)
+{
+	FILE *f;
+	int r;
+
+	f = fopen(path, "re");
+	if (!f) {
+		r = negative_errno();
+		config_fail(err, "%s: cannot read: %s", path, strerror(-r));
+		return r;
+	}
+	r = config_load_stream(c, f, path, err);
+	fclose(f);
+	return r;
 }
 
 unsigned

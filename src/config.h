@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/echod/echod.conf"
 #define CONFIG_MAX_LISTEN 64
@@ -52,6 +53,9 @@ int config_set(struct config *c, const char *key, const char *value, const char 
 /* Reads a file into c (keys it sets override what c holds). A missing file
  * is -ENOENT with a message; the caller decides whether that matters. */
 int config_load_file(struct config *c, const char *path, struct config_error *err);
+/* The same from an open stream (read to its end, not closed); name stands
+ * for the file in error messages. What the fuzzer feeds (fmemopen). */
+int config_load_stream(struct config *c, FILE *f, const char *name, struct config_error *err);
 
 /* What the keys mean once "auto" and "unset" are resolved. */
 unsigned config_workers(const struct config *c);

@@ -77,8 +77,8 @@ close_received_fds(struct msghdr *msg)
 	unsigned count = 0;
 
 	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(msg); cmsg; cmsg = CMSG_NXTHDR(msg, cmsg)) {
-		const char *data = (const char *)CMSG_DATA(cmsg);
-		const char *data_end = (const char *)cmsg + cmsg->cmsg_len;
+		size_t room = (size_t)(end - (const char *)cmsg);
+		const unsigned char *data = CMSG_DATA(cmsg);
 
 		count++;
 		if (cmsg->cmsg_level != SOL_SOCKET ||
@@ -86,13 +86,15 @@ close_received_fds(struct msghdr *msg)
 			continue;
 		/* A length past the buffer is put_cmsg() cutting a message off
 		 * on MSG_CTRUNC; the kernel never cuts one that carries fds
-		 * (it passes only the fds that fit), so there is none here. */
-		if (data_end > end)
+		 * (it passes only the fds that fit), so there is none here.
+		 * Compared as lengths: a bad cmsg_len added to a pointer could
+		 * wrap around (undefined behaviour) and pass the check. */
+		if (cmsg->cmsg_len > room || cmsg->cmsg_len < CMSG_LEN(0))
 			continue;
-		for (; data + sizeof(int) <= data_end; data += sizeof(int)) {
+		for (size_t i = 0; i < (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
 			int fd;
 
-			memcpy(&fd, data, sizeof(int));
+			memcpy(&fd, data + i * sizeof(int), sizeof(int));
 			if (fd >= 0)
 				close(fd);
 		}

@@ -164,7 +164,7 @@ log_to_stderr(int level, const char *text)
 		return;
 }
 
-static int
+static int _printf_(5, 0)
 log_message(int level, int error, const char *peer, const char *message_id, const char *fmt,
 	    va_list ap)
 {

@@ -60,6 +60,38 @@ echod_binary(void)
 	return b;
 }
 
+#define WRAPPER_MAX_WORDS 16
+
+/* Appends echod to argv at n, behind the words of $ECHOD_TEST_WRAPPER
+ * (split at blanks, no quoting) if set: "valgrind --leak-check=full" runs
+ * every echod under memcheck. Returns the new n. */
+static size_t
+add_echod(const char **argv, size_t n)
+{
+	static char *words[WRAPPER_MAX_WORDS];
+	static size_t n_words;
+	static bool parsed;
+
+	if (!parsed) {
+		const char *w = getenv("ECHOD_TEST_WRAPPER");
+		char *copy = w ? strdup(w) : NULL, *save = NULL;
+
+		for (char *t = copy ? strtok_r(copy, " \t", &save) : NULL; t;
+		     t = strtok_r(NULL, " \t", &save)) {
+			if (n_words == WRAPPER_MAX_WORDS)
+				fatal("ECHOD_TEST_WRAPPER has more than %d words", WRAPPER_MAX_WORDS);
+			words[n_words++] = t;
+		}
+		parsed = true;
+	}
+	if (n + n_words + 1 >= HARNESS_MAX_ARGS)
+		fatal("too many arguments");
+	for (size_t i = 0; i < n_words; i++)
+		argv[n++] = words[i];
+	argv[n++] = echod_binary();
+	return n;
+}
+
 int
 free_port(void)
 {
@@ -273,10 +305,20 @@ tcp_wait_accepting(int port, int timeout_ms)
 	}
 }
 
+/* How long echod may take to start: longer under a wrapper such as
+ * valgrind, which slows start-up (and each fork) tenfold or more. */
+static int
+startup_timeout_ms(void)
+{
+	const char *w = getenv("ECHOD_TEST_WRAPPER");
+
+	return w && *w ? 60000 : 10000;
+}
+
 static void
 wait_accepting(struct echod *e)
 {
-	uint64_t end = monotonic_ms() + 10000;
+	uint64_t end = monotonic_ms() + (uint64_t)startup_timeout_ms();
 
 	for (;;) {
 		int fd = tcp_connect(e->port);
@@ -288,7 +330,8 @@ wait_accepting(struct echod *e)
 		if (waitpid(e->pid, NULL, WNOHANG) == e->pid)
 			fatal("echod exited before accepting connections");
 		if (monotonic_ms() >= end)
-			fatal("echod does not accept connections on port %d after 10 s", e->port);
+			fatal("echod does not accept connections on port %d after %d ms", e->port,
+			      startup_timeout_ms());
 		usleep(20000);
 	}
 }
@@ -298,8 +341,8 @@ wait_accepting(struct echod *e)
 static void
 wait_ready(struct echod *e)
 {
-	if (!echod_wait_log(e, "ready", 10000))
-		fatal("echod did not log readiness within 10 s");
+	if (!echod_wait_log(e, "ready", startup_timeout_ms()))
+		fatal("echod did not log readiness within %d ms", startup_timeout_ms());
 }
 
 static size_t
@@ -323,7 +366,7 @@ echod_start_env(struct echod *e, const char *const *env, const char *const *extr
 
 	e->port = free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->port);
-	argv[n++] = echod_binary();
+	n = add_echod(argv, n);
 	argv[n++] = "--listen";
 	argv[n++] = listen;
 	argv[n++] = "--model";
@@ -360,7 +403,7 @@ echod_start_activated(struct echod *e, const char *const *activator_args, const 
 		datagram_mode |= strcmp(*a, "--datagram") == 0 || strcmp(*a, "-d") == 0;
 		argv[n++] = *a;
 	}
-	argv[n++] = echod_binary();
+	n = add_echod(argv, n);
 	argv[n++] = "--config";
 	argv[n++] = "/dev/null";
 	if (!accept_mode) {
@@ -405,8 +448,7 @@ echod_spawn(struct echod *e, const char *const *env, const char *const *args, in
 {
 	const char *argv[HARNESS_MAX_ARGS];
 
-	argv[0] = echod_binary();
-	build_argv(argv, 1, args);
+	build_argv(argv, add_echod(argv, 0), args);
 	spawn(e, argv, env, stdin_fd, false);
 }
 
@@ -416,8 +458,7 @@ echod_run(struct echod *e, const char *const *args, int timeout_ms)
 	const char *argv[HARNESS_MAX_ARGS];
 	int status;
 
-	argv[0] = echod_binary();
-	build_argv(argv, 1, args);
+	build_argv(argv, add_echod(argv, 0), args);
 	spawn(e, argv, NULL, -1, true);
 	status = echod_wait_exit(e, timeout_ms);
 	if (status < 0)
@@ -569,7 +610,7 @@ process_children(pid_t pid, pid_t *out, size_t max)
 	return n;
 }
 
-static uint64_t
+uint64_t
 process_rss_kib(pid_t pid)
 {
 	char path[64], line[256];

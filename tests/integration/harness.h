@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define HARNESS_MAX_ARGS 32
+#define HARNESS_MAX_ARGS 48
 
 struct echod {
 	pid_t pid;	 /* echod itself (the supervisor), or the activator */
@@ -100,6 +100,8 @@ void fill_random(void *buf, size_t len, unsigned seed);
 
 /* Direct children of pid (from /proc). Returns how many were written. */
 size_t process_children(pid_t pid, pid_t *out, size_t max);
+/* Resident memory (VmRSS) of pid, in KiB; 0 if it is gone. */
+uint64_t process_rss_kib(pid_t pid);
 /* Total resident memory of pid and all its descendants, in KiB. */
 uint64_t process_tree_rss_kib(pid_t pid);
 /* Number of open fds of pid. */

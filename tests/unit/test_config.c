@@ -381,6 +381,34 @@ test_long_lines(void **state)
 	config_done(&c);
 }
 
+/* A NUL byte is named as such, at its line, and the lines after it keep
+ * their numbers (fgets() took it for the line's end). Read from memory,
+ * through the same parser as a file. */
+static void
+test_nul_byte(void **state)
+{
+	static const char text[] = "[echod]\nLogLevel=debug\0junk\nWorkers=2\n";
+	static const char later[] = "[echod]\n#\0\nWorkers=2\nModel=nope\n";
+	struct config_error err = {{0}};
+	struct config c;
+	FILE *f;
+
+	config_init(&c);
+	f = fmemopen((void *)text, sizeof(text) - 1, "r");
+	assert_non_null(f);
+	assert_int_equal(config_load_stream(&c, f, "mem", &err), -EINVAL);
+	fclose(f);
+	assert_string_equal(err.message, "mem:2: NUL byte in line (not a text file?)");
+	assert_int_equal(c.workers, 0);
+
+	f = fmemopen((void *)later, sizeof(later) - 1, "r");
+	assert_non_null(f);
+	assert_int_equal(config_load_stream(&c, f, "mem", &err), -EINVAL);
+	fclose(f);
+	assert_string_equal(err.message, "mem:2: NUL byte in line (not a text file?)");
+	config_done(&c);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -718,6 +746,7 @@ main(void)
 	    BAD_FILE(value_then_syntax),
 	    BAD_FILE(line_count),
 	    cmocka_unit_test(test_long_lines),
+	    cmocka_unit_test(test_nul_byte),
 	    cmocka_unit_test(test_missing_file),
 	    cmocka_unit_test(test_directory),
 	    cmocka_unit_test(test_empty_file),
