@@ -34,6 +34,11 @@
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
+/* A busy connection moves to the tail of the idle list at most this
+ * often: rr touches each connection thousands of times a second, and each
+ * move writes two neighbours' cache lines. The idle timeout (whole seconds)
+ * may fire up to this late. */
+#define LRU_MOVE_MS 100
 
 enum source_type {
 	SOURCE_LISTENER,
@@ -59,7 +64,10 @@ struct connection {
 	struct echo_conn echo;
 	enum echo_want want;
 	uint64_t last_active_ms;
-	/* Least-recently-active first: the idle check looks at the head only. */
+	uint64_t queued_ms; /* when it last moved to the tail of the list */
+	/* Least-recently-queued first; a connection is queued again within
+	 * LRU_MOVE_MS of any activity, so checking the head alone finds every
+	 * idle connection at most that late. */
 	struct connection *prev, *next;
 };
 
@@ -86,6 +94,9 @@ struct worker {
 	uint64_t drops_logged_ms;
 	unsigned n_connections;
 	struct connection *lru_head, *lru_tail;
+	/* Bytes moved since the last turn of the loop: added to the scoreboard
+	 * once per turn, not with an atomic per event. */
+	struct echo_io io_pending;
 	char *buffer;
 };
 
@@ -133,9 +144,10 @@ static void
 connection_touch(struct worker *w, struct connection *c, uint64_t now)
 {
 	c->last_active_ms = now;
-	if (w->lru_tail != c) {
+	if (now - c->queued_ms >= LRU_MOVE_MS && w->lru_tail != c) {
 		lru_unlink(w, c);
 		lru_append(w, c);
+		c->queued_ms = now;
 	}
 }
 
@@ -264,7 +276,7 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp)
 		log_warning_errno(r, "watching a new connection: %m");
 		goto undo;
 	}
-	c->last_active_ms = now_ms();
+	c->last_active_ms = c->queued_ms = now_ms();
 	lru_append(w, c);
 	w->n_connections++;
 	SB_ADD(w->slot->served, 1);
@@ -288,10 +300,8 @@ connection_handle(struct worker *w, struct connection *c, uint32_t events, uint6
 	int r;
 
 	r = echo_conn_handle(&c->echo, w->buffer, WORKER_BUFFER_SIZE, &io);
-	if (io.bytes_in)
-		SB_ADD(w->slot->bytes_in, io.bytes_in);
-	if (io.bytes_out)
-		SB_ADD(w->slot->bytes_out, io.bytes_out);
+	w->io_pending.bytes_in += io.bytes_in;
+	w->io_pending.bytes_out += io.bytes_out;
 	if (r < 0 || r == ECHO_DONE) {
 		if (r < 0 && log_get_max_level() >= LOG_DEBUG) {
 			char peer[ADDRESS_MAX];
@@ -506,6 +516,16 @@ next_timeout(const struct worker *w, uint64_t now)
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
+static void
+io_flush(struct worker *w)
+{
+	if (w->io_pending.bytes_in)
+		SB_ADD(w->slot->bytes_in, w->io_pending.bytes_in);
+	if (w->io_pending.bytes_out)
+		SB_ADD(w->slot->bytes_out, w->io_pending.bytes_out);
+	w->io_pending = (struct echo_io){0};
+}
+
 static bool
 worker_finished(const struct worker *w)
 {
@@ -547,6 +567,7 @@ worker_loop(struct worker *w)
 		uint64_t now = now_ms();
 		int n;
 
+		io_flush(w);
 		SB_ADD(w->slot->heartbeat, 1);
 		idle_expire(w, now);
 		drops_log(w, now);
@@ -702,6 +723,7 @@ worker_run(const struct worker_setup *setup)
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);
+	io_flush(&w);
 	worker_free(&w);
 	return status;
 }
