@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -724,6 +725,12 @@ worker_run(const struct worker_setup *setup)
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);
 	io_flush(&w);
+	/* The scoreboard slot is cleared once the supervisor reaps us: this
+	 * line is what remains of how the load was shared (run-bench.sh
+	 * reads it for its fairness figure). */
+	if (setup->connection < 0)
+		log_info("exiting: served %" PRIu64 " connection(s), %" PRIu64 " datagram(s)",
+			 SB_GET(w.slot->served), SB_GET(w.slot->dgrams_in));
 	worker_free(&w);
 	return status;
 }
