@@ -197,6 +197,14 @@ is_echod() {
 	return 1
 }
 
+# echod with a pool of workers: each mode gets a server of its own, whose
+# workers log, as they exit, how many connections each served; the spread
+# of those is the fairness figure.
+per_mode() {
+	case $1 in prefork | passfd) return 0 ;; esac
+	return 1
+}
+
 # Servers with a process per connection get the smaller hold.
 per_process() {
 	case $1 in fork | xinetd | inetd | socat) return 0 ;; esac
@@ -306,7 +314,10 @@ launch() {
 	ref) cmd=("$REFSERVER" -p "$port") ;;
 	prefork | passfd | fork)
 		cmd=("$ECHOD" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
-			-m "$s" -w 2 --log-level warning --config /dev/null
+			-m "$s" -w 2 --config /dev/null
+			# info: the workers' "exiting: served N connection(s)"
+			# lines, for fairness; nothing is logged per connection.
+			--log-level "$(per_mode "$s" && echo info || echo warning)"
 			# One client address sends every datagram: measure the echo,
 			# not the per-source limit that protects victims.
 			--datagram-rate-limit 0
@@ -376,6 +387,27 @@ bench_args() {
 		echo "-m hold -c $n -s 64 -d $HOLD_IDLE --sources 4 --server-pid $SERVER_PID"
 		;;
 	esac
+}
+
+# Adds to the last line of raw.txt how evenly the workers of the server
+# just stopped shared the connections: served=N/N/... from the lines they
+# logged as they exited (in the last part of log $1, since its launch)
+# and fairness=max/mean, 1.00 being an even share. Only if that line is
+# the run of server $2, repetition $3, mode $4.
+add_fairness() {
+	local log=$1 served fairness
+
+	tail -n 1 "$RAW" | grep -q "^server=$2 rep=$3 mode=$4 " || return 0
+	served=$(awk '/^--- / { n = 0; delete v }
+		/: worker [0-9]+: exiting: served [0-9]+ connection/ {
+			for (i = 1; i < NF; i++) if ($i == "served") v[n++] = $(i + 1) }
+		END { for (i = 0; i < n; i++) printf "%s%s", i ? "/" : "", v[i] }' "$log")
+	[ -n "$served" ] || return 0
+	fairness=$(awk -v s="$served" 'BEGIN {
+		n = split(s, v, "/"); for (i = 1; i <= n; i++) { t += v[i]; if (v[i] > m) m = v[i] }
+		if (t > 0) printf "%.2f", m * n / t }')
+	[ -n "$fairness" ] || return 0
+	sed -i "\$ s|\$| served=$served fairness=$fairness|" "$RAW"
 }
 
 # One echod-bench run; appends its result line, tagged, to raw.txt. A run
@@ -475,24 +507,30 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	for ((k = 0; k < n; k++)); do
 		s=${ACTIVE[$(((k + rep - 1) % n))]}
 		[ -n "${FAILED[$s]:-}" ] && continue
-		port=$(free_port) || die "no free port found"
 		log=$OUT/logs/$s.log
-		echo "run-bench.sh: repetition $rep: $(server_label "$s") on port $port" >&2
-		if ! start_server "$s" "$port" "$log"; then
-			FAILED[$s]="failed to start: $START_ERROR"
-			echo "run-bench.sh: WARNING: $(server_label "$s") $START_ERROR (log: $log)" >&2
-			if is_echod "$s" && [ $REQUIRE_ECHOD = 0 ]; then
-				tap "not ok" "$(server_label "$s") failed to start: $START_ERROR # TODO not fatal until --require-echod"
-			else
-				tap "not ok" "$(server_label "$s") failed to start: $START_ERROR"
+		groups=("$(modes_of "$s")")
+		# shellcheck disable=SC2207 # one group per mode: split on spaces
+		per_mode "$s" && groups=($(modes_of "$s"))
+		for group in "${groups[@]}"; do
+			port=$(free_port) || die "no free port found"
+			echo "run-bench.sh: repetition $rep: $(server_label "$s") on port $port" >&2
+			if ! start_server "$s" "$port" "$log"; then
+				FAILED[$s]="failed to start: $START_ERROR"
+				echo "run-bench.sh: WARNING: $(server_label "$s") $START_ERROR (log: $log)" >&2
+				if is_echod "$s" && [ $REQUIRE_ECHOD = 0 ]; then
+					tap "not ok" "$(server_label "$s") failed to start: $START_ERROR # TODO not fatal until --require-echod"
+				else
+					tap "not ok" "$(server_label "$s") failed to start: $START_ERROR"
+				fi
+				break
 			fi
-			continue
-		fi
-		for mode in $(modes_of "$s"); do
-			run_one "$s" "$rep" "$port" "$mode"
+			for mode in $group; do
+				run_one "$s" "$rep" "$port" "$mode"
+			done
+			stop_server "$SERVER_PID"
+			SERVER_PID=
+			per_mode "$s" && add_fairness "$log" "$s" "$rep" "$group"
 		done
-		stop_server "$SERVER_PID"
-		SERVER_PID=
 	done
 done
 
@@ -503,7 +541,7 @@ hold_of() {
 }
 
 report() {
-	local s rr crr bulk udp held echoed rss pss p50 p99 e
+	local s rr crr bulk udp held echoed rss pss p50 p99 e fair
 
 	echo "# echod benchmark"
 	echo
@@ -513,11 +551,11 @@ report() {
 	echo "Median of $REPS repetition(s), ${SECS} s each, servers alternating round-robin."
 	echo "Ratios (×ref) are to the single-threaded reference server measured in the same run."
 	echo
-	echo "| server | rr req/s | ×ref | rr p50/p99 µs | crr conn/s | ×ref | crr p99 µs | bulk MB/s | ×ref | udp dgram/s | ×ref | hold held/echoed of N | hold RSS / PSS MiB | errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| server | rr req/s | ×ref | rr p50/p99 µs | crr conn/s | ×ref | crr p99 µs | bulk MB/s | ×ref | udp dgram/s | ×ref | hold held/echoed of N | hold RSS / PSS MiB | fairness crr / hold | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for s in "${WANTED[@]}"; do
 		if [ -n "${NOTE[$s]:-}" ] || [ -n "${FAILED[$s]:-}" ]; then
-			echo "| $(server_label "$s") | ${NOTE[$s]:-${FAILED[$s]}} ||||||||||||| |"
+			echo "| $(server_label "$s") | ${NOTE[$s]:-${FAILED[$s]}} |||||||||||||| |"
 			continue
 		fi
 		rr=$(median "$s" rr rate) crr=$(median "$s" crr rate)
@@ -526,7 +564,9 @@ report() {
 		held=$(median "$s" hold held) echoed=$(median "$s" hold echoed)
 		rss=$(median "$s" hold rss_kb) pss=$(median "$s" hold pss_kb)
 		e=$(errors_of "$s")
-		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+		fair="$(fmt "$(median "$s" crr fairness)" 2) / $(fmt "$(median "$s" hold fairness)" 2)"
+		per_mode "$s" || fair=-
+		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
 			"$(server_label "$s")" \
 			"$(fmt "$rr" 0)" "$(ratio "$rr" "$REF_RR")" "$(fmt "$p50" 0)" "$(fmt "$p99" 0)" \
 			"$(fmt "$crr" 0)" "$(ratio "$crr" "$REF_CRR")" "$(fmt "$(median "$s" crr p99_us)" 0)" \
@@ -534,7 +574,7 @@ report() {
 			"$(fmt "$udp" 0)" "$(ratio "$udp" "$REF_UDP")" \
 			"$(if [ "$held" = - ]; then echo "skipped"; else echo "$(fmt "$held" 0)/$(fmt "$echoed" 0) of $(hold_of "$s")"; fi)" \
 			"$(if [ "$rss" = - ]; then echo -; else echo "$(fmt "$(awk -v k="$rss" 'BEGIN{print k/1024}')" 1) / $(fmt "$(awk -v k="$pss" 'BEGIN{print k/1024}')" 1)"; fi)" \
-			"$e"
+			"$fair" "$e"
 	done
 	echo
 	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
@@ -543,6 +583,10 @@ report() {
 	echo "(losses are in raw.txt as lost=, not errors); hold = N idle connections for ${HOLD_IDLE} s,"
 	echo "then one 64-byte echo on each, with the server's summed VmRSS (and PSS, which"
 	echo "counts shared pages once) over its process tree while they are held."
+	echo "fairness = connections served by the busiest worker ÷ the mean over the workers"
+	echo "(1.00 = even; targets: ≤ 1.25 passfd, ≤ 1.5 prefork), from the \"exiting: served N"
+	echo "connection(s)\" line each worker logs; echod prefork and passfd get a fresh server"
+	echo "per mode for it, so the counts are those of one mode's run."
 	echo "errors = failed operations of any kind (mismatch, premature EOF, reset, refusal,"
 	echo "timeout) summed over all runs; every echoed byte is verified."
 	echo
