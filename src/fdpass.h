@@ -13,7 +13,7 @@
 
 /* Which end of a channel belongs to whom. The ends are alike to the kernel.
  * fds travel from the supervisor to the worker, and back only on a reload,
- * when a retiring worker returns its connections (see worker.c). */
+ * when a retiring worker returns its connections (see worker-handover.c). */
 enum {
 	FDPASS_SUPERVISOR = 0,
 	FDPASS_WORKER = 1,

@@ -2,22 +2,17 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
-#include "accept.h"
 #include "admission.h"
 #include "children.h"
-#include "fdpass.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
@@ -26,136 +21,16 @@
 #include "scoreboard.h"
 #include "util.h"
 #include "worker.h"
+#include "supervisor-internal.h"
 
-/* Granted beyond ShutdownTimeoutSec= for workers to close what they hold. */
 #define KILL_GRACE_MS 2000
 #define READY_POLL_MS 10
-/* How often a supervisor with nowhere to put a connection looks again. */
-#define CAPACITY_RETRY_MS 20
-#define ACCEPT_BATCH 64
 #define TICK_MS 250
-/* Refusals and pauses are summed up in one line at most this often. */
-#define ADMISSION_LOG_INTERVAL_MS 5000
 /* Sources the MaxConnectionsPerSource= table can hold: enough for
  * MaxConnections= at start-up, within bounds. */
 #define SOURCES_MIN 4096u
 #define SOURCES_MAX (1u << 20)
-/* While fork() keeps failing, it is said again at most this often. */
-#define FORK_FAILURE_LOG_MS 10000
 #define RESTART_ANNOUNCE_VALID_MS 10000
-
-/* What an epoll registration of the supervisor is: the type in the high
- * half of data.u64, an index (listener) or an fd (channel) in the low. */
-enum {
-	EVENT_SIGNAL = 1,
-	EVENT_LISTENER,
-	EVENT_CHANNEL,
-};
-#define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
-
-struct supervisor {
-	struct pool_env env;
-	struct scoreboard scoreboard;
-	struct listen_set *sockets;
-	struct pool *pool; /* the current generation; older ones follow it */
-	struct children children;
-	config_reader reread;
-	void *reread_userdata;
-	unsigned generation;
-	bool ready;	 /* READY=1 sent for the current generation */
-	bool reloading;	 /* a reload waits for its new generation */
-	bool stopping;
-	uint64_t kill_at_ms;
-	bool killed;
-	bool accepting;		   /* listeners are in our epoll set */
-	uint64_t accept_resume_ms; /* after an fd shortage, 0 if none */
-	uint64_t lost;		   /* accepted but could not be handed on */
-	uint64_t refused_logged, pauses_logged, admission_logged_ms;
-	/* fork: a connection accepted when fork() failed, waiting for a
-	 * process (-1: none); failed fork()s, and when that was last said. */
-	int unforked_fd;
-	uint64_t fork_failures;
-	uint64_t fork_failure_logged_ms;
-	char status_note[256];	   /* shown in STATUS=, e.g. a rejected reload */
-	struct notify_status_limiter status_limiter;
-	uint64_t watchdog_usec; /* 0: no watchdog */
-	uint64_t watchdog_last_ms;
-	uint64_t *heartbeats; /* per slot, as last seen */
-	uint64_t *heartbeat_ms; /* per slot, when it last moved */
-	/* Connections taken back from systemd's fd store at start, until the
-	 * workers have them. */
-	struct restart_queue restore;
-	/* RESTART_SIGNAL came: the coming SIGTERM is a restart's. */
-	uint64_t restart_announced_ms; /* 0: no announcement */
-	unsigned restart_store_max;
-};
-
-static const struct config *
-current_config(const struct supervisor *s)
-{
-	return &s->pool->config;
-}
-
-static bool
-supervisor_accepts(const struct supervisor *s)
-{
-	return current_config(s)->model != MODEL_PREFORK;
-}
-
-/* --- status --- */
-
-static void
-status_update(struct supervisor *s, bool force)
-{
-	struct scoreboard_totals t;
-	const struct config *c = current_config(s);
-	bool fork = c->model == MODEL_FORK;
-
-	scoreboard_totals(&s->scoreboard, &t);
-	struct notify_status st = {
-		.model = model_to_string(c->model),
-		.workers_running = fork ? s->children.n : pool_alive(s->pool),
-		.workers_wanted = fork ? config_max_connections(c) : s->pool->n,
-		.active = fork ? s->children.n : t.active,
-		.served = t.served,
-		.refused = t.refused,
-		.lost = t.lost + s->lost,
-		.dgrams_in = t.dgrams_in,
-		.dgrams_out = t.dgrams_out,
-		.dgrams_dropped = t.dgrams_dropped,
-		.generation = s->generation,
-		.note = s->status_note[0] ? s->status_note : NULL,
-	};
-	notify_status_send(&s->status_limiter, &st, now_ms() * 1000, force);
-}
-
-/* What admission control did since the last line, at most one line every
- * few seconds whatever a flood does: refusals by any process and pauses of
- * any acceptor are all in the scoreboard. */
-static void
-admission_log(struct supervisor *s, uint64_t now)
-{
-	const struct config *c = current_config(s);
-	struct scoreboard_totals t;
-
-	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
-		return;
-	scoreboard_totals(&s->scoreboard, &t);
-	if (t.refused != s->refused_logged)
-		log_notice("refused %llu connection(s) from sources over MaxConnectionsPerSource=%u "
-			   "(%llu in all)",
-			   (unsigned long long)(t.refused - s->refused_logged),
-			   c->max_connections_per_source, (unsigned long long)t.refused);
-	if (t.accept_pauses != s->pauses_logged)
-		log_notice("ConnectionRateLimit=%u reached: accepting paused %llu time(s); "
-			   "new clients wait in the listen backlog",
-			   c->connection_rate_limit,
-			   (unsigned long long)(t.accept_pauses - s->pauses_logged));
-	if (t.refused != s->refused_logged || t.accept_pauses != s->pauses_logged)
-		s->admission_logged_ms = now;
-	s->refused_logged = t.refused;
-	s->pauses_logged = t.accept_pauses;
-}
 
 /* DeferAcceptSec=: TCP_DEFER_ACCEPT on the TCP listeners echod bound itself.
  * Sockets from systemd are left as the socket unit made them: that is where
@@ -176,277 +51,6 @@ defer_accept_apply(const struct supervisor *s, const struct config *c)
 		return log_error_errno(r, "DeferAcceptSec=%u: setting TCP_DEFER_ACCEPT: %m",
 				       c->defer_accept_sec);
 	return 0;
-}
-
-/* --- the supervisor's own accepting (passfd and fork) --- */
-
-static bool
-has_capacity(const struct supervisor *s)
-{
-	const struct config *c = current_config(s);
-
-	if (c->model == MODEL_FORK)
-		return s->unforked_fd < 0 && s->children.n < config_max_connections(c);
-	return pool_can_take(&s->env, s->pool) &&
-	       SB_GET(s->scoreboard.header->active_total) <
-		       SB_GET(s->scoreboard.header->max_connections);
-}
-
-static void
-listeners_poll(struct supervisor *s, bool on)
-{
-	for (size_t i = 0; i < s->sockets->n; i++) {
-		if (s->sockets->items[i].kind != SOCKET_LISTENING)
-			continue;
-		if (on) {
-			struct epoll_event ev = {.events = EPOLLIN,
-						 .data.u64 = EVENT(EVENT_LISTENER, i)};
-			if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, s->sockets->items[i].fd, &ev) <
-			    0)
-				log_warning_errno(errno, "watching %s: %m",
-						  s->sockets->items[i].name);
-		} else {
-			epoll_ctl(s->env.epoll_fd, EPOLL_CTL_DEL, s->sockets->items[i].fd, NULL);
-		}
-	}
-	s->accepting = on;
-}
-
-static void serve_accepted(struct supervisor *s, int fd);
-
-/* The connection that waits for fork() to work again. A reload away from
- * the fork model leaves it nobody to serve it: it is closed, as the
- * backlog would be on a stop. */
-static void
-retry_unforked(struct supervisor *s)
-{
-	int fd = TAKE_FD(s->unforked_fd);
-
-	if (current_config(s)->model == MODEL_FORK) {
-		serve_accepted(s, fd);
-		return;
-	}
-	close(fd);
-	s->lost++;
-}
-
-/* Accepting stops while nobody could take a connection: newcomers wait in
- * the kernel's backlog (back-pressure), never accepted and dropped. */
-static void
-intake_update(struct supervisor *s, uint64_t now)
-{
-	bool want;
-
-	if (s->accept_resume_ms && now >= s->accept_resume_ms)
-		s->accept_resume_ms = 0;
-	if (s->unforked_fd >= 0 && s->accept_resume_ms == 0)
-		retry_unforked(s);
-	want = supervisor_accepts(s) && !s->stopping && s->accept_resume_ms == 0 &&
-	       has_capacity(s);
-	if (want != s->accepting)
-		listeners_poll(s, want);
-}
-
-/* fork() failing for want of processes or memory is the process table's
- * version of running out of fds: the connection waits (and the backlog
- * behind it) until processes exit. At the limit, failures come and go as
- * each process exits: they are said at most every FORK_FAILURE_LOG_MS. */
-static void
-fork_failed(struct supervisor *s, int fd, int error, uint64_t now)
-{
-	s->unforked_fd = fd;
-	s->accept_resume_ms = now + ACCEPT_PAUSE_MS;
-	s->fork_failures++;
-	if (s->fork_failure_logged_ms && now - s->fork_failure_logged_ms < FORK_FAILURE_LOG_MS)
-		return;
-	s->fork_failure_logged_ms = now;
-	log_warning_errno(error, "cannot fork for a new connection: %m; it and those behind it "
-			  "wait until processes exit, retried every %d ms (%llu failed so far)",
-			  ACCEPT_PAUSE_MS, (unsigned long long)s->fork_failures);
-}
-
-/* Takes fd: handed on, kept to retry (fork), or closed and counted as lost. */
-static void
-serve_accepted(struct supervisor *s, int fd)
-{
-	const struct config *c = current_config(s);
-	int r;
-
-	if (c->model == MODEL_FORK) {
-		r = children_fork(&s->children, &s->env, c, fd);
-		if (r == 0)
-			return;
-		if (r == -EAGAIN || r == -ENOMEM) {
-			fork_failed(s, fd, r, now_ms());
-			return;
-		}
-		close(fd);
-	} else {
-		r = pool_hand_off(&s->env, s->pool, fd);
-	}
-	if (r == 0)
-		return;
-	if (c->model == MODEL_PASSFD)
-		scoreboard_release(&s->scoreboard);
-	s->lost++;
-	s->accept_resume_ms = now_ms() + (r == -EAGAIN ? CAPACITY_RETRY_MS : ACCEPT_PAUSE_MS);
-	log_warning_errno(r, "%s a new connection: %m; it is closed",
-			  c->model == MODEL_FORK ? "forking for" : "no worker could take");
-}
-
-/* A source already at MaxConnectionsPerSource= is refused here, before it
- * costs a fork or a hand-over; the serving process's own check (in the
- * worker loop) decides for the others, exactly. */
-static bool
-refused_at_source_limit(struct supervisor *s, int fd, const struct sockaddr *peer)
-{
-	if (!admission_full(s->scoreboard.sources, peer,
-			    current_config(s)->max_connections_per_source))
-		return false;
-	close(fd);
-	SB_ADD(s->scoreboard.slots[s->children.slot].refused, 1);
-	return true;
-}
-
-static void
-accept_connections(struct supervisor *s, const struct listener *l)
-{
-	bool reserve = current_config(s)->model == MODEL_PASSFD;
-	unsigned rate = current_config(s)->connection_rate_limit;
-	int one = 1;
-
-	for (int i = 0; i < ACCEPT_BATCH && has_capacity(s) && !s->accept_resume_ms; i++) {
-		struct sockaddr_storage peer;
-		int fd;
-
-		if (reserve && !scoreboard_reserve(&s->scoreboard))
-			return;
-		if (!admission_rate_take(&s->scoreboard, rate, now_ms(), &s->accept_resume_ms)) {
-			if (reserve)
-				scoreboard_release(&s->scoreboard);
-			return;
-		}
-		fd = accept_next_peer(l->fd, &peer, NULL);
-		if (fd < 0) {
-			admission_rate_undo(&s->scoreboard, rate);
-			if (reserve)
-				scoreboard_release(&s->scoreboard);
-			if (accept_should_pause(fd)) {
-				log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms",
-						  l->name, ACCEPT_PAUSE_MS);
-				s->accept_resume_ms = now_ms() + ACCEPT_PAUSE_MS;
-			}
-			return;
-		}
-		if (refused_at_source_limit(s, fd, (struct sockaddr *)&peer)) {
-			if (reserve)
-				scoreboard_release(&s->scoreboard);
-			continue;
-		}
-		if (l->is_tcp)
-			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		serve_accepted(s, fd);
-	}
-}
-
-/* --- connections kept across a restart --- */
-
-/* Counted like any connection handed to a worker, which releases it on
- * close; beyond MaxConnections= too: these were admitted before. */
-static void
-reserve_restored(struct supervisor *s)
-{
-	if (!scoreboard_reserve(&s->scoreboard))
-		SB_ADD(s->scoreboard.header->active_total, 1);
-}
-
-/* Hands on the connections taken back from the fd store, as workers can
- * take them; what they cannot take now waits for the next turn. */
-static void
-restore_connections(struct supervisor *s)
-{
-	struct restart_queue *q = &s->restore;
-	const struct config *c = current_config(s);
-	size_t first = q->next;
-	unsigned lost = 0;
-
-	while (q->next < q->n) {
-		struct restored *item = &q->items[q->next];
-		int r;
-
-		if (c->model == MODEL_FORK) {
-			r = children_fork_restored(&s->children, &s->env, c, item->fd,
-						   item->owed_fd);
-			/* No process to be had now: the next turn retries. */
-			if (r == -EAGAIN || r == -ENOMEM)
-				break;
-			if (r == 0)
-				item->fd = -1;
-			else
-				close(TAKE_FD(item->fd));
-		} else {
-			reserve_restored(s);
-			r = pool_hand_off_restored(&s->env, s->pool, item->fd, item->owed_fd);
-			if (r == -EAGAIN) {
-				scoreboard_release(&s->scoreboard);
-				break;
-			}
-			if (r < 0)
-				scoreboard_release(&s->scoreboard);
-			close(TAKE_FD(item->fd));
-		}
-		if (item->owed_fd >= 0)
-			close(TAKE_FD(item->owed_fd));
-		if (r < 0) {
-			lost++;
-			log_warning_errno(r, "restart: a connection taken back could not be handed on: "
-					     "%m; it is closed");
-		}
-		q->next++;
-	}
-	s->lost += lost;
-	if (q->next > first && q->next == q->n) {
-		log_info("%zu connection(s) kept across the %s are served again%s", q->n - lost,
-			 s->generation ? "reload" : "restart", lost ? " (some were lost)" : "");
-		/* Emptied: a later reload fills it from the start. */
-		q->n = q->next = 0;
-		q->owed = 0;
-	}
-}
-
-static bool
-restore_pending(const struct supervisor *s)
-{
-	return s->restore.next < s->restore.n;
-}
-
-/* Connections a retiring worker sends back on a reload: into the queue,
- * for the new generation. */
-static void
-receive_returned(struct supervisor *s, int channel, unsigned max)
-{
-	for (unsigned i = 0; channel >= 0 && i < max; i++) {
-		struct stat st;
-		int fd, r;
-
-		r = fdpass_recv(channel, &fd);
-		if (r == -EAGAIN || r == -ECONNRESET)
-			return;
-		if (r == -EPROTO || r == -EMFILE) {
-			log_warning_errno(r, "reload: a connection sent back was lost: %m");
-			continue;
-		}
-		if (r < 0) {
-			log_warning_errno(r, "reload: reading a worker's channel: %m");
-			return;
-		}
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-			r = restart_queue_push_owed(&s->restore, fd);
-		else
-			r = restart_queue_push(&s->restore, fd);
-		if (r < 0)
-			log_warning_errno(r, "reload: keeping a connection sent back: %m");
-	}
 }
 
 /* --- processes --- */
@@ -475,8 +79,8 @@ reap(struct supervisor *s, uint64_t now)
 			/* What it sent back and we have not read would
 			 * be closed with its channel. */
 			if (p->retiring)
-				receive_returned(s, pool_channel_of(p, (unsigned)index),
-						 UINT_MAX);
+				supervisor_restore_receive(s, pool_channel_of(p, (unsigned)index),
+							   UINT_MAX);
 			pool_worker_exited(&s->env, p, (unsigned)index, status, now, s->stopping);
 			/* A retired generation is gone with its last worker. */
 			if (p->retiring && pool_alive(p) == 0) {
@@ -544,12 +148,12 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
 	if (s->accepting)
-		listeners_poll(s, false);
+		supervisor_intake_poll(s, false);
 	/* Never served, like the clients still in the backlog. */
 	if (s->unforked_fd >= 0)
 		close(TAKE_FD(s->unforked_fd));
 	/* Not handed to a worker yet: back into the store. */
-	if (handover && restore_pending(s)) {
+	if (handover && supervisor_restore_pending(s)) {
 		int r = restart_queue_store(&s->restore);
 		if (r < 0)
 			log_warning_errno(r, "restart: storing connections not yet taken back: %m");
@@ -572,7 +176,7 @@ reload_reject(struct supervisor *s, const char *why)
 	reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
-	status_update(s, true);
+	supervisor_status_update(s, true);
 }
 
 static bool
@@ -657,7 +261,7 @@ became_ready(struct supervisor *s)
 		log_struct(LOG_INFO, ECHOD_MESSAGE_STARTED, "%s: %u worker(s) ready",
 			   model_to_string(c->model), s->pool->n);
 	}
-	status_update(s, true);
+	supervisor_status_update(s, true);
 }
 
 /* --- watchdog --- */
@@ -747,8 +351,8 @@ next_timeout(const struct supervisor *s, uint64_t now)
 	}
 	if (s->stopping && !s->killed && s->kill_at_ms < deadline)
 		deadline = s->kill_at_ms;
-	if ((restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) && !s->stopping &&
-	    now + CAPACITY_RETRY_MS < deadline)
+	if ((supervisor_restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) &&
+	    !s->stopping && now + CAPACITY_RETRY_MS < deadline)
 		deadline = now + CAPACITY_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
@@ -763,13 +367,13 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 		handle_signals(s, now_ms());
 		break;
 	case EVENT_LISTENER:
-		accept_connections(s, &s->sockets->items[low]);
+		supervisor_intake_accept(s, &s->sockets->items[low]);
 		break;
 	case EVENT_CHANNEL:
 		if (!pool_is_channel(s->pool, (int)low))
 			break;
 		if (events & EPOLLIN)
-			receive_returned(s, (int)low, ACCEPT_BATCH * 4);
+			supervisor_restore_receive(s, (int)low, ACCEPT_BATCH * 4);
 		if (events & (EPOLLHUP | EPOLLERR))
 			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
@@ -795,13 +399,13 @@ supervisor_loop(struct supervisor *s)
 			pool_respawn_due(&s->env, s->pool, now);
 		if (!s->ready && !s->stopping && pool_all_running(&s->env, s->pool))
 			became_ready(s);
-		if (s->ready && restore_pending(s))
-			restore_connections(s);
+		if (s->ready && supervisor_restore_pending(s))
+			supervisor_restore_hand_on(s);
 		if (s->ready) {
-			intake_update(s, now);
+			supervisor_intake_update(s, now);
 			watchdog_check(s, now);
-			status_update(s, false);
-			admission_log(s, now);
+			supervisor_status_update(s, false);
+			supervisor_status_log_admission(s, now);
 		}
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));

@@ -10,116 +10,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <dirent.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 
-#include "accept.h"
 #include "admission.h"
 #include "echo.h"
-#include "fdpass.h"
-#include "handover.h"
 #include "ratelimit.h"
 #include "udp.h"
 #include "log.h"
 #include "util.h"
+#include "worker-internal.h"
 
-#define WORKER_BUFFER_SIZE (64 * 1024)
 #define WORKER_EVENTS 256
-/* Accepts per wake-up: enough to drain a burst, few enough to stay fair. */
-#define ACCEPT_BATCH 64
 /* How often a worker blocked by MaxConnections= looks again for room. */
 #define CAP_RETRY_MS 20
 /* The loop turns at least this often, so the heartbeat shows it is alive
  * well within even a one-second WatchdogSec=. */
 #define HEARTBEAT_MS 250
-/* Fds kept free beyond the connections' own, for what a worker may open
- * along the way (the journal's socket, say). */
-#define FD_SPARE 4
 /* Drops (datagrams, lost connections) are summed up in one line at most
  * this often, so a flood cannot flood the log. */
 #define DROP_LOG_INTERVAL_MS 5000
-/* How long a worker waits for systemd to take its connections. */
-#define HANDOVER_SYNC_USEC (5 * 1000 * 1000)
 /* A busy connection moves to the tail of the idle list at most this
  * often: rr touches each connection thousands of times a second, and each
  * move writes two neighbours' cache lines. The idle timeout (whole seconds)
  * may fire up to this late. */
 #define LRU_MOVE_MS 100
-
-enum source_type {
-	SOURCE_LISTENER,
-	SOURCE_DATAGRAM,
-	SOURCE_CHANNEL,
-	SOURCE_SIGNAL,
-	SOURCE_CONNECTION,
-};
-
-/* Every epoll registration points at one of these (as its first member). */
-struct source {
-	enum source_type type;
-};
-
-struct listener_source {
-	struct source source;
-	const struct listener *listener;
-	bool polled;
-};
-
-struct connection {
-	struct source source;
-	struct echo_conn echo;
-	enum echo_want want;
-	uint64_t last_active_ms;
-	struct admission_ticket ticket; /* MaxConnectionsPerSource= */
-	uint64_t queued_ms; /* when it last moved to the tail of the list */
-	/* Least-recently-queued first; a connection is queued again within
-	 * LRU_MOVE_MS of any activity, so checking the head alone finds every
-	 * idle connection at most that late. */
-	struct connection *prev, *next;
-};
-
-struct worker {
-	const struct worker_setup *setup;
-	pid_t pid;		      /* owns this process's per-source counts */
-	struct scoreboard_slot *slot; /* shared, or a local stand-in */
-	struct scoreboard_slot local_slot;
-	int epoll_fd;
-	struct source signal_source;
-	int signal_fd;
-	struct source channel_source;
-	struct listener_source *listeners; /* stream listeners (prefork) */
-	size_t n_listeners;
-	struct listener_source *datagram_sources;
-	bool accepting;		    /* listeners are in the epoll set */
-	uint64_t accept_resume_ms;  /* after an fd shortage, 0 if none */
-	bool capped;		    /* paused by MaxConnections= or by fairness */
-	bool draining;
-	bool returning; /* sending connections back to the supervisor (reload) */
-	unsigned returned;
-	uint64_t drain_deadline_ms;
-	struct udp_echo udp;
-	struct udp_counters udp_counters;
-	struct ratelimit *datagram_limit;
-	uint64_t drops_logged; /* datagrams dropped + connections lost, as last logged */
-	uint64_t drops_logged_ms;
-	unsigned n_connections;
-	unsigned capacity; /* WorkerConnections=, or fewer if fds are short */
-	struct connection *lru_head, *lru_tail;
-	/* Bytes moved since the last turn of the loop: added to the scoreboard
-	 * once per turn, not with an atomic per event. */
-	struct echo_io io_pending;
-	char *buffer;
-	/* Bytes owed on a restored connection, received over the channel just
-	 * before the connection itself (see handover.h); NULL if none. */
-	char *pending_owed;
-	size_t pending_owed_len;
-	uint64_t pending_owed_id;
-};
 
 void
 worker_signals_changed(sigset_t *ret)
@@ -185,95 +102,10 @@ connection_touch(struct worker *w, struct connection *c, uint64_t now)
 	}
 }
 
-/* --- intake: listeners in and out of the epoll set --- */
-
-static bool
-worker_has_room(const struct worker *w)
-{
-	return w->n_connections < w->capacity;
-}
-
-static void
-listeners_poll(struct worker *w, bool on)
-{
-	for (size_t i = 0; i < w->n_listeners; i++) {
-		struct listener_source *l = &w->listeners[i];
-		if (l->polled == on)
-			continue;
-		if (on) {
-			/* EPOLLEXCLUSIVE: one waiting worker wakes per new
-			 * connection, not all of them. It cannot be combined
-			 * with EPOLL_CTL_MOD, hence add and delete. */
-			struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-						 .data.ptr = &l->source};
-			if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
-				log_warning_errno(errno, "watching %s: %m", l->listener->name);
-				continue;
-			}
-		} else {
-			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
-		}
-		l->polled = on;
-	}
-	w->accepting = on;
-}
-
-/* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
- * takes nearly every connection while the others idle. A worker that would
- * hold more than its share steps back and lets a peer accept.
- *
- * The share has an eighth of slack: a worker that stepped back looks again
- * only every CAP_RETRY_MS, and with no slack (the mean plus one) every
- * worker would soon be over and waiting, taking turns one or two
- * connections at a time: a burst of 18,000 connects took 30 s and
- * overflowed the accept queue. With it, each turn takes an eighth more
- * (18,000 in 2 s), and the busiest worker holds at most about 1.125 times
- * the mean. */
-static bool
-over_fair_share(const struct worker *w)
-{
-	const struct scoreboard *sb = w->setup->scoreboard;
-	uint32_t workers, total, mean;
-
-	if (!sb)
-		return false;
-	workers = SB_GET(sb->header->workers);
-	if (workers < 2)
-		return false;
-	total = SB_GET(sb->header->active_total);
-	mean = (total + 1) / workers;
-	return SB_GET(w->slot->active) + 1 > mean + mean / 8 + 1;
-}
-
-static bool
-at_connection_cap(const struct worker *w)
-{
-	const struct scoreboard *sb = w->setup->scoreboard;
-
-	return SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
-}
-
-/* Decides whether this worker should be accepting now, and makes it so. */
-static void
-intake_update(struct worker *w, uint64_t now)
-{
-	bool want = !w->draining && worker_has_room(w) &&
-		    (w->accept_resume_ms == 0 || now >= w->accept_resume_ms);
-
-	if (w->accept_resume_ms && now >= w->accept_resume_ms)
-		w->accept_resume_ms = 0;
-	if (want && w->capped) {
-		w->capped = at_connection_cap(w) || over_fair_share(w);
-		want = !w->capped;
-	}
-	if (want != w->accepting)
-		listeners_poll(w, want);
-}
-
 /* --- connections --- */
 
-static void
-connection_close(struct worker *w, struct connection *c)
+void
+worker_connection_close(struct worker *w, struct connection *c)
 {
 	epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, c->echo.fd, NULL);
 	close(c->echo.fd);
@@ -337,7 +169,7 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
  * connection is already counted in slot->active and slot->served and (if
  * reserved) in the scoreboard. from: its peer's address if accept() gave
  * it, else NULL. */
-static int
+int
 worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from,
 		      char *owed, size_t owed_len)
 {
@@ -408,7 +240,7 @@ connection_handle(struct worker *w, struct connection *c, uint32_t events, uint6
 			address_format_peer(c->echo.fd, peer, sizeof(peer));
 			log_peer_debug(peer, "connection from %s failed: %s", peer, strerror(-r));
 		}
-		connection_close(w, c);
+		worker_connection_close(w, c);
 		return;
 	}
 	if (io.bytes_in || io.bytes_out)
@@ -417,152 +249,14 @@ connection_handle(struct worker *w, struct connection *c, uint32_t events, uint6
 		struct epoll_event ev = {.events = want_events((enum echo_want)r),
 					 .data.ptr = &c->source};
 		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->echo.fd, &ev) < 0) {
-			connection_close(w, c);
+			worker_connection_close(w, c);
 			return;
 		}
 		c->want = (enum echo_want)r;
 	}
 	/* A hang-up with nothing readable left would otherwise wake us forever. */
 	if ((events & (EPOLLHUP | EPOLLERR)) && r == ECHO_WANT_WRITE && !(events & EPOLLOUT))
-		connection_close(w, c);
-}
-
-/* --- intake: prefork accepts --- */
-
-/* Counts a connection before it exists, so that MaxConnections= holds
- * across workers; undone by connection_close() or on failure. */
-static bool
-admit_one(struct worker *w)
-{
-	if (!w->setup->release_reservations || !w->setup->scoreboard) {
-		SB_ADD(w->slot->active, 1);
-		return true;
-	}
-	if (over_fair_share(w) || !scoreboard_reserve(w->setup->scoreboard)) {
-		w->capped = true;
-		return false;
-	}
-	SB_ADD(w->slot->active, 1);
-	return true;
-}
-
-static void
-admit_undo(struct worker *w)
-{
-	SB_SUB(w->slot->active, 1);
-	if (w->setup->release_reservations && w->setup->scoreboard)
-		scoreboard_release(w->setup->scoreboard);
-}
-
-static void
-listener_accept(struct worker *w, const struct listener *l, uint64_t now)
-{
-	unsigned rate = w->setup->config->connection_rate_limit;
-
-	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
-		struct sockaddr_storage peer;
-		int fd;
-
-		if (!admit_one(w))
-			return;
-		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
-			admit_undo(w);
-			return;
-		}
-		fd = accept_next_peer(l->fd, &peer, NULL);
-		if (fd >= 0) {
-			SB_ADD(w->slot->served, 1);
-			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer, NULL, 0);
-			continue;
-		}
-		admission_rate_undo(w->setup->scoreboard, rate);
-		admit_undo(w);
-		if (accept_should_pause(fd)) {
-			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
-					  ACCEPT_PAUSE_MS);
-			w->accept_resume_ms = now + ACCEPT_PAUSE_MS;
-		}
-		return;
-	}
-}
-
-/* --- intake: passfd's channel --- */
-
-static void worker_start_drain(struct worker *w, const char *why, uint64_t now);
-
-static void
-pending_owed_drop(struct worker *w)
-{
-	free(w->pending_owed);
-	w->pending_owed = NULL;
-	w->pending_owed_len = 0;
-}
-
-/* A restored connection's owed bytes come as a sealed memfd just before
- * it: kept until the connection arrives. Takes fd. */
-static void
-channel_owed(struct worker *w, int fd)
-{
-	int r;
-
-	pending_owed_drop(w);
-	r = handover_owed_decode(fd, WORKER_BUFFER_SIZE, &w->pending_owed_id, &w->pending_owed,
-				 &w->pending_owed_len);
-	close(fd);
-	if (r < 0)
-		log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
-}
-
-/* Takes fd: the owed bytes received just before belong to it if the ids
- * match (a send that failed half-way can leave others behind). */
-static void
-channel_connection(struct worker *w, int fd)
-{
-	uint64_t id;
-
-	if (w->pending_owed &&
-	    (handover_socket_id(fd, &id) < 0 || id != w->pending_owed_id))
-		pending_owed_drop(w);
-	/* Taken, then active, in adjacent steps with no system call between
-	 * (where a SIGKILL lands): the supervisor counts what a dead worker
-	 * held as active + sent - taken, so a connection is always counted
-	 * once, never twice (which would release one reservation too many). */
-	SB_ADD(w->slot->served, 1);
-	SB_ADD(w->slot->active, 1);
-	worker_add_connection(w, fd, false, NULL, TAKE_PTR(w->pending_owed), w->pending_owed_len);
-	w->pending_owed_len = 0;
-}
-
-static void
-channel_receive(struct worker *w, uint64_t now)
-{
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		struct stat st;
-		int fd, r;
-
-		r = fdpass_recv(w->setup->channel, &fd);
-		if (r == -EAGAIN)
-			return;
-		if (r == -ECONNRESET) {
-			worker_start_drain(w, "supervisor gone", now);
-			return;
-		}
-		if (r < 0) {
-			/* The supervisor reserved it: the reservation goes with it.
-			 * -EMFILE: the kernel could not give us the fd (we are at
-			 * our fd limit) and closed the connection. */
-			SB_ADD(w->slot->lost, 1);
-			if (w->setup->release_reservations && w->setup->scoreboard)
-				scoreboard_release(w->setup->scoreboard);
-			continue;
-		}
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-			channel_owed(w, fd);
-			continue;
-		}
-		/* The supervisor set TCP_NODELAY already: it knows the listener. */
-		channel_connection(w, fd);
-	}
+		worker_connection_close(w, c);
 }
 
 /* --- datagrams --- */
@@ -605,7 +299,7 @@ drops_log(struct worker *w, uint64_t now)
 
 /* --- stop --- */
 
-static void
+void
 worker_start_drain(struct worker *w, const char *why, uint64_t now)
 {
 	if (w->draining)
@@ -613,7 +307,7 @@ worker_start_drain(struct worker *w, const char *why, uint64_t now)
 	w->draining = true;
 	w->drain_deadline_ms = now + (uint64_t)w->setup->config->shutdown_timeout_sec * 1000;
 	SB_SET(w->slot->state, SLOT_DRAINING);
-	listeners_poll(w, false);
+	worker_intake_poll(w, false);
 	if (w->setup->channel >= 0)
 		epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->setup->channel, NULL);
 	for (size_t i = 0; w->setup->datagrams && i < w->setup->sockets->n; i++)
@@ -624,156 +318,7 @@ worker_start_drain(struct worker *w, const char *why, uint64_t now)
 			 w->setup->config->shutdown_timeout_sec);
 }
 
-/* --- restart: handing connections over to systemd's fd store --- */
-
-/* Stores what c still owes, if anything. 0 when nothing is owed or it is
- * stored, else -errno: the connection must not be handed over without it. */
-static int
-handover_owed(struct connection *c)
-{
-	const struct echo_conn *e = &c->echo;
-	char name[HANDOVER_NAME_MAX];
-	_cleanup_close_ int memfd = -1;
-	uint64_t id;
-	int r;
-
-	if (!e->owed)
-		return 0;
-	r = handover_socket_id(e->fd, &id);
-	if (r < 0)
-		return r;
-	r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off, &memfd);
-	if (r < 0)
-		return r;
-	handover_owed_name(id, name, sizeof(name));
-	r = handover_store(name, &memfd, 1);
-	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
-}
-
-/* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
- * into the store. Returns how many, or -errno (those stay with us). */
-static int
-handover_batch(struct worker *w, unsigned *ret_owed)
-{
-	int fds[HANDOVER_BATCH_MAX];
-	size_t n = 0;
-	int r;
-
-	for (struct connection *c = w->lru_head; c && n < ELEMENTSOF(fds); c = c->next) {
-		r = handover_owed(c);
-		if (r < 0)
-			return r;
-		*ret_owed += c->echo.owed != NULL;
-		fds[n++] = c->echo.fd;
-	}
-	r = handover_store(HANDOVER_CONN_NAME, fds, n);
-	if (r <= 0)
-		return r == 0 ? -ENOTCONN : r;
-	/* systemd holds its own copies now; ours go. */
-	for (size_t i = 0; i < n; i++)
-		connection_close(w, w->lru_head);
-	return (int)n;
-}
-
-/* The supervisor is being restarted: every connection goes to systemd,
- * which passes it to the next echod, instead of being drained. What cannot
- * be handed over is drained as on a stop. */
-static void
-worker_handover(struct worker *w, uint64_t now)
-{
-	unsigned handed = 0, owed = 0;
-	int r = 0;
-
-	/* Connections the supervisor sent before it stopped are ours too. */
-	if (w->setup->channel >= 0 && !w->draining)
-		channel_receive(w, now);
-	while (w->lru_head) {
-		r = handover_batch(w, &owed);
-		if (r < 0)
-			break;
-		handed += (unsigned)r;
-	}
-	if (handed || r < 0)
-		log_info("restart: handed %u connection(s) to systemd's fd store, %u of them "
-			 "owing bytes%s", handed, owed, r < 0 ? "; the rest drain" : "");
-	if (r < 0)
-		log_warning_errno(r, "storing connections in systemd's fd store: %m");
-	if (handed) {
-		r = handover_store_sync(HANDOVER_SYNC_USEC);
-		if (r < 0)
-			log_warning_errno(r, "waiting for systemd to store the connections: %m");
-	}
-	worker_start_drain(w, "restarting", now);
-}
-
-/* --- reload: connections back to the supervisor, for the new workers --- */
-
-/* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
- * channel is full, try again later (the owed bytes may go twice; the
- * supervisor keeps the newer copy). */
-static int
-return_one(struct worker *w, const struct connection *c)
-{
-	const struct echo_conn *e = &c->echo;
-	_cleanup_close_ int memfd = -1;
-	uint64_t id;
-	int r;
-
-	if (e->owed) {
-		r = handover_socket_id(e->fd, &id);
-		if (r < 0)
-			return r;
-		r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off,
-					 &memfd);
-		if (r < 0)
-			return r;
-		r = fdpass_send(w->setup->channel, memfd);
-		if (r < 0)
-			return r;
-	}
-	return fdpass_send(w->setup->channel, e->fd);
-}
-
-static void
-worker_return_connections(struct worker *w)
-{
-	int r = 0;
-
-	while (w->lru_head) {
-		r = return_one(w, w->lru_head);
-		if (r < 0)
-			break;
-		/* The supervisor's now: the message holds it. */
-		connection_close(w, w->lru_head);
-		w->returned++;
-	}
-	if (r == -EAGAIN)
-		return;
-	if (r < 0)
-		log_warning_errno(r, "reload: giving %u connection(s) back to the supervisor: %m; "
-				     "they drain here", w->n_connections);
-	if (w->returned)
-		log_info("reload: gave %u connection(s) back for the new workers", w->returned);
-	w->returning = false;
-}
-
-/* A reload: the supervisor takes this worker's connections back and gives
- * them to the new generation, so that they outlive ShutdownTimeoutSec=. */
-static void
-worker_start_return(struct worker *w, uint64_t now)
-{
-	if (w->setup->channel < 0 || w->draining) {
-		worker_start_drain(w, "reloading", now);
-		return;
-	}
-	/* Connections the supervisor sent before are ours to return too. */
-	channel_receive(w, now);
-	w->returning = true;
-	worker_return_connections(w);
-	/* Whatever is left (the channel is full for now) is returned later;
-	 * meanwhile nothing new is taken. */
-	worker_start_drain(w, "reloading", now);
-}
+/* --- the loop --- */
 
 static void
 signal_handle(struct worker *w, uint64_t now)
@@ -784,13 +329,11 @@ signal_handle(struct worker *w, uint64_t now)
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			worker_start_drain(w, "stopping", now);
 		else if (si.ssi_signo == SIGUSR1)
-			worker_handover(w, now);
+			worker_handover_restart(w, now);
 		else if (si.ssi_signo == SIGUSR2)
-			worker_start_return(w, now);
+			worker_handover_reload(w, now);
 	}
 }
-
-/* --- the loop --- */
 
 static void
 idle_expire(struct worker *w, uint64_t now)
@@ -807,7 +350,7 @@ idle_expire(struct worker *w, uint64_t now)
 			log_peer_debug(peer, "connection from %s idle for %u s, closing", peer,
 				       w->setup->config->idle_timeout_sec);
 		}
-		connection_close(w, c);
+		worker_connection_close(w, c);
 	}
 }
 
@@ -855,7 +398,7 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 
 	switch (s->type) {
 	case SOURCE_LISTENER:
-		listener_accept(w, ((struct listener_source *)s)->listener, now);
+		worker_intake_accept(w, ((struct listener_source *)s)->listener, now);
 		break;
 	case SOURCE_CONNECTION:
 		connection_handle(w, (struct connection *)s, ev->events, now);
@@ -864,7 +407,7 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 		signal_handle(w, now);
 		break;
 	case SOURCE_CHANNEL:
-		channel_receive(w, now);
+		worker_intake_receive(w, now);
 		break;
 	case SOURCE_DATAGRAM:
 		datagram_serve(w, ((struct listener_source *)s)->listener, now);
@@ -890,13 +433,13 @@ worker_loop(struct worker *w)
 		if (w->draining && now >= w->drain_deadline_ms) {
 			log_notice("shutdown timeout: closing %u connection(s)", w->n_connections);
 			while (w->lru_head)
-				connection_close(w, w->lru_head);
+				worker_connection_close(w, w->lru_head);
 			return EXIT_SUCCESS;
 		}
 		if (w->n_listeners)
-			intake_update(w, now);
+			worker_intake_update(w, now);
 		if (w->returning)
-			worker_return_connections(w);
+			worker_handover_return(w);
 
 		n = epoll_wait(w->epoll_fd, events, WORKER_EVENTS, next_timeout(w, now));
 		if (n < 0) {
@@ -997,62 +540,15 @@ worker_setup_intake(struct worker *w)
 	return worker_setup_datagrams(w);
 }
 
-/* Each connection costs one fd. Taking no more than the fd limit leaves
- * room for means no accept() fails with EMFILE (which could only be
- * retried blindly) and no passed fd is dropped by the kernel; the clients
- * beyond wait in the backlog until a connection closes. */
-static unsigned
-fd_capacity(unsigned wanted)
-{
-	struct rlimit rl;
-	struct dirent *de;
-	unsigned open_fds = 0;
-	DIR *d;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		return wanted;
-	d = opendir("/proc/self/fd");
-	if (!d)
-		return wanted; /* unknown: EMFILE is handled when it comes */
-	while ((de = readdir(d)))
-		open_fds += de->d_name[0] != '.';
-	closedir(d);
-	/* The directory's own fd was counted and is closed again: a spare. */
-	if (rl.rlim_cur <= open_fds + FD_SPARE)
-		return 1;
-	if (rl.rlim_cur - open_fds - FD_SPARE >= wanted)
-		return wanted;
-	return (unsigned)(rl.rlim_cur - open_fds - FD_SPARE);
-}
-
-static void
-worker_set_capacity(struct worker *w)
-{
-	unsigned wanted = w->setup->config->worker_connections;
-
-	/* Only a worker that takes connections has room to find: a
-	 * connection process has its one, fork's datagram worker none. */
-	if (!w->setup->accept && w->setup->channel < 0) {
-		w->capacity = wanted;
-		return;
-	}
-	w->capacity = fd_capacity(wanted);
-	SB_SET(w->slot->capacity, w->capacity);
-	if (w->capacity < wanted)
-		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
-			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
-			   w->capacity, wanted);
-}
-
 static void
 worker_free(struct worker *w)
 {
 	while (w->lru_head)
-		connection_close(w, w->lru_head);
+		worker_connection_close(w, w->lru_head);
 	free(w->listeners);
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
-	pending_owed_drop(w);
+	worker_intake_owed_drop(w);
 	ratelimit_free(w->datagram_limit);
 	free(w->buffer);
 	if (w->signal_fd >= 0)
@@ -1081,7 +577,7 @@ worker_run(const struct worker_setup *setup)
 	if (r >= 0)
 		r = worker_setup_intake(&w);
 	if (r >= 0)
-		worker_set_capacity(&w);
+		worker_intake_set_capacity(&w);
 	if (r < 0) {
 		log_error_errno(r, "setting up the event loop: %m");
 		worker_free(&w);
