@@ -13,8 +13,6 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "ratelimit.h"
 #include "scoreboard.h"
@@ -88,13 +86,7 @@ admission_table_new(unsigned capacity, struct admission_table **ret)
 	t->size = size;
 	t->capacity = capacity;
 	t->mask = chains - 1;
-	/* A secret seed keeps clients from picking sources that share a chain. */
-	if (getrandom(&t->seed, sizeof(t->seed), GRND_NONBLOCK) != sizeof(t->seed)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		t->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)t;
-	}
+	t->seed = ratelimit_source_seed();
 	*ret = t;
 	return 0;
 }
@@ -106,27 +98,6 @@ admission_table_free(struct admission_table *t)
 		return;
 	pthread_mutex_destroy(&t->lock);
 	munmap(t, t->size);
-}
-
-static uint64_t
-mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= UINT64_C(0xff51afd7ed558ccd);
-	x ^= x >> 33;
-	x *= UINT64_C(0xc4ceb9fe1a85ec53);
-	x ^= x >> 33;
-	return x;
-}
-
-static uint32_t
-key_hash(const struct admission_table *t, const uint8_t key[static 16])
-{
-	uint64_t a, b;
-
-	memcpy(&a, key, 8);
-	memcpy(&b, key + 8, 8);
-	return (uint32_t)(mix64(mix64(t->seed ^ a) ^ b) >> 32);
 }
 
 /* Redoes the chains and the free list from the entries in use. */
@@ -236,7 +207,7 @@ admission_take(struct admission_table *t, const struct sockaddr *peer, pid_t own
 		*ret = ticket;
 		return 1;
 	}
-	hash = key_hash(t, ticket.key);
+	hash = ratelimit_source_hash(t->seed, ticket.key);
 	if (!table_lock(t)) {
 		*ret = (struct admission_ticket){0};
 		return 1;
@@ -259,7 +230,7 @@ admission_put(struct admission_table *t, pid_t owner, const struct admission_tic
 
 	if (!t || !ticket->counted)
 		return;
-	hash = key_hash(t, ticket->key);
+	hash = ratelimit_source_hash(t->seed, ticket->key);
 	if (!table_lock(t))
 		return;
 	source_sum(t, ticket->key, hash, owner, &mine);
@@ -292,7 +263,7 @@ admission_count(struct admission_table *t, const struct sockaddr *peer)
 
 	if (!t || !ratelimit_source_key(peer, key))
 		return 0;
-	hash = key_hash(t, key);
+	hash = ratelimit_source_hash(t->seed, key);
 	if (!table_lock(t))
 		return 0;
 	n = source_sum(t, key, hash, 0, &mine);

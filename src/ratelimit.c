@@ -71,14 +71,7 @@ ratelimit_new(uint32_t rate, uint32_t burst, size_t capacity, struct ratelimit *
 	rl->mask = nbuckets - 1;
 	rl->newest = rl->oldest = NONE;
 
-	/* A secret seed keeps a sender from choosing addresses that all land in
-	 * one chain. Without entropy yet (early boot), a weaker seed still works. */
-	if (getrandom(&rl->seed, sizeof(rl->seed), GRND_NONBLOCK) != sizeof(rl->seed)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		rl->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)rl;
-	}
+	rl->seed = ratelimit_source_seed();
 
 	*ret = rl;
 	return 0;
@@ -142,14 +135,29 @@ mix64(uint64_t x)
 	return x;
 }
 
-static uint32_t
-key_hash(const struct ratelimit *rl, const uint8_t key[static 16])
+uint64_t
+ratelimit_source_seed(void)
+{
+	uint64_t seed;
+
+	/* Without entropy yet (early boot), a weaker seed still works. */
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)&seed;
+	}
+	return seed;
+}
+
+uint32_t
+ratelimit_source_hash(uint64_t seed, const uint8_t key[static 16])
 {
 	uint64_t a, b;
 
 	memcpy(&a, key, 8);
 	memcpy(&b, key + 8, 8);
-	return (uint32_t)(mix64(mix64(rl->seed ^ a) ^ b) >> 32);
+	return (uint32_t)(mix64(mix64(seed ^ a) ^ b) >> 32);
 }
 
 static void
@@ -195,7 +203,7 @@ chain_unlink(struct ratelimit *rl, uint32_t i)
 static struct entry *
 lookup(struct ratelimit *rl, const uint8_t key[static 16], uint64_t now_usec)
 {
-	uint32_t h = key_hash(rl, key), i;
+	uint32_t h = ratelimit_source_hash(rl->seed, key), i;
 	struct entry *e;
 
 	for (i = rl->buckets[h & rl->mask]; i != NONE; i = rl->entries[i].next) {

@@ -53,6 +53,12 @@ size_t ratelimit_entries(const struct ratelimit *rl);
  * limited). Every per-source limit of echod counts by this key. */
 bool ratelimit_source_key(const struct sockaddr *src, uint8_t key[static 16]);
 
+/* Hash tables of sources (here and in admission.c) hash keys with a secret
+ * seed, so that a client cannot choose addresses that all land in one
+ * chain. */
+uint64_t ratelimit_source_seed(void);
+uint32_t ratelimit_source_hash(uint64_t seed, const uint8_t key[static 16]);
+
 /* One token bucket shared by processes, for a limit on the whole service
  * rather than per source: *bucket is a zero-initialised word in shared memory
  * that only these functions touch. rate: tokens per second, 0 = no limit
