@@ -2,12 +2,16 @@
  * wait for exactly its echo; bulk streams the pattern both ways at once.
  * Each worker thread runs its own level-triggered epoll loop. */
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "bench.h"
 
@@ -395,6 +399,35 @@ on_event(struct tctx *t, struct tconn *c, uint32_t events, uint64_t now)
 	}
 }
 
+/* A bulk stream that timed out: says on stderr where the missing bytes
+ * are, from this end. Bytes still in our send queue (unacked, retransmits,
+ * a backoff) mean TCP has not delivered them to the server; a send queue
+ * that is empty while echoes are missing means the server holds them. */
+static void
+report_stall(const struct tctx *t, const struct tconn *c)
+{
+	struct tcp_info ti = { 0 };
+	socklen_t len = sizeof(ti);
+	int inq = -1, outq = -1, unsent = -1;
+
+	(void)ioctl(c->fd, SIOCINQ, &inq);
+	(void)ioctl(c->fd, SIOCOUTQ, &outq);
+	(void)ioctl(c->fd, SIOCOUTQNSD, &unsent);
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		memset(&ti, 0, sizeof(ti));
+	fprintf(stderr,
+		"echod-bench: bulk connection %u timed out %s: sent %" PRIu64 ", echoed %" PRIu64
+		" (%" PRIu64 " missing); here: in-queue %d, out-queue %d (%d unsent), tcp state %u,"
+		" retransmits %u, probes %u, backoff %u, rto %u ms, unacked %u,"
+		" last data sent %u ms ago, last data received %u ms ago, last ack %u ms ago,"
+		" total retransmits %u\n",
+		t->w->first + (unsigned)(c - t->c), c->state == C_DRAIN ? "draining" : "streaming",
+		c->tx_off, c->rx_off, c->tx_off - c->rx_off, inq, outq, unsent, ti.tcpi_state,
+		ti.tcpi_retransmits, ti.tcpi_probes, ti.tcpi_backoff, ti.tcpi_rto / 1000,
+		ti.tcpi_unacked, ti.tcpi_last_data_sent, ti.tcpi_last_data_recv,
+		ti.tcpi_last_ack_recv, ti.tcpi_total_retrans);
+}
+
 static void
 scan_deadlines(struct tctx *t, uint64_t now)
 {
@@ -404,8 +437,11 @@ scan_deadlines(struct tctx *t, uint64_t now)
 	for (unsigned i = 0; i < t->w->n; i++) {
 		struct tconn *c = &t->c[i];
 
-		if (is_busy(c->state) && now > c->deadline)
+		if (is_busy(c->state) && now > c->deadline) {
+			if (c->state == C_STREAM || c->state == C_DRAIN)
+				report_stall(t, c);
 			conn_fail(t, c, ETIMEDOUT, now);
+		}
 		/* A crr slot whose connect() failed at once (say, out of
 		 * ports) is retried here: a back-off, not a spin. */
 		else if (t->o->mode == MODE_CRR && c->state == C_CLOSED && may_start(t))
