@@ -21,6 +21,10 @@ struct worker_setup {
 	bool accept;	/* accept() on the listening sockets in `sockets` */
 	bool datagrams; /* serve the datagram sockets in `sockets` */
 	int channel;	/* passfd intake, or -1 */
+	/* Where a reload sends the connections back when there is no channel
+	 * (fork's connection processes share one; never read here, and its
+	 * hang-up means nothing), or -1. */
+	int give_back;
 	int connection; /* the one connection to serve, or -1 */
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
