@@ -439,6 +439,9 @@ setup_signals(struct supervisor *s)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, RESTART_SIGNAL);
+	/* Not ours: blocked so that children are born with it blocked (see
+	 * worker_reset_signals()); read and ignored. */
+	sigaddset(&mask, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
