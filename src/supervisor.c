@@ -153,6 +153,9 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Never served, like the clients still in the backlog. */
 	if (s->unforked_fd >= 0)
 		close(TAKE_FD(s->unforked_fd));
+	/* Sent back by connection processes on a reload, not read yet. */
+	if (handover)
+		supervisor_restore_receive(s, s->env.give_back[FDPASS_SUPERVISOR], UINT_MAX);
 	/* Not handed to a worker yet: back into the store. */
 	if (handover && supervisor_restore_pending(s)) {
 		int r = restart_queue_store(&s->restore);
