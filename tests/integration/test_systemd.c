@@ -307,6 +307,21 @@ test_reload_gives_connections_back(void **state)
 	assert_true(echod_wait_log(&e, "connection(s) back for the new workers", 3000));
 	usleep(2000000);
 	assert_int_equal(echo_roundtrip(fd, "again", 5, 2000), 0);
+
+	/* Back to fork, and fork to fork: a new connection process each
+	 * time, the old ones gone. */
+	pid_t before[2] = {0, 0};
+	for (int i = 0; i < 2; i++) {
+		reload_to(&e, &n, conf, "fork", 1);
+		usleep(2000000);
+		assert_int_equal(process_children(e.pid, kids, 8), 2);
+		for (int k = 0; k < 2; k++) {
+			assert_int_not_equal(kids[k], before[0]);
+			assert_int_not_equal(kids[k], before[1]);
+		}
+		memcpy(before, kids, sizeof(before));
+		assert_int_equal(echo_roundtrip(fd, "forked", 6, 2000), 0);
+	}
 	read_back(stalled, data, owed);
 	close(fd);
 	close(stalled);
