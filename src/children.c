@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "handover.h"
 #include "log.h"
 #include "util.h"
@@ -77,6 +78,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 		.scoreboard = env->scoreboard,
 		.slot = slot,
 		.channel = -1,
+		.give_back = env->give_back[FDPASS_WORKER],
 		.connection = fd,
 		.connection_tuned = true,
 		.connection_owed = owed_len ? owed : NULL,

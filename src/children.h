@@ -1,5 +1,7 @@
 /* Model=fork: one child process per connection, running the shared worker
- * loop on that one connection. */
+ * loop on that one connection. On a reload (SIGUSR2) each sends its
+ * connection back over the channel they share (pool_env.give_back), for
+ * the new generation. */
 #pragma once
 
 #include <stdbool.h>

@@ -119,6 +119,7 @@ serve_one_connection(const struct config *c, int fd)
 		.config = c,
 		.slot = -1,
 		.channel = -1,
+		.give_back = -1,
 		.connection = fd,
 	};
 	return worker_run(&setup);

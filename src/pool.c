@@ -94,6 +94,8 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent)
 		for (unsigned i = 0; i < q->n; i++)
 			if (q->positions[i].channel >= 0)
 				close(q->positions[i].channel);
+	if (env->give_back[FDPASS_SUPERVISOR] >= 0)
+		close(env->give_back[FDPASS_SUPERVISOR]);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -108,6 +110,9 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	char context[32];
 
 	pool_env_enter_child(env, parent);
+	/* A worker gives back over its own channel. */
+	if (env->give_back[FDPASS_WORKER] >= 0)
+		close(env->give_back[FDPASS_WORKER]);
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
 
@@ -125,6 +130,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 		.accept = p->config.model == MODEL_PREFORK,
 		.datagrams = true,
 		.channel = channel,
+		.give_back = -1,
 		.connection = -1,
 		.release_reservations = true,
 	};

@@ -22,6 +22,10 @@ struct pool_env {
 	/* Tag for a channel's epoll registration: (tag | fd) in data.u64. */
 	uint64_t channel_event;
 	sigset_t changed_signals; /* the supervisor's: reset in children */
+	/* The channel fork's connection processes share to send their
+	 * connections back on a reload ([FDPASS_WORKER], inherited by them
+	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */
+	int give_back[2];
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that

@@ -27,6 +27,7 @@ enum {
 	EVENT_SIGNAL = 1,
 	EVENT_LISTENER,
 	EVENT_CHANNEL,
+	EVENT_GIVE_BACK, /* the channel fork's connection processes share */
 };
 #define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
 

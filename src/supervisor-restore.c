@@ -36,8 +36,14 @@ supervisor_restore_hand_on(struct supervisor *s)
 		int r;
 
 		if (c->model == MODEL_FORK) {
-			r = children_fork_restored(&s->children, &s->env, c, item->fd,
-						   item->owed_fd);
+			/* Beyond MaxConnections= too, as in reserve_restored();
+			 * and after a reload from fork the processes that sent
+			 * these back may not be reaped yet. */
+			r = children_reserve(&s->children,
+					     s->children.n + (unsigned)(q->n - q->next));
+			if (r == 0)
+				r = children_fork_restored(&s->children, &s->env, c, item->fd,
+							   item->owed_fd);
 			/* No process to be had now: the next turn retries. */
 			if (r == -EAGAIN || r == -ENOMEM)
 				break;

@@ -13,6 +13,7 @@
 
 #include "admission.h"
 #include "children.h"
+#include "fdpass.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
@@ -152,6 +153,9 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Never served, like the clients still in the backlog. */
 	if (s->unforked_fd >= 0)
 		close(TAKE_FD(s->unforked_fd));
+	/* Sent back by connection processes on a reload, not read yet. */
+	if (handover)
+		supervisor_restore_receive(s, s->env.give_back[FDPASS_SUPERVISOR], UINT_MAX);
 	/* Not handed to a worker yet: back into the store. */
 	if (handover && supervisor_restore_pending(s)) {
 		int r = restart_queue_store(&s->restore);
@@ -229,9 +233,14 @@ reload(struct supervisor *s, uint64_t now)
 	s->generation++;
 	log_set_max_level(pool->config.log_level);
 	log_set_model(model_to_string(pool->config.model));
-	/* A worker with a channel gives its connections back for the new
-	 * generation; fork's connection processes have none, and drain. */
+	/* Every connection goes back for the new generation: a worker's over
+	 * its channel, a fork connection process's over the channel they share.
+	 * (fork's pool holds at most a datagram worker, with no connection.) */
 	pool_retire(&s->env, s->pool, s->pool->config.model != MODEL_FORK);
+	if (s->children.n)
+		log_info("reload: %u connection process(es) give their connections back",
+			 s->children.n);
+	children_signal(&s->children, SIGUSR2);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
 	scoreboard_set_max(&s->scoreboard, config_max_connections(&pool->config));
@@ -377,6 +386,10 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 		if (events & (EPOLLHUP | EPOLLERR))
 			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
+	case EVENT_GIVE_BACK:
+		supervisor_restore_receive(s, s->env.give_back[FDPASS_SUPERVISOR],
+					   ACCEPT_BATCH * 4);
+		break;
 	}
 }
 
@@ -429,6 +442,9 @@ setup_signals(struct supervisor *s)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, RESTART_SIGNAL);
+	/* Not ours: blocked so that children are born with it blocked (see
+	 * worker_reset_signals()); read and ignored. */
+	sigaddset(&mask, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
@@ -438,6 +454,22 @@ setup_signals(struct supervisor *s)
 		return negative_errno();
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_SIGNAL, 0)};
 	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, s->env.signal_fd, &ev) < 0)
+		return negative_errno();
+	return 0;
+}
+
+/* Made whatever the model: a reload may switch to fork and away again. We
+ * hold its sending end too, so it never hangs up. */
+static int
+setup_give_back(struct supervisor *s)
+{
+	int *pair = s->env.give_back;
+	int r = fdpass_channel_new(pair);
+
+	if (r < 0)
+		return r;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_GIVE_BACK, 0)};
+	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, pair[FDPASS_SUPERVISOR], &ev) < 0)
 		return negative_errno();
 	return 0;
 }
@@ -488,6 +520,9 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	r = setup_signals(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up signal handling: %m");
+	r = setup_give_back(s);
+	if (r < 0)
+		return log_error_errno(r, "setting up the connection processes' channel: %m");
 	if (notify_watchdog_enabled(&s->watchdog_usec))
 		log_info("watchdog: pinging every %llu ms while every worker makes progress",
 			 (unsigned long long)(s->watchdog_usec / 2000));
@@ -510,6 +545,9 @@ supervisor_free(struct supervisor *s)
 	free(s->heartbeat_ms);
 	admission_table_free(s->scoreboard.sources);
 	scoreboard_free(&s->scoreboard);
+	for (int i = 0; i < 2; i++)
+		if (s->env.give_back[i] >= 0)
+			close(s->env.give_back[i]);
 	if (s->env.signal_fd >= 0)
 		close(s->env.signal_fd);
 	if (s->env.epoll_fd >= 0)
@@ -531,7 +569,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 {
 	struct supervisor s = {
 		.env = {.epoll_fd = -1, .signal_fd = -1, .sockets = sockets,
-			.channel_event = EVENT(EVENT_CHANNEL, 0)},
+			.channel_event = EVENT(EVENT_CHANNEL, 0), .give_back = {-1, -1}},
 		.sockets = sockets,
 		.unforked_fd = -1,
 		.reread = reread,

@@ -99,6 +99,13 @@ worker_handover_restart(struct worker *w, uint64_t now)
 
 /* --- reload: connections back to the supervisor, for the new workers --- */
 
+/* A worker's own channel, or the one fork's connection processes share. */
+static int
+return_channel(const struct worker *w)
+{
+	return w->setup->channel >= 0 ? w->setup->channel : w->setup->give_back;
+}
+
 /* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
  * channel is full, try again later (the owed bytes may go twice; the
  * supervisor keeps the newer copy). */
@@ -118,11 +125,11 @@ return_one(struct worker *w, const struct connection *c)
 					 &memfd);
 		if (r < 0)
 			return r;
-		r = fdpass_send(w->setup->channel, memfd);
+		r = fdpass_send(return_channel(w), memfd);
 		if (r < 0)
 			return r;
 	}
-	return fdpass_send(w->setup->channel, e->fd);
+	return fdpass_send(return_channel(w), e->fd);
 }
 
 void
@@ -145,8 +152,12 @@ worker_handover_return(struct worker *w)
 				  "reload: giving %u connection(s) back to the supervisor: %m; "
 				  "they drain here",
 				  w->n_connections);
+	/* A fork connection process says it at debug level: there may be
+	 * thousands of them, and the supervisor counts them once. */
 	if (w->returned)
-		log_info("reload: gave %u connection(s) back for the new workers", w->returned);
+		log_full_errno(w->setup->connection >= 0 ? LOG_DEBUG : LOG_INFO, 0,
+			       "reload: gave %u connection(s) back for the new workers",
+			       w->returned);
 	w->returning = false;
 }
 
@@ -155,12 +166,13 @@ worker_handover_return(struct worker *w)
 void
 worker_handover_reload(struct worker *w, uint64_t now)
 {
-	if (w->setup->channel < 0 || w->draining) {
+	if (return_channel(w) < 0 || w->draining) {
 		worker_start_drain(w, "reloading", now);
 		return;
 	}
 	/* Connections the supervisor sent before are ours to return too. */
-	worker_intake_receive(w, now);
+	if (w->setup->channel >= 0)
+		worker_intake_receive(w, now);
 	w->returning = true;
 	worker_handover_return(w);
 	/* Whatever is left (the channel is full for now) is returned later;

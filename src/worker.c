@@ -54,13 +54,15 @@ void
 worker_reset_signals(const sigset_t *changed)
 {
 	struct sigaction sa = {.sa_handler = SIG_DFL};
-	sigset_t none;
+	sigset_t orders;
 
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sigismember(changed, sig) == 1)
 			sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	sigemptyset(&orders);
+	sigaddset(&orders, SIGUSR1);
+	sigaddset(&orders, SIGUSR2);
+	sigprocmask(SIG_SETMASK, &orders, NULL);
 }
 
 /* --- the LRU list of connections, for the idle timeout --- */

@@ -21,6 +21,10 @@ struct worker_setup {
 	bool accept;	/* accept() on the listening sockets in `sockets` */
 	bool datagrams; /* serve the datagram sockets in `sockets` */
 	int channel;	/* passfd intake, or -1 */
+	/* Where a reload sends the connections back when there is no channel
+	 * (fork's connection processes share one; never read here, and its
+	 * hang-up means nothing), or -1. */
+	int give_back;
 	int connection; /* the one connection to serve, or -1 */
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
@@ -47,6 +51,9 @@ int worker_run(const struct worker_setup *setup);
 void worker_signals_changed(sigset_t *ret);
 
 /* First thing in any child of the supervisor: default handlers for the
- * signals in `changed` and an empty mask, so nothing of the supervisor's
- * signal set-up leaks. */
+ * signals in `changed` and a mask of SIGUSR1 and SIGUSR2 alone, so nothing
+ * else of the supervisor's signal set-up leaks. Those two (hand over, give
+ * back) stay blocked, as in the supervisor, until worker_run()'s signalfd
+ * takes them: one sent to a child not yet listening waits for it instead
+ * of killing it with its connection. */
 void worker_reset_signals(const sigset_t *changed);

@@ -244,24 +244,43 @@ read_back(int fd, const char *want, size_t len)
 	free(got);
 }
 
-/* A reload that changes the model keeps connections past the old workers'
- * drain (ShutdownTimeoutSec=1): they give them back, owed bytes too, and
- * the new workers serve them. */
+/* Reloads the running echod to `model` with `workers` workers and a short
+ * drain, and waits until it says so. */
+static void
+reload_to(struct echod *e, struct notify_listener *n, const char *conf, const char *model,
+	  int workers)
+{
+	char text[128];
+
+	snprintf(text, sizeof(text), "[echod]\nModel=%s\nWorkers=%d\nShutdownTimeoutSec=1\n", model,
+		 workers);
+	write_config(conf, text);
+	kill(e->pid, SIGHUP);
+	assert_non_null(notify_wait(n, "READY=1", 5000));
+}
+
+/* A reload that changes the model keeps connections past the old
+ * processes' drain (ShutdownTimeoutSec=1): fork's connection processes,
+ * then the workers of this run's model, give them back, owed bytes too,
+ * and the new workers serve them. */
 static void
 test_reload_gives_connections_back(void **state)
 {
 	const size_t size = 16 << 20;
+	const char *model = harness_model();
+	const char *other = strcmp(model, "prefork") == 0 ? "passfd" : "prefork";
 	struct notify_listener n;
 	struct echod e;
 	char conf[64], listen[64];
 	char *data = malloc(size);
+	pid_t kids[8];
 	size_t owed;
 	int fd, stalled;
 
 	assert_non_null(data);
 	fill_random(data, size, 862);
 	snprintf(conf, sizeof(conf), "/tmp/echod-test-back-%d.conf", (int)getpid());
-	write_config(conf, "[echod]\nModel=prefork\nWorkers=2\nShutdownTimeoutSec=1\n");
+	write_config(conf, "[echod]\nModel=fork\nShutdownTimeoutSec=1\n");
 	e.port = free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.port);
 	notify_listen(&n);
@@ -274,19 +293,35 @@ test_reload_gives_connections_back(void **state)
 	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
 	owed = send_until_full(stalled, data, size);
 	assert_true(owed > 0);
+	assert_int_equal(process_children(e.pid, kids, 8), 2);
 
-	write_config(conf, "[echod]\nModel=passfd\nWorkers=3\nShutdownTimeoutSec=1\n");
-	kill(e.pid, SIGHUP);
-	assert_non_null(notify_wait(&n, "READY=1", 5000));
-	assert_true(echod_wait_log(&e, "connection(s) back for the new workers", 3000));
-	usleep(2000000); /* past the old workers' drain */
+	reload_to(&e, &n, conf, model, 2);
+	assert_true(
+	    echod_wait_log(&e, "2 connection(s) kept across the reload are served again", 3000));
+	usleep(2000000); /* past the old processes' drain */
+	/* The connection processes are gone: the new workers serve both. */
+	assert_int_equal(process_children(e.pid, kids, 8), 2);
 	assert_int_equal(echo_roundtrip(fd, "across", 6, 2000), 0);
 
-	write_config(conf, "[echod]\nModel=prefork\nWorkers=1\nShutdownTimeoutSec=1\n");
-	kill(e.pid, SIGHUP);
-	assert_non_null(notify_wait(&n, "READY=1", 5000));
+	reload_to(&e, &n, conf, other, 3);
+	assert_true(echod_wait_log(&e, "connection(s) back for the new workers", 3000));
 	usleep(2000000);
 	assert_int_equal(echo_roundtrip(fd, "again", 5, 2000), 0);
+
+	/* Back to fork, and fork to fork: a new connection process each
+	 * time, the old ones gone. */
+	pid_t before[2] = {0, 0};
+	for (int i = 0; i < 2; i++) {
+		reload_to(&e, &n, conf, "fork", 1);
+		usleep(2000000);
+		assert_int_equal(process_children(e.pid, kids, 8), 2);
+		for (int k = 0; k < 2; k++) {
+			assert_int_not_equal(kids[k], before[0]);
+			assert_int_not_equal(kids[k], before[1]);
+		}
+		memcpy(before, kids, sizeof(before));
+		assert_int_equal(echo_roundtrip(fd, "forked", 6, 2000), 0);
+	}
 	read_back(stalled, data, owed);
 	close(fd);
 	close(stalled);
