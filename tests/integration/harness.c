@@ -675,6 +675,18 @@ process_alive(pid_t pid)
 	return state != 0 && state != 'Z' && state != 'X';
 }
 
+unsigned
+zombie_children(pid_t pid)
+{
+	pid_t kids[4096];
+	size_t n = process_children(pid, kids, 4096);
+	unsigned zombies = 0;
+
+	for (size_t i = 0; i < n; i++)
+		zombies += !process_alive(kids[i]);
+	return zombies;
+}
+
 int
 tcp_connect_from(const char *src, int port)
 {

@@ -107,6 +107,8 @@ uint64_t process_tree_rss_kib(pid_t pid);
 /* Number of open fds of pid. */
 int process_fd_count(pid_t pid);
 bool process_alive(pid_t pid);
+/* Children of pid that have exited but not been reaped. */
+unsigned zombie_children(pid_t pid);
 uint64_t monotonic_ms(void);
 
 /* Connects from the local address src (e.g. "127.0.0.2") to 127.0.0.1:port,

@@ -306,18 +306,6 @@ time_to_service(struct chaos *c, unsigned n, uint64_t since, const struct cpu_wa
 	return false;
 }
 
-static unsigned
-zombie_children(pid_t pid)
-{
-	pid_t kids[4096];
-	size_t n = process_children(pid, kids, 4096);
-	unsigned zombies = 0;
-
-	for (size_t i = 0; i < n; i++)
-		zombies += !process_alive(kids[i]);
-	return zombies;
-}
-
 /* Processes that should be running when no client is connected. */
 static size_t
 resting_processes(void)

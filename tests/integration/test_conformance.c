@@ -379,18 +379,6 @@ tree_fd_count(struct echod *e)
 	return total;
 }
 
-static unsigned
-zombie_children(pid_t pid)
-{
-	pid_t kids[4096];
-	size_t n = process_children(pid, kids, 4096);
-	unsigned zombies = 0;
-
-	for (size_t i = 0; i < n; i++)
-		zombies += !process_alive(kids[i]);
-	return zombies;
-}
-
 /* Thousands of short connections leave no fd, no zombie behind. */
 static void
 test_short_connections_leave_nothing(void **state)
