@@ -193,3 +193,11 @@ handover_store_remove(const char *name)
 {
 	return sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);
 }
+
+bool
+handover_is_owed(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}

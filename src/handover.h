@@ -63,6 +63,10 @@ int handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 int handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data,
 			 size_t *ret_len);
 
+/* True if fd, received over a channel, is owed bytes (a memfd) rather than a
+ * connection: the sender puts a connection's owed bytes just before it. */
+bool handover_is_owed(int fd);
+
 /* Puts n (1 .. HANDOVER_BATCH_MAX) fds into systemd's fd store under name
  * in one message (sd_pid_notify_with_fds with FDSTORE=1). Does not take the
  * fds: systemd keeps copies. Returns > 0 when sent, 0 when $NOTIFY_SOCKET is

@@ -4,9 +4,9 @@
 #include "supervisor-internal.h"
 
 #include <errno.h>
-#include <sys/stat.h>
 
 #include "fdpass.h"
+#include "handover.h"
 #include "log.h"
 #include "util.h"
 
@@ -94,7 +94,6 @@ void
 supervisor_restore_receive(struct supervisor *s, int channel, unsigned max)
 {
 	for (unsigned i = 0; channel >= 0 && i < max; i++) {
-		struct stat st;
 		int fd, r;
 
 		r = fdpass_recv(channel, &fd);
@@ -108,7 +107,7 @@ supervisor_restore_receive(struct supervisor *s, int channel, unsigned max)
 			log_warning_errno(r, "reload: reading a worker's channel: %m");
 			return;
 		}
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		if (handover_is_owed(fd))
 			r = restart_queue_push_owed(&s->restore, fd);
 		else
 			r = restart_queue_push(&s->restore, fd);

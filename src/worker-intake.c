@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 #include "accept.h"
 #include "admission.h"
@@ -215,7 +214,6 @@ void
 worker_intake_receive(struct worker *w, uint64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		struct stat st;
 		int fd, r;
 
 		r = fdpass_recv(w->setup->channel, &fd);
@@ -234,7 +232,7 @@ worker_intake_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (handover_is_owed(fd)) {
 			channel_owed(w, fd);
 			continue;
 		}
