@@ -57,7 +57,7 @@ struct supervisor {
 	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
-	uint64_t watchdog_last_ms;
+	uint64_t watchdog_next_ms; /* when the next ping is due */
 	uint64_t *heartbeats;	/* per slot, as last seen */
 	uint64_t *heartbeat_ms; /* per slot, when it last moved */
 	/* Connections taken back from systemd's fd store at start, until the
