@@ -35,6 +35,9 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=${ECHOD_SOURCE_ROOT:-$(cd "$HERE/../.." && pwd)}
 DEB=${1:-${ECHOD_DEB:-}}
+CHANGES=
+UP2=
+UP3=
 
 CHECKS=(
 	install
@@ -53,9 +56,13 @@ CHECKS=(
 	restart_keeps_connections
 	stop_drains
 	upgrade_keeps_socket
+	apt_upgrade_under_load
+	autopkgtest
 	per_connection
 	stop
+	remove
 	purge
+	lintian
 )
 
 # Message IDs (catalog/echod.catalog).
@@ -141,23 +148,69 @@ trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-build_deb() {
-	local out=$WORK/deb
-	mkdir -p "$out/src"
-	log "building the package from $SRC"
+# copy_source DEST: the source tree as git knows it (or as it is, without
+# build directories) into DEST.
+copy_source() {
+	mkdir -p "$1"
 	if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
 		git -C "$SRC" ls-files -z --cached --others --exclude-standard |
-			(cd "$SRC" && tar --null -T - -cf -) | tar -xf - -C "$out/src"
+			(cd "$SRC" && tar --null -T - -cf -) | tar -xf - -C "$1"
 	else
-		(cd "$SRC" && tar --exclude='./build*' --exclude='./obj-*' -cf - .) | tar -xf - -C "$out/src"
+		(cd "$SRC" && tar --exclude='./build*' --exclude='./obj-*' -cf - .) | tar -xf - -C "$1"
 	fi
-	if ! (cd "$out/src" && DEB_BUILD_OPTIONS=nocheck timeout 300 \
-		dpkg-buildpackage -us -uc -b -Pnocheck) >"$WORK/build.log" 2>&1; then
+}
+
+# package DIR [dpkg-buildpackage options]: the binary package of the tree
+# in DIR, without the test suites; the .deb and .changes land beside DIR.
+package() {
+	local dir=$1
+	shift
+	if ! (cd "$dir" && DEB_BUILD_OPTIONS=nocheck timeout 300 \
+		dpkg-buildpackage -us -uc -b -Pnocheck "$@") >"$WORK/build.log" 2>&1; then
 		tail -n 30 "$WORK/build.log" >&2
-		log "package build failed"
+		log "package build failed in $dir"
 		exit 99
 	fi
+}
+
+build_deb() {
+	local out=$WORK/deb
+	log "building the package from $SRC"
+	copy_source "$out/src"
+	package "$out/src"
 	DEB=$(ls "$out"/echod_*.deb)
+	CHANGES=$(ls "$out"/echod_*.changes)
+}
+
+# changelog_entry DIR VERSION TEXT: a new top entry in DIR's
+# debian/changelog (the scratch copy's, never the tree's).
+changelog_entry() {
+	local f=$1/debian/changelog
+	{
+		printf 'echod (%s) unstable; urgency=medium\n\n  * %s\n\n' "$2" "$3"
+		printf ' -- echod developers <echod@example.org>  %s\n\n' "$(date -R)"
+		cat "$f"
+	} >"$f.new" && mv "$f.new" "$f"
+}
+
+# The packages an upgrade goes to, built from a scratch copy of the same
+# tree: $UP2 a newer version (its binary says so: echod --version), $UP3
+# newer again with a changed conffile, so that dpkg has a conffile
+# question to ask about an administrator's edited /etc/echod/echod.conf.
+UP2_VERSION=0.1.0+systest1
+UP3_VERSION=0.1.0+systest2
+build_upgrades() {
+	local out=$WORK/up
+	log "building $UP2_VERSION and $UP3_VERSION for the upgrade checks"
+	copy_source "$out/src"
+	changelog_entry "$out/src" "$UP2_VERSION" "System test: an upgrade."
+	sed -i "s/^  version : '[^']*',/  version : '$UP2_VERSION',/" "$out/src/meson.build"
+	package "$out/src"
+	UP2=$(ls "$out"/echod_"$UP2_VERSION"_*.deb)
+	changelog_entry "$out/src" "$UP3_VERSION" "System test: an upgrade with a new conffile."
+	printf '# A line added by the package (system test).\n' >>"$out/src/etc/echod.conf"
+	package "$out/src" -nc
+	UP3=$(ls "$out"/echod_"$UP3_VERSION"_*.deb)
 }
 
 boot() {
@@ -206,6 +259,7 @@ boot() {
 	fi
 	cp "$HERE/echo-client.py" "$ROOT/root/echo-client.py"
 	cp "$HERE/restart-clients.py" "$ROOT/root/restart-clients.py"
+	cp "$HERE/connect-loop.py" "$ROOT/root/connect-loop.py"
 }
 
 # --- helpers for the checks -------------------------------------------------
@@ -251,6 +305,7 @@ now() { ct date '+%Y-%m-%d %H:%M:%S'; }
 
 # dpkg -i; the postinst enabled and started echod.socket only.
 check_install() {
+	fs_snapshot /root/fs-before
 	cp "$DEB" "$ROOT/root/echod.deb"
 	expect "dpkg -i succeeds" ct dpkg -i /root/echod.deb || return 1
 	expect "echod.socket enabled" test "$(ct systemctl is-enabled echod.socket)" = enabled || return 1
@@ -421,7 +476,7 @@ restart_once() {
 	}
 	lines=$(handover_lines "$since")
 	printf '%s\n' "$lines"
-	log "$(printf '%s\n' "$lines" | tr '\n' ' ')"
+	log "$(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
 	expect "the $2 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$2" || return 1
 	# Served again: the clients echo through the new echod for a while.
 	sleep 2
@@ -507,6 +562,122 @@ check_upgrade_keeps_socket() {
 	echo_ok tcp 127.0.0.1 7
 }
 
+# --- apt upgrade under load ----------------------------------------------------
+
+LOOP_DIR=/root/connect-loop
+
+# A client that connects anew every 10 ms and counts refusals.
+start_connect_loop() {
+	ct_sh "rm -rf $LOOP_DIR && mkdir $LOOP_DIR && setsid sh -c 'python3 /root/connect-loop.py \
+		127.0.0.1 7 $LOOP_DIR >$LOOP_DIR/out 2>&1; echo \$? >$LOOP_DIR/rc' \
+		</dev/null >/dev/null 2>&1 &"
+	wait_for 30 ct test -f "$LOOP_DIR/ready"
+}
+
+finish_connect_loop() {
+	ct touch "$LOOP_DIR/stop"
+	wait_for 30 ct test -f "$LOOP_DIR/rc" || { echo "the connect loop did not finish"; return 1; }
+	ct cat "$LOOP_DIR/out"
+	log "connect loop: $(ct cat "$LOOP_DIR/out")"
+	test "$(ct cat "$LOOP_DIR/rc")" = 0
+}
+
+# apt_install ARGS...: as an unattended upgrade does it. The conffile
+# question is answered as --force-confdef --force-confold answer it (what
+# unattended-upgrades passes; dpkg would otherwise stop at the prompt with
+# no terminal to ask): an administrator's edited file is kept.
+apt_install() {
+	ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
+installed_version() { ct dpkg-query -W -f='${Version}' echod; }
+
+# upgrade_to DEB VERSION [apt options]: installs DEB over the running echod;
+# the package's own maintainer scripts restart echod.service, and the new
+# echod took back every client's connection from systemd's fd store.
+upgrade_to() {
+	local deb=$1 version=$2 since pid exe lines socket
+	shift 2
+	since=$(now)
+	pid=$(main_pid)
+	socket=$(prop echod.socket InvocationID)
+	echo "apt-get install $deb ($version)"
+	expect "apt-get install succeeds" apt_install "$@" "$deb" || return 1
+	expect "version $version installed" test "$(installed_version)" = "$version" || return 1
+	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
+	expect "echod.socket listened throughout (same invocation)" \
+		test "$(prop echod.socket InvocationID)" = "$socket" || return 1
+	# Every client's, and the connect loop's if one was open just then.
+	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
+		'[ "$(handover_lines "$since" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
+		handover_lines "$since"
+		return 1
+	}
+	lines=$(handover_lines "$since")
+	printf '%s\n' "$lines"
+	log "upgrade to $version: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
+	# The new binary serves: the running file is the installed one, not
+	# the old one unlinked under it, and it says the new version.
+	exe=$(ct readlink "/proc/$(main_pid)/exe")
+	expect "echod runs /usr/sbin/echod as installed (not $exe)" test "$exe" = /usr/sbin/echod || return 1
+	expect "echod --version says ${version%%-*}" eval \
+		'ct /usr/sbin/echod --version | grep -qF "${EXPECT_BINARY_VERSION:-$version}"' || return 1
+	expect "STATUS= live" eval \
+		'prop echod.service StatusText | grep -Eq "^prefork: [0-9]+/[0-9]+ workers, [0-9]+ connections"' || return 1
+	sleep 2
+}
+
+# apt-get install of a newer package while 200 clients echo (one in ten
+# not reading, so echod owes them bytes) and another client connects anew
+# every 10 ms: no byte lost, no connection cut, not one connect refused.
+# Then a newer one again whose conffile changed while the administrator's
+# copy was edited too (kept), then a downgrade back to the tree's version.
+check_apt_upgrade_under_load() {
+	local rc=0
+	cp "$UP2" "$ROOT/root/echod-up2.deb" && cp "$UP3" "$ROOT/root/echod-up3.deb" || return 1
+	set_config Workers=3
+	ct systemctl start echod.service
+	expect "echod.service active" wait_for 10 eval '[ "$(ct systemctl is-active echod.service)" = active ]' || return 1
+	ct_sh 'cp /etc/echod/echod.conf /root/echod.conf.admin'
+	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
+	expect "the connect loop runs" start_connect_loop || { ct cat "$LOOP_DIR/out"; return 1; }
+	upgrade_to /root/echod-up2.deb "$UP2_VERSION" || rc=1
+	if [ "$rc" = 0 ]; then
+		EXPECT_BINARY_VERSION=$UP2_VERSION upgrade_to /root/echod-up3.deb "$UP3_VERSION" || rc=1
+		expect "the administrator's echod.conf kept" \
+			ct cmp /etc/echod/echod.conf /root/echod.conf.admin || rc=1
+		expect "the package's new one beside it" ct test -f /etc/echod/echod.conf.dpkg-dist || rc=1
+	fi
+	if [ "$rc" = 0 ]; then
+		EXPECT_BINARY_VERSION=$(ct dpkg-deb -f /root/echod.deb Version) \
+			upgrade_to /root/echod.deb "$(ct dpkg-deb -f /root/echod.deb Version)" --allow-downgrades ||
+			rc=1
+	fi
+	expect "every client byte-exact, none disconnected" finish_clients || rc=1
+	expect "no connect refused or failed" finish_connect_loop || rc=1
+	expect "the fd store is empty" test "$(prop echod.service NFileDescriptorStore)" = 0 || rc=1
+	ct rm -f /etc/echod/echod.conf.dpkg-dist
+	return "$rc"
+}
+
+# What Debian's CI runs: autopkgtest, with the package's own debian/tests,
+# against the built .deb, in this booted container (the null runner: the
+# container is the testbed, so isolation-container is met).
+check_autopkgtest() {
+	local out
+	rm -rf "$ROOT/root/src" && copy_source "$ROOT/root/src" || return 1
+	# Not ct's 60 s: the null runner first tries apt-get update, which
+	# waits on a network the container does not have.
+	out=$(timeout 300 nsenter -t "$PID1" -a autopkgtest --ignore-restrictions=isolation-container \
+		/root/echod.deb /root/src/ -- null 2>&1)
+	local rc=$?
+	printf '%s\n' "$out" | grep -v -E '^(Ign|Err|W):|Temporary failure' | tail -n 40
+	printf '%s\n' "$out" | grep -E '^echo-service ' >&3
+	expect "autopkgtest passed" test "$rc" = 0 || return 1
+	expect "echo-service PASS" eval 'printf "%s\n" "$out" | grep -Eq "^echo-service +PASS"'
+}
+
 # echod-accept.socket: one echod per connection, which exits 0.
 check_per_connection() {
 	local failed
@@ -537,23 +708,72 @@ check_stop() {
 	expect "port 7 closed" eval '! echo_ok tcp 127.0.0.1 7 >/dev/null 2>&1'
 }
 
-# dpkg --purge leaves nothing behind.
+# What piuparts compares: every path of the system's own trees (the
+# container's root is the machine's, so not the machine's work trees, nor
+# /proc, /run and /tmp) but those that change on their own (logs, caches,
+# apt's, dpkg's and systemd's state), into the file $1 in the container.
+fs_snapshot() {
+	ct_sh "find /etc /usr /var /opt /srv -xdev \\( -path /var/tmp -o -path /var/log -o -path /var/cache -o -path /var/lib/apt \
+		-o -path /var/lib/dpkg -o -path /var/lib/systemd -o -path /root -o -path /var/backups \
+		-o -path /etc/ld.so.cache -o -path /usr/lib/systemd/catalog/database \
+		-o -path '/usr/lib/python3*/__pycache__' -o -path '*/__pycache__' \\) -prune \
+		-o -print | LC_ALL=C sort >$1"
+}
+
+# apt-get remove: the daemon and its units go, echod.socket stops, the
+# administrator's configuration stays.
+check_remove() {
+	expect "apt-get remove succeeds" ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q echod || return 1
+	ct systemctl daemon-reload
+	expect "package removed, config kept (rc)" eval \
+		'[ "$(ct dpkg-query -W -f="\${db:Status-Abbrev}" echod)" = "rc " ]' || return 1
+	expect "no /usr/sbin/echod" eval '! ct test -e /usr/sbin/echod' || return 1
+	expect "/etc/echod/echod.conf kept" ct test -f /etc/echod/echod.conf || return 1
+	expect "echod.socket gone" eval '[ "$(ct systemctl is-active echod.socket)" != active ]' || return 1
+	expect "port 7 closed" eval '! echo_ok tcp 127.0.0.1 7 >/dev/null 2>&1'
+}
+
+# apt-get purge leaves nothing behind: piuparts' check, by hand (piuparts
+# would need a chroot of its own and a network mirror): the file system
+# as it was before the package was installed, no unit, no dynamic user,
+# nothing in /run, no fd store, no process.
 check_purge() {
 	local rc=0 left
-	ct_sh 'test ! -f /root/echod.conf.orig || cp /root/echod.conf.orig /etc/echod/echod.conf'
-	expect "dpkg --purge succeeds" ct dpkg --purge echod || return 1
+	expect "apt-get purge succeeds" ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q echod || return 1
 	ct systemctl daemon-reload
-	left=$(ct_sh 'ls -d /lib/systemd/system/echod* /usr/lib/systemd/system/echod* /etc/echod \
-		/etc/systemd/system/*/echod* /var/lib/systemd/deb-systemd-helper-enabled/echod* \
-		/var/lib/systemd/deb-systemd-helper-enabled/*/echod* /usr/sbin/echod \
-		/usr/lib/systemd/catalog/echod.catalog /run/echod /var/lib/private/echod 2>/dev/null')
-	expect "no files left" test -z "$left" || { echo "$left"; rc=1; }
+	expect "the package is gone from dpkg's database" eval '! ct dpkg-query -W echod >/dev/null 2>&1' || rc=1
+	fs_snapshot /root/fs-after
+	# Other services of the machine's image run in the container too: their
+	# state under /var/lib is theirs, and only echod's is looked at there.
+	left=$(ct diff /root/fs-before /root/fs-after | grep -E '^[<>] ' |
+		grep -Ev '^[<>] /var/lib/' ; ct diff /root/fs-before /root/fs-after |
+		grep -E '^[<>] /var/lib/.*echod')
+	expect "the file system as before the install (piuparts-style)" test -z "$left" || {
+		echo "$left"
+		rc=1
+	}
+	left=$(ct_sh 'ls -d /run/echod /var/lib/private/echod /var/lib/systemd/deb-systemd-helper-enabled/echod* \
+		/var/lib/systemd/deb-systemd-helper-enabled/*/echod* 2>/dev/null')
+	expect "nothing in /run or systemd's state" test -z "$left" || { echo "$left"; rc=1; }
 	left=$(ct systemctl list-units --no-legend --plain --all 'echod*')
 	expect "no units loaded" test -z "$left" || { echo "$left"; rc=1; }
+	expect "no fd store (the unit is gone)" eval \
+		'[ "$(prop echod.service NFileDescriptorStore)" = 0 ]' || rc=1
 	expect "no echod user" eval '! ct getent passwd echod >/dev/null' || rc=1
 	expect "no catalog entries" eval "! ct_sh 'journalctl --list-catalog | grep -q \" echod:\"'" || rc=1
-	expect "no echod processes" eval '! ct pgrep -x echod >/dev/null' || rc=1
+	expect "no echod processes" eval '[ -z "$(ct ps -C echod -o pid=)" ]' || rc=1
 	return "$rc"
+}
+
+# lintian, as Debian's archive runs it, pedantic included, on the .changes
+# (or the .deb when only that was given): no error, no warning.
+check_lintian() {
+	local target=${CHANGES:-$DEB} out
+	out=$(lintian --pedantic --display-info --fail-on error,warning "$target" 2>&1)
+	local rc=$?
+	printf '%s\n' "$out"
+	log "lintian on $(basename "$target"): $(printf '%s\n' "$out" | grep -c '^[EW]:') error(s)/warning(s)"
+	expect "lintian --pedantic: no error or warning" test "$rc" = 0
 }
 
 # --- main ---------------------------------------------------------------------
@@ -577,6 +797,8 @@ if [ -z "$DEB" ]; then
 fi
 [ -f "$DEB" ] || { log "no such package: $DEB"; exit 99; }
 DEB=$(realpath "$DEB")
+[ -n "$CHANGES" ] || CHANGES=$(ls "$(dirname "$DEB")"/echod_*.changes 2>/dev/null | head -n 1)
+build_upgrades
 if [ "${ECHOD_SYSTEST_FAKE:-0}" = 1 ]; then
 	log "ECHOD_SYSTEST_FAKE=1: replacing echod with fake-echod.py in the package"
 	dpkg-deb -R "$DEB" "$WORK/fake" &&
