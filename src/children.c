@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "fdpass.h"
-#include "handover.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -54,10 +53,6 @@ static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
 	   int owed_fd, pid_t parent)
 {
-	char *owed = NULL;
-	size_t owed_len = 0;
-	uint64_t id, conn_id;
-
 	pool_env_enter_child(env, parent);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
@@ -65,24 +60,15 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
 	log_set_context("connection");
-	if (owed_fd >= 0) {
-		int r = handover_owed_decode(owed_fd, HANDOVER_OWED_MAX, &id, &owed, &owed_len);
-		if (r < 0)
-			log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
-		else if (handover_socket_id(fd, &conn_id) < 0 || conn_id != id)
-			owed_len = 0;
-		close(owed_fd);
-	}
 	struct worker_setup setup = {
-		.config = config,
-		.scoreboard = env->scoreboard,
-		.slot = slot,
-		.channel = -1,
-		.give_back = env->give_back[FDPASS_WORKER],
-		.connection = fd,
-		.connection_tuned = true,
-		.connection_owed = owed_len ? owed : NULL,
-		.connection_owed_len = owed_len,
+	    .config = config,
+	    .scoreboard = env->scoreboard,
+	    .slot = slot,
+	    .channel = -1,
+	    .give_back = env->give_back[FDPASS_WORKER],
+	    .connection = fd,
+	    .connection_tuned = true,
+	    .connection_owed_fd = owed_fd,
 	};
 	_exit(worker_run(&setup));
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fdpass.h"
+#include "handover.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -123,18 +124,19 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	}
 
 	struct worker_setup setup = {
-		.config = &p->config,
-		.scoreboard = env->scoreboard,
-		.slot = p->positions[index].slot,
-		.sockets = env->sockets,
-		.accept = p->config.model == MODEL_PREFORK,
-		.datagrams = true,
-		.channel = channel,
-		.give_back = -1,
-		.connection = -1,
-		.release_reservations = true,
+	    .config = &p->config,
+	    .scoreboard = env->scoreboard,
+	    .slot = p->positions[index].slot,
+	    .sockets = env->sockets,
+	    .accept = p->config.model == MODEL_PREFORK,
+	    .datagrams = true,
+	    .channel = channel,
+	    .give_back = -1,
+	    .connection = -1,
+	    .connection_owed_fd = -1,
+	    .release_reservations = true,
 	};
-	exit(worker_run(&setup));
+	_exit(worker_run(&setup));
 }
 
 int
@@ -429,9 +431,10 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
-/* Sends owed_fd (if >= 0) and then fd to one worker. Takes neither. */
+/* Sends fd to one worker: a new connection, or (kept) one kept across a
+ * restart or reload with its owed bytes (owed_fd, or -1). Takes neither. */
 static int
-hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
+hand_off(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
@@ -439,13 +442,8 @@ hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 	while ((i = pick_worker(env, p, p->skip)) >= 0) {
 		struct position *pos = &p->positions[i];
 
-		/* The owed bytes first: once the worker has the connection it
-		 * may read and echo newer bytes, which must come after them.
-		 * A memfd left behind by a failed second send is discarded by
-		 * the worker (it names another connection). */
-		r = owed_fd >= 0 ? fdpass_send(pos->channel, owed_fd) : 0;
-		if (r == 0)
-			r = fdpass_send(pos->channel, fd);
+		r = kept ? handover_send(pos->channel, fd, owed_fd)
+			 : fdpass_send(pos->channel, FDPASS_CONN, fd);
 		if (r == 0) {
 			pos->sent++;
 			return 0;
@@ -464,7 +462,7 @@ hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 int
 pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
 {
-	int r = hand_off(env, p, fd, -1);
+	int r = hand_off(env, p, fd, false, -1);
 
 	close(fd);
 	return r;
@@ -479,7 +477,7 @@ pool_channel_of(const struct pool *p, unsigned index)
 int
 pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 {
-	return hand_off(env, p, fd, owed_fd);
+	return hand_off(env, p, fd, true, owed_fd);
 }
 
 bool

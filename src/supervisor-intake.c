@@ -127,7 +127,7 @@ serve_accepted(struct supervisor *s, int fd)
 	if (c->model == MODEL_PASSFD)
 		scoreboard_release(&s->scoreboard);
 	s->lost++;
-	s->accept_resume_ms = now_ms() + (r == -EAGAIN ? CAPACITY_RETRY_MS : ACCEPT_PAUSE_MS);
+	s->accept_resume_ms = now_ms() + (r == -EAGAIN ? ACCEPT_RETRY_MS : ACCEPT_PAUSE_MS);
 	log_warning_errno(r, "%s a new connection: %m; it is closed",
 			  c->model == MODEL_FORK ? "forking for" : "no worker could take");
 }

@@ -17,10 +17,6 @@
 #include "scoreboard.h"
 #include "supervisor.h"
 
-/* How often a supervisor with nowhere to put a connection looks again. */
-#define CAPACITY_RETRY_MS 20
-#define ACCEPT_BATCH 64
-
 /* What an epoll registration of the supervisor is: the type in the high
  * half of data.u64, an index (listener) or an fd (channel) in the low. */
 enum {

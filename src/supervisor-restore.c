@@ -94,9 +94,10 @@ void
 supervisor_restore_receive(struct supervisor *s, int channel, unsigned max)
 {
 	for (unsigned i = 0; channel >= 0 && i < max; i++) {
+		enum fdpass_tag tag;
 		int fd, r;
 
-		r = fdpass_recv(channel, &fd);
+		r = fdpass_recv(channel, &tag, &fd);
 		if (r == -EAGAIN || r == -ECONNRESET)
 			return;
 		if (r == -EPROTO || r == -EMFILE) {
@@ -107,7 +108,7 @@ supervisor_restore_receive(struct supervisor *s, int channel, unsigned max)
 			log_warning_errno(r, "reload: reading a worker's channel: %m");
 			return;
 		}
-		if (handover_is_owed(fd))
+		if (tag == FDPASS_OWED)
 			r = restart_queue_push_owed(&s->restore, fd);
 		else
 			r = restart_queue_push(&s->restore, fd);

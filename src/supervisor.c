@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "accept.h"
 #include "admission.h"
 #include "children.h"
 #include "fdpass.h"
@@ -361,8 +362,8 @@ next_timeout(const struct supervisor *s, uint64_t now)
 	if (s->stopping && !s->killed && s->kill_at_ms < deadline)
 		deadline = s->kill_at_ms;
 	if ((supervisor_restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) &&
-	    !s->stopping && now + CAPACITY_RETRY_MS < deadline)
-		deadline = now + CAPACITY_RETRY_MS;
+	    !s->stopping && now + ACCEPT_RETRY_MS < deadline)
+		deadline = now + ACCEPT_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 

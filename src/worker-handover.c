@@ -27,10 +27,8 @@ handover_owed(struct connection *c)
 
 	if (!e->owed)
 		return 0;
-	r = handover_socket_id(e->fd, &id);
-	if (r < 0)
-		return r;
-	r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off, &memfd);
+	r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+			       &memfd);
 	if (r < 0)
 		return r;
 	handover_owed_name(id, name, sizeof(name));
@@ -118,18 +116,12 @@ return_one(struct worker *w, const struct connection *c)
 	int r;
 
 	if (e->owed) {
-		r = handover_socket_id(e->fd, &id);
-		if (r < 0)
-			return r;
-		r = handover_owed_encode(id, e->owed + e->owed_off, e->owed_len - e->owed_off,
-					 &memfd);
-		if (r < 0)
-			return r;
-		r = fdpass_send(return_channel(w), memfd);
+		r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+				       &memfd);
 		if (r < 0)
 			return r;
 	}
-	return fdpass_send(return_channel(w), e->fd);
+	return handover_send(return_channel(w), e->fd, memfd);
 }
 
 void

@@ -17,7 +17,6 @@
 #include "log.h"
 #include "util.h"
 
-#define ACCEPT_BATCH 64
 /* Fds kept free beyond the connections' own, for what a worker may open
  * along the way (the journal's socket, say). */
 #define FD_SPARE 4
@@ -60,7 +59,7 @@ worker_intake_poll(struct worker *w, bool on)
  * hold more than its share steps back and lets a peer accept.
  *
  * The share has an eighth of slack: a worker that stepped back looks again
- * only every CAP_RETRY_MS, and with no slack (the mean plus one) every
+ * only every ACCEPT_RETRY_MS, and with no slack (the mean plus one) every
  * worker would soon be over and waiting, taking turns one or two
  * connections at a time: a burst of 18,000 connects took 30 s and
  * overflowed the accept queue. With it, each turn takes an eighth more
@@ -166,57 +165,46 @@ worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
 	}
 }
 
-/* --- intake: passfd's channel --- */
+/* --- intake: the channel --- */
 
-void
-worker_intake_owed_drop(struct worker *w)
-{
-	free(w->pending_owed);
-	w->pending_owed = NULL;
-	w->pending_owed_len = 0;
-}
-
-/* A restored connection's owed bytes come as a sealed memfd just before
- * it: kept until the connection arrives. Takes fd. */
-static void
-channel_owed(struct worker *w, int fd)
-{
-	int r;
-
-	worker_intake_owed_drop(w);
-	r = handover_owed_decode(fd, WORKER_BUFFER_SIZE, &w->pending_owed_id, &w->pending_owed,
-				 &w->pending_owed_len);
-	close(fd);
-	if (r < 0)
-		log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
-}
-
-/* Takes fd: the owed bytes received just before belong to it if the ids
- * match (a send that failed half-way can leave others behind). */
+/* Takes fd: a connection the supervisor accepted. */
 static void
 channel_connection(struct worker *w, int fd)
 {
-	uint64_t id;
-
-	if (w->pending_owed && (handover_socket_id(fd, &id) < 0 || id != w->pending_owed_id))
-		worker_intake_owed_drop(w);
 	/* Taken, then active, in adjacent steps with no system call between
 	 * (where a SIGKILL lands): the supervisor counts what a dead worker
 	 * held as active + sent - taken, so a connection is always counted
 	 * once, never twice (which would release one reservation too many). */
 	SB_ADD(w->slot->served, 1);
 	SB_ADD(w->slot->active, 1);
-	worker_add_connection(w, fd, false, NULL, TAKE_PTR(w->pending_owed), w->pending_owed_len);
-	w->pending_owed_len = 0;
+	worker_add_connection(w, fd, false, NULL, NULL, 0);
+}
+
+void
+worker_intake_kept(struct worker *w, int fd, int owed_fd)
+{
+	char *owed = NULL;
+	size_t owed_len = 0;
+
+	if (owed_fd >= 0) {
+		int r = handover_owed_take(owed_fd, fd, &owed, &owed_len);
+		if (r < 0 && r != -ESTALE)
+			log_warning_errno(r, "reading the bytes owed on a kept connection: %m");
+		close(owed_fd);
+	}
+	SB_ADD(w->slot->served, 1);
+	SB_ADD(w->slot->active, 1);
+	worker_add_connection(w, fd, false, NULL, owed, owed_len);
 }
 
 void
 worker_intake_receive(struct worker *w, uint64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		enum fdpass_tag tag;
 		int fd, r;
 
-		r = fdpass_recv(w->setup->channel, &fd);
+		r = fdpass_recv(w->setup->channel, &tag, &fd);
 		if (r == -EAGAIN)
 			return;
 		if (r == -ECONNRESET) {
@@ -232,12 +220,22 @@ worker_intake_receive(struct worker *w, uint64_t now)
 				scoreboard_release(w->setup->scoreboard);
 			continue;
 		}
-		if (handover_is_owed(fd)) {
-			channel_owed(w, fd);
-			continue;
+		switch (tag) {
+		case FDPASS_OWED:
+			/* For the kept connection that comes next. */
+			if (w->pending_owed_fd >= 0)
+				close(w->pending_owed_fd);
+			w->pending_owed_fd = fd;
+			break;
+		case FDPASS_KEPT:
+			worker_intake_kept(w, fd, TAKE_FD(w->pending_owed_fd));
+			break;
+		case FDPASS_CONN:
+			/* The supervisor set TCP_NODELAY already: it knows the
+			 * listener. */
+			channel_connection(w, fd);
+			break;
 		}
-		/* The supervisor set TCP_NODELAY already: it knows the listener. */
-		channel_connection(w, fd);
 	}
 }
 

@@ -81,11 +81,9 @@ struct worker {
 	 * once per turn, not with an atomic per event. */
 	struct echo_io io_pending;
 	char *buffer;
-	/* Bytes owed on a restored connection, received over the channel just
-	 * before the connection itself (see handover.h); NULL if none. */
-	char *pending_owed;
-	size_t pending_owed_len;
-	uint64_t pending_owed_id;
+	/* The bytes owed on the kept connection to come next over the
+	 * channel (FDPASS_OWED, see handover.h), or -1. */
+	int pending_owed_fd;
 };
 
 /* worker.c */
@@ -105,7 +103,8 @@ void worker_intake_poll(struct worker *w, bool on);
 void worker_intake_update(struct worker *w, uint64_t now);
 void worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now);
 void worker_intake_receive(struct worker *w, uint64_t now);
-void worker_intake_owed_drop(struct worker *w);
+/* Takes fd, a kept connection, and owed_fd (its owed bytes, or -1). */
+void worker_intake_kept(struct worker *w, int fd, int owed_fd);
 void worker_intake_set_capacity(struct worker *w);
 
 /* worker-handover.c */

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "accept.h"
 #include "admission.h"
 #include "echo.h"
 #include "ratelimit.h"
@@ -24,8 +25,6 @@
 #include "worker-internal.h"
 
 #define WORKER_EVENTS 256
-/* How often a worker blocked by MaxConnections= looks again for room. */
-#define CAP_RETRY_MS 20
 /* The loop turns at least this often, so the heartbeat shows it is alive
  * well within even a one-second WatchdogSec=. */
 #define HEARTBEAT_MS 250
@@ -366,12 +365,12 @@ next_timeout(const struct worker *w, uint64_t now)
 		deadline = w->lru_head->last_active_ms + limit;
 	if (w->accept_resume_ms && w->accept_resume_ms < deadline)
 		deadline = w->accept_resume_ms;
-	if (w->capped && now + CAP_RETRY_MS < deadline)
-		deadline = now + CAP_RETRY_MS;
+	if (w->capped && now + ACCEPT_RETRY_MS < deadline)
+		deadline = now + ACCEPT_RETRY_MS;
 	if (w->draining && w->drain_deadline_ms < deadline)
 		deadline = w->drain_deadline_ms;
-	if (w->returning && now + CAP_RETRY_MS < deadline)
-		deadline = now + CAP_RETRY_MS;
+	if (w->returning && now + ACCEPT_RETRY_MS < deadline)
+		deadline = now + ACCEPT_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
@@ -550,7 +549,8 @@ worker_free(struct worker *w)
 	free(w->listeners);
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
-	worker_intake_owed_drop(w);
+	if (w->pending_owed_fd >= 0)
+		close(w->pending_owed_fd);
 	ratelimit_free(w->datagram_limit);
 	free(w->buffer);
 	if (w->signal_fd >= 0)
@@ -562,7 +562,11 @@ worker_free(struct worker *w)
 int
 worker_run(const struct worker_setup *setup)
 {
-	struct worker w = {.setup = setup, .pid = getpid(), .epoll_fd = -1, .signal_fd = -1};
+	struct worker w = {.setup = setup,
+			   .pid = getpid(),
+			   .epoll_fd = -1,
+			   .signal_fd = -1,
+			   .pending_owed_fd = -1};
 	int r, status;
 
 	w.slot = setup->scoreboard && setup->slot >= 0 ? &setup->scoreboard->slots[setup->slot]
@@ -585,13 +589,15 @@ worker_run(const struct worker_setup *setup)
 		worker_free(&w);
 		return EXIT_FAILURE;
 	}
-	if (setup->connection >= 0) {
+	if (setup->connection >= 0 && setup->connection_owed_fd >= 0) {
+		worker_intake_kept(&w, setup->connection, setup->connection_owed_fd);
+	} else if (setup->connection >= 0) {
 		SB_ADD(w.slot->active, 1);
 		SB_ADD(w.slot->served, 1);
 		worker_add_connection(&w, setup->connection,
 				      !setup->connection_tuned &&
-					      listen_socket_is_tcp(setup->connection),
-				      NULL, setup->connection_owed, setup->connection_owed_len);
+					  listen_socket_is_tcp(setup->connection),
+				      NULL, NULL, 0);
 	}
 	SB_SET(w.slot->state, SLOT_RUNNING);
 	status = worker_loop(&w);

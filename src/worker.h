@@ -29,10 +29,9 @@ struct worker_setup {
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
-	/* What is owed on `connection` (restored after a restart; the worker
-	 * takes it), or NULL. */
-	char *connection_owed;
-	size_t connection_owed_len;
+	/* What is owed on `connection` (kept across a restart or reload): a
+	 * sealed memfd (handover.h) the worker reads and closes, or -1. */
+	int connection_owed_fd;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */
