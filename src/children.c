@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fdpass.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -50,7 +51,7 @@ children_reserve(struct children *c, unsigned max)
 }
 
 static _Noreturn void
-child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
+child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
 	   int owed_fd, pid_t parent)
 {
 	pool_env_enter_child(env, parent);
@@ -68,6 +69,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	    .give_back = env->give_back[FDPASS_WORKER],
 	    .connection = fd,
 	    .connection_tuned = true,
+	    .connection_kept = kept,
 	    .connection_owed_fd = owed_fd,
 	};
 	_exit(worker_run(&setup));
@@ -76,7 +78,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 /* Takes fd on success (see children.h); never owed_fd. */
 static int
 fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
-	   int owed_fd)
+	   bool kept, int owed_fd)
 {
 	pid_t parent = getpid();
 	pid_t pid;
@@ -87,7 +89,7 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, owed_fd, parent);
+		child_main(env, config, c->slot, fd, kept, owed_fd, parent);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;
@@ -97,14 +99,14 @@ int
 children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 	      int fd)
 {
-	return fork_child(c, env, config, fd, -1);
+	return fork_child(c, env, config, fd, false, -1);
 }
 
 int
 children_fork_restored(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
-	return fork_child(c, env, config, fd, owed_fd);
+	return fork_child(c, env, config, fd, true, owed_fd);
 }
 
 bool
@@ -116,7 +118,7 @@ children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status
 		c->pids[i] = c->pids[--c->n];
 		/* Killed, it could not count its connection closed. */
 		if (WIFSIGNALED(status) && c->slot >= 0)
-			SB_SUB(sb->slots[c->slot].active, 1);
+			ledger_settle_one(sb, (unsigned)c->slot);
 		return true;
 	}
 	return false;

@@ -13,6 +13,7 @@
 
 #include "fdpass.h"
 #include "handover.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -231,29 +232,19 @@ describe_exit_status(int status, char *buf, size_t size)
 		snprintf(buf, size, "ended (status 0x%x)", status);
 }
 
-/* passfd: connections sent to the worker that it has not yet taken (or
- * refused). */
+/* Connections sent to the worker that it has not yet taken. */
 static uint64_t
 in_flight(const struct pool_env *env, const struct position *pos)
 {
-	const struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
-	uint64_t taken = SB_GET(sl->served) + SB_GET(sl->lost) + SB_GET(sl->refused);
-
-	return pos->sent > taken ? pos->sent - taken : 0;
+	return ledger_in_flight(env->scoreboard, (unsigned)pos->slot, pos->sent);
 }
 
 /* A dead worker's reserved connections are gone with it (those in flight
- * on its channel too: the kernel closed them): give them back to
- * MaxConnections=, then free its slot. */
+ * on its channel too: the kernel closed them). */
 static void
 release_position(const struct pool_env *env, struct position *pos)
 {
-	struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
-	uint64_t gone = SB_GET(sl->active) + in_flight(env, pos);
-
-	if (gone)
-		SB_SUB(env->scoreboard->header->active_total, (uint32_t)gone);
-	scoreboard_slot_reset(env->scoreboard, (unsigned)pos->slot);
+	ledger_settle(env->scoreboard, (unsigned)pos->slot, pos->sent);
 	close_channel(env, pos);
 	pos->sent = 0;
 	pos->hung_up = false;

@@ -11,6 +11,7 @@
 
 #include "accept.h"
 #include "admission.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 
@@ -26,8 +27,7 @@ has_capacity(const struct supervisor *s)
 
 	if (c->model == MODEL_FORK)
 		return s->unforked_fd < 0 && s->children.n < config_max_connections(c);
-	return pool_can_take(&s->env, s->pool) && SB_GET(s->scoreboard.header->active_total) <
-						      SB_GET(s->scoreboard.header->max_connections);
+	return pool_can_take(&s->env, s->pool) && !ledger_full(&s->scoreboard);
 }
 
 void
@@ -125,7 +125,7 @@ serve_accepted(struct supervisor *s, int fd)
 	if (r == 0)
 		return;
 	if (c->model == MODEL_PASSFD)
-		scoreboard_release(&s->scoreboard);
+		ledger_release(&s->scoreboard);
 	s->lost++;
 	s->accept_resume_ms = now_ms() + (r == -EAGAIN ? ACCEPT_RETRY_MS : ACCEPT_PAUSE_MS);
 	log_warning_errno(r, "%s a new connection: %m; it is closed",
@@ -142,7 +142,7 @@ refused_at_source_limit(struct supervisor *s, int fd, const struct sockaddr *pee
 			    current_config(s)->max_connections_per_source))
 		return false;
 	close(fd);
-	SB_ADD(s->scoreboard.slots[s->children.slot].refused, 1);
+	ledger_refused_here(&s->scoreboard, (unsigned)s->children.slot);
 	return true;
 }
 
@@ -157,18 +157,18 @@ supervisor_intake_accept(struct supervisor *s, const struct listener *l)
 		struct sockaddr_storage peer;
 		int fd;
 
-		if (reserve && !scoreboard_reserve(&s->scoreboard))
+		if (reserve && !ledger_reserve(&s->scoreboard))
 			return;
 		if (!admission_rate_take(&s->scoreboard, rate, now_ms(), &s->accept_resume_ms)) {
 			if (reserve)
-				scoreboard_release(&s->scoreboard);
+				ledger_release(&s->scoreboard);
 			return;
 		}
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd < 0) {
 			admission_rate_undo(&s->scoreboard, rate);
 			if (reserve)
-				scoreboard_release(&s->scoreboard);
+				ledger_release(&s->scoreboard);
 			if (accept_should_pause(fd)) {
 				log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms",
 						  l->name, ACCEPT_PAUSE_MS);
@@ -178,7 +178,7 @@ supervisor_intake_accept(struct supervisor *s, const struct listener *l)
 		}
 		if (refused_at_source_limit(s, fd, (struct sockaddr *)&peer)) {
 			if (reserve)
-				scoreboard_release(&s->scoreboard);
+				ledger_release(&s->scoreboard);
 			continue;
 		}
 		if (l->is_tcp)

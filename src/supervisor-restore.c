@@ -7,19 +7,11 @@
 
 #include "fdpass.h"
 #include "handover.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 
 /* --- connections kept across a restart --- */
-
-/* Counted like any connection handed to a worker, which releases it on
- * close; beyond MaxConnections= too: these were admitted before. */
-static void
-reserve_restored(struct supervisor *s)
-{
-	if (!scoreboard_reserve(&s->scoreboard))
-		SB_ADD(s->scoreboard.header->active_total, 1);
-}
 
 /* Hands on the connections taken back from the fd store, as workers can
  * take them; what they cannot take now waits for the next turn. */
@@ -36,7 +28,7 @@ supervisor_restore_hand_on(struct supervisor *s)
 		int r;
 
 		if (c->model == MODEL_FORK) {
-			/* Beyond MaxConnections= too, as in reserve_restored();
+			/* Beyond MaxConnections= too: admitted before;
 			 * and after a reload from fork the processes that sent
 			 * these back may not be reaped yet. */
 			r = children_reserve(&s->children,
@@ -52,14 +44,15 @@ supervisor_restore_hand_on(struct supervisor *s)
 			else
 				close(TAKE_FD(item->fd));
 		} else {
-			reserve_restored(s);
+			/* Beyond MaxConnections= too: admitted before. */
+			ledger_reserve_kept(&s->scoreboard);
 			r = pool_hand_off_restored(&s->env, s->pool, item->fd, item->owed_fd);
 			if (r == -EAGAIN) {
-				scoreboard_release(&s->scoreboard);
+				ledger_release(&s->scoreboard);
 				break;
 			}
 			if (r < 0)
-				scoreboard_release(&s->scoreboard);
+				ledger_release(&s->scoreboard);
 			close(TAKE_FD(item->fd));
 		}
 		if (item->owed_fd >= 0)

@@ -15,6 +15,7 @@
 #include "admission.h"
 #include "children.h"
 #include "fdpass.h"
+#include "ledger.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
@@ -121,7 +122,7 @@ connections_active(const struct supervisor *s)
 {
 	if (current_config(s)->model == MODEL_FORK)
 		return s->children.n;
-	return SB_GET(s->scoreboard.header->active_total);
+	return ledger_reserved(&s->scoreboard);
 }
 
 static void
@@ -244,8 +245,8 @@ reload(struct supervisor *s, uint64_t now)
 	children_signal(&s->children, SIGUSR2);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
-	scoreboard_set_max(&s->scoreboard, config_max_connections(&pool->config));
-	s->scoreboard.header->workers = pool->config.model == MODEL_PREFORK ? pool->n : 0;
+	ledger_set_max(&s->scoreboard, config_max_connections(&pool->config));
+	scoreboard_set_workers(&s->scoreboard, pool->config.model == MODEL_PREFORK ? pool->n : 0);
 	s->status_note[0] = '\0';
 	s->ready = false;
 	s->reloading = true;
@@ -504,7 +505,7 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	if (r < 0)
 		return r;
 	s->env.scoreboard = &s->scoreboard;
-	s->scoreboard.header->workers = config->model == MODEL_PREFORK ? workers : 0;
+	scoreboard_set_workers(&s->scoreboard, config->model == MODEL_PREFORK ? workers : 0);
 	s->heartbeats = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeats));
 	s->heartbeat_ms = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeat_ms));
 	r = s->heartbeats && s->heartbeat_ms ? pool_new(config, s->generation, workers, &s->pool) : -ENOMEM;

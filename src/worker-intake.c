@@ -73,10 +73,10 @@ over_fair_share(const struct worker *w)
 
 	if (!sb)
 		return false;
-	workers = SB_GET(sb->header->workers);
+	workers = scoreboard_workers(sb);
 	if (workers < 2)
 		return false;
-	total = SB_GET(sb->header->active_total);
+	total = ledger_reserved(sb);
 	mean = (total + 1) / workers;
 	return SB_GET(w->slot->active) + 1 > mean + mean / 8 + 1;
 }
@@ -84,9 +84,7 @@ over_fair_share(const struct worker *w)
 static bool
 at_connection_cap(const struct worker *w)
 {
-	const struct scoreboard *sb = w->setup->scoreboard;
-
-	return SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
+	return ledger_full(w->setup->scoreboard);
 }
 
 /* Decides whether this worker should be accepting now, and makes it so. */
@@ -113,24 +111,15 @@ worker_intake_update(struct worker *w, uint64_t now)
 static bool
 admit_one(struct worker *w)
 {
-	if (!w->setup->release_reservations || !w->setup->scoreboard) {
-		SB_ADD(w->slot->active, 1);
-		return true;
-	}
-	if (over_fair_share(w) || !scoreboard_reserve(w->setup->scoreboard)) {
+	if (w->ledger.reserved && w->ledger.sb && over_fair_share(w)) {
 		w->capped = true;
 		return false;
 	}
-	SB_ADD(w->slot->active, 1);
+	if (!ledger_admit(&w->ledger)) {
+		w->capped = true;
+		return false;
+	}
 	return true;
-}
-
-static void
-admit_undo(struct worker *w)
-{
-	SB_SUB(w->slot->active, 1);
-	if (w->setup->release_reservations && w->setup->scoreboard)
-		scoreboard_release(w->setup->scoreboard);
 }
 
 void
@@ -145,17 +134,18 @@ worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
 		if (!admit_one(w))
 			return;
 		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
-			admit_undo(w);
+			ledger_unadmit(&w->ledger);
 			return;
 		}
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
-			SB_ADD(w->slot->served, 1);
-			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer, NULL, 0);
+			ledger_take(&w->ledger, LEDGER_ACCEPTED);
+			worker_add_connection(w, fd, LEDGER_ACCEPTED, l->is_tcp,
+					      (struct sockaddr *)&peer, NULL, 0);
 			continue;
 		}
 		admission_rate_undo(w->setup->scoreboard, rate);
-		admit_undo(w);
+		ledger_unadmit(&w->ledger);
 		if (accept_should_pause(fd)) {
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
 					  ACCEPT_PAUSE_MS);
@@ -171,13 +161,8 @@ worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
 static void
 channel_connection(struct worker *w, int fd)
 {
-	/* Taken, then active, in adjacent steps with no system call between
-	 * (where a SIGKILL lands): the supervisor counts what a dead worker
-	 * held as active + sent - taken, so a connection is always counted
-	 * once, never twice (which would release one reservation too many). */
-	SB_ADD(w->slot->served, 1);
-	SB_ADD(w->slot->active, 1);
-	worker_add_connection(w, fd, false, NULL, NULL, 0);
+	ledger_take(&w->ledger, LEDGER_SENT);
+	worker_add_connection(w, fd, LEDGER_SENT, false, NULL, NULL, 0);
 }
 
 void
@@ -192,9 +177,9 @@ worker_intake_kept(struct worker *w, int fd, int owed_fd)
 			log_warning_errno(r, "reading the bytes owed on a kept connection: %m");
 		close(owed_fd);
 	}
-	SB_ADD(w->slot->served, 1);
-	SB_ADD(w->slot->active, 1);
-	worker_add_connection(w, fd, false, NULL, owed, owed_len);
+	/* Served once, where it was first accepted: not again here. */
+	ledger_take(&w->ledger, LEDGER_KEPT);
+	worker_add_connection(w, fd, LEDGER_KEPT, false, NULL, owed, owed_len);
 }
 
 void
@@ -215,9 +200,7 @@ worker_intake_receive(struct worker *w, uint64_t now)
 			/* The supervisor reserved it: the reservation goes with it.
 			 * -EMFILE: the kernel could not give us the fd (we are at
 			 * our fd limit) and closed the connection. */
-			SB_ADD(w->slot->lost, 1);
-			if (w->setup->release_reservations && w->setup->scoreboard)
-				scoreboard_release(w->setup->scoreboard);
+			ledger_lose(&w->ledger);
 			continue;
 		}
 		switch (tag) {

@@ -11,6 +11,7 @@
 
 #include "admission.h"
 #include "echo.h"
+#include "ledger.h"
 #include "ratelimit.h"
 #include "scoreboard.h"
 #include "udp.h"
@@ -43,6 +44,7 @@ struct connection {
 	enum echo_want want;
 	uint64_t last_active_ms;
 	struct admission_ticket ticket; /* MaxConnectionsPerSource= */
+	enum ledger_origin origin;
 	uint64_t queued_ms;		/* when it last moved to the tail of the list */
 	/* Least-recently-queued first; a connection is queued again within
 	 * LRU_MOVE_MS of any activity, so checking the head alone finds every
@@ -55,6 +57,7 @@ struct worker {
 	pid_t pid;		      /* owns this process's per-source counts */
 	struct scoreboard_slot *slot; /* shared, or a local stand-in */
 	struct scoreboard_slot local_slot;
+	struct ledger ledger; /* counts in slot */
 	int epoll_fd;
 	struct source signal_source;
 	int signal_fd;
@@ -90,8 +93,8 @@ struct worker {
 
 /* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
  * every path; see there. */
-int worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from,
-			  char *owed, size_t owed_len);
+int worker_add_connection(struct worker *w, int fd, enum ledger_origin origin, bool is_tcp,
+			  const struct sockaddr *from, char *owed, size_t owed_len);
 void worker_connection_close(struct worker *w, struct connection *c);
 /* Stops taking work; what is held gets ShutdownTimeoutSec= to finish. */
 void worker_start_drain(struct worker *w, const char *why, uint64_t now);

@@ -116,9 +116,7 @@ worker_connection_close(struct worker *w, struct connection *c)
 		admission_put(w->setup->scoreboard->sources, w->pid, &c->ticket);
 	free(c);
 	w->n_connections--;
-	SB_SUB(w->slot->active, 1);
-	if (w->setup->release_reservations && w->setup->scoreboard)
-		scoreboard_release(w->setup->scoreboard);
+	ledger_close(&w->ledger);
 }
 
 static uint32_t
@@ -131,7 +129,8 @@ want_events(enum echo_want want)
  * to serve the connection (prefork's worker, passfd's worker, fork's child),
  * whose pid then owns the count. False: refused, and counted so. */
 static bool
-source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admission_ticket *ret)
+source_admit(struct worker *w, int fd, enum ledger_origin origin, const struct sockaddr *peer,
+	     struct admission_ticket *ret)
 {
 	const struct scoreboard *sb = w->setup->scoreboard;
 	unsigned limit = w->setup->config->max_connections_per_source;
@@ -150,11 +149,7 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
 	}
 	if (admission_take(sb->sources, peer, w->pid, limit, ret))
 		return true;
-	/* Counted refused, not served: in that order, so a kill between the
-	 * two counts it taken twice (one reservation kept too long) rather
-	 * than not at all (one released too many). */
-	SB_ADD(w->slot->refused, 1);
-	SB_SUB(w->slot->served, 1);
+	ledger_refuse(&w->ledger, origin);
 	if (log_get_max_level() >= LOG_DEBUG) {
 		char name[ADDRESS_MAX];
 		address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
@@ -167,12 +162,11 @@ source_admit(struct worker *w, int fd, const struct sockaddr *peer, struct admis
 /* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
  * every path. owed is what a previous echod read on this connection and
  * had not yet written back: it goes out before anything else. The
- * connection is already counted in slot->active and slot->served and (if
- * reserved) in the scoreboard. from: its peer's address if accept() gave
- * it, else NULL. */
+ * connection is already counted, ledger_take(origin). from: its peer's
+ * address if accept() gave it, else NULL. */
 int
-worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockaddr *from,
-		      char *owed, size_t owed_len)
+worker_add_connection(struct worker *w, int fd, enum ledger_origin origin, bool is_tcp,
+		      const struct sockaddr *from, char *owed, size_t owed_len)
 {
 	struct admission_ticket ticket;
 	struct connection *c;
@@ -180,7 +174,7 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockad
 
 	/* Refused: accepted and closed at once, so the source learns it now
 	 * rather than waiting in the backlog behind its own connections. */
-	if (!source_admit(w, fd, from, &ticket)) {
+	if (!source_admit(w, fd, origin, from, &ticket)) {
 		close(fd);
 		free(owed);
 		goto undo;
@@ -207,6 +201,7 @@ worker_add_connection(struct worker *w, int fd, bool is_tcp, const struct sockad
 		goto unadmit;
 	}
 	c->ticket = ticket;
+	c->origin = origin;
 	c->last_active_ms = c->queued_ms = now_ms();
 	lru_append(w, c);
 	w->n_connections++;
@@ -220,9 +215,7 @@ unadmit:
 	if (w->setup->scoreboard)
 		admission_put(w->setup->scoreboard->sources, w->pid, &ticket);
 undo:
-	SB_SUB(w->slot->active, 1);
-	if (w->setup->release_reservations && w->setup->scoreboard)
-		scoreboard_release(w->setup->scoreboard);
+	ledger_unadmit(&w->ledger);
 	return -ENOMEM;
 }
 
@@ -571,6 +564,8 @@ worker_run(const struct worker_setup *setup)
 
 	w.slot = setup->scoreboard && setup->slot >= 0 ? &setup->scoreboard->slots[setup->slot]
 						       : &w.local_slot;
+	w.ledger = (struct ledger){
+	    .sb = setup->scoreboard, .slot = w.slot, .reserved = setup->release_reservations};
 	w.buffer = malloc(WORKER_BUFFER_SIZE);
 	w.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (!w.buffer || w.epoll_fd < 0) {
@@ -589,12 +584,11 @@ worker_run(const struct worker_setup *setup)
 		worker_free(&w);
 		return EXIT_FAILURE;
 	}
-	if (setup->connection >= 0 && setup->connection_owed_fd >= 0) {
+	if (setup->connection >= 0 && setup->connection_kept) {
 		worker_intake_kept(&w, setup->connection, setup->connection_owed_fd);
 	} else if (setup->connection >= 0) {
-		SB_ADD(w.slot->active, 1);
-		SB_ADD(w.slot->served, 1);
-		worker_add_connection(&w, setup->connection,
+		ledger_take(&w.ledger, LEDGER_SENT);
+		worker_add_connection(&w, setup->connection, LEDGER_SENT,
 				      !setup->connection_tuned &&
 					  listen_socket_is_tcp(setup->connection),
 				      NULL, NULL, 0);

@@ -29,8 +29,10 @@ struct worker_setup {
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
-	/* What is owed on `connection` (kept across a restart or reload): a
-	 * sealed memfd (handover.h) the worker reads and closes, or -1. */
+	/* `connection` was kept across a restart or reload (served before,
+	 * elsewhere), and what is owed on it: a sealed memfd (handover.h) the
+	 * worker reads and closes, or -1. */
+	bool connection_kept;
 	int connection_owed_fd;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
