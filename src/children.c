@@ -67,6 +67,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	    .slot = slot,
 	    .channel = -1,
 	    .give_back = env->give_back[FDPASS_WORKER],
+	    .intake = INTAKE_ONE,
 	    .connection = fd,
 	    .connection_tuned = true,
 	    .connection_kept = kept,

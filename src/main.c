@@ -126,6 +126,7 @@ serve_one_connection(const struct config *c, int fd)
 	    .slot = -1,
 	    .channel = -1,
 	    .give_back = -1,
+	    .intake = INTAKE_ONE,
 	    .connection = fd,
 	    .connection_owed_fd = -1,
 	};

@@ -129,12 +129,12 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	    .scoreboard = env->scoreboard,
 	    .slot = p->positions[index].slot,
 	    .sockets = env->sockets,
-	    .accept = p->config.model == MODEL_PREFORK,
+	    .intake = p->config.model == MODEL_PREFORK	? INTAKE_LISTENERS
+		      : p->config.model == MODEL_PASSFD ? INTAKE_CHANNEL
+							: INTAKE_NONE,
 	    .datagrams = true,
 	    .channel = channel,
 	    .give_back = -1,
-	    .connection = -1,
-	    .connection_owed_fd = -1,
 	    .release_reservations = true,
 	};
 	_exit(worker_run(&setup));

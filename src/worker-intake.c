@@ -1,8 +1,5 @@
-/* The worker's intake: when it takes connections (MaxConnections=, its fair
- * share, the fd limit) and how: accept() on the listeners (prefork), or
- * the passfd channel from the supervisor, with the bytes owed on a
- * connection kept across a restart or reload. */
-#include "worker-internal.h"
+/* See worker-intake.h. */
+#include "worker-intake.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -21,19 +18,60 @@
  * along the way (the journal's socket, say). */
 #define FD_SPARE 4
 
-/* --- intake: listeners in and out of the epoll set --- */
-
-static bool
-worker_has_room(const struct worker *w)
+int
+intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
+	    struct ledger *ledger, struct conns *conns)
 {
-	return w->n_connections < w->capacity;
+	const struct listen_set *set = setup->sockets;
+
+	*in = (struct intake){
+	    .kind = setup->intake,
+	    .epoll_fd = epoll_fd,
+	    .config = setup->config,
+	    .scoreboard = setup->scoreboard,
+	    .ledger = ledger,
+	    .conns = conns,
+	    .channel = setup->channel,
+	    .pending_owed_fd = -1,
+	};
+	if (in->kind == INTAKE_LISTENERS && set) {
+		in->listeners = calloc(set->n, sizeof(*in->listeners));
+		if (!in->listeners)
+			return -ENOMEM;
+		for (size_t i = 0; i < set->n; i++) {
+			if (set->items[i].kind != SOCKET_LISTENING)
+				continue;
+			in->listeners[in->n_listeners++] = (struct listener_source){
+			    .source.type = SOURCE_LISTENER,
+			    .listener = &set->items[i],
+			};
+		}
+	}
+	if (in->channel >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &in->channel_source};
+		in->channel_source.type = SOURCE_CHANNEL;
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->channel, &ev) < 0)
+			return negative_errno();
+	}
+	return 0;
 }
 
 void
-worker_intake_poll(struct worker *w, bool on)
+intake_done(struct intake *in)
 {
-	for (size_t i = 0; i < w->n_listeners; i++) {
-		struct listener_source *l = &w->listeners[i];
+	free(in->listeners);
+	in->listeners = NULL;
+	if (in->pending_owed_fd >= 0)
+		close(TAKE_FD(in->pending_owed_fd));
+}
+
+/* --- listeners in and out of the epoll set --- */
+
+static void
+intake_poll(struct intake *in, bool on)
+{
+	for (size_t i = 0; i < in->n_listeners; i++) {
+		struct listener_source *l = &in->listeners[i];
 		if (l->polled == on)
 			continue;
 		if (on) {
@@ -42,16 +80,22 @@ worker_intake_poll(struct worker *w, bool on)
 			 * with EPOLL_CTL_MOD, hence add and delete. */
 			struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
 						 .data.ptr = &l->source};
-			if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
+			if (epoll_ctl(in->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
 				log_warning_errno(errno, "watching %s: %m", l->listener->name);
 				continue;
 			}
 		} else {
-			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
+			epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
 		}
 		l->polled = on;
 	}
-	w->accepting = on;
+	in->accepting = on;
+}
+
+static bool
+has_room(const struct intake *in)
+{
+	return in->conns->n < in->capacity;
 }
 
 /* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
@@ -66,9 +110,9 @@ worker_intake_poll(struct worker *w, bool on)
  * (18,000 in 2 s), and the busiest worker holds at most about 1.125 times
  * the mean. */
 static bool
-over_fair_share(const struct worker *w)
+over_fair_share(const struct intake *in)
 {
-	const struct scoreboard *sb = w->setup->scoreboard;
+	const struct scoreboard *sb = in->scoreboard;
 	uint32_t workers, total, mean;
 
 	if (!sb)
@@ -78,95 +122,112 @@ over_fair_share(const struct worker *w)
 		return false;
 	total = ledger_reserved(sb);
 	mean = (total + 1) / workers;
-	return SB_GET(w->slot->active) + 1 > mean + mean / 8 + 1;
-}
-
-static bool
-at_connection_cap(const struct worker *w)
-{
-	return ledger_full(w->setup->scoreboard);
+	return SB_GET(in->ledger->slot->active) + 1 > mean + mean / 8 + 1;
 }
 
 /* Decides whether this worker should be accepting now, and makes it so. */
 void
-worker_intake_update(struct worker *w, uint64_t now)
+intake_update(struct intake *in, uint64_t now)
 {
-	bool want = !w->draining && worker_has_room(w) &&
-		    (w->accept_resume_ms == 0 || now >= w->accept_resume_ms);
+	bool want;
 
-	if (w->accept_resume_ms && now >= w->accept_resume_ms)
-		w->accept_resume_ms = 0;
-	if (want && w->capped) {
-		w->capped = at_connection_cap(w) || over_fair_share(w);
-		want = !w->capped;
+	if (in->n_listeners == 0)
+		return;
+	want = !in->stopped && has_room(in) &&
+	       (in->accept_resume_ms == 0 || now >= in->accept_resume_ms);
+	if (in->accept_resume_ms && now >= in->accept_resume_ms)
+		in->accept_resume_ms = 0;
+	if (want && in->capped) {
+		in->capped = ledger_full(in->scoreboard) || over_fair_share(in);
+		want = !in->capped;
 	}
-	if (want != w->accepting)
-		worker_intake_poll(w, want);
+	if (want != in->accepting)
+		intake_poll(in, want);
 }
 
-/* --- intake: prefork accepts --- */
-
-/* Counts a connection before it exists, so that MaxConnections= holds
- * across workers; undone by worker_connection_close() or on failure. */
-static bool
-admit_one(struct worker *w)
+uint64_t
+intake_next_wakeup(const struct intake *in, uint64_t now)
 {
-	if (w->ledger.reserved && w->ledger.sb && over_fair_share(w)) {
-		w->capped = true;
-		return false;
-	}
-	if (!ledger_admit(&w->ledger)) {
-		w->capped = true;
-		return false;
-	}
-	return true;
+	uint64_t at = in->accept_resume_ms;
+
+	if (in->capped && (at == 0 || now + ACCEPT_RETRY_MS < at))
+		at = now + ACCEPT_RETRY_MS;
+	return at;
 }
 
 void
-worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
+intake_stop(struct intake *in)
 {
-	unsigned rate = w->setup->config->connection_rate_limit;
+	in->stopped = true;
+	intake_poll(in, false);
+	if (in->channel >= 0)
+		epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, in->channel, NULL);
+}
 
-	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
+/* --- prefork accepts --- */
+
+enum intake_decision
+intake_decide(struct intake *in, uint64_t now)
+{
+	unsigned rate = in->config->connection_rate_limit;
+	bool shared = in->ledger->reserved && in->ledger->sb;
+
+	if (!has_room(in))
+		return INTAKE_NO_ROOM;
+	/* Counted before it exists, so that MaxConnections= holds across
+	 * workers; undone by conns_close() or intake_undo(). */
+	if (shared && over_fair_share(in)) {
+		in->capped = true;
+		return INTAKE_UNFAIR;
+	}
+	if (!ledger_admit(in->ledger)) {
+		in->capped = true;
+		return INTAKE_CAP;
+	}
+	if (!admission_rate_take(in->scoreboard, rate, now, &in->accept_resume_ms)) {
+		ledger_unadmit(in->ledger);
+		return INTAKE_RATE;
+	}
+	return INTAKE_TAKE;
+}
+
+void
+intake_undo(struct intake *in)
+{
+	admission_rate_undo(in->scoreboard, in->config->connection_rate_limit);
+	ledger_unadmit(in->ledger);
+}
+
+void
+intake_accept(struct intake *in, const struct listener *l, uint64_t now)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
 		int fd;
 
-		if (!admit_one(w))
+		if (intake_decide(in, now) != INTAKE_TAKE)
 			return;
-		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
-			ledger_unadmit(&w->ledger);
-			return;
-		}
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
-			ledger_take(&w->ledger, LEDGER_ACCEPTED);
-			worker_add_connection(w, fd, LEDGER_ACCEPTED, l->is_tcp,
-					      (struct sockaddr *)&peer, NULL, 0);
+			ledger_take(in->ledger, LEDGER_ACCEPTED);
+			conns_add(in->conns, fd, LEDGER_ACCEPTED, l->is_tcp,
+				  (struct sockaddr *)&peer, NULL, 0);
 			continue;
 		}
-		admission_rate_undo(w->setup->scoreboard, rate);
-		ledger_unadmit(&w->ledger);
+		intake_undo(in);
 		if (accept_should_pause(fd)) {
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
 					  ACCEPT_PAUSE_MS);
-			w->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+			in->accept_resume_ms = now + ACCEPT_PAUSE_MS;
 		}
 		return;
 	}
 }
 
-/* --- intake: the channel --- */
-
-/* Takes fd: a connection the supervisor accepted. */
-static void
-channel_connection(struct worker *w, int fd)
-{
-	ledger_take(&w->ledger, LEDGER_SENT);
-	worker_add_connection(w, fd, LEDGER_SENT, false, NULL, NULL, 0);
-}
+/* --- the channel --- */
 
 void
-worker_intake_kept(struct worker *w, int fd, int owed_fd)
+intake_kept(struct intake *in, int fd, int owed_fd)
 {
 	char *owed = NULL;
 	size_t owed_len = 0;
@@ -178,51 +239,51 @@ worker_intake_kept(struct worker *w, int fd, int owed_fd)
 		close(owed_fd);
 	}
 	/* Served once, where it was first accepted: not again here. */
-	ledger_take(&w->ledger, LEDGER_KEPT);
-	worker_add_connection(w, fd, LEDGER_KEPT, false, NULL, owed, owed_len);
+	ledger_take(in->ledger, LEDGER_KEPT);
+	conns_add(in->conns, fd, LEDGER_KEPT, false, NULL, owed, owed_len);
 }
 
-void
-worker_intake_receive(struct worker *w, uint64_t now)
+int
+intake_receive(struct intake *in)
 {
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
+	for (int i = 0; in->channel >= 0 && i < ACCEPT_BATCH; i++) {
 		enum fdpass_tag tag;
 		int fd, r;
 
-		r = fdpass_recv(w->setup->channel, &tag, &fd);
+		r = fdpass_recv(in->channel, &tag, &fd);
 		if (r == -EAGAIN)
-			return;
-		if (r == -ECONNRESET) {
-			worker_start_drain(w, "supervisor gone", now);
-			return;
-		}
+			return 0;
+		if (r == -ECONNRESET)
+			return r;
 		if (r < 0) {
 			/* The supervisor reserved it: the reservation goes with it.
 			 * -EMFILE: the kernel could not give us the fd (we are at
 			 * our fd limit) and closed the connection. */
-			ledger_lose(&w->ledger);
+			ledger_lose(in->ledger);
 			continue;
 		}
 		switch (tag) {
 		case FDPASS_OWED:
 			/* For the kept connection that comes next. */
-			if (w->pending_owed_fd >= 0)
-				close(w->pending_owed_fd);
-			w->pending_owed_fd = fd;
+			if (in->pending_owed_fd >= 0)
+				close(in->pending_owed_fd);
+			in->pending_owed_fd = fd;
 			break;
 		case FDPASS_KEPT:
-			worker_intake_kept(w, fd, TAKE_FD(w->pending_owed_fd));
+			intake_kept(in, fd, TAKE_FD(in->pending_owed_fd));
 			break;
 		case FDPASS_CONN:
 			/* The supervisor set TCP_NODELAY already: it knows the
 			 * listener. */
-			channel_connection(w, fd);
+			ledger_take(in->ledger, LEDGER_SENT);
+			conns_add(in->conns, fd, LEDGER_SENT, false, NULL, NULL, 0);
 			break;
 		}
 	}
+	return 0;
 }
 
-/* --- intake: as many connections as the fd limit leaves room for --- */
+/* --- as many connections as the fd limit leaves room for --- */
 
 /* Each connection costs one fd. Taking no more than the fd limit leaves
  * room for means no accept() fails with EMFILE (which could only be
@@ -253,20 +314,20 @@ fd_capacity(unsigned wanted)
 }
 
 void
-worker_intake_set_capacity(struct worker *w)
+intake_set_capacity(struct intake *in)
 {
-	unsigned wanted = w->setup->config->worker_connections;
+	unsigned wanted = in->config->worker_connections;
 
 	/* Only a worker that takes connections has room to find: a
 	 * connection process has its one, fork's datagram worker none. */
-	if (!w->setup->accept && w->setup->channel < 0) {
-		w->capacity = wanted;
+	if (in->kind != INTAKE_LISTENERS && in->kind != INTAKE_CHANNEL) {
+		in->capacity = wanted;
 		return;
 	}
-	w->capacity = fd_capacity(wanted);
-	SB_SET(w->slot->capacity, w->capacity);
-	if (w->capacity < wanted)
+	in->capacity = fd_capacity(wanted);
+	SB_SET(in->ledger->slot->capacity, in->capacity);
+	if (in->capacity < wanted)
 		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
 			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
-			   w->capacity, wanted);
+			   in->capacity, wanted);
 }

@@ -1,7 +1,5 @@
-/* The worker's connections outlive it: on a restart they go to systemd's fd
- * store for the next echod, on a reload back to the supervisor for the new
- * workers, each with the bytes it still owes. */
-#include "worker-internal.h"
+/* See worker-kept.h. */
+#include "worker-kept.h"
 
 #include <errno.h>
 
@@ -17,7 +15,7 @@
 /* Stores what c still owes, if anything. 0 when nothing is owed or it is
  * stored, else -errno: the connection must not be handed over without it. */
 static int
-handover_owed(struct connection *c)
+store_owed(struct connection *c)
 {
 	const struct echo_conn *e = &c->echo;
 	char name[HANDOVER_NAME_MAX];
@@ -39,7 +37,7 @@ handover_owed(struct connection *c)
 /* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
  * into the store. Returns how many, or -errno (those stay with us). */
 static int
-handover_batch(struct worker *w, unsigned *ret_owed)
+store_batch(struct conns *cs, unsigned *ret_owed)
 {
 	/* Initialised only for GCC 12, which no longer sees (across files) that
 	 * the caller's non-empty list fills at least fds[0]. */
@@ -47,8 +45,8 @@ handover_batch(struct worker *w, unsigned *ret_owed)
 	size_t n = 0;
 	int r;
 
-	for (struct connection *c = w->lru_head; c && n < ELEMENTSOF(fds); c = c->next) {
-		r = handover_owed(c);
+	for (struct connection *c = cs->head; c && n < ELEMENTSOF(fds); c = c->next) {
+		r = store_owed(c);
 		if (r < 0)
 			return r;
 		*ret_owed += c->echo.owed != NULL;
@@ -59,24 +57,18 @@ handover_batch(struct worker *w, unsigned *ret_owed)
 		return r == 0 ? -ENOTCONN : r;
 	/* systemd holds its own copies now; ours go. */
 	for (size_t i = 0; i < n; i++)
-		worker_connection_close(w, w->lru_head);
+		conns_close(cs, cs->head);
 	return (int)n;
 }
 
-/* The supervisor is being restarted: every connection goes to systemd,
- * which passes it to the next echod, instead of being drained. What cannot
- * be handed over is drained as on a stop. */
 void
-worker_handover_restart(struct worker *w, uint64_t now)
+kept_store(struct conns *cs)
 {
 	unsigned handed = 0, owed = 0;
 	int r = 0;
 
-	/* Connections the supervisor sent before it stopped are ours too. */
-	if (w->setup->channel >= 0 && !w->draining)
-		worker_intake_receive(w, now);
-	while (w->lru_head) {
-		r = handover_batch(w, &owed);
+	while (cs->head) {
+		r = store_batch(cs, &owed);
 		if (r < 0)
 			break;
 		handed += (unsigned)r;
@@ -92,23 +84,15 @@ worker_handover_restart(struct worker *w, uint64_t now)
 		if (r < 0)
 			log_warning_errno(r, "waiting for systemd to store the connections: %m");
 	}
-	worker_start_drain(w, "restarting", now);
 }
 
 /* --- reload: connections back to the supervisor, for the new workers --- */
-
-/* A worker's own channel, or the one fork's connection processes share. */
-static int
-return_channel(const struct worker *w)
-{
-	return w->setup->channel >= 0 ? w->setup->channel : w->setup->give_back;
-}
 
 /* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
  * channel is full, try again later (the owed bytes may go twice; the
  * supervisor keeps the newer copy). */
 static int
-return_one(struct worker *w, const struct connection *c)
+return_one(int channel, const struct connection *c)
 {
 	const struct echo_conn *e = &c->echo;
 	_cleanup_close_ int memfd = -1;
@@ -121,53 +105,28 @@ return_one(struct worker *w, const struct connection *c)
 		if (r < 0)
 			return r;
 	}
-	return handover_send(return_channel(w), e->fd, memfd);
+	return handover_send(channel, e->fd, memfd);
 }
 
-void
-worker_handover_return(struct worker *w)
+int
+kept_return(struct conns *cs, int channel, unsigned *returned)
 {
 	int r = 0;
 
-	while (w->lru_head) {
-		r = return_one(w, w->lru_head);
+	while (cs->head) {
+		r = return_one(channel, cs->head);
 		if (r < 0)
 			break;
 		/* The supervisor's now: the message holds it. */
-		worker_connection_close(w, w->lru_head);
-		w->returned++;
+		conns_close(cs, cs->head);
+		(*returned)++;
 	}
 	if (r == -EAGAIN)
-		return;
+		return r;
 	if (r < 0)
 		log_warning_errno(r,
-				  "reload: giving %u connection(s) back to the supervisor: %m; "
+				  "reload: returning %u connection(s) to the supervisor: %m; "
 				  "they drain here",
-				  w->n_connections);
-	/* A fork connection process says it at debug level: there may be
-	 * thousands of them, and the supervisor counts them once. */
-	if (w->returned)
-		log_full_errno(w->setup->connection >= 0 ? LOG_DEBUG : LOG_INFO, 0,
-			       "reload: gave %u connection(s) back for the new workers",
-			       w->returned);
-	w->returning = false;
-}
-
-/* A reload: the supervisor takes this worker's connections back and gives
- * them to the new generation, so that they outlive ShutdownTimeoutSec=. */
-void
-worker_handover_reload(struct worker *w, uint64_t now)
-{
-	if (return_channel(w) < 0 || w->draining) {
-		worker_start_drain(w, "reloading", now);
-		return;
-	}
-	/* Connections the supervisor sent before are ours to return too. */
-	if (w->setup->channel >= 0)
-		worker_intake_receive(w, now);
-	w->returning = true;
-	worker_handover_return(w);
-	/* Whatever is left (the channel is full for now) is returned later;
-	 * meanwhile nothing new is taken. */
-	worker_start_drain(w, "reloading", now);
+				  cs->n);
+	return 0;
 }
