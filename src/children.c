@@ -6,18 +6,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "fdpass.h"
 #include "ledger.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
 
+/* While fork() keeps failing, it is said again at most this often. */
+#define FORK_FAILURE_LOG_MS 10000
+
 int
 children_init(struct children *c, struct scoreboard *sb)
 {
 	int slot = scoreboard_find_free(sb);
 
-	*c = (struct children){.slot = -1};
+	*c = (struct children){.slot = -1, .held_fd = -1};
 	if (slot < 0)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
@@ -30,6 +34,8 @@ children_init(struct children *c, struct scoreboard *sb)
 void
 children_done(struct children *c)
 {
+	if (c->held_fd >= 0)
+		close(TAKE_FD(c->held_fd));
 	free(c->pids);
 	c->pids = NULL;
 	c->n = c->capacity = 0;
@@ -42,6 +48,9 @@ children_reserve(struct children *c, unsigned max)
 
 	if (max <= c->capacity)
 		return 0;
+	/* Grown one at a time (kept connections), it doubles. */
+	if (max < 2 * c->capacity)
+		max = 2 * c->capacity;
 	pids = realloc(c->pids, max * sizeof(*pids));
 	if (!pids)
 		return -ENOMEM;
@@ -108,6 +117,32 @@ children_fork_restored(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
 	return fork_child(c, env, config, fd, true, owed_fd);
+}
+
+bool
+children_hold(struct children *c, int fd, uint64_t now)
+{
+	c->held_fd = fd;
+	c->retry_at_ms = now + ACCEPT_PAUSE_MS;
+	c->failures++;
+	if (c->failure_logged_ms && now - c->failure_logged_ms < FORK_FAILURE_LOG_MS)
+		return false;
+	c->failure_logged_ms = now;
+	return true;
+}
+
+int
+children_unhold(struct children *c, uint64_t now)
+{
+	if (c->held_fd < 0 || now < c->retry_at_ms)
+		return -1;
+	return TAKE_FD(c->held_fd);
+}
+
+bool
+children_holding(const struct children *c)
+{
+	return c->held_fd >= 0;
 }
 
 bool

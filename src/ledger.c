@@ -125,3 +125,10 @@ ledger_refused_here(struct scoreboard *sb, unsigned i)
 {
 	SB_ADD(sb->slots[i].refused, 1);
 }
+
+void
+ledger_lost_here(struct scoreboard *sb, unsigned i, unsigned n)
+{
+	if (n)
+		SB_ADD(sb->slots[i].lost, n);
+}

@@ -86,5 +86,7 @@ void ledger_settle(struct scoreboard *sb, unsigned i, uint64_t sent);
  * could not count closed. */
 void ledger_settle_one(struct scoreboard *sb, unsigned i);
 /* The supervisor refused a connection itself (MaxConnectionsPerSource=),
- * counted in slot i. */
+ * or lost n it had accepted or kept (nobody could take them), counted in
+ * its slot i. */
 void ledger_refused_here(struct scoreboard *sb, unsigned i);
+void ledger_lost_here(struct scoreboard *sb, unsigned i, unsigned n);

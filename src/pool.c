@@ -37,7 +37,8 @@ backoff_ms(unsigned quick_deaths)
 }
 
 int
-pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret)
+pool_new(const struct config *config, unsigned generation, unsigned n, enum intake_kind intake,
+	 struct pool **ret)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 	int r;
@@ -56,6 +57,7 @@ pool_new(const struct config *config, unsigned generation, unsigned n, struct po
 		p->positions[i].channel = -1;
 	p->n = n;
 	p->generation = generation;
+	p->intake = intake;
 	*ret = p;
 	return 0;
 }
@@ -129,9 +131,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	    .scoreboard = env->scoreboard,
 	    .slot = p->positions[index].slot,
 	    .sockets = env->sockets,
-	    .intake = p->config.model == MODEL_PREFORK	? INTAKE_LISTENERS
-		      : p->config.model == MODEL_PASSFD ? INTAKE_CHANNEL
-							: INTAKE_NONE,
+	    .intake = p->intake,
 	    .datagrams = true,
 	    .channel = channel,
 	    .give_back = -1,
@@ -150,9 +150,9 @@ pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t 
 	slot = scoreboard_find_free(env->scoreboard);
 	if (slot < 0)
 		return log_error_errno(slot, "worker %u: no free scoreboard slot", index);
-	/* prefork workers get a channel too: connections taken back from
-	 * systemd's fd store after a restart reach them over it. */
-	if (p->config.model != MODEL_FORK) {
+	/* Every worker that takes connections gets a channel: prefork's too,
+	 * for the connections kept across a restart or reload. */
+	if (p->intake != INTAKE_NONE) {
 		int r = fdpass_channel_new(channel);
 		if (r < 0)
 			return log_error_errno(r, "worker %u: creating its channel: %m", index);
@@ -422,10 +422,8 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
-/* Sends fd to one worker: a new connection, or (kept) one kept across a
- * restart or reload with its owed bytes (owed_fd, or -1). Takes neither. */
-static int
-hand_off(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd)
+int
+pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
@@ -451,24 +449,9 @@ hand_off(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed
 }
 
 int
-pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
-{
-	int r = hand_off(env, p, fd, false, -1);
-
-	close(fd);
-	return r;
-}
-
-int
 pool_channel_of(const struct pool *p, unsigned index)
 {
 	return p->positions[index].channel;
-}
-
-int
-pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
-{
-	return hand_off(env, p, fd, true, owed_fd);
 }
 
 bool
