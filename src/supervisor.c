@@ -69,7 +69,7 @@ struct supervisor {
 	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
-	uint64_t watchdog_last_ms;
+	uint64_t watchdog_next_ms; /* when the next ping is due */
 	uint64_t *heartbeats;	/* per slot, as last seen */
 	uint64_t *heartbeat_ms; /* per slot, when it last moved */
 	/* Kept connections (from systemd's fd store at start, or returned on
@@ -394,19 +394,32 @@ became_ready(struct supervisor *s)
 
 /* --- watchdog --- */
 
-/* Every worker's loop turns at least four times a second and bumps its
- * heartbeat. A worker whose heartbeat stood still for a whole watchdog
- * interval is stuck: it is killed (and respawned). The ping is sent only
- * while the current generation is whole and every worker moves, so a pool
- * that cannot be kept alive lets systemd restart the service. */
+/* A worker's loop turns at least every HEARTBEAT_MS (250 ms) and bumps
+ * its heartbeat. One whose heartbeat stood still this long is stuck: it is
+ * killed (and respawned). Four missed beats at the least, so that a worker
+ * slowed by a busy machine is never taken for a stuck one; half the
+ * watchdog interval for longer intervals. */
+#define STUCK_MIN_MS 1000
+
+static uint64_t
+watchdog_stuck_ms(uint64_t interval_ms)
+{
+	return interval_ms / 2 > STUCK_MIN_MS ? interval_ms / 2 : STUCK_MIN_MS;
+}
+
+/* Pings every quarter of the interval, so that even a ping delayed by a
+ * whole period comes within half of it, and only while the current
+ * generation is whole and no worker is stuck: a pool that cannot be kept
+ * alive lets systemd restart the service. */
 static void
 watchdog_check(struct supervisor *s, uint64_t now)
 {
 	uint64_t interval_ms = s->watchdog_usec / 1000;
+	uint64_t stuck_ms = watchdog_stuck_ms(interval_ms);
 	bool healthy = true;
 	struct pool *p = s->pool;
 
-	if (!s->watchdog_usec || now - s->watchdog_last_ms < interval_ms / 2)
+	if (!s->watchdog_usec || now < s->watchdog_next_ms)
 		return;
 	for (unsigned i = 0; i < p->n; i++) {
 		const struct position *pos = &p->positions[i];
@@ -422,17 +435,14 @@ watchdog_check(struct supervisor *s, uint64_t now)
 			s->heartbeat_ms[pos->slot] = now;
 			continue;
 		}
-		if (now - s->heartbeat_ms[pos->slot] < interval_ms / 2)
+		if (now - s->heartbeat_ms[pos->slot] < stuck_ms)
 			continue;
 		healthy = false;
-		if (now - s->heartbeat_ms[pos->slot] >= interval_ms) {
-			log_warning("worker %u (pid %d): no progress for %llu ms: killing it", i,
-				    (int)pos->pid,
-				    (unsigned long long)(now - s->heartbeat_ms[pos->slot]));
-			kill(pos->pid, SIGKILL);
-		}
+		log_warning("worker %u (pid %d): no progress for %llu ms: killing it", i,
+			    (int)pos->pid, (unsigned long long)(now - s->heartbeat_ms[pos->slot]));
+		kill(pos->pid, SIGKILL);
 	}
-	s->watchdog_last_ms = now;
+	s->watchdog_next_ms = now + interval_ms / 4;
 	if (healthy)
 		notify_watchdog();
 }
@@ -479,6 +489,8 @@ next_timeout(struct supervisor *s, uint64_t now)
 	}
 	if (s->stopping && !s->killed && s->kill_at_ms < deadline)
 		deadline = s->kill_at_ms;
+	if (s->watchdog_usec && s->ready && s->watchdog_next_ms < deadline)
+		deadline = s->watchdog_next_ms;
 	if ((keeper_pending(&s->keeper) || acceptor_waiting(&s->acceptor, s->model)) &&
 	    !s->stopping && now + ACCEPT_RETRY_MS < deadline)
 		deadline = now + ACCEPT_RETRY_MS;
@@ -652,8 +664,10 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	if (r < 0)
 		return log_error_errno(r, "setting up the connection processes' channel: %m");
 	if (notify_watchdog_enabled(&s->watchdog_usec))
-		log_info("watchdog: pinging every %llu ms while every worker makes progress",
-			 (unsigned long long)(s->watchdog_usec / 2000));
+		log_info("watchdog: pinging every %llu ms while every worker makes progress; "
+			 "a worker that makes none for %llu ms is replaced",
+			 (unsigned long long)(s->watchdog_usec / 4000),
+			 (unsigned long long)watchdog_stuck_ms(s->watchdog_usec / 1000));
 	return 0;
 }
 

@@ -47,6 +47,14 @@ intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
 			};
 		}
 	}
+	if (in->n_listeners > 0) {
+		/* Edge-triggered and not exclusive: a ring wakes every worker. */
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
+					 .data.ptr = &in->doorbell_source};
+		in->doorbell_source.type = SOURCE_DOORBELL;
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->scoreboard->doorbell, &ev) < 0)
+			return negative_errno();
+	}
 	if (in->channel >= 0) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &in->channel_source};
 		in->channel_source.type = SOURCE_CHANNEL;
@@ -99,8 +107,9 @@ has_room(const struct intake *in)
 }
 
 /* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
- * takes nearly every connection while the others idle. A worker that would
- * hold more than its share steps back and lets a peer accept.
+ * takes nearly every connection while the others idle. A worker that
+ * holds more than its share steps back (leaves the epoll set) and lets a
+ * peer accept.
  *
  * The share has an eighth of slack: a worker that stepped back looks again
  * only every ACCEPT_RETRY_MS, and with no slack (the mean plus one) every
@@ -109,8 +118,8 @@ has_room(const struct intake *in)
  * overflowed the accept queue. With it, each turn takes an eighth more
  * (18,000 in 2 s), and the busiest worker holds at most about 1.125 times
  * the mean. */
-static bool
-over_fair_share(const struct intake *in)
+bool
+intake_over_fair_share(const struct intake *in)
 {
 	const struct scoreboard *sb = in->scoreboard;
 	uint32_t workers, total, mean;
@@ -125,7 +134,21 @@ over_fair_share(const struct intake *in)
 	return SB_GET(in->ledger->slot->active) + 1 > mean + mean / 8 + 1;
 }
 
-/* Decides whether this worker should be accepting now, and makes it so. */
+/* Whether this worker could accept now, whatever its share. */
+static bool
+may_accept(struct intake *in, uint64_t now)
+{
+	if (in->accept_resume_ms && now >= in->accept_resume_ms)
+		in->accept_resume_ms = 0;
+	if (in->hold == HOLD_LIMIT && !ledger_full(in->scoreboard))
+		in->hold = HOLD_NONE;
+	return !in->stopped && has_room(in) && in->accept_resume_ms == 0 && in->hold != HOLD_LIMIT;
+}
+
+/* Decides whether this worker should be watching its listeners now, and
+ * makes it so. Putting a listener back in the epoll set reports what is
+ * already queued on it: a connection left waiting while this worker was
+ * out is found as it comes back. */
 void
 intake_update(struct intake *in, uint64_t now)
 {
@@ -133,13 +156,12 @@ intake_update(struct intake *in, uint64_t now)
 
 	if (in->n_listeners == 0)
 		return;
-	want = !in->stopped && has_room(in) &&
-	       (in->accept_resume_ms == 0 || now >= in->accept_resume_ms);
-	if (in->accept_resume_ms && now >= in->accept_resume_ms)
-		in->accept_resume_ms = 0;
-	if (want && in->capped) {
-		in->capped = ledger_full(in->scoreboard) || over_fair_share(in);
-		want = !in->capped;
+	want = may_accept(in, now);
+	if (want && in->hold == HOLD_SHARE) {
+		if (intake_over_fair_share(in))
+			want = false;
+		else
+			in->hold = HOLD_NONE;
 	}
 	if (want != in->accepting)
 		intake_poll(in, want);
@@ -150,7 +172,7 @@ intake_next_wakeup(const struct intake *in, uint64_t now)
 {
 	uint64_t at = in->accept_resume_ms;
 
-	if (in->capped && (at == 0 || now + ACCEPT_RETRY_MS < at))
+	if (in->hold != HOLD_NONE && (at == 0 || now + ACCEPT_RETRY_MS < at))
 		at = now + ACCEPT_RETRY_MS;
 	return at;
 }
@@ -170,18 +192,13 @@ enum intake_decision
 intake_decide(struct intake *in, uint64_t now)
 {
 	unsigned rate = in->config->connection_rate_limit;
-	bool shared = in->ledger->reserved && in->ledger->sb;
 
 	if (!has_room(in))
 		return INTAKE_NO_ROOM;
 	/* Counted before it exists, so that MaxConnections= holds across
 	 * workers; undone by conns_close() or intake_undo(). */
-	if (shared && over_fair_share(in)) {
-		in->capped = true;
-		return INTAKE_UNFAIR;
-	}
 	if (!ledger_admit(in->ledger)) {
-		in->capped = true;
+		in->hold = HOLD_LIMIT;
 		return INTAKE_CAP;
 	}
 	if (!admission_rate_take(in->scoreboard, rate, now, &in->accept_resume_ms)) {
@@ -198,14 +215,28 @@ intake_undo(struct intake *in)
 	ledger_unadmit(in->ledger);
 }
 
+/* The kernel woke this worker, and no other, for what is queued on l: it
+ * accepts until the queue is empty, or hands the wakeup on. Every way out
+ * of this loop either leaves nothing queued, or stays in the epoll set
+ * (level-triggered: the rest is reported again), or is a reason that
+ * stops every worker alike and is looked at again (MaxConnections=,
+ * ConnectionRateLimit=: see intake_update()), or rings the doorbell so
+ * that peers with room look. Fair share never stops it here: a worker
+ * over its share steps back only once the queue is empty, so the wakeup
+ * it was given is never lost with it. */
 void
 intake_accept(struct intake *in, const struct listener *l, uint64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
+		enum intake_decision d = intake_decide(in, now);
 		int fd;
 
-		if (intake_decide(in, now) != INTAKE_TAKE)
+		/* WorkerConnections= or the fd limit: this worker is full, a
+		 * peer may not be. */
+		if (d == INTAKE_NO_ROOM)
+			scoreboard_ring(in->scoreboard);
+		if (d != INTAKE_TAKE)
 			return;
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
@@ -219,9 +250,30 @@ intake_accept(struct intake *in, const struct listener *l, uint64_t now)
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
 					  ACCEPT_PAUSE_MS);
 			in->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+			scoreboard_ring(in->scoreboard);
+		} else if (intake_over_fair_share(in)) {
+			in->hold = HOLD_SHARE;
 		}
 		return;
 	}
+}
+
+void
+intake_doorbell(struct intake *in, uint64_t now)
+{
+	uint64_t rings;
+
+	/* Edge-triggered: every ring already woke every watcher; reading
+	 * only keeps the counter small. */
+	(void)!read(in->scoreboard->doorbell, &rings, sizeof(rings));
+	if (!may_accept(in, now))
+		return;
+	/* Whatever its share: a peer could not take what is queued. Should a
+	 * batch not empty the queue, the listeners go back into the epoll
+	 * set (intake_update()), which reports the rest. */
+	in->hold = HOLD_NONE;
+	for (size_t i = 0; i < in->n_listeners; i++)
+		intake_accept(in, in->listeners[i].listener, now);
 }
 
 /* --- the channel --- */

@@ -263,6 +263,9 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 	case SOURCE_CHANNEL:
 		receive(w, now);
 		break;
+	case SOURCE_DOORBELL:
+		intake_doorbell(&w->intake, now);
+		break;
 	case SOURCE_DATAGRAM:
 		datagram_serve(w, ((struct listener_source *)s)->listener, now);
 		break;
