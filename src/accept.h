@@ -20,3 +20,9 @@ int accept_next_peer(int listen_fd, struct sockaddr_storage *ret_peer, socklen_t
 int accept_should_pause(int error);
 
 #define ACCEPT_PAUSE_MS 100
+/* Connections one wakeup accepts at most, so that one busy listener cannot
+ * starve the rest of a loop. */
+#define ACCEPT_BATCH 64
+/* How soon an acceptor that stepped back for want of room (MaxConnections=,
+ * a fair share, a full worker) looks again. */
+#define ACCEPT_RETRY_MS 20

@@ -282,10 +282,8 @@ admission_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_ms, uint6
 {
 	uint64_t due_usec;
 
-	if (rate == 0 ||
-	    ratelimit_shared_take(&sb->header->accept_bucket, rate, 0, now_ms * 1000, &due_usec))
+	if (rate == 0 || scoreboard_rate_take(sb, rate, now_ms * 1000, &due_usec))
 		return true;
-	SB_ADD(sb->header->accept_pauses, 1);
 	*ret_resume_ms = (due_usec + 999) / 1000;
 	return false;
 }
@@ -293,5 +291,5 @@ admission_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_ms, uint6
 void
 admission_rate_undo(struct scoreboard *sb, unsigned rate)
 {
-	ratelimit_shared_give_back(&sb->header->accept_bucket, rate);
+	scoreboard_rate_undo(sb, rate);
 }

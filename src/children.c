@@ -6,18 +6,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "fdpass.h"
-#include "handover.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
+
+/* While fork() keeps failing, it is said again at most this often. */
+#define FORK_FAILURE_LOG_MS 10000
 
 int
 children_init(struct children *c, struct scoreboard *sb)
 {
 	int slot = scoreboard_find_free(sb);
 
-	*c = (struct children){.slot = -1};
+	*c = (struct children){.slot = -1, .held_fd = -1};
 	if (slot < 0)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
@@ -30,6 +34,8 @@ children_init(struct children *c, struct scoreboard *sb)
 void
 children_done(struct children *c)
 {
+	if (c->held_fd >= 0)
+		close(TAKE_FD(c->held_fd));
 	free(c->pids);
 	c->pids = NULL;
 	c->n = c->capacity = 0;
@@ -42,6 +48,9 @@ children_reserve(struct children *c, unsigned max)
 
 	if (max <= c->capacity)
 		return 0;
+	/* Grown one at a time (kept connections), it doubles. */
+	if (max < 2 * c->capacity)
+		max = 2 * c->capacity;
 	pids = realloc(c->pids, max * sizeof(*pids));
 	if (!pids)
 		return -ENOMEM;
@@ -51,13 +60,9 @@ children_reserve(struct children *c, unsigned max)
 }
 
 static _Noreturn void
-child_main(const struct pool_env *env, const struct config *config, int slot, int fd,
+child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
 	   int owed_fd, pid_t parent)
 {
-	char *owed = NULL;
-	size_t owed_len = 0;
-	uint64_t id, conn_id;
-
 	pool_env_enter_child(env, parent);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
@@ -65,24 +70,17 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
 	log_set_context("connection");
-	if (owed_fd >= 0) {
-		int r = handover_owed_decode(owed_fd, HANDOVER_OWED_MAX, &id, &owed, &owed_len);
-		if (r < 0)
-			log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
-		else if (handover_socket_id(fd, &conn_id) < 0 || conn_id != id)
-			owed_len = 0;
-		close(owed_fd);
-	}
 	struct worker_setup setup = {
-		.config = config,
-		.scoreboard = env->scoreboard,
-		.slot = slot,
-		.channel = -1,
-		.give_back = env->give_back[FDPASS_WORKER],
-		.connection = fd,
-		.connection_tuned = true,
-		.connection_owed = owed_len ? owed : NULL,
-		.connection_owed_len = owed_len,
+	    .config = config,
+	    .scoreboard = env->scoreboard,
+	    .slot = slot,
+	    .channel = -1,
+	    .give_back = env->give_back[FDPASS_WORKER],
+	    .intake = INTAKE_ONE,
+	    .connection = fd,
+	    .connection_tuned = true,
+	    .connection_kept = kept,
+	    .connection_owed_fd = owed_fd,
 	};
 	_exit(worker_run(&setup));
 }
@@ -90,7 +88,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 /* Takes fd on success (see children.h); never owed_fd. */
 static int
 fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
-	   int owed_fd)
+	   bool kept, int owed_fd)
 {
 	pid_t parent = getpid();
 	pid_t pid;
@@ -101,7 +99,7 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, owed_fd, parent);
+		child_main(env, config, c->slot, fd, kept, owed_fd, parent);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;
@@ -111,14 +109,40 @@ int
 children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 	      int fd)
 {
-	return fork_child(c, env, config, fd, -1);
+	return fork_child(c, env, config, fd, false, -1);
 }
 
 int
 children_fork_restored(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
-	return fork_child(c, env, config, fd, owed_fd);
+	return fork_child(c, env, config, fd, true, owed_fd);
+}
+
+bool
+children_hold(struct children *c, int fd, uint64_t now)
+{
+	c->held_fd = fd;
+	c->retry_at_ms = now + ACCEPT_PAUSE_MS;
+	c->failures++;
+	if (c->failure_logged_ms && now - c->failure_logged_ms < FORK_FAILURE_LOG_MS)
+		return false;
+	c->failure_logged_ms = now;
+	return true;
+}
+
+int
+children_unhold(struct children *c, uint64_t now)
+{
+	if (c->held_fd < 0 || now < c->retry_at_ms)
+		return -1;
+	return TAKE_FD(c->held_fd);
+}
+
+bool
+children_holding(const struct children *c)
+{
+	return c->held_fd >= 0;
 }
 
 bool
@@ -130,7 +154,7 @@ children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status
 		c->pids[i] = c->pids[--c->n];
 		/* Killed, it could not count its connection closed. */
 		if (WIFSIGNALED(status) && c->slot >= 0)
-			SB_SUB(sb->slots[c->slot].active, 1);
+			ledger_settle_one(sb, (unsigned)c->slot);
 		return true;
 	}
 	return false;

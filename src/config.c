@@ -77,7 +77,8 @@ config_copy(struct config *dst, const struct config *src)
 	return 0;
 }
 
-static int _printf_(2, 3) config_fail(struct config_error *err, const char *fmt, ...)
+int
+config_fail(struct config_error *err, const char *fmt, ...)
 {
 	va_list ap;
 

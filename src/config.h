@@ -36,6 +36,11 @@ struct config_error {
 	char message[512];
 };
 
+/* Writes the message into err (if not NULL) and returns -EINVAL: the one
+ * formatter for configuration and command-line errors. */
+int config_fail(struct config_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 const char *model_to_string(enum model m);
 
 void config_init(struct config *c);

@@ -1,5 +1,6 @@
 /* The one send path and the one receive path for passed fds (STYLE rule 8). */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,10 +35,10 @@ fdpass_channel_new(int ret_pair[2])
 }
 
 int
-fdpass_send(int channel, int fd)
+fdpass_send(int channel, enum fdpass_tag tag, int fd)
 {
 	union fdpass_control control = {};
-	char byte = 0;
+	char byte = (char)tag;
 	struct iovec iov = {.iov_base = &byte, .iov_len = sizeof(byte)};
 	struct msghdr msg = {
 	    .msg_iov = &iov,
@@ -102,8 +103,14 @@ close_received_fds(struct msghdr *msg)
 	return count;
 }
 
+static bool
+is_tag(char byte)
+{
+	return byte == FDPASS_CONN || byte == FDPASS_KEPT || byte == FDPASS_OWED;
+}
+
 int
-fdpass_recv(int channel, int *ret_fd)
+fdpass_recv(int channel, enum fdpass_tag *ret_tag, int *ret_fd)
 {
 	union fdpass_control control;
 	char byte;
@@ -135,7 +142,7 @@ fdpass_recv(int channel, int *ret_fd)
 	if (n == 0 && !cmsg)
 		return -ECONNRESET;
 
-	if (n != sizeof(byte) || (msg.msg_flags & MSG_TRUNC) || !cmsg ||
+	if (n != sizeof(byte) || (msg.msg_flags & MSG_TRUNC) || !is_tag(byte) || !cmsg ||
 	    cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
 	    cmsg->cmsg_len != CMSG_LEN(sizeof(int))) {
 		close_received_fds(&msg);
@@ -143,6 +150,7 @@ fdpass_recv(int channel, int *ret_fd)
 	}
 
 	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+	*ret_tag = (enum fdpass_tag)byte;
 	*ret_fd = fd;
 	return 0;
 }

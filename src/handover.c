@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "util.h"
 
 #define OWED_MAGIC "echodOW1"
@@ -71,24 +72,6 @@ handover_socket_id(int fd, uint64_t *ret_id)
 	return 0;
 }
 
-static int
-write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return negative_errno();
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int
 handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 {
@@ -115,6 +98,22 @@ handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 	return 0;
 }
 
+int
+handover_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
+{
+	uint64_t id;
+	int r;
+
+	r = handover_socket_id(conn_fd, &id);
+	if (r < 0)
+		return r;
+	r = handover_owed_encode(id, data, len, ret_fd);
+	if (r < 0)
+		return r;
+	*ret_id = id;
+	return 0;
+}
+
 static int
 read_at(int fd, void *buf, size_t len, off_t off)
 {
@@ -137,7 +136,7 @@ read_at(int fd, void *buf, size_t len, off_t off)
 }
 
 int
-handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data, size_t *ret_len)
+handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
 {
 	struct owed_header h;
 	struct stat st;
@@ -157,8 +156,12 @@ handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data, 
 	if (memcmp(h.magic, OWED_MAGIC, sizeof(h.magic)) != 0 || h.len == 0 ||
 	    (uint64_t)st.st_size != sizeof(h) + h.len)
 		return -EBADMSG;
-	if (h.len > max_len)
+	if (h.len > HANDOVER_OWED_MAX)
 		return -E2BIG;
+	if (!ret_data) {
+		*ret_id = h.id;
+		return 0;
+	}
 	data = malloc(h.len);
 	if (!data)
 		return -ENOMEM;
@@ -169,6 +172,36 @@ handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data, 
 	*ret_len = h.len;
 	*ret_data = TAKE_PTR(data);
 	return 0;
+}
+
+int
+handover_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
+{
+	_cleanup_free_ char *data = NULL;
+	uint64_t id, conn_id;
+	size_t len;
+	int r;
+
+	r = handover_owed_decode(owed_fd, &id, &data, &len);
+	if (r < 0)
+		return r;
+	if (handover_socket_id(conn_fd, &conn_id) < 0 || conn_id != id)
+		return -ESTALE;
+	*ret_data = TAKE_PTR(data);
+	*ret_len = len;
+	return 0;
+}
+
+int
+handover_send(int channel, int fd, int owed_fd)
+{
+	int r = 0;
+
+	if (owed_fd >= 0)
+		r = fdpass_send(channel, FDPASS_OWED, owed_fd);
+	if (r == 0)
+		r = fdpass_send(channel, FDPASS_KEPT, fd);
+	return r;
 }
 
 int
@@ -192,12 +225,4 @@ int
 handover_store_remove(const char *name)
 {
 	return sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);
-}
-
-bool
-handover_is_owed(int fd)
-{
-	struct stat st;
-
-	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 }

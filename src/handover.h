@@ -29,7 +29,9 @@
 #define HANDOVER_BATCH_MAX 253
 /* Longest name "owed-<id>" plus NUL. */
 #define HANDOVER_NAME_MAX (sizeof(HANDOVER_OWED_PREFIX) + 20)
-/* What one connection may owe: echod owes at most one read. */
+/* What one connection may owe, whoever takes it back: echod owes at most
+ * one read (64 KiB); the margin admits an older or newer echod's. The one
+ * limit every decoder applies. */
 #define HANDOVER_OWED_MAX (1024 * 1024)
 
 enum handover_kind {
@@ -55,17 +57,30 @@ int handover_socket_id(int fd, uint64_t *ret_id);
  * HANDOVER_OWED_MAX (else -EINVAL). Returns 0 and *ret_fd, or -errno. */
 int handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd);
 
-/* Reads back what handover_owed_encode() wrote: checks the seals, the magic
- * and that the length matches the file's size and is at most max_len. On
- * success *ret_data is a malloc()ed copy of the bytes (the caller frees it)
- * and *ret_len their number. Does not take fd. -EBADMSG for a memfd that is
- * not one of ours or is not sealed, -E2BIG for one longer than max_len. */
-int handover_owed_decode(int fd, size_t max_len, uint64_t *ret_id, char **ret_data,
-			 size_t *ret_len);
+/* The same for the len bytes owed on connection conn_fd: encodes them under
+ * the connection's id, which it stores in *ret_id. */
+int handover_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd);
 
-/* True if fd, received over a channel, is owed bytes (a memfd) rather than a
- * connection: the sender puts a connection's owed bytes just before it. */
-bool handover_is_owed(int fd);
+/* Reads back what handover_owed_encode() wrote: checks the seals, the magic
+ * and that the length matches the file's size and is at most
+ * HANDOVER_OWED_MAX. On success *ret_data is a malloc()ed copy of the bytes
+ * (the caller frees it) and *ret_len their number. Does not take fd.
+ * -EBADMSG for a memfd that is not one of ours or is not sealed, -E2BIG for
+ * one that is too long. ret_data may be NULL: only the id is wanted. */
+int handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len);
+
+/* What whoever takes a kept connection back does with owed_fd: decodes it
+ * (the errors of handover_owed_decode()) and checks that it is conn_fd's:
+ * -ESTALE when it names another connection (a send that failed half-way
+ * left it behind). Takes neither fd. */
+int handover_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len);
+
+/* Sends kept connection fd over channel, preceded by its owed bytes unless
+ * owed_fd is -1: they come first, because once the receiver has the
+ * connection it may read and echo newer bytes, which must follow them.
+ * Takes neither fd. Returns what fdpass_send() returns; after a failure
+ * half-way the receiver drops the stray owed bytes (handover_owed_take()). */
+int handover_send(int channel, int fd, int owed_fd);
 
 /* Puts n (1 .. HANDOVER_BATCH_MAX) fds into systemd's fd store under name
  * in one message (sd_pid_notify_with_fds with FDSTORE=1). Does not take the

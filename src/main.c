@@ -49,6 +49,22 @@ load_configuration(const struct options *o, struct config *c)
 	return r;
 }
 
+/* The $MAINPID a one-shot command was given, or -1 (said so). */
+static long
+parse_pid(const char *option, const char *text)
+{
+	char *end;
+	long pid;
+
+	errno = 0;
+	pid = strtol(text, &end, 10);
+	if (errno || *end || pid <= 1) {
+		log_error("%s %s: not a process id", option, text);
+		return -1;
+	}
+	return pid;
+}
+
 /* ExecReload=echod --reload $MAINPID: asks the running supervisor to
  * reload and waits for the outcome, so `systemctl reload` fails when the
  * new configuration is rejected. */
@@ -56,16 +72,11 @@ static int
 request_reload(const char *pid_text)
 {
 	char message[RELOAD_MESSAGE_MAX] = "";
-	char *end;
-	long pid;
+	long pid = parse_pid("--reload", pid_text);
 	int r;
 
-	errno = 0;
-	pid = strtol(pid_text, &end, 10);
-	if (errno || *end || pid <= 1) {
-		log_error("--reload %s: not a process id", pid_text);
+	if (pid < 0)
 		return EXIT_USAGE;
-	}
 	r = reload_request((pid_t)pid, getenv("RUNTIME_DIRECTORY"), 30000, message,
 			   sizeof(message));
 	if (r < 0) {
@@ -83,15 +94,10 @@ request_reload(const char *pid_text)
 static int
 before_stop(const char *pid_text)
 {
-	char *end;
-	long pid;
+	long pid = parse_pid("--before-stop", pid_text);
 
-	errno = 0;
-	pid = strtol(pid_text, &end, 10);
-	if (errno || *end || pid <= 1) {
-		log_error("--before-stop %s: not a process id", pid_text);
+	if (pid < 0)
 		return EXIT_USAGE;
-	}
 	restart_announce((pid_t)pid);
 	return EXIT_SUCCESS;
 }
@@ -116,11 +122,13 @@ static int
 serve_one_connection(const struct config *c, int fd)
 {
 	struct worker_setup setup = {
-		.config = c,
-		.slot = -1,
-		.channel = -1,
-		.give_back = -1,
-		.connection = fd,
+	    .config = c,
+	    .slot = -1,
+	    .channel = -1,
+	    .give_back = -1,
+	    .intake = INTAKE_ONE,
+	    .connection = fd,
+	    .connection_owed_fd = -1,
 	};
 	return worker_run(&setup);
 }

@@ -5,8 +5,9 @@
  * with unset_environment=0 (workers are forked later and the supervisor may
  * notify many times) and returns what it returns: > 0 when the message was
  * sent, 0 when $NOTIFY_SOCKET is unset (not run by systemd: nothing to do),
- * negative errno on failure. Only the main PID may notify (NotifyAccess=main),
- * so these are for the supervisor, never a worker.
+ * negative errno on failure. These are for the supervisor, never a worker:
+ * the units say NotifyAccess=all only so that workers can put connections
+ * into the fd store on a restart (handover.h), not to report state.
  *
  * This module does not log and does not read clocks: times are passed in, in
  * microseconds of CLOCK_MONOTONIC. */

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -104,16 +103,6 @@ options_print_help(void)
 	       "See echod(8) and echod.conf(5).\n");
 }
 
-static int _printf_(2, 3) bad_usage(struct config_error *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
 static int
 add_setting(struct options *o, int val, const char *value, struct config_error *err)
 {
@@ -121,7 +110,7 @@ add_setting(struct options *o, int val, const char *value, struct config_error *
 		if (option_keys[i].val != val)
 			continue;
 		if (o->n_settings >= OPTIONS_MAX_SETTINGS)
-			return bad_usage(err, "%s: too many options", option_keys[i].option);
+			return config_fail(err, "%s: too many options", option_keys[i].option);
 		o->settings[o->n_settings++] = (struct option_setting){
 			.key = option_keys[i].key,
 			.option = option_keys[i].option,
@@ -129,7 +118,7 @@ add_setting(struct options *o, int val, const char *value, struct config_error *
 		};
 		return 0;
 	}
-	return bad_usage(err, "internal error: option %d has no key", val);
+	return config_fail(err, "internal error: option %d has no key", val);
 }
 
 int
@@ -161,19 +150,21 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 			o.before_stop_pid = optarg;
 			break;
 		case ':':
-			return bad_usage(err, "option %s needs a value (see echod --help)",
-					 argv[optind - 1]);
+			return config_fail(err, "option %s needs a value (see echod --help)",
+					   argv[optind - 1]);
 		case '?':
 			/* optopt is the unknown character of a short option, or
 			 * the val of a known long option given a value it does
 			 * not take; 0 for an unknown long option. */
 			if (optopt > 0 && optopt < 0x100 && !strchr(short_options, optopt))
-				return bad_usage(err, "unknown option -%c (see echod --help)", optopt);
+				return config_fail(err, "unknown option -%c (see echod --help)",
+						   optopt);
 			if (optopt)
-				return bad_usage(err, "option %s takes no value (see echod --help)",
-						 argv[optind - 1]);
-			return bad_usage(err, "unknown option %s (see echod --help)",
-					 argv[optind - 1]);
+				return config_fail(err,
+						   "option %s takes no value (see echod --help)",
+						   argv[optind - 1]);
+			return config_fail(err, "unknown option %s (see echod --help)",
+					   argv[optind - 1]);
 		default:
 			r = add_setting(&o, c, optarg, err);
 			if (r < 0)
@@ -181,7 +172,8 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 		}
 	}
 	if (optind < argc)
-		return bad_usage(err, "unexpected argument \"%s\" (see echod --help)", argv[optind]);
+		return config_fail(err, "unexpected argument \"%s\" (see echod --help)",
+				   argv[optind]);
 	*ret = o;
 	return 0;
 }

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "fdpass.h"
+#include "handover.h"
+#include "ledger.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -35,7 +37,8 @@ backoff_ms(unsigned quick_deaths)
 }
 
 int
-pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret)
+pool_new(const struct config *config, unsigned generation, unsigned n, enum intake_kind intake,
+	 struct pool **ret)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 	int r;
@@ -54,6 +57,7 @@ pool_new(const struct config *config, unsigned generation, unsigned n, struct po
 		p->positions[i].channel = -1;
 	p->n = n;
 	p->generation = generation;
+	p->intake = intake;
 	*ret = p;
 	return 0;
 }
@@ -123,18 +127,17 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	}
 
 	struct worker_setup setup = {
-		.config = &p->config,
-		.scoreboard = env->scoreboard,
-		.slot = p->positions[index].slot,
-		.sockets = env->sockets,
-		.accept = p->config.model == MODEL_PREFORK,
-		.datagrams = true,
-		.channel = channel,
-		.give_back = -1,
-		.connection = -1,
-		.release_reservations = true,
+	    .config = &p->config,
+	    .scoreboard = env->scoreboard,
+	    .slot = p->positions[index].slot,
+	    .sockets = env->sockets,
+	    .intake = p->intake,
+	    .datagrams = true,
+	    .channel = channel,
+	    .give_back = -1,
+	    .release_reservations = true,
 	};
-	exit(worker_run(&setup));
+	_exit(worker_run(&setup));
 }
 
 int
@@ -147,9 +150,9 @@ pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t 
 	slot = scoreboard_find_free(env->scoreboard);
 	if (slot < 0)
 		return log_error_errno(slot, "worker %u: no free scoreboard slot", index);
-	/* prefork workers get a channel too: connections taken back from
-	 * systemd's fd store after a restart reach them over it. */
-	if (p->config.model != MODEL_FORK) {
+	/* Every worker that takes connections gets a channel: prefork's too,
+	 * for the connections kept across a restart or reload. */
+	if (p->intake != INTAKE_NONE) {
 		int r = fdpass_channel_new(channel);
 		if (r < 0)
 			return log_error_errno(r, "worker %u: creating its channel: %m", index);
@@ -229,29 +232,19 @@ describe_exit_status(int status, char *buf, size_t size)
 		snprintf(buf, size, "ended (status 0x%x)", status);
 }
 
-/* passfd: connections sent to the worker that it has not yet taken (or
- * refused). */
+/* Connections sent to the worker that it has not yet taken. */
 static uint64_t
 in_flight(const struct pool_env *env, const struct position *pos)
 {
-	const struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
-	uint64_t taken = SB_GET(sl->served) + SB_GET(sl->lost) + SB_GET(sl->refused);
-
-	return pos->sent > taken ? pos->sent - taken : 0;
+	return ledger_in_flight(env->scoreboard, (unsigned)pos->slot, pos->sent);
 }
 
 /* A dead worker's reserved connections are gone with it (those in flight
- * on its channel too: the kernel closed them): give them back to
- * MaxConnections=, then free its slot. */
+ * on its channel too: the kernel closed them). */
 static void
 release_position(const struct pool_env *env, struct position *pos)
 {
-	struct scoreboard_slot *sl = &env->scoreboard->slots[pos->slot];
-	uint64_t gone = SB_GET(sl->active) + in_flight(env, pos);
-
-	if (gone)
-		SB_SUB(env->scoreboard->header->active_total, (uint32_t)gone);
-	scoreboard_slot_reset(env->scoreboard, (unsigned)pos->slot);
+	ledger_settle(env->scoreboard, (unsigned)pos->slot, pos->sent);
 	close_channel(env, pos);
 	pos->sent = 0;
 	pos->hung_up = false;
@@ -429,9 +422,8 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
-/* Sends owed_fd (if >= 0) and then fd to one worker. Takes neither. */
-static int
-hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
+int
+pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
@@ -439,13 +431,8 @@ hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 	while ((i = pick_worker(env, p, p->skip)) >= 0) {
 		struct position *pos = &p->positions[i];
 
-		/* The owed bytes first: once the worker has the connection it
-		 * may read and echo newer bytes, which must come after them.
-		 * A memfd left behind by a failed second send is discarded by
-		 * the worker (it names another connection). */
-		r = owed_fd >= 0 ? fdpass_send(pos->channel, owed_fd) : 0;
-		if (r == 0)
-			r = fdpass_send(pos->channel, fd);
+		r = kept ? handover_send(pos->channel, fd, owed_fd)
+			 : fdpass_send(pos->channel, FDPASS_CONN, fd);
 		if (r == 0) {
 			pos->sent++;
 			return 0;
@@ -462,24 +449,9 @@ hand_off(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 }
 
 int
-pool_hand_off(const struct pool_env *env, struct pool *p, int fd)
-{
-	int r = hand_off(env, p, fd, -1);
-
-	close(fd);
-	return r;
-}
-
-int
 pool_channel_of(const struct pool *p, unsigned index)
 {
 	return p->positions[index].channel;
-}
-
-int
-pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
-{
-	return hand_off(env, p, fd, owed_fd);
 }
 
 bool

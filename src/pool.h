@@ -11,6 +11,7 @@
 #include "config.h"
 #include "listen.h"
 #include "scoreboard.h"
+#include "worker.h"
 
 /* What every pool's workers share with the supervisor. */
 struct pool_env {
@@ -48,6 +49,7 @@ struct pool {
 	struct config config; /* this generation's, owned */
 	unsigned generation;
 	bool retiring; /* draining: nothing respawned, nothing sent */
+	enum intake_kind intake; /* how its workers get connections */
 	unsigned n;
 	struct position *positions;
 	bool *skip; /* pool_hand_off()'s scratch: workers that refused */
@@ -59,8 +61,10 @@ struct pool {
  * or workers' channels left open, and death with the supervisor. */
 void pool_env_enter_child(const struct pool_env *env, pid_t parent);
 
-/* Allocates a pool of n positions with a copy of config. */
-int pool_new(const struct config *config, unsigned generation, unsigned n, struct pool **ret);
+/* Allocates a pool of n positions with a copy of config, whose workers get
+ * connections by intake (all but INTAKE_NONE get a channel). */
+int pool_new(const struct config *config, unsigned generation, unsigned n, enum intake_kind intake,
+	     struct pool **ret);
 void pool_free(const struct pool_env *env, struct pool *p);
 
 /* Starts the worker at position index. Logs its own errors. */
@@ -88,17 +92,14 @@ void pool_signal(const struct pool *p, int sig);
  * them (EPOLLIN). */
 void pool_retire(const struct pool_env *env, struct pool *p, bool give_back);
 
-/* passfd: whether some worker could take a connection now, and handing
- * one over. pool_hand_off() takes fd: it is sent or closed; returns 0, or
- * -EAGAIN / -ETOOMANYREFS (the caller pauses accepting) or another error
+/* Whether some worker could take a connection now, and sending one to the
+ * least loaded: a new one (tagged FDPASS_CONN), or a kept one with its
+ * owed bytes (owed_fd, or -1; see handover.h). Takes neither fd: the
+ * caller closes them after success, and keeps them to try again after
+ * -EAGAIN. Returns 0, or -EAGAIN / -ETOOMANYREFS (pause) or another error
  * when no worker took it. */
 bool pool_can_take(const struct pool_env *env, const struct pool *p);
-int pool_hand_off(const struct pool_env *env, struct pool *p, int fd);
-/* prefork and passfd: hands a connection taken back from systemd's fd
- * store to a worker, preceded by owed_fd (its owed bytes, see handover.h)
- * unless that is -1. Takes neither fd: the caller closes both after
- * success and keeps them to try again after -EAGAIN. */
-int pool_hand_off_restored(const struct pool_env *env, struct pool *p, int fd, int owed_fd);
+int pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd);
 /* The supervisor's end of the channel of the worker at index, or -1. */
 int pool_channel_of(const struct pool *p, unsigned index);
 /* Whether fd is the channel of a worker in pools: an event of an epoll

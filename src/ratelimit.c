@@ -141,12 +141,8 @@ ratelimit_source_seed(void)
 	uint64_t seed;
 
 	/* Without entropy yet (early boot), a weaker seed still works. */
-	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)&seed;
-	}
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+		seed = now_usec() ^ (uintptr_t)&seed;
 	return seed;
 }
 

@@ -51,22 +51,6 @@ copy_line(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
-static int
-write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return negative_errno();
-		}
-		buf += n;
-		len -= n;
-	}
-	return 0;
-}
-
 int
 reload_status_write(const char *dir, unsigned long long generation, bool ok, const char *message)
 {
@@ -247,15 +231,6 @@ reload_status_read(const char *dir, unsigned long long *ret_generation, bool *re
 	if (message && size > 0)
 		copy_line(message, size, a.message);
 	return 0;
-}
-
-static uint64_t
-now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static void

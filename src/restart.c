@@ -154,13 +154,10 @@ int
 restart_queue_push_owed(struct restart_queue *q, int memfd)
 {
 	struct pending_owed *pending;
-	char *data = NULL;
 	uint64_t id;
-	size_t len;
 	int r;
 
-	r = handover_owed_decode(memfd, HANDOVER_OWED_MAX, &id, &data, &len);
-	free(data);
+	r = handover_owed_decode(memfd, &id, NULL, NULL);
 	if (r < 0) {
 		close(memfd);
 		return r;

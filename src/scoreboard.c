@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "ratelimit.h"
 #include "util.h"
 
 int
@@ -28,11 +29,11 @@ scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connection
 		return r;
 	}
 	*ret = (struct scoreboard){
-		.header = p,
-		.slots = (struct scoreboard_slot *)p + header_slots,
-		.n_slots = n_slots,
-		.mapping_size = size,
-		.doorbell = doorbell,
+	    .header = p,
+	    .slots = (struct scoreboard_slot *)p + header_slots,
+	    .n_slots = n_slots,
+	    .mapping_size = size,
+	    .doorbell = doorbell,
 	};
 	ret->header->max_connections = max_connections;
 	return 0;
@@ -82,30 +83,32 @@ scoreboard_find_free(const struct scoreboard *sb)
 	return -ENOSPC;
 }
 
+void
+scoreboard_set_workers(struct scoreboard *sb, unsigned n)
+{
+	SB_SET(sb->header->workers, n);
+}
+
+unsigned
+scoreboard_workers(const struct scoreboard *sb)
+{
+	return SB_GET(sb->header->workers);
+}
+
 bool
-scoreboard_reserve(struct scoreboard *sb)
+scoreboard_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_usec,
+		     uint64_t *ret_due_usec)
 {
-	uint32_t cur = SB_GET(sb->header->active_total);
-	uint32_t max = SB_GET(sb->header->max_connections);
-
-	do {
-		if (max > 0 && cur >= max)
-			return false;
-	} while (!__atomic_compare_exchange_n(&sb->header->active_total, &cur, cur + 1, true,
-					      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-	return true;
+	if (ratelimit_shared_take(&sb->header->accept_bucket, rate, 0, now_usec, ret_due_usec))
+		return true;
+	SB_ADD(sb->header->accept_pauses, 1);
+	return false;
 }
 
 void
-scoreboard_release(struct scoreboard *sb)
+scoreboard_rate_undo(struct scoreboard *sb, unsigned rate)
 {
-	SB_SUB(sb->header->active_total, 1);
-}
-
-void
-scoreboard_set_max(struct scoreboard *sb, unsigned max_connections)
-{
-	SB_SET(sb->header->max_connections, max_connections);
+	ratelimit_shared_give_back(&sb->header->accept_bucket, rate);
 }
 
 void

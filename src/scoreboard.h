@@ -1,6 +1,9 @@
 /* The scoreboard: shared memory, one slot per worker, mapped before the
  * first fork so the supervisor and every worker see the same pages. A
- * worker writes only its own slot; the supervisor reads all of them. */
+ * worker writes only its own slot; the supervisor reads all of them. What
+ * counts connections (the header's reservation, a slot's active, served,
+ * received, lost and refused) is written by ledger.c alone; nothing but
+ * these two files touches the header. */
 #pragma once
 
 #include <stdbool.h>
@@ -23,7 +26,8 @@ struct scoreboard_slot {
 	uint32_t state;
 	uint32_t generation;
 	uint32_t active;	/* connections open now */
-	uint64_t served;	/* connections taken since the slot was filled */
+	uint64_t served;	/* new connections taken since the slot was filled */
+	uint64_t received;	/* fds taken off its channel (see ledger.h) */
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	uint64_t lost;		/* connections lost on the way in (fd limit) */
@@ -79,11 +83,16 @@ void scoreboard_slot_reset(struct scoreboard *sb, unsigned i);
 /* Returns a free slot index or -ENOSPC. */
 int scoreboard_find_free(const struct scoreboard *sb);
 
-/* MaxConnections= across processes: reserve before accepting, release
- * when the connection closes. reserve() fails when the cap is reached. */
-bool scoreboard_reserve(struct scoreboard *sb);
-void scoreboard_release(struct scoreboard *sb);
-void scoreboard_set_max(struct scoreboard *sb, unsigned max_connections);
+/* The workers sharing the listening sockets (prefork's fair share), 0 in
+ * the other models. */
+void scoreboard_set_workers(struct scoreboard *sb, unsigned n);
+unsigned scoreboard_workers(const struct scoreboard *sb);
+
+/* ConnectionRateLimit=: the one token bucket of the service, and the count
+ * of pauses it caused. See ratelimit_shared_take(). */
+bool scoreboard_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_usec,
+			  uint64_t *ret_due_usec);
+void scoreboard_rate_undo(struct scoreboard *sb, unsigned rate);
 
 void scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret);
 

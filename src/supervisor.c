@@ -11,9 +11,11 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "accept.h"
 #include "admission.h"
 #include "children.h"
 #include "fdpass.h"
+#include "ledger.h"
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
@@ -22,7 +24,9 @@
 #include "scoreboard.h"
 #include "util.h"
 #include "worker.h"
-#include "supervisor-internal.h"
+#include "acceptor.h"
+#include "keeper.h"
+#include "model.h"
 
 #define KILL_GRACE_MS 2000
 #define READY_POLL_MS 10
@@ -32,6 +36,62 @@
 #define SOURCES_MIN 4096u
 #define SOURCES_MAX (1u << 20)
 #define RESTART_ANNOUNCE_VALID_MS 10000
+/* Refusals and pauses are summed up in one line at most this often. */
+#define ADMISSION_LOG_INTERVAL_MS 5000
+
+/* What an epoll registration of the supervisor is: the type in the high
+ * half of data.u64, an index (listener) or an fd (channel) in the low. */
+enum {
+	EVENT_SIGNAL = 1,
+	EVENT_LISTENER,
+	EVENT_CHANNEL,
+	EVENT_GIVE_BACK, /* the channel fork's connection processes share */
+};
+#define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
+
+struct supervisor {
+	struct pool_env env;
+	struct scoreboard scoreboard;
+	struct listen_set *sockets;
+	struct pool *pool; /* the current generation; older ones follow it */
+	struct children children;
+	config_reader reread;
+	void *reread_userdata;
+	unsigned generation;
+	bool ready;	/* READY=1 sent for the current generation */
+	bool reloading; /* a reload waits for its new generation */
+	bool stopping;
+	uint64_t kill_at_ms;
+	bool killed;
+	const struct model_ops *model; /* the current generation's */
+	struct acceptor acceptor;
+	uint64_t refused_logged, pauses_logged, admission_logged_ms;
+	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
+	struct notify_status_limiter status_limiter;
+	uint64_t watchdog_usec; /* 0: no watchdog */
+	uint64_t watchdog_next_ms; /* when the next ping is due */
+	uint64_t *heartbeats;	/* per slot, as last seen */
+	uint64_t *heartbeat_ms; /* per slot, when it last moved */
+	/* Kept connections (from systemd's fd store at start, or returned on
+	 * a reload) until the workers have them. */
+	struct keeper keeper;
+	/* RESTART_SIGNAL came: the coming SIGTERM is a restart's. */
+	uint64_t restart_announced_ms; /* 0: no announcement */
+	unsigned restart_store_max;
+};
+
+static inline const struct config *
+current_config(const struct supervisor *s)
+{
+	return &s->pool->config;
+}
+
+/* What the model works on: lent for one call. */
+static struct model_ctx
+model_ctx(struct supervisor *s)
+{
+	return (struct model_ctx){.env = &s->env, .pool = s->pool, .children = &s->children};
+}
 
 /* DeferAcceptSec=: TCP_DEFER_ACCEPT on the TCP listeners echod bound itself.
  * Sockets from systemd are left as the socket unit made them: that is where
@@ -52,6 +112,59 @@ defer_accept_apply(const struct supervisor *s, const struct config *c)
 		return log_error_errno(r, "DeferAcceptSec=%u: setting TCP_DEFER_ACCEPT: %m",
 				       c->defer_accept_sec);
 	return 0;
+}
+
+/* --- status --- */
+
+static void
+status_update(struct supervisor *s, bool force)
+{
+	struct model_ctx m = model_ctx(s);
+	struct scoreboard_totals t;
+
+	scoreboard_totals(&s->scoreboard, &t);
+	struct notify_status st = {
+	    .model = s->model->name,
+	    .served = t.served,
+	    .refused = t.refused,
+	    .lost = t.lost,
+	    .dgrams_in = t.dgrams_in,
+	    .dgrams_out = t.dgrams_out,
+	    .dgrams_dropped = t.dgrams_dropped,
+	    .generation = s->generation,
+	    .note = s->status_note[0] ? s->status_note : NULL,
+	};
+	s->model->status(&m, &t, &st);
+	notify_status_send(&s->status_limiter, &st, now_ms() * 1000, force);
+}
+
+/* What admission control did since the last line, at most one line every
+ * few seconds whatever a flood does: refusals by any process and pauses of
+ * any acceptor are all in the scoreboard. */
+static void
+status_log_admission(struct supervisor *s, uint64_t now)
+{
+	const struct config *c = current_config(s);
+	struct scoreboard_totals t;
+
+	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
+		return;
+	scoreboard_totals(&s->scoreboard, &t);
+	if (t.refused != s->refused_logged)
+		log_notice(
+		    "refused %llu connection(s) from sources over MaxConnectionsPerSource=%u "
+		    "(%llu in all)",
+		    (unsigned long long)(t.refused - s->refused_logged),
+		    c->max_connections_per_source, (unsigned long long)t.refused);
+	if (t.accept_pauses != s->pauses_logged)
+		log_notice("ConnectionRateLimit=%u reached: accepting paused %llu time(s); "
+			   "new clients wait in the listen backlog",
+			   c->connection_rate_limit,
+			   (unsigned long long)(t.accept_pauses - s->pauses_logged));
+	if (t.refused != s->refused_logged || t.accept_pauses != s->pauses_logged)
+		s->admission_logged_ms = now;
+	s->refused_logged = t.refused;
+	s->pauses_logged = t.accept_pauses;
 }
 
 /* --- processes --- */
@@ -80,8 +193,8 @@ reap(struct supervisor *s, uint64_t now)
 			/* What it sent back and we have not read would
 			 * be closed with its channel. */
 			if (p->retiring)
-				supervisor_restore_receive(s, pool_channel_of(p, (unsigned)index),
-							   UINT_MAX);
+				keeper_receive(&s->keeper, pool_channel_of(p, (unsigned)index),
+					       UINT_MAX);
 			pool_worker_exited(&s->env, p, (unsigned)index, status, now, s->stopping);
 			/* A retired generation is gone with its last worker. */
 			if (p->retiring && pool_alive(p) == 0) {
@@ -116,11 +229,22 @@ signal_all(struct supervisor *s, int sig)
 /* --- stop --- */
 
 static unsigned
-connections_active(const struct supervisor *s)
+connections_active(struct supervisor *s)
 {
-	if (current_config(s)->model == MODEL_FORK)
-		return s->children.n;
-	return SB_GET(s->scoreboard.header->active_total);
+	struct model_ctx m = model_ctx(s);
+
+	return s->model->active(&m);
+}
+
+/* What only the model could serve is lost once it goes (stop, or a reload
+ * to another model). */
+static void
+abandon(struct supervisor *s)
+{
+	struct model_ctx m = model_ctx(s);
+
+	if (s->model->abandon)
+		ledger_lost_here(&s->scoreboard, (unsigned)s->children.slot, s->model->abandon(&m));
 }
 
 static void
@@ -148,23 +272,15 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 			 timeout);
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
-	if (s->accepting)
-		supervisor_intake_poll(s, false);
+	acceptor_stop(&s->acceptor);
 	/* Never served, like the clients still in the backlog. */
-	if (s->unforked_fd >= 0)
-		close(TAKE_FD(s->unforked_fd));
+	abandon(s);
 	/* Sent back by connection processes on a reload, not read yet. */
 	if (handover)
-		supervisor_restore_receive(s, s->env.give_back[FDPASS_SUPERVISOR], UINT_MAX);
+		keeper_receive(&s->keeper, s->env.give_back[FDPASS_SUPERVISOR], UINT_MAX);
 	/* Not handed to a worker yet: back into the store. */
-	if (handover && supervisor_restore_pending(s)) {
-		int r = restart_queue_store(&s->restore);
-		if (r < 0)
-			log_warning_errno(r, "restart: storing connections not yet taken back: %m");
-		else
-			log_info("restart: handed %d connection(s) not yet taken back to systemd's "
-				 "fd store", r);
-	}
+	if (handover)
+		keeper_store(&s->keeper);
 	signal_all(s, handover ? SIGUSR1 : SIGTERM);
 }
 
@@ -180,7 +296,7 @@ reload_reject(struct supervisor *s, const char *why)
 	reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
-	supervisor_status_update(s, true);
+	status_update(s, true);
 }
 
 static bool
@@ -202,8 +318,9 @@ reload(struct supervisor *s, uint64_t now)
 {
 	struct config_error err = {{0}};
 	struct config next;
+	const struct model_ops *model;
+	struct model_ctx m = model_ctx(s);
 	struct pool *pool;
-	unsigned workers;
 	int r;
 
 	notify_reloading(now * 1000);
@@ -219,12 +336,11 @@ reload(struct supervisor *s, uint64_t now)
 		log_notice("Listen= changed: sockets are kept as they are until a restart");
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
-	workers = next.model == MODEL_FORK
-			  ? (listen_set_count(s->sockets, SOCKET_DATAGRAM) > 0 ? 1 : 0)
-			  : config_workers(&next);
-	r = pool_new(&next, s->generation + 1, workers, &pool);
-	if (r >= 0 && next.model == MODEL_FORK)
-		r = children_reserve(&s->children, config_max_connections(&next));
+	model = model_get(next.model);
+	r = pool_new(&next, s->generation + 1, model->pool_size(&next, s->sockets),
+		     model->worker_intake, &pool);
+	if (r >= 0 && model->prepare)
+		r = model->prepare(&m, &next);
 	config_done(&next);
 	if (r < 0) {
 		reload_reject(s, "out of memory");
@@ -234,17 +350,20 @@ reload(struct supervisor *s, uint64_t now)
 	log_set_max_level(pool->config.log_level);
 	log_set_model(model_to_string(pool->config.model));
 	/* Every connection goes back for the new generation: a worker's over
-	 * its channel, a fork connection process's over the channel they share.
-	 * (fork's pool holds at most a datagram worker, with no connection.) */
-	pool_retire(&s->env, s->pool, s->pool->config.model != MODEL_FORK);
+	 * its channel, a fork connection process's over the channel they share
+	 * (whatever the model: a reload may have switched away from fork). */
+	pool_retire(&s->env, s->pool, s->model->pool_returns);
+	if (model != s->model)
+		abandon(s);
+	s->model = model;
 	if (s->children.n)
 		log_info("reload: %u connection process(es) give their connections back",
 			 s->children.n);
 	children_signal(&s->children, SIGUSR2);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
-	scoreboard_set_max(&s->scoreboard, config_max_connections(&pool->config));
-	s->scoreboard.header->workers = pool->config.model == MODEL_PREFORK ? pool->n : 0;
+	ledger_set_max(&s->scoreboard, config_max_connections(&pool->config));
+	scoreboard_set_workers(&s->scoreboard, model->shares_listeners ? pool->n : 0);
 	s->status_note[0] = '\0';
 	s->ready = false;
 	s->reloading = true;
@@ -270,7 +389,7 @@ became_ready(struct supervisor *s)
 		log_struct(LOG_INFO, ECHOD_MESSAGE_STARTED, "%s: %u worker(s) ready",
 			   model_to_string(c->model), s->pool->n);
 	}
-	supervisor_status_update(s, true);
+	status_update(s, true);
 }
 
 /* --- watchdog --- */
@@ -357,7 +476,7 @@ handle_signals(struct supervisor *s, uint64_t now)
 }
 
 static int
-next_timeout(const struct supervisor *s, uint64_t now)
+next_timeout(struct supervisor *s, uint64_t now)
 {
 	uint64_t deadline = now + TICK_MS;
 
@@ -372,9 +491,9 @@ next_timeout(const struct supervisor *s, uint64_t now)
 		deadline = s->kill_at_ms;
 	if (s->watchdog_usec && s->ready && s->watchdog_next_ms < deadline)
 		deadline = s->watchdog_next_ms;
-	if ((supervisor_restore_pending(s) || (supervisor_accepts(s) && !s->accepting)) &&
-	    !s->stopping && now + CAPACITY_RETRY_MS < deadline)
-		deadline = now + CAPACITY_RETRY_MS;
+	if ((keeper_pending(&s->keeper) || acceptor_waiting(&s->acceptor, s->model)) &&
+	    !s->stopping && now + ACCEPT_RETRY_MS < deadline)
+		deadline = now + ACCEPT_RETRY_MS;
 	return deadline > now ? (int)(deadline - now) : 0;
 }
 
@@ -382,25 +501,25 @@ static void
 dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 {
 	uint32_t low = (uint32_t)event;
+	struct model_ctx m = model_ctx(s);
 
 	switch (event >> 32) {
 	case EVENT_SIGNAL:
 		handle_signals(s, now_ms());
 		break;
 	case EVENT_LISTENER:
-		supervisor_intake_accept(s, &s->sockets->items[low]);
+		acceptor_accept(&s->acceptor, s->model, &m, &s->sockets->items[low]);
 		break;
 	case EVENT_CHANNEL:
 		if (!pool_is_channel(s->pool, (int)low))
 			break;
 		if (events & EPOLLIN)
-			supervisor_restore_receive(s, (int)low, ACCEPT_BATCH * 4);
+			keeper_receive(&s->keeper, (int)low, ACCEPT_BATCH * 4);
 		if (events & (EPOLLHUP | EPOLLERR))
 			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
 	case EVENT_GIVE_BACK:
-		supervisor_restore_receive(s, s->env.give_back[FDPASS_SUPERVISOR],
-					   ACCEPT_BATCH * 4);
+		keeper_receive(&s->keeper, s->env.give_back[FDPASS_SUPERVISOR], ACCEPT_BATCH * 4);
 		break;
 	}
 }
@@ -424,13 +543,15 @@ supervisor_loop(struct supervisor *s)
 			pool_respawn_due(&s->env, s->pool, now);
 		if (!s->ready && !s->stopping && pool_all_running(&s->env, s->pool))
 			became_ready(s);
-		if (s->ready && supervisor_restore_pending(s))
-			supervisor_restore_hand_on(s);
+		struct model_ctx m = model_ctx(s);
+
+		if (s->ready && keeper_pending(&s->keeper))
+			keeper_deliver(&s->keeper, s->model, &m, s->generation > 0);
 		if (s->ready) {
-			supervisor_intake_update(s, now);
+			acceptor_update(&s->acceptor, s->model, &m, s->stopping, now);
 			watchdog_check(s, now);
-			supervisor_status_update(s, false);
-			supervisor_status_log_admission(s, now);
+			status_update(s, false);
+			status_log_admission(s, now);
 		}
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));
@@ -498,9 +619,8 @@ sources_capacity(const struct config *c)
 static int
 supervisor_setup(struct supervisor *s, const struct config *config)
 {
-	unsigned workers = config->model == MODEL_FORK
-				   ? (listen_set_count(s->sockets, SOCKET_DATAGRAM) > 0 ? 1 : 0)
-				   : config_workers(config);
+	const struct model_ops *model = model_get(config->model);
+	unsigned workers = model->pool_size(config, s->sockets);
 	int r;
 
 	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config));
@@ -515,20 +635,28 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	if (r < 0)
 		return r;
 	s->env.scoreboard = &s->scoreboard;
-	s->scoreboard.header->workers = config->model == MODEL_PREFORK ? workers : 0;
+	scoreboard_set_workers(&s->scoreboard, model->shares_listeners ? workers : 0);
 	s->heartbeats = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeats));
 	s->heartbeat_ms = calloc(SCOREBOARD_SLOTS, sizeof(*s->heartbeat_ms));
-	r = s->heartbeats && s->heartbeat_ms ? pool_new(config, s->generation, workers, &s->pool) : -ENOMEM;
+	r = s->heartbeats && s->heartbeat_ms
+		? pool_new(config, s->generation, workers, model->worker_intake, &s->pool)
+		: -ENOMEM;
 	if (r >= 0)
 		r = children_init(&s->children, &s->scoreboard);
-	if (r >= 0 && config->model == MODEL_FORK)
-		r = children_reserve(&s->children, config_max_connections(config));
+	s->model = model;
+	if (r >= 0 && model->prepare) {
+		struct model_ctx m = model_ctx(s);
+		r = model->prepare(&m, config);
+	}
 	if (r < 0)
 		return log_error_errno(r, "setting up: %m");
 	s->env.pools = s->pool;
+	keeper_set_ledger(&s->keeper, &s->scoreboard, (unsigned)s->children.slot);
 	s->env.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (s->env.epoll_fd < 0)
 		return log_error_errno(errno, "epoll_create1: %m");
+	acceptor_init(&s->acceptor, s->env.epoll_fd, EVENT(EVENT_LISTENER, 0), s->sockets,
+		      &s->scoreboard, (unsigned)s->children.slot);
 	r = setup_signals(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up signal handling: %m");
@@ -552,9 +680,7 @@ supervisor_free(struct supervisor *s)
 		s->pool = next;
 	}
 	children_done(&s->children);
-	if (s->unforked_fd >= 0)
-		close(s->unforked_fd);
-	restart_queue_free(&s->restore);
+	keeper_free(&s->keeper);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
 	admission_table_free(s->scoreboard.sources);
@@ -582,17 +708,19 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	       void *userdata)
 {
 	struct supervisor s = {
-		.env = {.epoll_fd = -1, .signal_fd = -1, .sockets = sockets,
-			.channel_event = EVENT(EVENT_CHANNEL, 0), .give_back = {-1, -1}},
-		.sockets = sockets,
-		.unforked_fd = -1,
-		.reread = reread,
-		.reread_userdata = userdata,
+	    .env = {.epoll_fd = -1,
+		    .signal_fd = -1,
+		    .sockets = sockets,
+		    .channel_event = EVENT(EVENT_CHANNEL, 0),
+		    .give_back = {-1, -1}},
+	    .sockets = sockets,
+	    .reread = reread,
+	    .reread_userdata = userdata,
 	};
 	int r, status = EXIT_FAILURE;
 
 	log_set_model(model_to_string(config->model));
-	r = restart_take(sockets, &s.restore);
+	r = keeper_init(&s.keeper, sockets);
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
 	if (r >= 0) {
@@ -604,14 +732,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		notify_errno(r);
 		goto out;
 	}
-	if (config->model == MODEL_FORK)
-		log_info("fork model: one process per connection, up to %u at once%s",
-			 config_max_connections(config),
-			 s.pool->n ? ", one worker for datagrams" : "");
-	else
-		log_info("%s model, %u worker(s), up to %u connection(s) each, %u in all",
-			 model_to_string(config->model), s.pool->n, config->worker_connections,
-			 config_max_connections(config));
+	struct model_ctx m = model_ctx(&s);
+	s.model->log_start(&m);
 	reload_status_write(getenv("RUNTIME_DIRECTORY"), s.generation, true, "started");
 	status = supervisor_loop(&s);
 	log_struct(LOG_INFO, ECHOD_MESSAGE_STOPPED, "stopped");

@@ -24,10 +24,6 @@
  * IPv6), so only a jumbogram could be truncated. */
 #define UDP_BUFFER_SIZE 65536
 
-/* Default for DatagramRateLimit=: datagrams per second one source (IPv4
- * address, IPv6 /64) may make echod send; the burst is one second's worth. */
-#define UDP_RATE_LIMIT_DEFAULT 1000
-
 /* Every field only ever grows; udp_echo_serve() adds to it. A datagram counted
  * in datagrams_in is counted once more: in datagrams_out or in one dropped_*. */
 struct udp_counters {

@@ -54,12 +54,39 @@ negative_errno(void)
 	return errno > 0 ? -errno : -EIO;
 }
 
-/* Milliseconds on the monotonic clock: for deadlines and intervals. */
+/* The one clock: microseconds of CLOCK_MONOTONIC, for deadlines and
+ * intervals (and what systemd's MONOTONIC_USEC= is in). */
 static inline uint64_t
-now_ms(void)
+now_usec(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The same clock in milliseconds. */
+static inline uint64_t
+now_ms(void)
+{
+	return now_usec() / 1000;
+}
+
+/* Writes all len bytes, retrying short writes and EINTR. 0 or -errno. */
+static inline int
+write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }

@@ -1,8 +1,5 @@
-/* The worker's intake: when it takes connections (MaxConnections=, its fair
- * share, the fd limit) and how: accept() on the listeners (prefork), or
- * the passfd channel from the supervisor, with the bytes owed on a
- * connection kept across a restart or reload. */
-#include "worker-internal.h"
+/* See worker-intake.h. */
+#include "worker-intake.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,24 +14,72 @@
 #include "log.h"
 #include "util.h"
 
-#define ACCEPT_BATCH 64
 /* Fds kept free beyond the connections' own, for what a worker may open
  * along the way (the journal's socket, say). */
 #define FD_SPARE 4
 
-/* --- intake: listeners in and out of the epoll set --- */
-
-static bool
-worker_has_room(const struct worker *w)
+int
+intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
+	    struct ledger *ledger, struct conns *conns)
 {
-	return w->n_connections < w->capacity;
+	const struct listen_set *set = setup->sockets;
+
+	*in = (struct intake){
+	    .kind = setup->intake,
+	    .epoll_fd = epoll_fd,
+	    .config = setup->config,
+	    .scoreboard = setup->scoreboard,
+	    .ledger = ledger,
+	    .conns = conns,
+	    .channel = setup->channel,
+	    .pending_owed_fd = -1,
+	};
+	if (in->kind == INTAKE_LISTENERS && set) {
+		in->listeners = calloc(set->n, sizeof(*in->listeners));
+		if (!in->listeners)
+			return -ENOMEM;
+		for (size_t i = 0; i < set->n; i++) {
+			if (set->items[i].kind != SOCKET_LISTENING)
+				continue;
+			in->listeners[in->n_listeners++] = (struct listener_source){
+			    .source.type = SOURCE_LISTENER,
+			    .listener = &set->items[i],
+			};
+		}
+	}
+	if (in->n_listeners > 0) {
+		/* Edge-triggered and not exclusive: a ring wakes every worker. */
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
+					 .data.ptr = &in->doorbell_source};
+		in->doorbell_source.type = SOURCE_DOORBELL;
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->scoreboard->doorbell, &ev) < 0)
+			return negative_errno();
+	}
+	if (in->channel >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &in->channel_source};
+		in->channel_source.type = SOURCE_CHANNEL;
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->channel, &ev) < 0)
+			return negative_errno();
+	}
+	return 0;
 }
 
 void
-worker_intake_poll(struct worker *w, bool on)
+intake_done(struct intake *in)
 {
-	for (size_t i = 0; i < w->n_listeners; i++) {
-		struct listener_source *l = &w->listeners[i];
+	free(in->listeners);
+	in->listeners = NULL;
+	if (in->pending_owed_fd >= 0)
+		close(TAKE_FD(in->pending_owed_fd));
+}
+
+/* --- listeners in and out of the epoll set --- */
+
+static void
+intake_poll(struct intake *in, bool on)
+{
+	for (size_t i = 0; i < in->n_listeners; i++) {
+		struct listener_source *l = &in->listeners[i];
 		if (l->polled == on)
 			continue;
 		if (on) {
@@ -43,16 +88,22 @@ worker_intake_poll(struct worker *w, bool on)
 			 * with EPOLL_CTL_MOD, hence add and delete. */
 			struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
 						 .data.ptr = &l->source};
-			if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
+			if (epoll_ctl(in->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
 				log_warning_errno(errno, "watching %s: %m", l->listener->name);
 				continue;
 			}
 		} else {
-			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
+			epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
 		}
 		l->polled = on;
 	}
-	w->accepting = on;
+	in->accepting = on;
+}
+
+static bool
+has_room(const struct intake *in)
+{
+	return in->conns->n < in->capacity;
 }
 
 /* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
@@ -61,46 +112,37 @@ worker_intake_poll(struct worker *w, bool on)
  * peer accept.
  *
  * The share has an eighth of slack: a worker that stepped back looks again
- * only every CAP_RETRY_MS, and with no slack (the mean plus one) every
+ * only every ACCEPT_RETRY_MS, and with no slack (the mean plus one) every
  * worker would soon be over and waiting, taking turns one or two
  * connections at a time: a burst of 18,000 connects took 30 s and
  * overflowed the accept queue. With it, each turn takes an eighth more
  * (18,000 in 2 s), and the busiest worker holds at most about 1.125 times
  * the mean. */
-static bool
-over_fair_share(const struct worker *w)
+bool
+intake_over_fair_share(const struct intake *in)
 {
-	const struct scoreboard *sb = w->setup->scoreboard;
+	const struct scoreboard *sb = in->scoreboard;
 	uint32_t workers, total, mean;
 
 	if (!sb)
 		return false;
-	workers = SB_GET(sb->header->workers);
+	workers = scoreboard_workers(sb);
 	if (workers < 2)
 		return false;
-	total = SB_GET(sb->header->active_total);
+	total = ledger_reserved(sb);
 	mean = (total + 1) / workers;
-	return SB_GET(w->slot->active) + 1 > mean + mean / 8 + 1;
-}
-
-static bool
-at_connection_cap(const struct worker *w)
-{
-	const struct scoreboard *sb = w->setup->scoreboard;
-
-	return SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
+	return SB_GET(in->ledger->slot->active) + 1 > mean + mean / 8 + 1;
 }
 
 /* Whether this worker could accept now, whatever its share. */
 static bool
-may_accept(struct worker *w, uint64_t now)
+may_accept(struct intake *in, uint64_t now)
 {
-	if (w->accept_resume_ms && now >= w->accept_resume_ms)
-		w->accept_resume_ms = 0;
-	if (w->hold == HOLD_LIMIT && !at_connection_cap(w))
-		w->hold = HOLD_NONE;
-	return !w->draining && worker_has_room(w) && w->accept_resume_ms == 0 &&
-	       w->hold != HOLD_LIMIT;
+	if (in->accept_resume_ms && now >= in->accept_resume_ms)
+		in->accept_resume_ms = 0;
+	if (in->hold == HOLD_LIMIT && !ledger_full(in->scoreboard))
+		in->hold = HOLD_NONE;
+	return !in->stopped && has_room(in) && in->accept_resume_ms == 0 && in->hold != HOLD_LIMIT;
 }
 
 /* Decides whether this worker should be watching its listeners now, and
@@ -108,40 +150,69 @@ may_accept(struct worker *w, uint64_t now)
  * already queued on it: a connection left waiting while this worker was
  * out is found as it comes back. */
 void
-worker_intake_update(struct worker *w, uint64_t now)
+intake_update(struct intake *in, uint64_t now)
 {
-	bool want = may_accept(w, now);
+	bool want;
 
-	if (want && w->hold == HOLD_SHARE) {
-		if (over_fair_share(w))
+	if (in->n_listeners == 0)
+		return;
+	want = may_accept(in, now);
+	if (want && in->hold == HOLD_SHARE) {
+		if (intake_over_fair_share(in))
 			want = false;
 		else
-			w->hold = HOLD_NONE;
+			in->hold = HOLD_NONE;
 	}
-	if (want != w->accepting)
-		worker_intake_poll(w, want);
+	if (want != in->accepting)
+		intake_poll(in, want);
 }
 
-/* --- intake: prefork accepts --- */
-
-/* Counts a connection before it exists, so that MaxConnections= holds
- * across workers; undone by worker_connection_close() or on failure. */
-static bool
-admit_one(struct worker *w)
+uint64_t
+intake_next_wakeup(const struct intake *in, uint64_t now)
 {
-	if (w->setup->release_reservations && w->setup->scoreboard &&
-	    !scoreboard_reserve(w->setup->scoreboard))
-		return false;
-	SB_ADD(w->slot->active, 1);
-	return true;
+	uint64_t at = in->accept_resume_ms;
+
+	if (in->hold != HOLD_NONE && (at == 0 || now + ACCEPT_RETRY_MS < at))
+		at = now + ACCEPT_RETRY_MS;
+	return at;
 }
 
-static void
-admit_undo(struct worker *w)
+void
+intake_stop(struct intake *in)
 {
-	SB_SUB(w->slot->active, 1);
-	if (w->setup->release_reservations && w->setup->scoreboard)
-		scoreboard_release(w->setup->scoreboard);
+	in->stopped = true;
+	intake_poll(in, false);
+	if (in->channel >= 0)
+		epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, in->channel, NULL);
+}
+
+/* --- prefork accepts --- */
+
+enum intake_decision
+intake_decide(struct intake *in, uint64_t now)
+{
+	unsigned rate = in->config->connection_rate_limit;
+
+	if (!has_room(in))
+		return INTAKE_NO_ROOM;
+	/* Counted before it exists, so that MaxConnections= holds across
+	 * workers; undone by conns_close() or intake_undo(). */
+	if (!ledger_admit(in->ledger)) {
+		in->hold = HOLD_LIMIT;
+		return INTAKE_CAP;
+	}
+	if (!admission_rate_take(in->scoreboard, rate, now, &in->accept_resume_ms)) {
+		ledger_unadmit(in->ledger);
+		return INTAKE_RATE;
+	}
+	return INTAKE_TAKE;
+}
+
+void
+intake_undo(struct intake *in)
+{
+	admission_rate_undo(in->scoreboard, in->config->connection_rate_limit);
+	ledger_unadmit(in->ledger);
 }
 
 /* The kernel woke this worker, and no other, for what is queued on l: it
@@ -149,147 +220,122 @@ admit_undo(struct worker *w)
  * of this loop either leaves nothing queued, or stays in the epoll set
  * (level-triggered: the rest is reported again), or is a reason that
  * stops every worker alike and is looked at again (MaxConnections=,
- * ConnectionRateLimit=: see worker_intake_update()), or rings the
- * doorbell so that peers with room look. Fair share never stops it
- * here: a worker over its share steps back only once the queue is empty,
- * so the wakeup it was given is never lost with it. */
+ * ConnectionRateLimit=: see intake_update()), or rings the doorbell so
+ * that peers with room look. Fair share never stops it here: a worker
+ * over its share steps back only once the queue is empty, so the wakeup
+ * it was given is never lost with it. */
 void
-worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
+intake_accept(struct intake *in, const struct listener *l, uint64_t now)
 {
-	unsigned rate = w->setup->config->connection_rate_limit;
-
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
+		enum intake_decision d = intake_decide(in, now);
 		int fd;
 
-		if (!worker_has_room(w)) {
-			/* WorkerConnections= or the fd limit: this worker is
-			 * full, a peer may not be. */
-			scoreboard_ring(w->setup->scoreboard);
+		/* WorkerConnections= or the fd limit: this worker is full, a
+		 * peer may not be. */
+		if (d == INTAKE_NO_ROOM)
+			scoreboard_ring(in->scoreboard);
+		if (d != INTAKE_TAKE)
 			return;
-		}
-		if (!admit_one(w)) {
-			w->hold = HOLD_LIMIT;
-			return;
-		}
-		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
-			admit_undo(w);
-			return;
-		}
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
-			SB_ADD(w->slot->served, 1);
-			worker_add_connection(w, fd, l->is_tcp, (struct sockaddr *)&peer, NULL, 0);
+			ledger_take(in->ledger, LEDGER_ACCEPTED);
+			conns_add(in->conns, fd, LEDGER_ACCEPTED, l->is_tcp,
+				  (struct sockaddr *)&peer, NULL, 0);
 			continue;
 		}
-		admission_rate_undo(w->setup->scoreboard, rate);
-		admit_undo(w);
+		intake_undo(in);
 		if (accept_should_pause(fd)) {
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
 					  ACCEPT_PAUSE_MS);
-			w->accept_resume_ms = now + ACCEPT_PAUSE_MS;
-			scoreboard_ring(w->setup->scoreboard);
-		} else if (over_fair_share(w)) {
-			w->hold = HOLD_SHARE;
+			in->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+			scoreboard_ring(in->scoreboard);
+		} else if (intake_over_fair_share(in)) {
+			in->hold = HOLD_SHARE;
 		}
 		return;
 	}
 }
 
 void
-worker_intake_doorbell(struct worker *w, uint64_t now)
+intake_doorbell(struct intake *in, uint64_t now)
 {
 	uint64_t rings;
 
 	/* Edge-triggered: every ring already woke every watcher; reading
 	 * only keeps the counter small. */
-	(void)!read(w->setup->scoreboard->doorbell, &rings, sizeof(rings));
-	if (!may_accept(w, now))
+	(void)!read(in->scoreboard->doorbell, &rings, sizeof(rings));
+	if (!may_accept(in, now))
 		return;
 	/* Whatever its share: a peer could not take what is queued. Should a
 	 * batch not empty the queue, the listeners go back into the epoll
-	 * set (worker_intake_update()), which reports the rest. */
-	w->hold = HOLD_NONE;
-	for (size_t i = 0; i < w->n_listeners; i++)
-		worker_intake_accept(w, w->listeners[i].listener, now);
+	 * set (intake_update()), which reports the rest. */
+	in->hold = HOLD_NONE;
+	for (size_t i = 0; i < in->n_listeners; i++)
+		intake_accept(in, in->listeners[i].listener, now);
 }
 
-/* --- intake: passfd's channel --- */
+/* --- the channel --- */
 
 void
-worker_intake_owed_drop(struct worker *w)
+intake_kept(struct intake *in, int fd, int owed_fd)
 {
-	free(w->pending_owed);
-	w->pending_owed = NULL;
-	w->pending_owed_len = 0;
+	char *owed = NULL;
+	size_t owed_len = 0;
+
+	if (owed_fd >= 0) {
+		int r = handover_owed_take(owed_fd, fd, &owed, &owed_len);
+		if (r < 0 && r != -ESTALE)
+			log_warning_errno(r, "reading the bytes owed on a kept connection: %m");
+		close(owed_fd);
+	}
+	/* Served once, where it was first accepted: not again here. */
+	ledger_take(in->ledger, LEDGER_KEPT);
+	conns_add(in->conns, fd, LEDGER_KEPT, false, NULL, owed, owed_len);
 }
 
-/* A restored connection's owed bytes come as a sealed memfd just before
- * it: kept until the connection arrives. Takes fd. */
-static void
-channel_owed(struct worker *w, int fd)
+int
+intake_receive(struct intake *in)
 {
-	int r;
-
-	worker_intake_owed_drop(w);
-	r = handover_owed_decode(fd, WORKER_BUFFER_SIZE, &w->pending_owed_id, &w->pending_owed,
-				 &w->pending_owed_len);
-	close(fd);
-	if (r < 0)
-		log_warning_errno(r, "reading the bytes owed on a restored connection: %m");
-}
-
-/* Takes fd: the owed bytes received just before belong to it if the ids
- * match (a send that failed half-way can leave others behind). */
-static void
-channel_connection(struct worker *w, int fd)
-{
-	uint64_t id;
-
-	if (w->pending_owed && (handover_socket_id(fd, &id) < 0 || id != w->pending_owed_id))
-		worker_intake_owed_drop(w);
-	/* Taken, then active, in adjacent steps with no system call between
-	 * (where a SIGKILL lands): the supervisor counts what a dead worker
-	 * held as active + sent - taken, so a connection is always counted
-	 * once, never twice (which would release one reservation too many). */
-	SB_ADD(w->slot->served, 1);
-	SB_ADD(w->slot->active, 1);
-	worker_add_connection(w, fd, false, NULL, TAKE_PTR(w->pending_owed), w->pending_owed_len);
-	w->pending_owed_len = 0;
-}
-
-void
-worker_intake_receive(struct worker *w, uint64_t now)
-{
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
+	for (int i = 0; in->channel >= 0 && i < ACCEPT_BATCH; i++) {
+		enum fdpass_tag tag;
 		int fd, r;
 
-		r = fdpass_recv(w->setup->channel, &fd);
+		r = fdpass_recv(in->channel, &tag, &fd);
 		if (r == -EAGAIN)
-			return;
-		if (r == -ECONNRESET) {
-			worker_start_drain(w, "supervisor gone", now);
-			return;
-		}
+			return 0;
+		if (r == -ECONNRESET)
+			return r;
 		if (r < 0) {
 			/* The supervisor reserved it: the reservation goes with it.
 			 * -EMFILE: the kernel could not give us the fd (we are at
 			 * our fd limit) and closed the connection. */
-			SB_ADD(w->slot->lost, 1);
-			if (w->setup->release_reservations && w->setup->scoreboard)
-				scoreboard_release(w->setup->scoreboard);
+			ledger_lose(in->ledger);
 			continue;
 		}
-		if (handover_is_owed(fd)) {
-			channel_owed(w, fd);
-			continue;
+		switch (tag) {
+		case FDPASS_OWED:
+			/* For the kept connection that comes next. */
+			if (in->pending_owed_fd >= 0)
+				close(in->pending_owed_fd);
+			in->pending_owed_fd = fd;
+			break;
+		case FDPASS_KEPT:
+			intake_kept(in, fd, TAKE_FD(in->pending_owed_fd));
+			break;
+		case FDPASS_CONN:
+			/* The supervisor set TCP_NODELAY already: it knows the
+			 * listener. */
+			ledger_take(in->ledger, LEDGER_SENT);
+			conns_add(in->conns, fd, LEDGER_SENT, false, NULL, NULL, 0);
+			break;
 		}
-		/* The supervisor set TCP_NODELAY already: it knows the listener. */
-		channel_connection(w, fd);
 	}
+	return 0;
 }
 
-/* --- intake: as many connections as the fd limit leaves room for --- */
+/* --- as many connections as the fd limit leaves room for --- */
 
 /* Each connection costs one fd. Taking no more than the fd limit leaves
  * room for means no accept() fails with EMFILE (which could only be
@@ -320,20 +366,20 @@ fd_capacity(unsigned wanted)
 }
 
 void
-worker_intake_set_capacity(struct worker *w)
+intake_set_capacity(struct intake *in)
 {
-	unsigned wanted = w->setup->config->worker_connections;
+	unsigned wanted = in->config->worker_connections;
 
 	/* Only a worker that takes connections has room to find: a
 	 * connection process has its one, fork's datagram worker none. */
-	if (!w->setup->accept && w->setup->channel < 0) {
-		w->capacity = wanted;
+	if (in->kind != INTAKE_LISTENERS && in->kind != INTAKE_CHANNEL) {
+		in->capacity = wanted;
 		return;
 	}
-	w->capacity = fd_capacity(wanted);
-	SB_SET(w->slot->capacity, w->capacity);
-	if (w->capacity < wanted)
+	in->capacity = fd_capacity(wanted);
+	SB_SET(in->ledger->slot->capacity, in->capacity);
+	if (in->capacity < wanted)
 		log_notice("the fd limit (RLIMIT_NOFILE) leaves room for %u connection(s), "
 			   "fewer than WorkerConnections=%u: clients beyond wait to be accepted",
-			   w->capacity, wanted);
+			   in->capacity, wanted);
 }

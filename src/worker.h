@@ -1,9 +1,6 @@
 /* The worker: one epoll loop that takes connections from an intake and
  * serves them with the echo state machine. Every model runs this loop; they
- * differ only in the intake:
- *   prefork: accept() on the shared listening sockets,
- *   passfd:  connections received from the supervisor over a channel,
- *   fork and per-connection mode: exactly one connection, given at start. */
+ * differ only in the intake, which worker_setup names. */
 #pragma once
 
 #include <signal.h>
@@ -13,26 +10,39 @@
 #include "listen.h"
 #include "scoreboard.h"
 
+/* How connections reach a worker. */
+enum intake_kind {
+	INTAKE_NONE,	  /* none: fork's datagram worker */
+	INTAKE_ONE,	  /* `connection` alone (fork's connection process,
+			   * per-connection mode); done when it ends */
+	INTAKE_CHANNEL,	  /* passfd: sent by the supervisor over `channel` */
+	INTAKE_LISTENERS, /* prefork: accept() on the listening sockets in
+			   * `sockets`; kept connections over `channel` */
+};
+
 struct worker_setup {
 	const struct config *config;
 	struct scoreboard *scoreboard; /* NULL: counters are kept locally only */
 	int slot;		       /* this worker's scoreboard slot, or -1 */
 	const struct listen_set *sockets;
-	bool accept;	/* accept() on the listening sockets in `sockets` */
+	enum intake_kind intake;
 	bool datagrams; /* serve the datagram sockets in `sockets` */
-	int channel;	/* passfd intake, or -1 */
+	/* From the supervisor (INTAKE_CHANNEL, INTAKE_LISTENERS), and where a
+	 * reload returns the connections; or -1. */
+	int channel;
 	/* Where a reload sends the connections back when there is no channel
 	 * (fork's connection processes share one; never read here, and its
 	 * hang-up means nothing), or -1. */
 	int give_back;
-	int connection; /* the one connection to serve, or -1 */
+	int connection; /* INTAKE_ONE: the one connection to serve */
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
-	/* What is owed on `connection` (restored after a restart; the worker
-	 * takes it), or NULL. */
-	char *connection_owed;
-	size_t connection_owed_len;
+	/* `connection` was kept across a restart or reload (served before,
+	 * elsewhere), and what is owed on it: a sealed memfd (handover.h) the
+	 * worker reads and closes, or -1. */
+	bool connection_kept;
+	int connection_owed_fd;
 	/* Connections reserved in the scoreboard by whoever accepted them, to be
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */
@@ -40,8 +50,8 @@ struct worker_setup {
 };
 
 /* Runs the loop until it is told to stop (SIGTERM/SIGINT, the channel
- * closing) and its connections are finished, or (with `connection`) until
- * that connection ends. Returns an exit status for the process. */
+ * closing) and its connections are finished, or (INTAKE_ONE) until its
+ * connection ends. Returns an exit status for the process. */
 int worker_run(const struct worker_setup *setup);
 
 /* The signals whose disposition is not the default in this process (ignored,

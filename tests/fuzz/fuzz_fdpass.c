@@ -1,20 +1,22 @@
 /* Fuzzes the receive path for passed fds, fdpass_recv(), two ways; the
  * first input byte picks one.
  *
- * Kernel: the input describes up to 8 messages (data length, number of
- * fds, credentials, fds split over two control messages) that are really
+ * Kernel: the input describes up to 8 messages (data length, its first
+ * byte: one of the tags or not, number of fds, credentials, fds split over
+ * two control messages) that are really
  * sent over a real channel, optionally with SO_PASSCRED set on the
  * worker's end or the supervisor's end closed; the kernel then builds
  * what the worker receives (and truncates what does not fit). Every
- * message must be refused but one with one byte and one fd, which must
- * arrive as that very file, close-on-exec; afterwards not one fd may be
+ * message must be refused but one with one byte, a tag, and one fd, which
+ * must arrive as that very file with that tag, close-on-exec; afterwards
+ * not one fd may be
  * left open that the test did not account for.
  *
  * Synthetic: recvmsg() (wrapped) returns the input as is: any control
  * bytes, any msg_controllen, any flags, any length, or an error. close()
  * is wrapped to record instead of closing, as the "fds" are made up. No
  * read may leave the control buffer, the result must be one that
- * fdpass.h documents, and a success closes nothing. */
+ * fdpass.h documents, a success closes nothing and says the tag sent. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +34,16 @@
 #define MAX_MESSAGES 8
 #define MAX_FDS 64 /* per message: well past what the receive buffer holds */
 
+/* The data bytes a message may start with: the three tags and one that is
+ * none. */
+static const char first_bytes[] = {FDPASS_CONN, FDPASS_KEPT, FDPASS_OWED, 'x'};
+
+static bool
+is_tag(char byte)
+{
+	return byte != 'x';
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 ssize_t __real_recvmsg(int fd, struct msghdr *msg, int flags);
 ssize_t __wrap_recvmsg(int fd, struct msghdr *msg, int flags);
@@ -45,6 +57,7 @@ static struct {
 	size_t control_len;
 	size_t controllen;
 	int flags;
+	char byte;
 	ssize_t ret;
 	int error;
 	unsigned closes;
@@ -68,7 +81,7 @@ __wrap_recvmsg(int fd, struct msghdr *msg, int flags)
 	msg->msg_controllen = fake.controllen < len ? fake.controllen : len;
 	msg->msg_flags = fake.flags;
 	if (fake.ret > 0 && msg->msg_iovlen > 0)
-		memset(msg->msg_iov[0].iov_base, 'x',
+		memset(msg->msg_iov[0].iov_base, fake.byte,
 		       (size_t)fake.ret < msg->msg_iov[0].iov_len ? (size_t)fake.ret
 								  : msg->msg_iov[0].iov_len);
 	return fake.ret < (ssize_t)msg->msg_iov[0].iov_len ? fake.ret
@@ -91,11 +104,13 @@ fuzz_synthetic(const uint8_t *data, size_t size)
 {
 	static const int errors[] = {EAGAIN, EINTR, ECONNRESET, ENOMEM, EBADF};
 	static const int flag_sets[] = {0, MSG_CTRUNC, MSG_TRUNC, MSG_CTRUNC | MSG_TRUNC, MSG_EOR};
+	enum fdpass_tag tag = 0;
 	int fd = -12345, r;
 
 	if (size < 3)
 		return;
 	fake.flags = flag_sets[data[0] % 5];
+	fake.byte = first_bytes[(data[0] >> 4) % 4];
 	/* Mostly one byte, as the protocol has it; sometimes none, more or
 	 * an error. */
 	fake.ret = data[1] < 128 ? 1 : data[1] < 160 ? 0 : data[1] < 192 ? 2 : -1;
@@ -105,14 +120,15 @@ fuzz_synthetic(const uint8_t *data, size_t size)
 	fake.control_len = size - 3;
 	fake.closes = 0;
 	fake.on = true;
-	r = fdpass_recv(0, &fd);
+	r = fdpass_recv(0, &tag, &fd);
 	fake.on = false;
 
 	if (fake.ret < 0) {
 		if (r != -fake.error || fake.closes != 0)
 			abort();
 	} else if (r == 0) {
-		if (fake.closes != 0 || fd == -12345)
+		if (fake.closes != 0 || fd == -12345 || !is_tag(fake.byte) ||
+		    tag != (enum fdpass_tag)fake.byte)
 			abort();
 	} else if (r != -EPROTO && r != -EMFILE && r != -ECONNRESET) {
 		abort();
@@ -139,6 +155,7 @@ open_fds(void)
 
 struct message {
 	size_t data_len;
+	char byte; /* the first data byte */
 	unsigned n_fds;
 	bool creds;
 	bool split;
@@ -148,7 +165,7 @@ struct message {
 static bool
 send_message(int channel, int payload_fd, const struct message *m)
 {
-	static char data[100];
+	char data[100] = {m->byte};
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(struct ucred)) + 2 * CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -211,6 +228,7 @@ fuzz_kernel(const uint8_t *data, size_t size)
 	size--;
 	for (; size >= 2 && n_msgs < MAX_MESSAGES; data += 2, size -= 2, n_msgs++) {
 		msgs[n_msgs].data_len = data_lens[data[0] % 5];
+		msgs[n_msgs].byte = first_bytes[(data[0] >> 3) % 4];
 		msgs[n_msgs].n_fds = fd_counts[data[1] % 7];
 		msgs[n_msgs].creds = data[0] & 0x80;
 		msgs[n_msgs].split = data[1] & 0x80;
@@ -234,15 +252,17 @@ fuzz_kernel(const uint8_t *data, size_t size)
 	/* Seqpacket: each call takes exactly the next message that was sent. */
 	for (unsigned i = 0; i < n_msgs; i++) {
 		const struct message *m = &msgs[i];
-		bool valid = m->data_len == 1 && m->n_fds == 1 && !passcred;
+		bool valid = m->data_len == 1 && is_tag(m->byte) && m->n_fds == 1 && !passcred;
+		enum fdpass_tag tag = 0;
 		int fd = -1;
 
 		if (!m->sent)
 			continue;
-		r = fdpass_recv(pair[FDPASS_WORKER], &fd);
+		r = fdpass_recv(pair[FDPASS_WORKER], &tag, &fd);
 		if (r == 0) {
-			if (!valid || fstat(fd, &st) < 0 || st.st_ino != payload.st_ino ||
-			    st.st_dev != payload.st_dev || !(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			if (!valid || tag != (enum fdpass_tag)m->byte || fstat(fd, &st) < 0 ||
+			    st.st_ino != payload.st_ino || st.st_dev != payload.st_dev ||
+			    !(fcntl(fd, F_GETFD) & FD_CLOEXEC))
 				abort();
 			close(fd);
 		} else if (valid || fd != -1) {
@@ -257,7 +277,7 @@ fuzz_kernel(const uint8_t *data, size_t size)
 			abort();
 		}
 	}
-	r = fdpass_recv(pair[FDPASS_WORKER], &(int){-1});
+	r = fdpass_recv(pair[FDPASS_WORKER], &(enum fdpass_tag){0}, &(int){-1});
 	if (r != (hangup ? -ECONNRESET : -EAGAIN))
 		abort();
 

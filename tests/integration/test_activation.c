@@ -39,9 +39,9 @@ static struct sockaddr_in
 loopback(int port)
 {
 	return (struct sockaddr_in){
-		.sin_family = AF_INET,
-		.sin_port = htons((uint16_t)port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	    .sin_family = AF_INET,
+	    .sin_port = htons((uint16_t)port),
+	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
 	};
 }
 

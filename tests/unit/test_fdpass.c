@@ -43,6 +43,9 @@ enum inject {
 };
 
 static enum inject inject;
+/* What fdpass_recv() says a message carried; the tests below that are not
+ * about tags pay it no heed. */
+static enum fdpass_tag tag;
 static int last_msg_flags;
 static int injected_fd = -1;
 
@@ -216,11 +219,11 @@ test_pass_same_open_file(void **state)
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
 	assert_int_equal(fcntl(pipefd[1], F_SETFL, O_NONBLOCK), 0);
 
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], pipefd[1]), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, pipefd[1]), 0);
 	assert_true(fd_is_open(pipefd[1]));
 	closep(&pipefd[1]);
 
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), 0);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), 0);
 	assert_true(fd >= 0);
 	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
@@ -253,8 +256,9 @@ test_send_wire_format(void **state)
 	struct cmsghdr *cmsg;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	assert_int_equal(recvmsg(pair[FDPASS_WORKER], &msg, MSG_CMSG_CLOEXEC), 1);
+	assert_int_equal(data[0], 'C'); /* the tag */
 	assert_int_equal(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC), 0);
 	cmsg = CMSG_FIRSTHDR(&msg);
 	assert_non_null(cmsg);
@@ -278,12 +282,12 @@ test_one_message_per_fd(void **state)
 
 	assert_true(devnull >= 0 && self >= 0);
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], devnull), 0);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], self), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, devnull), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, self), 0);
 
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &a), 0);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &b), 0);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &c), -EAGAIN);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &a), 0);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &b), 0);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &c), -EAGAIN);
 	assert_int_equal(c, UNTOUCHED);
 
 	assert_int_equal(fstat(devnull, &st_null), 0);
@@ -304,7 +308,7 @@ test_recv_empty_eagain(void **state)
 	int pair[2], fd = UNTOUCHED;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EAGAIN);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EAGAIN);
 	assert_int_equal(fd, UNTOUCHED);
 	close_channel(pair);
 }
@@ -316,14 +320,14 @@ test_recv_eof(void **state)
 	int pair[2], fd = UNTOUCHED;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	closep(&pair[FDPASS_SUPERVISOR]);
 
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), 0);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), 0);
 	close(TAKE_FD(fd));
 	fd = UNTOUCHED;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -ECONNRESET);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -ECONNRESET);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -ECONNRESET);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -ECONNRESET);
 	assert_int_equal(fd, UNTOUCHED);
 	close_channel(pair);
 }
@@ -339,7 +343,7 @@ test_recv_ctrunc_fd_limit(void **state)
 
 	new_channel(pair);
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], pipefd[1]), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, pipefd[1]), 0);
 	closep(&pipefd[1]);
 	before = count_fds();
 
@@ -349,7 +353,7 @@ test_recv_ctrunc_fd_limit(void **state)
 		skip();
 	}
 	last_msg_flags = 0;
-	r = fdpass_recv(pair[FDPASS_WORKER], &fd);
+	r = fdpass_recv(pair[FDPASS_WORKER], &tag, &fd);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
 
 	assert_int_equal(r, -EMFILE);
@@ -359,7 +363,7 @@ test_recv_ctrunc_fd_limit(void **state)
 	/* The only write end went with the message: the pipe reads EOF. */
 	assert_int_equal(read(pipefd[0], &c, 1), 0);
 	/* The message is consumed, not left to fail again. */
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EAGAIN);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EAGAIN);
 
 	close(pipefd[0]);
 	close_channel(pair);
@@ -376,7 +380,7 @@ test_recv_ctrunc_extra_fds(void **state)
 	raw_send(pair[FDPASS_SUPERVISOR], fds, 3, 1);
 	before = count_fds();
 	last_msg_flags = 0;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_true(last_msg_flags & MSG_CTRUNC);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
@@ -395,7 +399,7 @@ test_recv_two_fds_rejected(void **state)
 	raw_send(pair[FDPASS_SUPERVISOR], fds, 2, 1);
 	before = count_fds();
 	last_msg_flags = 0;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
 	close_channel(pair);
@@ -408,8 +412,42 @@ test_recv_no_cmsg(void **state)
 
 	new_channel(pair);
 	raw_send(pair[FDPASS_SUPERVISOR], NULL, 0, 1);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
+	close_channel(pair);
+}
+
+/* Each tag arrives as sent. */
+static void
+test_tags_round_trip(void **state)
+{
+	static const enum fdpass_tag tags[] = {FDPASS_CONN, FDPASS_KEPT, FDPASS_OWED};
+	int pair[2], fd;
+
+	new_channel(pair);
+	for (size_t i = 0; i < ELEMENTSOF(tags); i++)
+		assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], tags[i], STDIN_FILENO), 0);
+	for (size_t i = 0; i < ELEMENTSOF(tags); i++) {
+		tag = 0;
+		assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), 0);
+		assert_int_equal(tag, tags[i]);
+		close(fd);
+	}
+	close_channel(pair);
+}
+
+/* One byte and one fd, but a byte that is no tag: broken, the fd closed. */
+static void
+test_recv_unknown_tag(void **state)
+{
+	int pair[2], fd = UNTOUCHED, before;
+
+	new_channel(pair);
+	before = count_fds();
+	raw_send(pair[FDPASS_SUPERVISOR], (int[]){STDIN_FILENO}, 1, 1);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
+	assert_int_equal(fd, UNTOUCHED);
+	assert_int_equal(count_fds(), before);
 	close_channel(pair);
 }
 
@@ -422,13 +460,13 @@ test_recv_zero_length_with_fd(void **state)
 	new_channel(pair);
 	raw_send(pair[FDPASS_SUPERVISOR], (int[]){STDIN_FILENO}, 1, 0);
 	before = count_fds();
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
 
 	/* The channel is still alive. */
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), 0);
 	close(fd);
 	close_channel(pair);
 }
@@ -441,7 +479,7 @@ test_recv_long_data(void **state)
 	new_channel(pair);
 	raw_send(pair[FDPASS_SUPERVISOR], (int[]){STDIN_FILENO}, 1, 2);
 	before = count_fds();
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
 	close_channel(pair);
@@ -457,10 +495,10 @@ test_recv_foreign_credentials(void **state)
 	new_channel(pair);
 	assert_int_equal(
 	    setsockopt(pair[FDPASS_WORKER], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)), 0);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	before = count_fds();
 	last_msg_flags = 0;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_true(last_msg_flags & MSG_CTRUNC);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
@@ -483,7 +521,7 @@ test_recv_wrong_type(void **state)
 	raw_send(pair[FDPASS_SUPERVISOR], NULL, 0, 1);
 	before = count_fds();
 	last_msg_flags = 0;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(last_msg_flags & MSG_CTRUNC, 0);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_int_equal(count_fds(), before);
@@ -497,10 +535,10 @@ test_recv_wrong_level(void **state)
 	int pair[2], fd = UNTOUCHED;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	injected_fd = -1;
 	inject = INJECT_WRONG_LEVEL;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
 	/* Not at SOL_SOCKET, its payload is not known to be fds: left alone. */
 	assert_true(injected_fd >= 0 && fd_is_open(injected_fd));
@@ -517,10 +555,10 @@ test_recv_overlong_header(void **state)
 	int pair[2], fd = UNTOUCHED;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	injected_fd = -1;
 	inject = INJECT_OVERLONG;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EPROTO);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EPROTO);
 	assert_int_equal(fd, UNTOUCHED);
 	assert_true(injected_fd >= 0);
 	close(injected_fd);
@@ -534,7 +572,7 @@ test_recv_error_passthrough(void **state)
 
 	new_channel(pair);
 	inject = INJECT_EINTR;
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EINTR);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EINTR);
 	assert_int_equal(fd, UNTOUCHED);
 	close_channel(pair);
 }
@@ -558,7 +596,7 @@ test_send_closed_peer(void **state)
 	new_channel(pair);
 	closep(&pair[FDPASS_WORKER]);
 
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), -EPIPE);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), -EPIPE);
 	assert_int_equal(sigpipes, 0);
 	assert_true(fd_is_open(STDIN_FILENO));
 
@@ -576,13 +614,14 @@ test_send_peer_died_with_queue(void **state)
 
 	new_channel(pair);
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], pipefd[1]), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, pipefd[1]), 0);
 	closep(&pipefd[1]);
 	closep(&pair[FDPASS_WORKER]);
 
 	assert_int_equal(read(pipefd[0], &c, 1), 0);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), -ECONNRESET);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), -EPIPE);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO),
+			 -ECONNRESET);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), -EPIPE);
 
 	close(pipefd[0]);
 	close_channel(pair);
@@ -603,7 +642,7 @@ test_send_full_eagain(void **state)
 	    setsockopt(pair[FDPASS_SUPERVISOR], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
 	before = count_fds();
 	for (sent = 0; sent < 100000; sent++) {
-		r = fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO);
+		r = fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO);
 		if (r < 0)
 			break;
 	}
@@ -611,13 +650,13 @@ test_send_full_eagain(void **state)
 	assert_true(sent > 0);
 	assert_true(fd_is_open(STDIN_FILENO));
 
-	while (fdpass_recv(pair[FDPASS_WORKER], &fd) == 0) {
+	while (fdpass_recv(pair[FDPASS_WORKER], &tag, &fd) == 0) {
 		close(fd);
 		received++;
 	}
 	assert_int_equal(received, sent);
 	assert_int_equal(count_fds(), before);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], STDIN_FILENO), 0);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, STDIN_FILENO), 0);
 	close_channel(pair);
 }
 
@@ -627,8 +666,8 @@ test_send_bad_fd(void **state)
 	int pair[2], fd = UNTOUCHED;
 
 	new_channel(pair);
-	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], -1), -EBADF);
-	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &fd), -EAGAIN);
+	assert_int_equal(fdpass_send(pair[FDPASS_SUPERVISOR], FDPASS_CONN, -1), -EBADF);
+	assert_int_equal(fdpass_recv(pair[FDPASS_WORKER], &tag, &fd), -EAGAIN);
 	close_channel(pair);
 }
 
@@ -647,6 +686,8 @@ main(void)
 	    cmocka_unit_test(test_recv_ctrunc_extra_fds),
 	    cmocka_unit_test(test_recv_two_fds_rejected),
 	    cmocka_unit_test(test_recv_no_cmsg),
+	    cmocka_unit_test(test_tags_round_trip),
+	    cmocka_unit_test(test_recv_unknown_tag),
 	    cmocka_unit_test(test_recv_zero_length_with_fd),
 	    cmocka_unit_test(test_recv_long_data),
 	    cmocka_unit_test(test_recv_foreign_credentials),

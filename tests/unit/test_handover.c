@@ -122,7 +122,7 @@ test_owed_roundtrip(void **state)
 		assert_int_equal(handover_owed_encode(1000 + i, data, sizes[i], &fd), 0);
 		assert_true(fd >= 0);
 		assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
-		assert_int_equal(handover_owed_decode(fd, HANDOVER_OWED_MAX, &id, &got, &len), 0);
+		assert_int_equal(handover_owed_decode(fd, &id, &got, &len), 0);
 		assert_true(id == 1000 + i);
 		assert_int_equal(len, sizes[i]);
 		assert_memory_equal(got, data, len);
@@ -160,23 +160,6 @@ test_owed_encode_invalid(void **state)
 	assert_int_equal(fd, -5);
 }
 
-static void
-test_owed_too_long_for_caller(void **state)
-{
-	char *got = NULL;
-	uint64_t id = 0;
-	size_t len = 0;
-	int fd = -1;
-
-	(void)state;
-	assert_int_equal(handover_owed_encode(1, "0123456789", 10, &fd), 0);
-	assert_int_equal(handover_owed_decode(fd, 9, &id, &got, &len), -E2BIG);
-	assert_null(got);
-	assert_int_equal(handover_owed_decode(fd, 10, &id, &got, &len), 0);
-	free(got);
-	close(fd);
-}
-
 /* A memfd written as ours would be, with seals; or not. */
 static int
 forged(const void *data, size_t len, int seals)
@@ -188,6 +171,58 @@ forged(const void *data, size_t len, int seals)
 	if (seals)
 		assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
 	return fd;
+}
+
+/* One limit for every decoder: a well-formed memfd owing more than
+ * HANDOVER_OWED_MAX is refused, whoever reads it. */
+static void
+test_owed_over_the_limit(void **state)
+{
+	const int all = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+	struct {
+		char magic[8];
+		uint64_t id, len;
+	} h = {.id = 5, .len = HANDOVER_OWED_MAX + 1};
+	char *got = NULL;
+	uint64_t id = 0;
+	size_t len = 0;
+	int fd = memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	(void)state;
+	memcpy(h.magic, "echodOW1", 8);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, &h, sizeof(h)), (ssize_t)sizeof(h));
+	assert_int_equal(ftruncate(fd, (off_t)(sizeof(h) + h.len)), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, all), 0);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -E2BIG);
+	assert_null(got);
+	close(fd);
+}
+
+/* Owed bytes are taken for the connection they name, and only for it. */
+static void
+test_owed_take_pairs_by_connection(void **state)
+{
+	int a[2], b[2], owed = -1;
+	char *got = NULL;
+	size_t len = 0;
+	uint64_t id;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+	assert_int_equal(handover_owed_pack(a[0], "owed", 4, &id, &owed), 0);
+	assert_int_equal(handover_owed_take(owed, b[0], &got, &len), -ESTALE);
+	assert_null(got);
+	assert_int_equal(handover_owed_take(owed, a[0], &got, &len), 0);
+	assert_int_equal(len, 4);
+	assert_memory_equal(got, "owed", 4);
+	free(got);
+	close(owed);
+	for (int i = 0; i < 2; i++) {
+		close(a[i]);
+		close(b[i]);
+	}
 }
 
 static void
@@ -210,7 +245,7 @@ test_owed_decode_rejects(void **state)
 	memcpy(h.magic, "echodOW1", 8);
 	/* The well-formed one is accepted: the rest differ from it in one way. */
 	fd = forged(&h, size, all);
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), 0);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), 0);
 	assert_memory_equal(got, "abcd", 4);
 	free(got);
 	got = NULL;
@@ -218,26 +253,26 @@ test_owed_decode_rejects(void **state)
 	id = 77;
 
 	fd = forged(&h, size, F_SEAL_SHRINK | F_SEAL_GROW); /* writable */
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	fd = forged(&h, size - 1, all); /* shorter than it says */
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	fd = forged(&h, 10, all); /* not even a header */
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	h.len = 0;
 	fd = forged(&h, 24, all); /* owes nothing */
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	h.len = 4;
 	h.magic[7] = '2';
 	fd = forged(&h, size, all);
-	assert_int_equal(handover_owed_decode(fd, 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	/* Not a memfd at all. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
-	assert_int_equal(handover_owed_decode(pair[0], 100, &id, &got, &len), -EBADMSG);
+	assert_int_equal(handover_owed_decode(pair[0], &id, &got, &len), -EBADMSG);
 	close(pair[0]);
 	close(pair[1]);
 	assert_null(got);
@@ -367,7 +402,8 @@ main(void)
 	    cmocka_unit_test(test_owed_roundtrip),
 	    cmocka_unit_test(test_owed_sealed),
 	    cmocka_unit_test(test_owed_encode_invalid),
-	    cmocka_unit_test(test_owed_too_long_for_caller),
+	    cmocka_unit_test(test_owed_over_the_limit),
+	    cmocka_unit_test(test_owed_take_pairs_by_connection),
 	    cmocka_unit_test(test_owed_decode_rejects),
 	    cmocka_unit_test_setup_teardown(test_store_batch, setup_sink, teardown_sink),
 	    cmocka_unit_test_setup_teardown(test_store_remove, setup_sink, teardown_sink),

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ledger.h"
 #include "scoreboard.h"
 
 static void
@@ -162,33 +163,33 @@ test_reserve_up_to_max(void **state)
 	struct scoreboard sb;
 
 	assert_int_equal(scoreboard_new(&sb, 1, 3), 0);
-	assert_true(scoreboard_reserve(&sb));
-	assert_true(scoreboard_reserve(&sb));
-	assert_true(scoreboard_reserve(&sb));
+	assert_true(ledger_reserve(&sb));
+	assert_true(ledger_reserve(&sb));
+	assert_true(ledger_reserve(&sb));
 	assert_int_equal(sb.header->active_total, 3);
 	/* At the cap: refused, and nothing counted. */
-	assert_false(scoreboard_reserve(&sb));
-	assert_false(scoreboard_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
 	assert_int_equal(sb.header->active_total, 3);
 
-	scoreboard_release(&sb);
+	ledger_release(&sb);
 	assert_int_equal(sb.header->active_total, 2);
-	assert_true(scoreboard_reserve(&sb));
-	assert_false(scoreboard_reserve(&sb));
+	assert_true(ledger_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
 
 	/* A new cap (reload) applies at once, both ways. */
-	scoreboard_set_max(&sb, 4);
+	ledger_set_max(&sb, 4);
 	assert_int_equal(sb.header->max_connections, 4);
-	assert_true(scoreboard_reserve(&sb));
-	assert_false(scoreboard_reserve(&sb));
-	scoreboard_set_max(&sb, 2);
-	scoreboard_release(&sb);
+	assert_true(ledger_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
+	ledger_set_max(&sb, 2);
+	ledger_release(&sb);
 	assert_int_equal(sb.header->active_total, 3);
-	assert_false(scoreboard_reserve(&sb));
-	scoreboard_release(&sb);
-	scoreboard_release(&sb);
-	assert_true(scoreboard_reserve(&sb));
-	assert_false(scoreboard_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
+	ledger_release(&sb);
+	ledger_release(&sb);
+	assert_true(ledger_reserve(&sb));
+	assert_false(ledger_reserve(&sb));
 	scoreboard_free(&sb);
 }
 
@@ -199,10 +200,10 @@ test_reserve_unlimited(void **state)
 
 	assert_int_equal(scoreboard_new(&sb, 1, 0), 0);
 	for (unsigned i = 0; i < 100000; i++)
-		assert_true(scoreboard_reserve(&sb));
+		assert_true(ledger_reserve(&sb));
 	assert_int_equal(sb.header->active_total, 100000);
 	for (unsigned i = 0; i < 100000; i++)
-		scoreboard_release(&sb);
+		ledger_release(&sb);
 	assert_int_equal(sb.header->active_total, 0);
 	scoreboard_free(&sb);
 }
@@ -250,7 +251,7 @@ test_shared_across_fork(void **state)
 		SB_SET(sb.slots[1].state, SLOT_RUNNING);
 		SB_ADD(sb.slots[1].served, 5);
 		SB_ADD(sb.slots[1].bytes_in, 1234);
-		if (!scoreboard_reserve(&sb) || !scoreboard_reserve(&sb))
+		if (!ledger_reserve(&sb) || !ledger_reserve(&sb))
 			_exit(3);
 		_exit(0);
 	}
@@ -290,7 +291,7 @@ test_cap_holds_across_processes(void **state)
 			if (read(start[0], &c, 1) != 0)
 				_exit(255);
 			for (int j = 0; j < TRIES; j++)
-				n += scoreboard_reserve(&sb);
+				n += ledger_reserve(&sb);
 			_exit((int)n);
 		}
 	}

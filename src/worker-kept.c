@@ -1,0 +1,132 @@
+/* See worker-kept.h. */
+#include "worker-kept.h"
+
+#include <errno.h>
+
+#include "fdpass.h"
+#include "handover.h"
+#include "log.h"
+#include "util.h"
+
+#define HANDOVER_SYNC_USEC (5 * 1000 * 1000)
+
+/* --- restart: handing connections over to systemd's fd store --- */
+
+/* Stores what c still owes, if anything. 0 when nothing is owed or it is
+ * stored, else -errno: the connection must not be handed over without it. */
+static int
+store_owed(struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	char name[HANDOVER_NAME_MAX];
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (!e->owed)
+		return 0;
+	r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+			       &memfd);
+	if (r < 0)
+		return r;
+	handover_owed_name(id, name, sizeof(name));
+	r = handover_store(name, &memfd, 1);
+	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
+}
+
+/* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
+ * into the store. Returns how many, or -errno (those stay with us). */
+static int
+store_batch(struct conns *cs, unsigned *ret_owed)
+{
+	/* Initialised only for GCC 12, which no longer sees (across files) that
+	 * the caller's non-empty list fills at least fds[0]. */
+	int fds[HANDOVER_BATCH_MAX] = {0};
+	size_t n = 0;
+	int r;
+
+	for (struct connection *c = cs->head; c && n < ELEMENTSOF(fds); c = c->next) {
+		r = store_owed(c);
+		if (r < 0)
+			return r;
+		*ret_owed += c->echo.owed != NULL;
+		fds[n++] = c->echo.fd;
+	}
+	r = handover_store(HANDOVER_CONN_NAME, fds, n);
+	if (r <= 0)
+		return r == 0 ? -ENOTCONN : r;
+	/* systemd holds its own copies now; ours go. */
+	for (size_t i = 0; i < n; i++)
+		conns_close(cs, cs->head);
+	return (int)n;
+}
+
+void
+kept_store(struct conns *cs)
+{
+	unsigned handed = 0, owed = 0;
+	int r = 0;
+
+	while (cs->head) {
+		r = store_batch(cs, &owed);
+		if (r < 0)
+			break;
+		handed += (unsigned)r;
+	}
+	if (handed || r < 0)
+		log_info("restart: handed %u connection(s) to systemd's fd store, %u of them "
+			 "owing bytes%s",
+			 handed, owed, r < 0 ? "; the rest drain" : "");
+	if (r < 0)
+		log_warning_errno(r, "storing connections in systemd's fd store: %m");
+	if (handed) {
+		r = handover_store_sync(HANDOVER_SYNC_USEC);
+		if (r < 0)
+			log_warning_errno(r, "waiting for systemd to store the connections: %m");
+	}
+}
+
+/* --- reload: connections back to the supervisor, for the new workers --- */
+
+/* Sends c's owed bytes (if any), then c, over the channel. -EAGAIN: the
+ * channel is full, try again later (the owed bytes may go twice; the
+ * supervisor keeps the newer copy). */
+static int
+return_one(int channel, const struct connection *c)
+{
+	const struct echo_conn *e = &c->echo;
+	_cleanup_close_ int memfd = -1;
+	uint64_t id;
+	int r;
+
+	if (e->owed) {
+		r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+				       &memfd);
+		if (r < 0)
+			return r;
+	}
+	return handover_send(channel, e->fd, memfd);
+}
+
+int
+kept_return(struct conns *cs, int channel, unsigned *returned)
+{
+	int r = 0;
+
+	while (cs->head) {
+		r = return_one(channel, cs->head);
+		if (r < 0)
+			break;
+		/* The supervisor's now: the message holds it. */
+		conns_close(cs, cs->head);
+		(*returned)++;
+	}
+	if (r == -EAGAIN)
+		return r;
+	if (r < 0)
+		log_warning_errno(r,
+				  "reload: returning %u connection(s) to the supervisor: %m; "
+				  "they drain here",
+				  cs->n);
+	return 0;
+}
