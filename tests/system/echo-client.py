@@ -7,6 +7,9 @@ writes at once (a thread reads), since a server that applies back-pressure
 stops reading from a client that does not read; then it half-closes and
 reads to the end. UDP retries, as the first datagram may only start the
 service. Copied into the system test's container.
+
+Exit status: 0 echoed, 1 any failure, 3 the connection was refused (so a
+test that wants a closed port can tell it from any other error).
 """
 import os
 import socket
@@ -80,6 +83,9 @@ def main():
     size = int(sys.argv[4]) if len(sys.argv) == 5 else (65536 if proto == "tcp" else 512)
     try:
         ok = (tcp if proto == "tcp" else udp)(host, port, size)
+    except ConnectionRefusedError as e:
+        print(f"{proto} {host} {port}: {e}")
+        return 3
     except OSError as e:
         print(f"{proto} {host} {port}: {e}")
         ok = False
