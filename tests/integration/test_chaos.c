@@ -474,7 +474,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_chaos),
+	    cmocka_unit_test_teardown(test_chaos, harness_teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

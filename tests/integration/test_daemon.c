@@ -73,32 +73,6 @@ nothing_left_behind(void)
 	return wait_children(getpid(), 0, 3000);
 }
 
-static void
-kill_tree(pid_t pid)
-{
-	pid_t kids[256];
-	size_t n = process_children(pid, kids, 256);
-
-	kill(pid, SIGSTOP);
-	for (size_t i = 0; i < n; i++)
-		kill_tree(kids[i]);
-	kill(pid, SIGKILL);
-}
-
-/* After each test, passed or failed: a failed one must not leave its
- * processes to fail the next. */
-static int
-kill_leftovers(void **state)
-{
-	pid_t kids[256];
-	size_t n = process_children(getpid(), kids, 256);
-
-	for (size_t i = 0; i < n; i++)
-		kill_tree(kids[i]);
-	wait_children(getpid(), 0, 3000);
-	return 0;
-}
-
 static unsigned
 count_lines(const char *s)
 {
@@ -769,26 +743,26 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_teardown(test_bad_command_line, kill_leftovers),
-	    cmocka_unit_test_teardown(test_bad_config_file, kill_leftovers),
-	    cmocka_unit_test_teardown(test_no_sockets_exits_1, kill_leftovers),
-	    cmocka_unit_test_teardown(test_address_in_use_exits_1, kill_leftovers),
-	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, kill_leftovers),
-	    cmocka_unit_test_teardown(test_check_config_binds_nothing, kill_leftovers),
-	    cmocka_unit_test_teardown(test_default_config_may_be_missing, kill_leftovers),
-	    cmocka_unit_test_teardown(test_command_line_wins_over_file, kill_leftovers),
-	    cmocka_unit_test_teardown(test_respawn_backoff, kill_leftovers),
-	    cmocka_unit_test_teardown(test_accept_mode, kill_leftovers),
-	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, kill_leftovers),
-	    cmocka_unit_test_teardown(test_inetd_stdin_socket, kill_leftovers),
-	    cmocka_unit_test_teardown(test_log_level_debug_logs_connections, kill_leftovers),
-	    cmocka_unit_test_teardown(test_log_level_warning_is_quiet, kill_leftovers),
-	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, kill_leftovers),
-	    cmocka_unit_test_teardown(test_multiple_listeners, kill_leftovers),
-	    cmocka_unit_test_teardown(test_stale_unix_socket, kill_leftovers),
-	    cmocka_unit_test_teardown(test_activation_two_sockets, kill_leftovers),
+	    cmocka_unit_test_teardown(test_bad_command_line, harness_teardown),
+	    cmocka_unit_test_teardown(test_bad_config_file, harness_teardown),
+	    cmocka_unit_test_teardown(test_no_sockets_exits_1, harness_teardown),
+	    cmocka_unit_test_teardown(test_address_in_use_exits_1, harness_teardown),
+	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, harness_teardown),
+	    cmocka_unit_test_teardown(test_check_config_binds_nothing, harness_teardown),
+	    cmocka_unit_test_teardown(test_default_config_may_be_missing, harness_teardown),
+	    cmocka_unit_test_teardown(test_command_line_wins_over_file, harness_teardown),
+	    cmocka_unit_test_teardown(test_respawn_backoff, harness_teardown),
+	    cmocka_unit_test_teardown(test_accept_mode, harness_teardown),
+	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, harness_teardown),
+	    cmocka_unit_test_teardown(test_inetd_stdin_socket, harness_teardown),
+	    cmocka_unit_test_teardown(test_log_level_debug_logs_connections, harness_teardown),
+	    cmocka_unit_test_teardown(test_log_level_warning_is_quiet, harness_teardown),
+	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, harness_teardown),
+	    cmocka_unit_test_teardown(test_multiple_listeners, harness_teardown),
+	    cmocka_unit_test_teardown(test_stale_unix_socket, harness_teardown),
+	    cmocka_unit_test_teardown(test_activation_two_sockets, harness_teardown),
 	    cmocka_unit_test_teardown(test_defer_accept_leaves_systemd_sockets_alone,
-				      kill_leftovers),
+				      harness_teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

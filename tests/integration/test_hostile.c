@@ -456,14 +456,16 @@ main(void)
 	struct CMUnitTest tests[4];
 	size_t n = 0;
 
-	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_slow_clients);
+	tests[n++] =
+	    (struct CMUnitTest)cmocka_unit_test_teardown(test_slow_clients, harness_teardown);
 	/* A model where each connection has a process of its own cannot run
 	 * out of fds under many clients; only fork() can fail for it. */
 	if (model_is("fork"))
-		tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fork_fails_at_nproc_limit);
+		tests[n++] = (struct CMUnitTest)cmocka_unit_test_teardown(
+		    test_fork_fails_at_nproc_limit, harness_teardown);
 	else
-		tests[n++] =
-			(struct CMUnitTest)cmocka_unit_test(test_fds_run_out_under_1000_clients);
+		tests[n++] = (struct CMUnitTest)cmocka_unit_test_teardown(
+		    test_fds_run_out_under_1000_clients, harness_teardown);
 
 	signal(SIGPIPE, SIG_IGN);
 	return _cmocka_run_group_tests(harness_model(), tests, n, NULL, NULL);
