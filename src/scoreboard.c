@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -12,17 +14,25 @@ scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connection
 	size_t header_slots = (sizeof(struct scoreboard_header) + sizeof(struct scoreboard_slot) - 1) /
 			      sizeof(struct scoreboard_slot);
 	size_t size = sizeof(struct scoreboard_slot) * (n_slots + header_slots);
+	int doorbell;
 	void *p;
 
+	doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (doorbell < 0)
+		return negative_errno();
 	/* A header rounded up to whole slots keeps the slots cache-line aligned. */
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return negative_errno();
+	if (p == MAP_FAILED) {
+		int r = negative_errno();
+		close(doorbell);
+		return r;
+	}
 	*ret = (struct scoreboard){
 		.header = p,
 		.slots = (struct scoreboard_slot *)p + header_slots,
 		.n_slots = n_slots,
 		.mapping_size = size,
+		.doorbell = doorbell,
 	};
 	ret->header->max_connections = max_connections;
 	return 0;
@@ -33,7 +43,18 @@ scoreboard_free(struct scoreboard *sb)
 {
 	if (sb->header)
 		munmap(sb->header, sb->mapping_size);
-	*sb = (struct scoreboard){0};
+	if (sb->header && sb->doorbell >= 0)
+		close(sb->doorbell);
+	*sb = (struct scoreboard){.doorbell = -1};
+}
+
+void
+scoreboard_ring(const struct scoreboard *sb)
+{
+	uint64_t one = 1;
+
+	/* Only a counter at its maximum refuses, and the watchers read it. */
+	(void)!write(sb->doorbell, &one, sizeof(one));
 }
 
 void

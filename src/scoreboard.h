@@ -54,6 +54,11 @@ struct scoreboard {
 	size_t mapping_size;
 	/* MaxConnectionsPerSource=: shared like the scoreboard, or NULL. */
 	struct admission_table *sources;
+	/* An eventfd every prefork worker watches (edge-triggered, so each
+	 * write wakes all of them): rung by a worker that stops accepting
+	 * while a listener may still hold connections, since the kernel woke
+	 * it alone for them (EPOLLEXCLUSIVE). */
+	int doorbell;
 };
 
 struct scoreboard_totals {
@@ -65,6 +70,9 @@ struct scoreboard_totals {
 
 int scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections);
 void scoreboard_free(struct scoreboard *sb);
+
+/* Wakes every process watching sb->doorbell. */
+void scoreboard_ring(const struct scoreboard *sb);
 
 /* Clears slot i for a new process, keeping what it counted in the totals. */
 void scoreboard_slot_reset(struct scoreboard *sb, unsigned i);

@@ -121,7 +121,8 @@ udp_socket_setup(int fd)
 
 /* Reads the destination of datagram in from its control messages and writes
  * into out the control message that makes the reply leave from that address.
- * Returns false when the destination was a broadcast or multicast address. */
+ * Returns false when the destination was a broadcast or multicast address;
+ * true when it was unicast or cannot be told. */
 static bool
 destination_check(const struct msghdr *in, struct msghdr *out)
 {
@@ -142,7 +143,18 @@ destination_check(const struct msghdr *in, struct msghdr *out)
 			 cm->cmsg_len >= CMSG_LEN(sizeof(*pi6)))
 			pi6 = (const struct in6_pktinfo *)CMSG_DATA(cm);
 	}
-
+	/* IP_PKTINFO's ipi_spec_dst is worked out as a datagram is queued,
+	 * and only if the option was on by then (ipi_addr is read from the
+	 * header as it is received): one that waited before echod turned the
+	 * option on (the datagram that made systemd start echod, unless the
+	 * socket unit has PassPacketInfo=yes) comes with ipi_spec_dst zero. A
+	 * directed broadcast cannot be told then: only the header's
+	 * destination is checked, and the reply leaves by the route. The
+	 * source is checked whatever this says. */
+	if (pi4 && pi4->ipi_spec_dst.s_addr == htonl(INADDR_ANY))
+		return ipv4_unicast(pi4->ipi_addr.s_addr);
+	if (pi6 && IN6_IS_ADDR_UNSPECIFIED(&pi6->ipi6_addr))
+		pi6 = NULL;
 	if (pi4) {
 		struct in_pktinfo reply = {.ipi_spec_dst = pi4->ipi_spec_dst};
 

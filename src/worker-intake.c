@@ -56,8 +56,9 @@ worker_intake_poll(struct worker *w, bool on)
 }
 
 /* EPOLLEXCLUSIVE wakes waiters last-in first-out, so left alone one worker
- * takes nearly every connection while the others idle. A worker that would
- * hold more than its share steps back and lets a peer accept.
+ * takes nearly every connection while the others idle. A worker that
+ * holds more than its share steps back (leaves the epoll set) and lets a
+ * peer accept.
  *
  * The share has an eighth of slack: a worker that stepped back looks again
  * only every CAP_RETRY_MS, and with no slack (the mean plus one) every
@@ -90,18 +91,32 @@ at_connection_cap(const struct worker *w)
 	return SB_GET(sb->header->active_total) >= SB_GET(sb->header->max_connections);
 }
 
-/* Decides whether this worker should be accepting now, and makes it so. */
+/* Whether this worker could accept now, whatever its share. */
+static bool
+may_accept(struct worker *w, uint64_t now)
+{
+	if (w->accept_resume_ms && now >= w->accept_resume_ms)
+		w->accept_resume_ms = 0;
+	if (w->hold == HOLD_LIMIT && !at_connection_cap(w))
+		w->hold = HOLD_NONE;
+	return !w->draining && worker_has_room(w) && w->accept_resume_ms == 0 &&
+	       w->hold != HOLD_LIMIT;
+}
+
+/* Decides whether this worker should be watching its listeners now, and
+ * makes it so. Putting a listener back in the epoll set reports what is
+ * already queued on it: a connection left waiting while this worker was
+ * out is found as it comes back. */
 void
 worker_intake_update(struct worker *w, uint64_t now)
 {
-	bool want = !w->draining && worker_has_room(w) &&
-		    (w->accept_resume_ms == 0 || now >= w->accept_resume_ms);
+	bool want = may_accept(w, now);
 
-	if (w->accept_resume_ms && now >= w->accept_resume_ms)
-		w->accept_resume_ms = 0;
-	if (want && w->capped) {
-		w->capped = at_connection_cap(w) || over_fair_share(w);
-		want = !w->capped;
+	if (want && w->hold == HOLD_SHARE) {
+		if (over_fair_share(w))
+			want = false;
+		else
+			w->hold = HOLD_NONE;
 	}
 	if (want != w->accepting)
 		worker_intake_poll(w, want);
@@ -114,14 +129,9 @@ worker_intake_update(struct worker *w, uint64_t now)
 static bool
 admit_one(struct worker *w)
 {
-	if (!w->setup->release_reservations || !w->setup->scoreboard) {
-		SB_ADD(w->slot->active, 1);
-		return true;
-	}
-	if (over_fair_share(w) || !scoreboard_reserve(w->setup->scoreboard)) {
-		w->capped = true;
+	if (w->setup->release_reservations && w->setup->scoreboard &&
+	    !scoreboard_reserve(w->setup->scoreboard))
 		return false;
-	}
 	SB_ADD(w->slot->active, 1);
 	return true;
 }
@@ -134,17 +144,34 @@ admit_undo(struct worker *w)
 		scoreboard_release(w->setup->scoreboard);
 }
 
+/* The kernel woke this worker, and no other, for what is queued on l: it
+ * accepts until the queue is empty, or hands the wakeup on. Every way out
+ * of this loop either leaves nothing queued, or stays in the epoll set
+ * (level-triggered: the rest is reported again), or is a reason that
+ * stops every worker alike and is looked at again (MaxConnections=,
+ * ConnectionRateLimit=: see worker_intake_update()), or rings the
+ * doorbell so that peers with room look. Fair share never stops it
+ * here: a worker over its share steps back only once the queue is empty,
+ * so the wakeup it was given is never lost with it. */
 void
 worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
 {
 	unsigned rate = w->setup->config->connection_rate_limit;
 
-	for (int i = 0; i < ACCEPT_BATCH && worker_has_room(w); i++) {
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
 		int fd;
 
-		if (!admit_one(w))
+		if (!worker_has_room(w)) {
+			/* WorkerConnections= or the fd limit: this worker is
+			 * full, a peer may not be. */
+			scoreboard_ring(w->setup->scoreboard);
 			return;
+		}
+		if (!admit_one(w)) {
+			w->hold = HOLD_LIMIT;
+			return;
+		}
 		if (!admission_rate_take(w->setup->scoreboard, rate, now, &w->accept_resume_ms)) {
 			admit_undo(w);
 			return;
@@ -161,9 +188,30 @@ worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now)
 			log_warning_errno(fd, "accepting on %s: %m; pausing for %d ms", l->name,
 					  ACCEPT_PAUSE_MS);
 			w->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+			scoreboard_ring(w->setup->scoreboard);
+		} else if (over_fair_share(w)) {
+			w->hold = HOLD_SHARE;
 		}
 		return;
 	}
+}
+
+void
+worker_intake_doorbell(struct worker *w, uint64_t now)
+{
+	uint64_t rings;
+
+	/* Edge-triggered: every ring already woke every watcher; reading
+	 * only keeps the counter small. */
+	(void)!read(w->setup->scoreboard->doorbell, &rings, sizeof(rings));
+	if (!may_accept(w, now))
+		return;
+	/* Whatever its share: a peer could not take what is queued. Should a
+	 * batch not empty the queue, the listeners go back into the epoll
+	 * set (worker_intake_update()), which reports the rest. */
+	w->hold = HOLD_NONE;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		worker_intake_accept(w, w->listeners[i].listener, now);
 }
 
 /* --- intake: passfd's channel --- */

@@ -22,6 +22,7 @@ enum source_type {
 	SOURCE_LISTENER,
 	SOURCE_DATAGRAM,
 	SOURCE_CHANNEL,
+	SOURCE_DOORBELL,
 	SOURCE_SIGNAL,
 	SOURCE_CONNECTION,
 };
@@ -50,6 +51,13 @@ struct connection {
 	struct connection *prev, *next;
 };
 
+/* Why a worker that has room keeps its listeners out of the epoll set. */
+enum intake_hold {
+	HOLD_NONE,
+	HOLD_SHARE, /* it holds more than its fair share: peers take the next */
+	HOLD_LIMIT, /* MaxConnections= was reached when it was woken */
+};
+
 struct worker {
 	const struct worker_setup *setup;
 	pid_t pid;		      /* owns this process's per-source counts */
@@ -59,12 +67,13 @@ struct worker {
 	struct source signal_source;
 	int signal_fd;
 	struct source channel_source;
+	struct source doorbell_source;
 	struct listener_source *listeners; /* stream listeners (prefork) */
 	size_t n_listeners;
 	struct listener_source *datagram_sources;
 	bool accepting;		   /* listeners are in the epoll set */
 	uint64_t accept_resume_ms; /* after an fd shortage, 0 if none */
-	bool capped;		   /* paused by MaxConnections= or by fairness */
+	enum intake_hold hold;
 	bool draining;
 	bool returning; /* sending connections back to the supervisor (reload) */
 	unsigned returned;
@@ -105,6 +114,8 @@ void worker_intake_poll(struct worker *w, bool on);
 void worker_intake_update(struct worker *w, uint64_t now);
 void worker_intake_accept(struct worker *w, const struct listener *l, uint64_t now);
 void worker_intake_receive(struct worker *w, uint64_t now);
+/* A peer rang the scoreboard's doorbell: look at the listeners. */
+void worker_intake_doorbell(struct worker *w, uint64_t now);
 void worker_intake_owed_drop(struct worker *w);
 void worker_intake_set_capacity(struct worker *w);
 

@@ -24,7 +24,8 @@
 #include "worker-internal.h"
 
 #define WORKER_EVENTS 256
-/* How often a worker blocked by MaxConnections= looks again for room. */
+/* How often a worker held back (MaxConnections=, its fair share) looks
+ * again. */
 #define CAP_RETRY_MS 20
 /* The loop turns at least this often, so the heartbeat shows it is alive
  * well within even a one-second WatchdogSec=. */
@@ -366,7 +367,7 @@ next_timeout(const struct worker *w, uint64_t now)
 		deadline = w->lru_head->last_active_ms + limit;
 	if (w->accept_resume_ms && w->accept_resume_ms < deadline)
 		deadline = w->accept_resume_ms;
-	if (w->capped && now + CAP_RETRY_MS < deadline)
+	if (w->hold != HOLD_NONE && now + CAP_RETRY_MS < deadline)
 		deadline = now + CAP_RETRY_MS;
 	if (w->draining && w->drain_deadline_ms < deadline)
 		deadline = w->drain_deadline_ms;
@@ -410,6 +411,9 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 		break;
 	case SOURCE_CHANNEL:
 		worker_intake_receive(w, now);
+		break;
+	case SOURCE_DOORBELL:
+		worker_intake_doorbell(w, now);
 		break;
 	case SOURCE_DATAGRAM:
 		datagram_serve(w, ((struct listener_source *)s)->listener, now);
@@ -532,6 +536,14 @@ worker_setup_intake(struct worker *w)
 			.source.type = SOURCE_LISTENER,
 			.listener = &set->items[i],
 		};
+	}
+	if (w->n_listeners > 0) {
+		/* Edge-triggered and not exclusive: a ring wakes every worker. */
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
+					 .data.ptr = &w->doorbell_source};
+		w->doorbell_source.type = SOURCE_DOORBELL;
+		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->setup->scoreboard->doorbell, &ev) < 0)
+			return negative_errno();
 	}
 	if (w->setup->channel >= 0) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->channel_source};

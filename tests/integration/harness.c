@@ -190,9 +190,52 @@ harness_run_as(uid_t uid, unsigned nproc_limit)
 
 /* In the child, before exec: the limits and the user asked for. Returns
  * false (after saying why) when one cannot be set. */
+/* Sockets for the next echod, as systemd passes them (harness_pass_fds). */
+static const int *next_listen_fds;
+static size_t next_n_listen_fds;
+static const char *next_listen_names;
+
+void
+harness_pass_fds(const int *fds, size_t n, const char *names)
+{
+	next_listen_fds = fds;
+	next_n_listen_fds = n;
+	next_listen_names = names;
+}
+
+/* In the child: the sockets at 3, 4, ... and LISTEN_* naming this
+ * process, as systemd would set them. */
+static bool
+apply_listen_fds(void)
+{
+	char value[32];
+	int moved[16];
+
+	if (next_n_listen_fds == 0)
+		return true;
+	if (next_n_listen_fds > 16)
+		return fprintf(stderr, "too many fds to pass\n"), false;
+	/* Out of the way first: a source fd may sit where another goes. */
+	for (size_t i = 0; i < next_n_listen_fds; i++)
+		if ((moved[i] = fcntl(next_listen_fds[i], F_DUPFD_CLOEXEC, 100)) < 0)
+			return fprintf(stderr, "dup: %s\n", strerror(errno)), false;
+	for (size_t i = 0; i < next_n_listen_fds; i++)
+		if (dup2(moved[i], 3 + (int)i) < 0)
+			return fprintf(stderr, "dup2: %s\n", strerror(errno)), false;
+	snprintf(value, sizeof(value), "%zu", next_n_listen_fds);
+	setenv("LISTEN_FDS", value, 1);
+	snprintf(value, sizeof(value), "%d", (int)getpid());
+	setenv("LISTEN_PID", value, 1);
+	if (next_listen_names)
+		setenv("LISTEN_FDNAMES", next_listen_names, 1);
+	return true;
+}
+
 static bool
 apply_limits(void)
 {
+	if (!apply_listen_fds())
+		return false;
 	if (next_nofile_limit) {
 		struct rlimit rl = {next_nofile_limit, next_nofile_limit};
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -270,6 +313,7 @@ spawn(struct echod *e, const char *const *argv, const char *const *env, int stdi
 		_exit(127);
 	}
 	next_nofile_limit = 0;
+	next_n_listen_fds = 0;
 	next_uid = 0;
 	next_nproc_limit = 0;
 	close(pipefd[1]);

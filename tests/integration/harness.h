@@ -26,6 +26,10 @@ const char *harness_model(void);
 
 /* The next echod started gets this RLIMIT_NOFILE (soft and hard). */
 void harness_limit_fds(unsigned limit);
+/* The next echod started gets fds (n of them, still owned by the caller)
+ * as systemd passes sockets: at 3, 4, ... with LISTEN_FDS, LISTEN_PID and,
+ * unless NULL, LISTEN_FDNAMES (names separated by ':'). */
+void harness_pass_fds(const int *fds, size_t n, const char *names);
 /* The next echod started runs as uid (and gid) with this RLIMIT_NPROC:
  * the kernel ignores RLIMIT_NPROC for root, so a test of fork() failing
  * needs a user of its own (one no other process runs as). Needs root. */

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Usage: echo-client.py tcp|udp HOST PORT [BYTES]
+"""Usage: echo-client.py tcp|udp|udp-once HOST PORT [BYTES]
 
 Sends BYTES (default 65536 for TCP, 512 for UDP) of random data to an echo
 server and exits 0 only if exactly the same bytes come back. TCP reads and
 writes at once (a thread reads), since a server that applies back-pressure
 stops reading from a client that does not read; then it half-closes and
-reads to the end. UDP retries, as the first datagram may only start the
-service. Copied into the system test's container.
+reads to the end. UDP retries, as a datagram may be lost; udp-once sends
+one datagram and waits for it, as a user's first probe of a service that
+this very datagram starts. Copied into the system test's container.
 
 Exit status: 0 echoed, 1 any failure, 3 the connection was refused (so a
 test that wants a closed port can tell it from any other error).
@@ -56,12 +57,12 @@ def tcp(host, port, size):
     return True
 
 
-def udp(host, port, size):
+def udp(host, port, size, tries=3):
     payload = os.urandom(size)
     with socket.socket(family(host), socket.SOCK_DGRAM) as s:
-        s.settimeout(TIMEOUT / 3)
+        s.settimeout(TIMEOUT / tries)
         s.bind((host, 0))  # an ephemeral, hence unprivileged, source port
-        for _ in range(3):
+        for _ in range(tries):
             s.sendto(payload, (host, port))
             try:
                 data = s.recvfrom(65536)[0]
@@ -76,13 +77,16 @@ def udp(host, port, size):
 
 
 def main():
-    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("tcp", "udp"):
+    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("tcp", "udp", "udp-once"):
         print(__doc__.splitlines()[0], file=sys.stderr)
         return 2
     proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     size = int(sys.argv[4]) if len(sys.argv) == 5 else (65536 if proto == "tcp" else 512)
     try:
-        ok = (tcp if proto == "tcp" else udp)(host, port, size)
+        if proto == "tcp":
+            ok = tcp(host, port, size)
+        else:
+            ok = udp(host, port, size, tries=1 if proto == "udp-once" else 3)
     except ConnectionRefusedError as e:
         print(f"{proto} {host} {port}: {e}")
         return 3

@@ -39,6 +39,7 @@ DEB=${1:-${ECHOD_DEB:-}}
 CHECKS=(
 	install
 	security
+	activating_datagram
 	echo_tcp_ipv4
 	echo_tcp_ipv6
 	echo_udp_ipv4
@@ -295,6 +296,16 @@ check_security() {
 		log "$(printf '%s\n' "$out" | grep 'Overall exposure')"
 	done
 	return "$rc"
+}
+
+# One datagram, sent once, starts echod.service and is echoed: the
+# packaged echod.socket passes packet info from the start
+# (PassPacketInfo=yes), and echod never takes a datagram that waited in
+# the socket before it ran for a broadcast.
+check_activating_datagram() {
+	expect "echod.service not yet started" test "$(ct systemctl is-active echod.service)" = inactive || return 1
+	expect "the activating datagram is echoed" echo_ok udp-once 127.0.0.1 7 || return 1
+	expect "echod.service started by it" test "$(ct systemctl is-active echod.service)" = active || return 1
 }
 
 # The first connection starts echod.service; echo over each transport.

@@ -562,6 +562,48 @@ wildcard(int family, const char *any)
 	udp_echo_free(&u);
 }
 
+/* A datagram queued before udp_socket_setup() (the one that made systemd
+ * start echod) arrives with IP_PKTINFO zeroed: it is echoed, not taken for
+ * a broadcast, and a real broadcast behind it is still dropped. */
+static void
+queued_before_setup(int family, const char *any)
+{
+	struct udp_echo u = {};
+	struct udp_counters c = {};
+	_cleanup_close_ int server = socket_bound(family, any, 0);
+	_cleanup_close_ int client = socket_bound(AF_INET, "127.0.0.1", 0);
+	struct sockaddr_storage from;
+	const int one = 1;
+	char got[8];
+
+	assert_true(server >= 0);
+	assert_int_equal(setsockopt(client, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)), 0);
+	send_to(client, AF_INET, "127.0.0.1", local_port(server), "first", 5);
+	assert_int_equal(udp_socket_setup(server), 0);
+	send_to(client, AF_INET, "127.255.255.255", local_port(server), "bcast", 5);
+	serve_until(&u, server, NULL, T0, &c, 2);
+	assert_int_equal(c.dropped_address, 1);
+	assert_int_equal(c.datagrams_out, 1);
+	assert_int_equal(recv_within(client, got, sizeof(got), 2000, &from), 5);
+	assert_memory_equal(got, "first", 5);
+	assert_int_equal(recv_within(client, got, sizeof(got), 20, &from), -1);
+	udp_echo_free(&u);
+}
+
+static void
+test_queued_before_setup_ipv4(void **state)
+{
+	queued_before_setup(AF_INET, "0.0.0.0");
+}
+
+static void
+test_queued_before_setup_dual_stack(void **state)
+{
+	if (!have_ipv6())
+		skip();
+	queued_before_setup(AF_INET6, "::");
+}
+
 static void
 test_wildcard_ipv4(void **state)
 {
@@ -615,6 +657,8 @@ main(void)
 	    cmocka_unit_test_setup(test_send_eagain_drops_rest, reset_injection),
 	    cmocka_unit_test_setup(test_send_error_skips_one, reset_injection),
 	    cmocka_unit_test_setup(test_rate_limit, reset_injection),
+	    cmocka_unit_test_setup(test_queued_before_setup_ipv4, reset_injection),
+	    cmocka_unit_test_setup(test_queued_before_setup_dual_stack, reset_injection),
 	    cmocka_unit_test_setup(test_wildcard_ipv4, reset_injection),
 	    cmocka_unit_test_setup(test_wildcard_dual_stack, reset_injection),
 	    cmocka_unit_test_setup(test_wildcard_ipv6, reset_injection),
