@@ -58,12 +58,18 @@ CHECKS=(
 	purge
 )
 
-# Message IDs (catalog/echod.catalog).
-MID_STARTED=756418ebc6cd4ea7be59bfa840eea8f6
-MID_STOPPED=d7ae218fccb24fc195fa354f6c43eef9
-MID_RELOADED=1dbe40775eb04e2bb98741d49b4270d4
-MID_REJECTED=50cb68a85e144ba29d97027468e93550
-MID_CRASHED=f2b0fd16c8dc4655befb4286f3b469f0
+# Message IDs (catalog/echod.catalog), read from where echod defines them.
+message_id() {
+	sed -n "s/^#define ECHOD_MESSAGE_$1 \"\([0-9a-f]\{32\}\)\"$/\1/p" "$SRC/src/log.h"
+}
+MID_STARTED=$(message_id STARTED)
+MID_STOPPED=$(message_id STOPPED)
+MID_RELOADED=$(message_id RELOADED)
+MID_REJECTED=$(message_id RELOAD_REJECTED)
+MID_CRASHED=$(message_id WORKER_CRASHED)
+for mid in "$MID_STARTED" "$MID_STOPPED" "$MID_RELOADED" "$MID_REJECTED" "$MID_CRASHED"; do
+	[ ${#mid} -eq 32 ] || { echo "system-test: a MESSAGE_ID missing from $SRC/src/log.h" >&2; exit 99; }
+done
 
 EXPOSURE_MAX=15 # tenths, as systemd-analyze --threshold= counts: 1.5
 
