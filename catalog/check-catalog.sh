@@ -1,13 +1,19 @@
 #!/bin/sh
-# Usage: check-catalog.sh CATALOG MESSAGE_ID...
+# Usage: check-catalog.sh CATALOG LOG_H
 #
 # Compiles CATALOG with journalctl into a scratch root (the host's catalog
 # database is not touched) and checks that it parses without a message and
-# holds exactly the MESSAGE_IDs that echod logs, each with a Subject.
+# holds exactly the MESSAGE_IDs that echod logs, each with a Subject: those
+# LOG_H (src/log.h) defines as ECHOD_MESSAGE_* "32 hex digits".
 set -eu
 
 catalog=$1
-shift
+header=$2
+set -- $(sed -n 's/^#define ECHOD_MESSAGE_[A-Z_]* "\([0-9a-f]\{32\}\)"$/\1/p' "$header")
+if [ "$#" -eq 0 ]; then
+	echo "no ECHOD_MESSAGE_* defined in $header"
+	exit 1
+fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/lib/systemd/catalog"

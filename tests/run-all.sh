@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: a -Werror build and an ASan+UBSan build, each
 # running every meson test, and a clang build that runs the fuzzers.
-# Ends with one line "N passed, M failed" added up from meson's test
-# logs, so a run that ran nothing can't look green.
+# Ends with the counts from meson's test logs, so a run that ran nothing
+# can't look green: the test cases (TAP subtests) passed, failed and
+# skipped, then, as the very last line, "N passed, M failed" over the
+# tests meson ran (test binaries and scripts; a binary passes only when
+# all its cases do). With CI=true a skipped test counts as failed: CI is
+# where every test must really run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +14,7 @@ status=0
 passed=0
 failed=0
 skipped=0
+logs=()
 
 run_build() {
 	local dir=$1
@@ -21,6 +26,7 @@ run_build() {
 	meson test -C "$dir" --print-errorlogs "${MESON_TEST_ARGS[@]}" || status=1
 	local log="$dir/meson-logs/testlog.json"
 	[ -f "$log" ] || return 1
+	logs+=("$log")
 	passed=$((passed + $(grep -c '"result": "OK"' "$log" || true)))
 	skipped=$((skipped + $(grep -c '"result": "SKIP"' "$log" || true)))
 	failed=$((failed + $(grep -vc '"result": "\(OK\|SKIP\)"' "$log" || true)))
@@ -50,6 +56,15 @@ CC=clang run_build build-fuzz -Dtests=false -Dfuzz=true -Dfuzz_seconds=30 \
 	-Db_sanitize=address,undefined -Db_lundef=false ||
 	{ status=1; failed=$((failed + 1)); }
 
-[ "$skipped" -eq 0 ] || echo "warning: $skipped test(s) skipped: see the logs above"
+[ ${#logs[@]} -eq 0 ] || python3 tests/count-subtests.py "${logs[@]}" || status=1
+if [ "$skipped" -ne 0 ]; then
+	if [ "${CI:-}" = true ]; then
+		echo "error: $skipped test(s) skipped, and CI=true: counted as failed"
+		failed=$((failed + skipped))
+		status=1
+	else
+		echo "warning: $skipped test(s) skipped: see the logs above"
+	fi
+fi
 echo "$passed passed, $failed failed"
 exit $status

@@ -535,6 +535,39 @@ echod_kill(struct echod *e)
 	close_pipes(e);
 }
 
+/* Stops pid first, so that it can start nothing new, then its tree. */
+static void
+kill_tree(pid_t pid)
+{
+	pid_t kids[1024];
+	size_t n = process_children(pid, kids, 1024);
+
+	kill(pid, SIGSTOP);
+	for (size_t i = 0; i < n; i++)
+		kill_tree(kids[i]);
+	kill(pid, SIGKILL);
+}
+
+int
+harness_teardown(void **state)
+{
+	pid_t kids[1024];
+	size_t n = process_children(getpid(), kids, 1024);
+	uint64_t end = monotonic_ms() + 5000;
+
+	for (size_t i = 0; i < n; i++)
+		kill_tree(kids[i]);
+	/* Reaped: whatever exited, and what the kills end. */
+	while (monotonic_ms() < end) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (process_children(getpid(), kids, 1024) == 0)
+			break;
+		usleep(10000);
+	}
+	return 0;
+}
+
 static int
 poll_one(int fd, short events, uint64_t end)
 {
@@ -771,9 +804,12 @@ closed_by_peer(int fd, int timeout_ms)
 void
 notify_socket_open(struct notify_socket *n)
 {
+	static unsigned seq;
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
 
-	snprintf(n->path, sizeof(n->path), "/tmp/echod-test-notify-%d-h", (int)getpid());
+	/* One path per socket: a leaked echod of an earlier test cannot
+	 * reach this one's. */
+	snprintf(n->path, sizeof(n->path), "/tmp/echod-test-notify-%d-h%u", (int)getpid(), seq++);
 	unlink(n->path);
 	strcpy(un.sun_path, n->path);
 	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);

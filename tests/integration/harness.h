@@ -88,6 +88,13 @@ bool echod_wait_log(struct echod *e, const char *needle, int timeout_ms);
 /* Counts the occurrences of needle in the log. */
 unsigned echod_log_count(struct echod *e, const char *needle);
 
+/* A cmocka teardown for every test that starts echod: SIGKILLs whatever
+ * the test process still has running, each child's whole process tree,
+ * found by PID through /proc (the test's own struct echod may be gone
+ * with its stack when an assertion failed), and reaps it. A failed test
+ * must not leave its echod to disturb the next. */
+int harness_teardown(void **state);
+
 /* Connects to 127.0.0.1:port (blocking connect, then non-blocking). */
 int tcp_connect(int port);
 /* Waits until 127.0.0.1:port accepts connections, up to timeout_ms. */

@@ -4,7 +4,8 @@
 # follows; --trace-children also follows an exec). Fails when the test
 # fails or when any echod process reported an invalid access, a use of
 # uninitialised memory or a definite/indirect leak: with -q valgrind
-# writes nothing else, so every non-empty log is an error report.
+# writes nothing else, so every non-empty log is an error report. Fails
+# too when no echod ran under valgrind at all.
 # Usage: memcheck.sh VALGRIND TEST [ARGS...]
 set -u
 valgrind=$1
@@ -22,5 +23,8 @@ for f in "$logs"/memcheck.*; do
 	cat "$f" >&2
 	reports=$((reports + 1))
 done
-echo "memcheck: $(ls "$logs" | wc -l) echod process(es) checked, $reports with errors; test exit status $status" >&2
-[ "$status" -eq 0 ] && [ "$reports" -eq 0 ]
+checked=$(ls "$logs" | wc -l)
+echo "memcheck: $checked echod process(es) checked, $reports with errors; test exit status $status" >&2
+# No log at all means valgrind never ran an echod: nothing was checked.
+[ "$checked" -gt 0 ] || echo "memcheck: no echod process ran under valgrind" >&2
+[ "$status" -eq 0 ] && [ "$reports" -eq 0 ] && [ "$checked" -gt 0 ]

@@ -155,7 +155,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rss_flat_over_short_connections),
+	    cmocka_unit_test_teardown(test_rss_flat_over_short_connections, harness_teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

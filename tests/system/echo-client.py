@@ -8,6 +8,9 @@ stops reading from a client that does not read; then it half-closes and
 reads to the end. UDP retries, as a datagram may be lost; udp-once sends
 one datagram and waits for it, as a user's first probe of a service that
 this very datagram starts. Copied into the system test's container.
+
+Exit status: 0 echoed, 1 any failure, 3 the connection was refused (so a
+test that wants a closed port can tell it from any other error).
 """
 import os
 import socket
@@ -84,6 +87,9 @@ def main():
             ok = tcp(host, port, size)
         else:
             ok = udp(host, port, size, tries=1 if proto == "udp-once" else 3)
+    except ConnectionRefusedError as e:
+        print(f"{proto} {host} {port}: {e}")
+        return 3
     except OSError as e:
         print(f"{proto} {host} {port}: {e}")
         ok = False
