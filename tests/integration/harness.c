@@ -190,6 +190,15 @@ harness_run_as(uid_t uid, unsigned nproc_limit)
 
 /* In the child, before exec: the limits and the user asked for. Returns
  * false (after saying why) when one cannot be set. */
+void
+harness_write_config(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+		fatal("writing %s: %s", path, strerror(errno));
+}
+
 /* Sockets for the next echod, as systemd passes them (harness_pass_fds). */
 static const int *next_listen_fds;
 static size_t next_n_listen_fds;

@@ -26,6 +26,9 @@ const char *harness_model(void);
 
 /* The next echod started gets this RLIMIT_NOFILE (soft and hard). */
 void harness_limit_fds(unsigned limit);
+/* Writes text to path (a configuration file for echod), failing the test
+ * if it cannot. */
+void harness_write_config(const char *path, const char *text);
 /* The next echod started gets fds (n of them, still owned by the caller)
  * as systemd passes sockets: at 3, 4, ... with LISTEN_FDS, LISTEN_PID and,
  * unless NULL, LISTEN_FDNAMES (names separated by ':'). */

@@ -40,23 +40,13 @@ struct rig {
 static struct rig *running;
 
 static void
-write_config(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void
 rig_config(struct rig *r, unsigned workers, const char *extra)
 {
 	char text[256];
 
 	snprintf(text, sizeof(text), "[echod]\nModel=%s\nWorkers=%u\nShutdownTimeoutSec=1\n%s",
 		 harness_model(), workers, extra);
-	write_config(r->conf, text);
+	harness_write_config(r->conf, text);
 }
 
 static void

@@ -78,16 +78,6 @@ worker_count(struct echod *e)
 }
 
 static void
-write_config(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void
 test_ready_status_stopping(void **state)
 {
 	struct notify_listener n;
@@ -117,7 +107,7 @@ test_reload_changes_workers_keeps_connections(void **state)
 	int fd;
 
 	snprintf(conf, sizeof(conf), "/tmp/echod-test-%d.conf", (int)getpid());
-	write_config(conf, "[echod]\nWorkers=1\n");
+	harness_write_config(conf, "[echod]\nWorkers=1\n");
 	snprintf(arg, sizeof(arg), "%s", conf);
 	notify_listen(&n);
 	/* A later --config wins over the harness's /dev/null. */
@@ -128,7 +118,7 @@ test_reload_changes_workers_keeps_connections(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
 
-	write_config(conf, "[echod]\nWorkers=3\n");
+	harness_write_config(conf, "[echod]\nWorkers=3\n");
 	kill(e.pid, SIGHUP);
 	const char *m = notify_wait(&n, "RELOADING=1", 5000);
 	assert_non_null(m);
@@ -143,7 +133,7 @@ test_reload_changes_workers_keeps_connections(void **state)
 	assert_int_equal(worker_count(&e), 3);
 
 	/* A broken file: the running configuration stays and keeps serving. */
-	write_config(conf, "[echod]\nWorkers=3\nBogus=1\n");
+	harness_write_config(conf, "[echod]\nWorkers=3\nBogus=1\n");
 	kill(e.pid, SIGHUP);
 	assert_non_null(notify_wait(&n, "READY=1", 5000));
 	assert_true(echod_wait_log(&e, "reload rejected", 3000));
@@ -171,7 +161,7 @@ test_reload_changes_model(void **state)
 	int fd, fresh;
 
 	snprintf(conf, sizeof(conf), "/tmp/echod-test-model-%d.conf", (int)getpid());
-	write_config(conf, "[echod]\nModel=prefork\nWorkers=2\n");
+	harness_write_config(conf, "[echod]\nModel=prefork\nWorkers=2\n");
 	e.port = free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.port);
 	notify_listen(&n);
@@ -182,7 +172,7 @@ test_reload_changes_model(void **state)
 	fd = tcp_connect(e.port);
 	assert_int_equal(echo_roundtrip(fd, "before", 6, 2000), 0);
 
-	write_config(conf, "[echod]\nModel=passfd\nWorkers=3\n");
+	harness_write_config(conf, "[echod]\nModel=passfd\nWorkers=3\n");
 	kill(e.pid, SIGHUP);
 	assert_non_null(notify_wait(&n, "READY=1", 5000));
 	assert_true(echod_wait_log(&e, "reloaded: passfd model, 3 worker(s)", 2000));
@@ -190,7 +180,7 @@ test_reload_changes_model(void **state)
 	fresh = tcp_connect(e.port);
 	assert_int_equal(echo_roundtrip(fresh, "fresh", 5, 2000), 0);
 
-	write_config(conf, "[echod]\nModel=fork\n");
+	harness_write_config(conf, "[echod]\nModel=fork\n");
 	kill(e.pid, SIGHUP);
 	assert_non_null(notify_wait(&n, "READY=1", 5000));
 	assert_true(echod_wait_log(&e, "reloaded: fork model", 2000));
@@ -289,7 +279,7 @@ reload_to(struct echod *e, struct notify_listener *n, const char *conf, const ch
 
 	snprintf(text, sizeof(text), "[echod]\nModel=%s\nWorkers=%d\nShutdownTimeoutSec=1\n", model,
 		 workers);
-	write_config(conf, text);
+	harness_write_config(conf, text);
 	kill(e->pid, SIGHUP);
 	assert_non_null(notify_wait(n, "READY=1", 5000));
 }
@@ -315,7 +305,7 @@ test_reload_gives_connections_back(void **state)
 	assert_non_null(data);
 	fill_random(data, size, 862);
 	snprintf(conf, sizeof(conf), "/tmp/echod-test-back-%d.conf", (int)getpid());
-	write_config(conf, "[echod]\nModel=fork\nShutdownTimeoutSec=1\n");
+	harness_write_config(conf, "[echod]\nModel=fork\nShutdownTimeoutSec=1\n");
 	e.port = free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.port);
 	notify_listen(&n);
@@ -381,14 +371,14 @@ test_reload_client_reports_outcome(void **state)
 	mkdir(dir, 0700);
 	snprintf(conf, sizeof(conf), "%s/echod.conf", dir);
 	snprintf(rt, sizeof(rt), "RUNTIME_DIRECTORY=%s", dir);
-	write_config(conf, "[echod]\nWorkers=1\n");
+	harness_write_config(conf, "[echod]\nWorkers=1\n");
 	echod_start_env(&e, (const char *[]){rt, NULL}, (const char *[]){"--config", conf, NULL});
 	snprintf(pid, sizeof(pid), "%d", (int)e.pid);
 	setenv("RUNTIME_DIRECTORY", dir, 1);
 
-	write_config(conf, "[echod]\nWorkers=2\n");
+	harness_write_config(conf, "[echod]\nWorkers=2\n");
 	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 0);
-	write_config(conf, "[echod]\nWorkers=nope\n");
+	harness_write_config(conf, "[echod]\nWorkers=nope\n");
 	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
 	assert_non_null(strstr(client.log, "Workers=nope"));
 	unsetenv("RUNTIME_DIRECTORY");

@@ -489,6 +489,21 @@ handover_lines() {
 		grep -E 'restart: (handing|handed|took back)'
 }
 
+# took_back_all SINCE WHAT: the echod started since SINCE took back every
+# client's connection from systemd's fd store (and a connect loop's, if
+# one was open just then); the hand-over lines are shown and logged.
+took_back_all() {
+	local lines
+	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
+		'[ "$(handover_lines "$1" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
+		handover_lines "$1"
+		return 1
+	}
+	lines=$(handover_lines "$1")
+	printf '%s\n' "$lines"
+	log "$2: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
+}
+
 # restart_once SINCE MODEL: systemctl restart while the clients are busy; the
 # new echod (of MODEL) took back every connection.
 restart_once() {
@@ -496,14 +511,7 @@ restart_once() {
 	pid=$(main_pid)
 	expect "systemctl restart succeeds" ct systemctl restart echod.service || return 1
 	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
-	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
-		'handover_lines "$since" | grep "took back $CLIENTS connection(s)" >/dev/null' || {
-		handover_lines "$since"
-		return 1
-	}
-	lines=$(handover_lines "$since")
-	printf '%s\n' "$lines"
-	log "$(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
+	took_back_all "$since" "restart" || return 1
 	expect "the $2 model" test "$(prop echod.service StatusText | cut -d: -f1)" = "$2" || return 1
 	# Served again: the clients echo through the new echod for a while.
 	sleep 2
@@ -635,15 +643,7 @@ upgrade_to() {
 	expect "a new supervisor" test "$(main_pid)" != "$pid" || return 1
 	expect "echod.socket listened throughout (same invocation)" \
 		test "$(prop echod.socket InvocationID)" = "$socket" || return 1
-	# Every client's, and the connect loop's if one was open just then.
-	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
-		'[ "$(handover_lines "$since" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
-		handover_lines "$since"
-		return 1
-	}
-	lines=$(handover_lines "$since")
-	printf '%s\n' "$lines"
-	log "upgrade to $version: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
+	took_back_all "$since" "upgrade to $version" || return 1
 	# The new binary serves: the running file is the installed one, not
 	# the old one unlinked under it, and it says the new version.
 	exe=$(ct readlink "/proc/$(main_pid)/exe")
