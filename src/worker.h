@@ -62,8 +62,8 @@ void worker_signals_changed(sigset_t *ret);
 
 /* First thing in any child of the supervisor: default handlers for the
  * signals in `changed` and a mask of SIGUSR1 and SIGUSR2 alone, so nothing
- * else of the supervisor's signal set-up leaks. Those two (hand over, give
- * back) stay blocked, as in the supervisor, until worker_run()'s signalfd
+ * else of the supervisor's signal set-up leaks. Those two (store, return)
+ * stay blocked, as in the supervisor, until worker_run()'s signalfd
  * takes them: one sent to a child not yet listening waits for it instead
  * of killing it with its connection. */
 void worker_reset_signals(const sigset_t *changed);
