@@ -493,13 +493,14 @@ handover_lines() {
 # client's connection from systemd's fd store (and a connect loop's, if
 # one was open just then); the hand-over lines are shown and logged.
 took_back_all() {
-	local lines
+	local lines took_since=$1
+	# eval runs inside wait_for, where $1 is not ours: a local it sees.
 	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
-		'[ "$(handover_lines "$1" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
-		handover_lines "$1"
+		'[ "$(handover_lines "$took_since" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
+		handover_lines "$took_since"
 		return 1
 	}
-	lines=$(handover_lines "$1")
+	lines=$(handover_lines "$took_since")
 	printf '%s\n' "$lines"
 	log "$2: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
 }
