@@ -125,7 +125,7 @@ serve_one_connection(const struct config *c, int fd)
 	    .config = c,
 	    .slot = -1,
 	    .channel = -1,
-	    .give_back = -1,
+	    .returns = -1,
 	    .intake = INTAKE_ONE,
 	    .connection = fd,
 	    .connection_owed_fd = -1,

@@ -841,7 +841,7 @@ test_defer_accept_flood(void **state)
 	char want[32];
 	snprintf(want, sizeof(want), " %ld served,", served + 1);
 	assert_non_null(notify_status_wait(&n, want, 2000));
-	/* The silent ones: handed over when the deferral ends, then closed as
+	/* The silent ones: delivered when the deferral ends, then closed as
 	 * idle. */
 	for (int i = 1; i < FLOOD_CLIENTS; i++)
 		assert_int_equal(read_until_eof(fds[i], buf, sizeof(buf), 10000), 0);

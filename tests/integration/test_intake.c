@@ -199,7 +199,7 @@ test_one_more_after_handed_over(void **state)
 			while (r.n_held < handed)
 				rig_hold(&r);
 			rig_reload(&r, workers, "");
-			snprintf(what, sizeof(what), "Workers=2 -> %u, %u handed over", workers,
+			snprintf(what, sizeof(what), "Workers=2 -> %u, %u kept", workers,
 				 handed);
 			rig_one_more(&r, what);
 			/* And with one more held beside the handed-over ones. */

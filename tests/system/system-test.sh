@@ -67,7 +67,7 @@ CHECKS=(
 
 # Message IDs (catalog/echod.catalog), read from where echod defines them.
 message_id() {
-	sed -n "s/^#define ECHOD_MESSAGE_$1 \"\([0-9a-f]\{32\}\)\"$/\1/p" "$SRC/src/log.h"
+	sed -n "s/^#define ECHOD_MESSAGE_$1 \"\([0-9a-f]\{32\}\)\"$/\1/p" "$SRC/src/lib/log.h"
 }
 MID_STARTED=$(message_id STARTED)
 MID_STOPPED=$(message_id STOPPED)
@@ -75,7 +75,7 @@ MID_RELOADED=$(message_id RELOADED)
 MID_REJECTED=$(message_id RELOAD_REJECTED)
 MID_CRASHED=$(message_id WORKER_CRASHED)
 for mid in "$MID_STARTED" "$MID_STOPPED" "$MID_RELOADED" "$MID_REJECTED" "$MID_CRASHED"; do
-	[ ${#mid} -eq 32 ] || { echo "system-test: a MESSAGE_ID missing from $SRC/src/log.h" >&2; exit 99; }
+	[ ${#mid} -eq 32 ] || { echo "system-test: a MESSAGE_ID missing from $SRC/src/lib/log.h" >&2; exit 99; }
 done
 
 EXPOSURE_MAX=15 # tenths, as systemd-analyze --threshold= counts: 1.5
@@ -484,7 +484,7 @@ finish_clients() {
 }
 
 # The hand-over lines of echod.service's journal since $1.
-handover_lines() {
+kept_lines() {
 	ct journalctl --no-pager -q -u echod.service --since "$1" -o cat |
 		grep -E 'restart: (handing|handed|took back)'
 }
@@ -496,11 +496,11 @@ took_back_all() {
 	local lines took_since=$1
 	# eval runs inside wait_for, where $1 is not ours: a local it sees.
 	expect "the new echod took back all $CLIENTS connections" wait_for 10 eval \
-		'[ "$(handover_lines "$took_since" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
-		handover_lines "$took_since"
+		'[ "$(kept_lines "$took_since" | sed -n "s/^restart: took back \([0-9]*\) .*/\1/p")" -ge $CLIENTS ] 2>/dev/null' || {
+		kept_lines "$took_since"
 		return 1
 	}
-	lines=$(handover_lines "$took_since")
+	lines=$(kept_lines "$took_since")
 	printf '%s\n' "$lines"
 	log "$2: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
 }
@@ -540,7 +540,7 @@ check_restart_keeps_connections() {
 		echo "restart $i (prefork)"
 		restart_once "$since" prefork || { finish_clients; return 1; }
 	done
-	expect "bytes owed were handed over" eval \
+	expect "bytes owed were kept" eval \
 		'ct journalctl --no-pager -q -u echod.service -o cat | grep -E "took back $CLIENTS connection\(s\) from systemd.s fd store, [1-9][0-9]* of them owing" >/dev/null' || rc=1
 	for m in passfd fork fork prefork; do
 		set_config Workers=3 Model=$m ShutdownTimeoutSec=1
@@ -576,7 +576,7 @@ check_stop_drains() {
 	expect "echod.service stopped" wait_for 20 eval '[ "$(ct systemctl is-active echod.service)" = inactive ]' || rc=1
 	expect "the stop helper saw a stop" eval \
 		'ct journalctl --no-pager -q -u echod.service --since "$since" -o cat | grep "^stop: echod drains" >/dev/null' || rc=1
-	expect "nothing handed over" eval '[ -z "$(handover_lines "$since")" ]' || rc=1
+	expect "nothing kept" eval '[ -z "$(kept_lines "$since")" ]' || rc=1
 	ct journalctl --no-pager -q -u echod.service --since "$since" -o cat
 	return "$rc"
 }

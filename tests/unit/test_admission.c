@@ -302,7 +302,7 @@ test_full(void **state)
 	admission_table_free(t);
 }
 
-/* Processes killed at random while they count and give back (so, often,
+/* Processes killed at random while they count and release (so, often,
  * while holding the table's lock): the next user repairs the table, the
  * supervisor's forget gives back what each held, and nothing else moves. */
 static void

@@ -291,7 +291,7 @@ test_shared_bucket(void **state)
 	assert_int_equal(due, T0 + 200000);
 
 	/* A token given back is there again at once. */
-	ratelimit_shared_give_back(&bucket, 10);
+	ratelimit_shared_refund(&bucket, 10);
 	assert_true(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, NULL));
 	assert_false(ratelimit_shared_take(&bucket, 10, 0, T0 + 100000, NULL));
 

@@ -32,7 +32,7 @@ struct echo_io {
 };
 
 void echo_conn_init(struct echo_conn *c, int fd);
-/* Makes c owe the len bytes at owed (malloc()ed; c takes it), as restored
+/* Makes c owe the len bytes at owed (malloc()ed; c takes it), as kept
  * after a restart; NULL or len 0 owes nothing. */
 void echo_conn_adopt_owed(struct echo_conn *c, char *owed, size_t len);
 /* Frees what is owed; does not close the fd (the caller owns it). */

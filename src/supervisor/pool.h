@@ -26,7 +26,7 @@ struct pool_env {
 	/* The channel fork's connection processes share to send their
 	 * connections back on a reload ([FDPASS_WORKER], inherited by them
 	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */
-	int give_back[2];
+	int returns[2];
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that
@@ -87,14 +87,14 @@ unsigned pool_alive(const struct pool *p);
 bool pool_all_running(const struct pool_env *env, const struct pool *p);
 void pool_signal(const struct pool *p, int sig);
 /* Retires the pool: its workers stop taking connections and finish theirs.
- * With give_back, they send their connections back over their channels
+ * With returns, they send their connections back over their channels
  * instead (for the next generation), and the channels are watched for
  * them (EPOLLIN). */
-void pool_retire(const struct pool_env *env, struct pool *p, bool give_back);
+void pool_retire(const struct pool_env *env, struct pool *p, bool returns);
 
 /* Whether some worker could take a connection now, and sending one to the
  * least loaded: a new one (tagged FDPASS_CONN), or a kept one with its
- * owed bytes (owed_fd, or -1; see handover.h). Takes neither fd: the
+ * owed bytes (owed_fd, or -1; see kept.h). Takes neither fd: the
  * caller closes them after success, and keeps them to try again after
  * -EAGAIN. Returns 0, or -EAGAIN / -ETOOMANYREFS (pause) or another error
  * when no worker took it. */

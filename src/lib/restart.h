@@ -1,5 +1,5 @@
 /* The supervisor's side of restarting without dropping a connection (see
- * handover.h for what goes into systemd's fd store, and the README).
+ * kept.h for what goes into systemd's fd store, and the README).
  *
  * On SIGTERM, restart_wanted() decides between handing every connection
  * over (a restart) and draining them (a stop). On start, restart_take()
@@ -15,7 +15,7 @@
 
 #include "listen.h"
 
-struct restored {
+struct kept_conn {
 	int fd;	     /* the connection */
 	int owed_fd; /* its owed bytes (a sealed memfd), or -1 */
 };
@@ -26,9 +26,9 @@ struct pending_owed {
 };
 
 struct restart_queue {
-	struct restored *items;
+	struct kept_conn *items;
 	size_t n, size;
-	size_t next; /* items before it are handed on (fds -1) */
+	size_t next; /* items before it are delivered (fds -1) */
 	unsigned owed;
 	/* Owed bytes whose connection has not arrived yet (reload). */
 	struct pending_owed *pending;
@@ -52,7 +52,7 @@ int restart_queue_push(struct restart_queue *q, int fd);
  * the store. Returns how many connections, or -errno. */
 int restart_queue_store(struct restart_queue *q);
 
-/* Closes every connection not handed on yet. */
+/* Closes every connection not delivered yet. */
 void restart_queue_free(struct restart_queue *q);
 
 /* Run by ExecStop= (as root, since a DynamicUser= cannot use the system

@@ -21,7 +21,7 @@ struct listener {
 	char *unlink_path;	 /* a UNIX socket file we created: removed at exit */
 };
 
-/* An fd that came back from systemd's fd store (see handover.h). */
+/* An fd that came back from systemd's fd store (see kept.h). */
 struct stored_fd {
 	int fd;
 	char *name;
@@ -38,7 +38,7 @@ struct listen_set {
 };
 
 /* Takes the sockets systemd passed; those its fd store kept for us (named
- * as handover.h says) go to set->stored. Returns the number of sockets put
+ * as kept.h says) go to set->stored. Returns the number of sockets put
  * in set->items (0 when LISTEN_FDS is not for us), or a negative errno with a reason naming the
  * fd when one of them is not a socket echod can serve. */
 int listen_from_systemd(struct listen_set *set, char *reason, size_t reason_size);

@@ -66,8 +66,8 @@ uint32_t ratelimit_source_hash(uint64_t seed, const uint8_t key[static 16]);
  *
  * ratelimit_shared_take() takes one token and returns true, or returns false
  * and, if ret_due_usec is not NULL, writes when the next token is due (same
- * clock as now_usec). ratelimit_shared_give_back() returns a token taken for
+ * clock as now_usec). ratelimit_shared_refund() returns a token taken for
  * something that did not happen after all. Lock-free. */
 bool ratelimit_shared_take(uint64_t *bucket, uint32_t rate, uint32_t burst, uint64_t now_usec,
 			   uint64_t *ret_due_usec);
-void ratelimit_shared_give_back(uint64_t *bucket, uint32_t rate);
+void ratelimit_shared_refund(uint64_t *bucket, uint32_t rate);

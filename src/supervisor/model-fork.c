@@ -91,7 +91,7 @@ fork_deliver_kept(struct model_ctx *m, int fd, int owed_fd)
 	int r = children_reserve(m->children, m->children->n + 1);
 
 	if (r == 0)
-		r = children_fork_restored(m->children, m->env, &m->pool->config, fd, owed_fd);
+		r = children_fork_kept(m->children, m->env, &m->pool->config, fd, owed_fd);
 	/* No process to be had now: the next turn retries. */
 	if (r == -ENOMEM)
 		r = -EAGAIN;

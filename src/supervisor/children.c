@@ -75,7 +75,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	    .scoreboard = env->scoreboard,
 	    .slot = slot,
 	    .channel = -1,
-	    .give_back = env->give_back[FDPASS_WORKER],
+	    .returns = env->returns[FDPASS_WORKER],
 	    .intake = INTAKE_ONE,
 	    .connection = fd,
 	    .connection_tuned = true,
@@ -113,7 +113,7 @@ children_fork(struct children *c, const struct pool_env *env, const struct confi
 }
 
 int
-children_fork_restored(struct children *c, const struct pool_env *env,
+children_fork_kept(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
 	return fork_child(c, env, config, fd, true, owed_fd);

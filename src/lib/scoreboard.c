@@ -108,7 +108,7 @@ scoreboard_rate_take(struct scoreboard *sb, unsigned rate, uint64_t now_usec,
 void
 scoreboard_rate_undo(struct scoreboard *sb, unsigned rate)
 {
-	ratelimit_shared_give_back(&sb->header->accept_bucket, rate);
+	ratelimit_shared_refund(&sb->header->accept_bucket, rate);
 }
 
 void

@@ -1,4 +1,4 @@
-#include "handover.h"
+#include "kept.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,44 +23,44 @@ struct owed_header {
 	uint64_t len;
 };
 
-enum handover_kind
-handover_name_parse(const char *name, uint64_t *ret_id)
+enum kept_kind
+kept_name_parse(const char *name, uint64_t *ret_id)
 {
 	const char *digits;
 	uint64_t id = 0;
 
 	if (!name)
-		return HANDOVER_OTHER;
-	if (strcmp(name, HANDOVER_CONN_NAME) == 0)
-		return HANDOVER_CONN;
-	if (strncmp(name, HANDOVER_OWED_PREFIX, strlen(HANDOVER_OWED_PREFIX)) != 0)
-		return HANDOVER_OTHER;
-	digits = name + strlen(HANDOVER_OWED_PREFIX);
+		return KEPT_OTHER;
+	if (strcmp(name, KEPT_CONN_NAME) == 0)
+		return KEPT_CONN;
+	if (strncmp(name, KEPT_OWED_PREFIX, strlen(KEPT_OWED_PREFIX)) != 0)
+		return KEPT_OTHER;
+	digits = name + strlen(KEPT_OWED_PREFIX);
 	/* One spelling per id: no sign, no leading zero, no overflow. */
 	if (*digits < '1' || *digits > '9')
-		return HANDOVER_OTHER;
+		return KEPT_OTHER;
 	for (const char *p = digits; *p; p++) {
 		unsigned d;
 
 		if (*p < '0' || *p > '9')
-			return HANDOVER_OTHER;
+			return KEPT_OTHER;
 		d = (unsigned)(*p - '0');
 		if (id > (UINT64_MAX - d) / 10)
-			return HANDOVER_OTHER;
+			return KEPT_OTHER;
 		id = id * 10 + d;
 	}
 	*ret_id = id;
-	return HANDOVER_OWED;
+	return KEPT_OWED;
 }
 
 void
-handover_owed_name(uint64_t id, char *buf, size_t size)
+kept_owed_name(uint64_t id, char *buf, size_t size)
 {
-	snprintf(buf, size, HANDOVER_OWED_PREFIX "%" PRIu64, id);
+	snprintf(buf, size, KEPT_OWED_PREFIX "%" PRIu64, id);
 }
 
 int
-handover_socket_id(int fd, uint64_t *ret_id)
+kept_socket_id(int fd, uint64_t *ret_id)
 {
 	struct stat st;
 
@@ -73,13 +73,13 @@ handover_socket_id(int fd, uint64_t *ret_id)
 }
 
 int
-handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
+kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 {
 	struct owed_header h = {.id = id, .len = len};
 	_cleanup_close_ int fd = -1;
 	int r;
 
-	if (len == 0 || len > HANDOVER_OWED_MAX || !data)
+	if (len == 0 || len > KEPT_OWED_MAX || !data)
 		return -EINVAL;
 	memcpy(h.magic, OWED_MAGIC, sizeof(h.magic));
 	fd = memfd_create("echod-owed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -99,15 +99,15 @@ handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 }
 
 int
-handover_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
+kept_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
 {
 	uint64_t id;
 	int r;
 
-	r = handover_socket_id(conn_fd, &id);
+	r = kept_socket_id(conn_fd, &id);
 	if (r < 0)
 		return r;
-	r = handover_owed_encode(id, data, len, ret_fd);
+	r = kept_owed_encode(id, data, len, ret_fd);
 	if (r < 0)
 		return r;
 	*ret_id = id;
@@ -136,7 +136,7 @@ read_at(int fd, void *buf, size_t len, off_t off)
 }
 
 int
-handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
+kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
 {
 	struct owed_header h;
 	struct stat st;
@@ -156,7 +156,7 @@ handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
 	if (memcmp(h.magic, OWED_MAGIC, sizeof(h.magic)) != 0 || h.len == 0 ||
 	    (uint64_t)st.st_size != sizeof(h) + h.len)
 		return -EBADMSG;
-	if (h.len > HANDOVER_OWED_MAX)
+	if (h.len > KEPT_OWED_MAX)
 		return -E2BIG;
 	if (!ret_data) {
 		*ret_id = h.id;
@@ -175,17 +175,17 @@ handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
 }
 
 int
-handover_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
+kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
 {
 	_cleanup_free_ char *data = NULL;
 	uint64_t id, conn_id;
 	size_t len;
 	int r;
 
-	r = handover_owed_decode(owed_fd, &id, &data, &len);
+	r = kept_owed_decode(owed_fd, &id, &data, &len);
 	if (r < 0)
 		return r;
-	if (handover_socket_id(conn_fd, &conn_id) < 0 || conn_id != id)
+	if (kept_socket_id(conn_fd, &conn_id) < 0 || conn_id != id)
 		return -ESTALE;
 	*ret_data = TAKE_PTR(data);
 	*ret_len = len;
@@ -193,7 +193,7 @@ handover_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
 }
 
 int
-handover_send(int channel, int fd, int owed_fd)
+kept_send(int channel, int fd, int owed_fd)
 {
 	int r = 0;
 
@@ -205,24 +205,24 @@ handover_send(int channel, int fd, int owed_fd)
 }
 
 int
-handover_store(const char *name, const int *fds, size_t n)
+kept_store(const char *name, const int *fds, size_t n)
 {
-	char msg[64 + HANDOVER_NAME_MAX];
+	char msg[64 + KEPT_NAME_MAX];
 
-	if (n == 0 || n > HANDOVER_BATCH_MAX)
+	if (n == 0 || n > KEPT_BATCH_MAX)
 		return -EINVAL;
 	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
 	return sd_pid_notify_with_fds(0, 0, msg, fds, (unsigned)n);
 }
 
 int
-handover_store_sync(uint64_t timeout_usec)
+kept_store_sync(uint64_t timeout_usec)
 {
 	return sd_notify_barrier(0, timeout_usec);
 }
 
 int
-handover_store_remove(const char *name)
+kept_store_remove(const char *name)
 {
 	return sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);
 }

@@ -43,7 +43,7 @@ keeper_deliver(struct keeper *k, const struct model_ops *model, struct model_ctx
 	unsigned lost = 0;
 
 	while (q->next < q->n) {
-		struct restored *item = &q->items[q->next];
+		struct kept_conn *item = &q->items[q->next];
 		int r = model->deliver_kept(m, item->fd, item->owed_fd);
 
 		if (r == -EAGAIN)
@@ -54,7 +54,7 @@ keeper_deliver(struct keeper *k, const struct model_ops *model, struct model_ctx
 		if (r < 0) {
 			lost++;
 			log_warning_errno(
-			    r, "restart: a connection taken back could not be handed on: "
+			    r, "restart: a connection taken back could not be delivered: "
 			       "%m; it is closed");
 		}
 		q->next++;

@@ -10,7 +10,7 @@
 #include "accept.h"
 #include "admission.h"
 #include "fdpass.h"
-#include "handover.h"
+#include "kept.h"
 #include "log.h"
 #include "util.h"
 
@@ -285,7 +285,7 @@ intake_kept(struct intake *in, int fd, int owed_fd)
 	size_t owed_len = 0;
 
 	if (owed_fd >= 0) {
-		int r = handover_owed_take(owed_fd, fd, &owed, &owed_len);
+		int r = kept_owed_take(owed_fd, fd, &owed, &owed_len);
 		if (r < 0 && r != -ESTALE)
 			log_warning_errno(r, "reading the bytes owed on a kept connection: %m");
 		close(owed_fd);

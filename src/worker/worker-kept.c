@@ -4,44 +4,44 @@
 #include <errno.h>
 
 #include "fdpass.h"
-#include "handover.h"
+#include "kept.h"
 #include "log.h"
 #include "util.h"
 
-#define HANDOVER_SYNC_USEC (5 * 1000 * 1000)
+#define KEPT_SYNC_USEC (5 * 1000 * 1000)
 
 /* --- restart: handing connections over to systemd's fd store --- */
 
 /* Stores what c still owes, if anything. 0 when nothing is owed or it is
- * stored, else -errno: the connection must not be handed over without it. */
+ * stored, else -errno: the connection must not be kept without it. */
 static int
 store_owed(struct connection *c)
 {
 	const struct echo_conn *e = &c->echo;
-	char name[HANDOVER_NAME_MAX];
+	char name[KEPT_NAME_MAX];
 	_cleanup_close_ int memfd = -1;
 	uint64_t id;
 	int r;
 
 	if (!e->owed)
 		return 0;
-	r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+	r = kept_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
 			       &memfd);
 	if (r < 0)
 		return r;
-	handover_owed_name(id, name, sizeof(name));
-	r = handover_store(name, &memfd, 1);
+	kept_owed_name(id, name, sizeof(name));
+	r = kept_store(name, &memfd, 1);
 	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
 }
 
-/* Moves up to HANDOVER_BATCH_MAX connections from the head of the list
+/* Moves up to KEPT_BATCH_MAX connections from the head of the list
  * into the store. Returns how many, or -errno (those stay with us). */
 static int
 store_batch(struct conns *cs, unsigned *ret_owed)
 {
 	/* Initialised only for GCC 12, which no longer sees (across files) that
 	 * the caller's non-empty list fills at least fds[0]. */
-	int fds[HANDOVER_BATCH_MAX] = {0};
+	int fds[KEPT_BATCH_MAX] = {0};
 	size_t n = 0;
 	int r;
 
@@ -52,7 +52,7 @@ store_batch(struct conns *cs, unsigned *ret_owed)
 		*ret_owed += c->echo.owed != NULL;
 		fds[n++] = c->echo.fd;
 	}
-	r = handover_store(HANDOVER_CONN_NAME, fds, n);
+	r = kept_store(KEPT_CONN_NAME, fds, n);
 	if (r <= 0)
 		return r == 0 ? -ENOTCONN : r;
 	/* systemd holds its own copies now; ours go. */
@@ -62,7 +62,7 @@ store_batch(struct conns *cs, unsigned *ret_owed)
 }
 
 void
-kept_store(struct conns *cs)
+worker_kept_store(struct conns *cs)
 {
 	unsigned handed = 0, owed = 0;
 	int r = 0;
@@ -80,7 +80,7 @@ kept_store(struct conns *cs)
 	if (r < 0)
 		log_warning_errno(r, "storing connections in systemd's fd store: %m");
 	if (handed) {
-		r = handover_store_sync(HANDOVER_SYNC_USEC);
+		r = kept_store_sync(KEPT_SYNC_USEC);
 		if (r < 0)
 			log_warning_errno(r, "waiting for systemd to store the connections: %m");
 	}
@@ -100,16 +100,16 @@ return_one(int channel, const struct connection *c)
 	int r;
 
 	if (e->owed) {
-		r = handover_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
+		r = kept_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
 				       &memfd);
 		if (r < 0)
 			return r;
 	}
-	return handover_send(channel, e->fd, memfd);
+	return kept_send(channel, e->fd, memfd);
 }
 
 int
-kept_return(struct conns *cs, int channel, unsigned *returned)
+worker_kept_return(struct conns *cs, int channel, unsigned *returned)
 {
 	int r = 0;
 

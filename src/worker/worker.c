@@ -156,7 +156,7 @@ restart(struct worker *w, uint64_t now)
 	/* Connections the supervisor sent before it stopped are ours too. */
 	if (!w->draining)
 		receive(w, now);
-	kept_store(&w->conns);
+	worker_kept_store(&w->conns);
 	start_drain(w, "restarting", now);
 }
 
@@ -164,13 +164,13 @@ restart(struct worker *w, uint64_t now)
 static int
 return_channel(const struct worker *w)
 {
-	return w->setup->channel >= 0 ? w->setup->channel : w->setup->give_back;
+	return w->setup->channel >= 0 ? w->setup->channel : w->setup->returns;
 }
 
 static void
 return_more(struct worker *w)
 {
-	if (kept_return(&w->conns, return_channel(w), &w->returned) == -EAGAIN)
+	if (worker_kept_return(&w->conns, return_channel(w), &w->returned) == -EAGAIN)
 		return;
 	/* A fork connection process says it at debug level: there may be
 	 * thousands of them, and the supervisor counts them once. */

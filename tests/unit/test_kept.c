@@ -1,4 +1,4 @@
-/* handover.c: the names connections and owed bytes carry in systemd's fd
+/* kept.c: the names connections and owed bytes carry in systemd's fd
  * store, and the sealed memfd that holds owed bytes. The store itself is
  * exercised against an AF_UNIX datagram socket standing in for systemd. */
 #include <stdarg.h>
@@ -18,7 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "handover.h"
+#include "kept.h"
 
 static void
 test_name_conn(void **state)
@@ -26,7 +26,7 @@ test_name_conn(void **state)
 	uint64_t id = 7;
 
 	(void)state;
-	assert_int_equal(handover_name_parse("conn", &id), HANDOVER_CONN);
+	assert_int_equal(kept_name_parse("conn", &id), KEPT_CONN);
 	assert_int_equal(id, 7); /* untouched */
 }
 
@@ -34,17 +34,17 @@ static void
 test_name_owed_roundtrip(void **state)
 {
 	const uint64_t ids[] = {1, 42, 1234567890123ULL, UINT64_MAX};
-	char name[HANDOVER_NAME_MAX];
+	char name[KEPT_NAME_MAX];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		uint64_t id = 0;
 
-		handover_owed_name(ids[i], name, sizeof(name));
-		assert_int_equal(handover_name_parse(name, &id), HANDOVER_OWED);
+		kept_owed_name(ids[i], name, sizeof(name));
+		assert_int_equal(kept_name_parse(name, &id), KEPT_OWED);
 		assert_true(id == ids[i]);
 	}
-	handover_owed_name(UINT64_MAX, name, sizeof(name));
+	kept_owed_name(UINT64_MAX, name, sizeof(name));
 	assert_string_equal(name, "owed-18446744073709551615");
 }
 
@@ -60,9 +60,9 @@ test_name_other(void **state)
 	uint64_t id = 5;
 
 	(void)state;
-	assert_int_equal(handover_name_parse(NULL, &id), HANDOVER_OTHER);
+	assert_int_equal(kept_name_parse(NULL, &id), KEPT_OTHER);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (handover_name_parse(names[i], &id) != HANDOVER_OTHER)
+		if (kept_name_parse(names[i], &id) != KEPT_OTHER)
 			fail_msg("\"%s\" taken as ours", names[i]);
 		assert_int_equal(id, 5);
 	}
@@ -78,14 +78,14 @@ test_socket_id(void **state)
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
 	dup_fd = dup(pair[0]);
-	assert_int_equal(handover_socket_id(pair[0], &a), 0);
-	assert_int_equal(handover_socket_id(dup_fd, &b), 0);
-	assert_int_equal(handover_socket_id(pair[1], &c), 0);
+	assert_int_equal(kept_socket_id(pair[0], &a), 0);
+	assert_int_equal(kept_socket_id(dup_fd, &b), 0);
+	assert_int_equal(kept_socket_id(pair[1], &c), 0);
 	assert_true(a == b);
 	assert_true(a != c);
 	assert_int_equal(fstat(pair[0], &st), 0);
 	assert_true(a == (uint64_t)st.st_ino);
-	assert_int_equal(handover_socket_id(STDIN_FILENO + 1000, &a), -EBADF);
+	assert_int_equal(kept_socket_id(STDIN_FILENO + 1000, &a), -EBADF);
 	close(pair[0]);
 	close(pair[1]);
 	close(dup_fd);
@@ -99,7 +99,7 @@ test_socket_id_not_socket(void **state)
 
 	(void)state;
 	assert_true(fd >= 0);
-	assert_int_equal(handover_socket_id(fd, &id), -ENOTSOCK);
+	assert_int_equal(kept_socket_id(fd, &id), -ENOTSOCK);
 	assert_int_equal(id, 3);
 	close(fd);
 }
@@ -107,7 +107,7 @@ test_socket_id_not_socket(void **state)
 static void
 test_owed_roundtrip(void **state)
 {
-	const size_t sizes[] = {1, 2, 4096, 65537, HANDOVER_OWED_MAX};
+	const size_t sizes[] = {1, 2, 4096, 65537, KEPT_OWED_MAX};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -119,10 +119,10 @@ test_owed_roundtrip(void **state)
 		assert_non_null(data);
 		for (size_t j = 0; j < sizes[i]; j++)
 			data[j] = (char)(j * 31 + i);
-		assert_int_equal(handover_owed_encode(1000 + i, data, sizes[i], &fd), 0);
+		assert_int_equal(kept_owed_encode(1000 + i, data, sizes[i], &fd), 0);
 		assert_true(fd >= 0);
 		assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
-		assert_int_equal(handover_owed_decode(fd, &id, &got, &len), 0);
+		assert_int_equal(kept_owed_decode(fd, &id, &got, &len), 0);
 		assert_true(id == 1000 + i);
 		assert_int_equal(len, sizes[i]);
 		assert_memory_equal(got, data, len);
@@ -138,7 +138,7 @@ test_owed_sealed(void **state)
 	int fd = -1;
 
 	(void)state;
-	assert_int_equal(handover_owed_encode(9, "abc", 3, &fd), 0);
+	assert_int_equal(kept_owed_encode(9, "abc", 3, &fd), 0);
 	/* Nobody holding a copy can change what is owed. */
 	assert_int_equal(pwrite(fd, "x", 1, 0), -1);
 	assert_int_equal(errno, EPERM);
@@ -154,9 +154,9 @@ test_owed_encode_invalid(void **state)
 	int fd = -5;
 
 	(void)state;
-	assert_int_equal(handover_owed_encode(1, "x", 0, &fd), -EINVAL);
-	assert_int_equal(handover_owed_encode(1, NULL, 1, &fd), -EINVAL);
-	assert_int_equal(handover_owed_encode(1, "x", HANDOVER_OWED_MAX + 1, &fd), -EINVAL);
+	assert_int_equal(kept_owed_encode(1, "x", 0, &fd), -EINVAL);
+	assert_int_equal(kept_owed_encode(1, NULL, 1, &fd), -EINVAL);
+	assert_int_equal(kept_owed_encode(1, "x", KEPT_OWED_MAX + 1, &fd), -EINVAL);
 	assert_int_equal(fd, -5);
 }
 
@@ -174,7 +174,7 @@ forged(const void *data, size_t len, int seals)
 }
 
 /* One limit for every decoder: a well-formed memfd owing more than
- * HANDOVER_OWED_MAX is refused, whoever reads it. */
+ * KEPT_OWED_MAX is refused, whoever reads it. */
 static void
 test_owed_over_the_limit(void **state)
 {
@@ -182,7 +182,7 @@ test_owed_over_the_limit(void **state)
 	struct {
 		char magic[8];
 		uint64_t id, len;
-	} h = {.id = 5, .len = HANDOVER_OWED_MAX + 1};
+	} h = {.id = 5, .len = KEPT_OWED_MAX + 1};
 	char *got = NULL;
 	uint64_t id = 0;
 	size_t len = 0;
@@ -194,7 +194,7 @@ test_owed_over_the_limit(void **state)
 	assert_int_equal(write(fd, &h, sizeof(h)), (ssize_t)sizeof(h));
 	assert_int_equal(ftruncate(fd, (off_t)(sizeof(h) + h.len)), 0);
 	assert_int_equal(fcntl(fd, F_ADD_SEALS, all), 0);
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -E2BIG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -E2BIG);
 	assert_null(got);
 	close(fd);
 }
@@ -211,10 +211,10 @@ test_owed_take_pairs_by_connection(void **state)
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
-	assert_int_equal(handover_owed_pack(a[0], "owed", 4, &id, &owed), 0);
-	assert_int_equal(handover_owed_take(owed, b[0], &got, &len), -ESTALE);
+	assert_int_equal(kept_owed_pack(a[0], "owed", 4, &id, &owed), 0);
+	assert_int_equal(kept_owed_take(owed, b[0], &got, &len), -ESTALE);
 	assert_null(got);
-	assert_int_equal(handover_owed_take(owed, a[0], &got, &len), 0);
+	assert_int_equal(kept_owed_take(owed, a[0], &got, &len), 0);
 	assert_int_equal(len, 4);
 	assert_memory_equal(got, "owed", 4);
 	free(got);
@@ -245,7 +245,7 @@ test_owed_decode_rejects(void **state)
 	memcpy(h.magic, "echodOW1", 8);
 	/* The well-formed one is accepted: the rest differ from it in one way. */
 	fd = forged(&h, size, all);
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), 0);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), 0);
 	assert_memory_equal(got, "abcd", 4);
 	free(got);
 	got = NULL;
@@ -253,26 +253,26 @@ test_owed_decode_rejects(void **state)
 	id = 77;
 
 	fd = forged(&h, size, F_SEAL_SHRINK | F_SEAL_GROW); /* writable */
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	fd = forged(&h, size - 1, all); /* shorter than it says */
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	fd = forged(&h, 10, all); /* not even a header */
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	h.len = 0;
 	fd = forged(&h, 24, all); /* owes nothing */
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	h.len = 4;
 	h.magic[7] = '2';
 	fd = forged(&h, size, all);
-	assert_int_equal(handover_owed_decode(fd, &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(fd, &id, &got, &len), -EBADMSG);
 	close(fd);
 	/* Not a memfd at all. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
-	assert_int_equal(handover_owed_decode(pair[0], &id, &got, &len), -EBADMSG);
+	assert_int_equal(kept_owed_decode(pair[0], &id, &got, &len), -EBADMSG);
 	close(pair[0]);
 	close(pair[1]);
 	assert_null(got);
@@ -293,7 +293,7 @@ setup_sink(void **state)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
 	assert_non_null(s);
-	snprintf(s->path, sizeof(s->path), "/tmp/test-handover-%d.sock", (int)getpid());
+	snprintf(s->path, sizeof(s->path), "/tmp/test-kept-%d.sock", (int)getpid());
 	unlink(s->path);
 	s->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	assert_true(s->fd >= 0);
@@ -322,7 +322,7 @@ sink_recv(struct notify_sink *s, char *buf, size_t size)
 {
 	union {
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * HANDOVER_BATCH_MAX)];
+		char buf[CMSG_SPACE(sizeof(int) * KEPT_BATCH_MAX)];
 	} control;
 	struct iovec iov = {.iov_base = buf, .iov_len = size - 1};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
@@ -350,21 +350,21 @@ static void
 test_store_batch(void **state)
 {
 	struct notify_sink *s = *state;
-	int fds[HANDOVER_BATCH_MAX];
+	int fds[KEPT_BATCH_MAX];
 	char buf[256];
 
-	for (size_t i = 0; i < HANDOVER_BATCH_MAX; i++)
+	for (size_t i = 0; i < KEPT_BATCH_MAX; i++)
 		fds[i] = STDERR_FILENO;
-	assert_true(handover_store(HANDOVER_CONN_NAME, fds, HANDOVER_BATCH_MAX) > 0);
-	assert_int_equal(sink_recv(s, buf, sizeof(buf)), HANDOVER_BATCH_MAX);
+	assert_true(kept_store(KEPT_CONN_NAME, fds, KEPT_BATCH_MAX) > 0);
+	assert_int_equal(sink_recv(s, buf, sizeof(buf)), KEPT_BATCH_MAX);
 	assert_string_equal(buf, "FDSTORE=1\nFDNAME=conn");
-	assert_true(handover_store("owed-12", fds, 1) > 0);
+	assert_true(kept_store("owed-12", fds, 1) > 0);
 	assert_int_equal(sink_recv(s, buf, sizeof(buf)), 1);
 	assert_string_equal(buf, "FDSTORE=1\nFDNAME=owed-12");
 	/* The kernel's limit per message: refused before the kernel says so. */
-	assert_int_equal(handover_store(HANDOVER_CONN_NAME, fds, 0), -EINVAL);
-	assert_int_equal(handover_store(HANDOVER_CONN_NAME, (int[HANDOVER_BATCH_MAX + 1]){0},
-					HANDOVER_BATCH_MAX + 1),
+	assert_int_equal(kept_store(KEPT_CONN_NAME, fds, 0), -EINVAL);
+	assert_int_equal(kept_store(KEPT_CONN_NAME, (int[KEPT_BATCH_MAX + 1]){0},
+					KEPT_BATCH_MAX + 1),
 			 -EINVAL);
 }
 
@@ -374,7 +374,7 @@ test_store_remove(void **state)
 	struct notify_sink *s = *state;
 	char buf[256];
 
-	assert_true(handover_store_remove("owed-5") > 0);
+	assert_true(kept_store_remove("owed-5") > 0);
 	assert_int_equal(sink_recv(s, buf, sizeof(buf)), 0);
 	assert_string_equal(buf, "FDSTOREREMOVE=1\nFDNAME=owed-5");
 }
@@ -386,8 +386,8 @@ test_store_without_systemd(void **state)
 
 	(void)state;
 	unsetenv("NOTIFY_SOCKET");
-	assert_int_equal(handover_store(HANDOVER_CONN_NAME, &fd, 1), 0);
-	assert_int_equal(handover_store_remove(HANDOVER_CONN_NAME), 0);
+	assert_int_equal(kept_store(KEPT_CONN_NAME, &fd, 1), 0);
+	assert_int_equal(kept_store_remove(KEPT_CONN_NAME), 0);
 }
 
 int

@@ -6,7 +6,7 @@
  * shared memory, mapped before the first fork, so that the limit holds for
  * the whole service whichever process serves the connection. Each count is
  * held by an owner, the pid of the process serving the connection, so that
- * the supervisor can give back what a process that died held
+ * the supervisor can release what a process that died held
  * (admission_forget_owner()). Sources without a key (UNIX sockets) are never
  * limited.
  *

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "fdpass.h"
-#include "handover.h"
+#include "kept.h"
 #include "ledger.h"
 #include "log.h"
 #include "util.h"
@@ -98,8 +98,8 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent)
 		for (unsigned i = 0; i < q->n; i++)
 			if (q->positions[i].channel >= 0)
 				close(q->positions[i].channel);
-	if (env->give_back[FDPASS_SUPERVISOR] >= 0)
-		close(env->give_back[FDPASS_SUPERVISOR]);
+	if (env->returns[FDPASS_SUPERVISOR] >= 0)
+		close(env->returns[FDPASS_SUPERVISOR]);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -115,8 +115,8 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 
 	pool_env_enter_child(env, parent);
 	/* A worker gives back over its own channel. */
-	if (env->give_back[FDPASS_WORKER] >= 0)
-		close(env->give_back[FDPASS_WORKER]);
+	if (env->returns[FDPASS_WORKER] >= 0)
+		close(env->returns[FDPASS_WORKER]);
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
 
@@ -134,7 +134,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	    .intake = p->intake,
 	    .datagrams = true,
 	    .channel = channel,
-	    .give_back = -1,
+	    .returns = -1,
 	    .release_reservations = true,
 	};
 	_exit(worker_run(&setup));
@@ -363,11 +363,11 @@ pool_signal(const struct pool *p, int sig)
 }
 
 void
-pool_retire(const struct pool_env *env, struct pool *p, bool give_back)
+pool_retire(const struct pool_env *env, struct pool *p, bool returns)
 {
 	p->retiring = true;
 	pool_cancel_respawns(p);
-	for (unsigned i = 0; give_back && i < p->n; i++) {
+	for (unsigned i = 0; returns && i < p->n; i++) {
 		struct position *pos = &p->positions[i];
 		struct epoll_event ev = {.events = EPOLLIN,
 					 .data.u64 = env->channel_event | (uint32_t)pos->channel};
@@ -378,7 +378,7 @@ pool_retire(const struct pool_env *env, struct pool *p, bool give_back)
 	/* SIGTERM makes a worker drain: it stops taking connections and
 	 * finishes its own within ShutdownTimeoutSec=. SIGUSR2 makes it send
 	 * them back first, and drain only what it could not. */
-	pool_signal(p, give_back ? SIGUSR2 : SIGTERM);
+	pool_signal(p, returns ? SIGUSR2 : SIGTERM);
 }
 
 /* What the worker can hold: WorkerConnections=, or fewer when it said its
@@ -431,7 +431,7 @@ pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owe
 	while ((i = pick_worker(env, p, p->skip)) >= 0) {
 		struct position *pos = &p->positions[i];
 
-		r = kept ? handover_send(pos->channel, fd, owed_fd)
+		r = kept ? kept_send(pos->channel, fd, owed_fd)
 			 : fdpass_send(pos->channel, FDPASS_CONN, fd);
 		if (r == 0) {
 			pos->sent++;
@@ -443,7 +443,7 @@ pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owe
 		else if (r == -ETOOMANYREFS)
 			break; /* a per-user limit: every channel says the same */
 		else if (r != -EAGAIN)
-			log_warning_errno(r, "worker %d: handing off a connection: %m", i);
+			log_warning_errno(r, "worker %d: sending a connection: %m", i);
 	}
 	return r;
 }

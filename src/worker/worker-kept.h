@@ -9,9 +9,9 @@
 
 /* Restart: every connection into the fd store, in batches, then waits for
  * systemd to have them. Logs what it did. What could not be stored stays. */
-void kept_store(struct conns *cs);
+void worker_kept_store(struct conns *cs);
 
 /* Reload: sends the connections back over channel, oldest first, counting
  * them in *returned. -EAGAIN: the channel is full, call again later; 0:
  * done (what could not be sent stays, said in the log). */
-int kept_return(struct conns *cs, int channel, unsigned *returned);
+int worker_kept_return(struct conns *cs, int channel, unsigned *returned);

@@ -1,6 +1,6 @@
 /* The channel between the supervisor and a process it forked: how fds
  * travel between them, in every model. New connections go from the
- * supervisor to passfd workers; kept connections (see handover.h) go to
+ * supervisor to passfd workers; kept connections (see kept.h) go to
  * the workers of any model after a restart or a reload, and come back from
  * them on a reload.
  *
@@ -27,7 +27,7 @@ enum fdpass_tag {
 	FDPASS_CONN = 'C', /* a new connection, just accepted */
 	FDPASS_KEPT = 'K', /* a kept connection: served before by another process */
 	FDPASS_OWED = 'O', /* the bytes owed on the kept connection sent next (a
-			    * sealed memfd, handover.h) */
+			    * sealed memfd, kept.h) */
 };
 
 /* Creates a channel: an AF_UNIX SOCK_SEQPACKET socketpair, both ends

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "handover.h"
+#include "kept.h"
 #include "log.h"
 #include "sdunit.h"
 #include "util.h"
@@ -28,7 +28,7 @@ find_owed(struct listen_set *set, uint64_t id)
 		uint64_t owed_id;
 
 		if (set->stored[i].fd >= 0 &&
-		    handover_name_parse(set->stored[i].name, &owed_id) == HANDOVER_OWED &&
+		    kept_name_parse(set->stored[i].name, &owed_id) == KEPT_OWED &&
 		    owed_id == id)
 			return &set->stored[i];
 	}
@@ -53,14 +53,14 @@ forget_store(const struct listen_set *set)
 
 	for (size_t i = 0; i < set->n_stored; i++) {
 		uint64_t id;
-		enum handover_kind kind = handover_name_parse(set->stored[i].name, &id);
+		enum kept_kind kind = kept_name_parse(set->stored[i].name, &id);
 
-		if (kind == HANDOVER_OWED)
-			(void)handover_store_remove(set->stored[i].name);
-		conns |= kind == HANDOVER_CONN;
+		if (kind == KEPT_OWED)
+			(void)kept_store_remove(set->stored[i].name);
+		conns |= kind == KEPT_CONN;
 	}
 	if (conns)
-		(void)handover_store_remove(HANDOVER_CONN_NAME);
+		(void)kept_store_remove(KEPT_CONN_NAME);
 }
 
 int
@@ -84,16 +84,16 @@ restart_take(struct listen_set *set, struct restart_queue *q)
 		struct stored_fd *sf = &set->stored[i], *owed;
 		uint64_t id, unused;
 
-		if (sf->fd < 0 || handover_name_parse(sf->name, &unused) != HANDOVER_CONN)
+		if (sf->fd < 0 || kept_name_parse(sf->name, &unused) != KEPT_CONN)
 			continue;
-		if (handover_socket_id(sf->fd, &id) < 0 || !connection_usable(sf->fd)) {
+		if (kept_socket_id(sf->fd, &id) < 0 || !connection_usable(sf->fd)) {
 			close_stored(sf);
 			dropped++;
 			continue;
 		}
 		owed = find_owed(set, id);
 		(void)fcntl(sf->fd, F_SETFL, fcntl(sf->fd, F_GETFL) | O_NONBLOCK);
-		q->items[n] = (struct restored){.fd = TAKE_FD(sf->fd),
+		q->items[n] = (struct kept_conn){.fd = TAKE_FD(sf->fd),
 						.owed_fd = owed ? TAKE_FD(owed->fd) : -1};
 		q->owed += owed != NULL;
 		n++;
@@ -114,7 +114,7 @@ restart_take(struct listen_set *set, struct restart_queue *q)
 int
 restart_queue_store(struct restart_queue *q)
 {
-	int fds[HANDOVER_BATCH_MAX];
+	int fds[KEPT_BATCH_MAX];
 	size_t stored = 0;
 
 	while (q->next < q->n) {
@@ -122,17 +122,17 @@ restart_queue_store(struct restart_queue *q)
 		int r;
 
 		for (size_t i = first; i < q->n && n < ELEMENTSOF(fds); i++) {
-			struct restored *item = &q->items[i];
-			char name[HANDOVER_NAME_MAX];
+			struct kept_conn *item = &q->items[i];
+			char name[KEPT_NAME_MAX];
 			uint64_t id;
 
-			if (item->owed_fd >= 0 && handover_socket_id(item->fd, &id) == 0) {
-				handover_owed_name(id, name, sizeof(name));
-				(void)handover_store(name, &item->owed_fd, 1);
+			if (item->owed_fd >= 0 && kept_socket_id(item->fd, &id) == 0) {
+				kept_owed_name(id, name, sizeof(name));
+				(void)kept_store(name, &item->owed_fd, 1);
 			}
 			fds[n++] = item->fd;
 		}
-		r = handover_store(HANDOVER_CONN_NAME, fds, n);
+		r = kept_store(KEPT_CONN_NAME, fds, n);
 		if (r <= 0)
 			return r == 0 ? -ENOTCONN : r;
 		for (size_t i = first; i < first + n; i++) {
@@ -146,7 +146,7 @@ restart_queue_store(struct restart_queue *q)
 	}
 	/* The supervisor exits soon: systemd must have them first. */
 	if (stored)
-		(void)handover_store_sync(5 * 1000 * 1000);
+		(void)kept_store_sync(5 * 1000 * 1000);
 	return (int)stored;
 }
 
@@ -157,7 +157,7 @@ restart_queue_push_owed(struct restart_queue *q, int memfd)
 	uint64_t id;
 	int r;
 
-	r = handover_owed_decode(memfd, &id, NULL, NULL);
+	r = kept_owed_decode(memfd, &id, NULL, NULL);
 	if (r < 0) {
 		close(memfd);
 		return r;
@@ -187,7 +187,7 @@ restart_queue_push(struct restart_queue *q, int fd)
 
 	if (q->n == q->size) {
 		size_t size = q->size ? 2 * q->size : 64;
-		struct restored *items = realloc(q->items, size * sizeof(*items));
+		struct kept_conn *items = realloc(q->items, size * sizeof(*items));
 		if (!items) {
 			close(fd);
 			return -ENOMEM;
@@ -195,14 +195,14 @@ restart_queue_push(struct restart_queue *q, int fd)
 		q->items = items;
 		q->size = size;
 	}
-	if (handover_socket_id(fd, &id) == 0)
+	if (kept_socket_id(fd, &id) == 0)
 		for (size_t i = 0; i < q->n_pending; i++)
 			if (q->pending[i].id == id) {
 				owed_fd = q->pending[i].fd;
 				q->pending[i] = q->pending[--q->n_pending];
 				break;
 			}
-	q->items[q->n++] = (struct restored){.fd = fd, .owed_fd = owed_fd};
+	q->items[q->n++] = (struct kept_conn){.fd = fd, .owed_fd = owed_fd};
 	q->owed += owed_fd >= 0;
 	return 0;
 }

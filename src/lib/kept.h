@@ -4,7 +4,7 @@
  *
  * The store keeps fds by name, and FDNAME= names every fd of one notify
  * message alike. So connections travel in batches of up to
- * HANDOVER_BATCH_MAX fds (SCM_MAX_FD) all named HANDOVER_CONN_NAME, and a
+ * KEPT_BATCH_MAX fds (SCM_MAX_FD) all named KEPT_CONN_NAME, and a
  * connection that owes bytes gets one more entry of its own: a sealed memfd
  * named "owed-<id>", where <id> is the connection socket's inode number
  * (unique among live sockets, the same in every process holding it). The
@@ -23,77 +23,77 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HANDOVER_CONN_NAME "conn"
-#define HANDOVER_OWED_PREFIX "owed-"
+#define KEPT_CONN_NAME "conn"
+#define KEPT_OWED_PREFIX "owed-"
 /* The kernel's SCM_MAX_FD: more fds in one message fail with EINVAL. */
-#define HANDOVER_BATCH_MAX 253
+#define KEPT_BATCH_MAX 253
 /* Longest name "owed-<id>" plus NUL. */
-#define HANDOVER_NAME_MAX (sizeof(HANDOVER_OWED_PREFIX) + 20)
+#define KEPT_NAME_MAX (sizeof(KEPT_OWED_PREFIX) + 20)
 /* What one connection may owe, whoever takes it back: echod owes at most
  * one read (64 KiB); the margin admits an older or newer echod's. The one
  * limit every decoder applies. */
-#define HANDOVER_OWED_MAX (1024 * 1024)
+#define KEPT_OWED_MAX (1024 * 1024)
 
-enum handover_kind {
-	HANDOVER_OTHER, /* not ours: a listening socket, or unnamed */
-	HANDOVER_CONN,
-	HANDOVER_OWED,
+enum kept_kind {
+	KEPT_OTHER, /* not ours: a listening socket, or unnamed */
+	KEPT_CONN,
+	KEPT_OWED,
 };
 
-/* Classifies an FDNAME= / $LISTEN_FDNAMES entry; for HANDOVER_OWED stores
- * the id in *ret_id. NULL is HANDOVER_OTHER. "owed-" with anything but a
- * decimal number without leading zeros in [1, UINT64_MAX] is HANDOVER_OTHER. */
-enum handover_kind handover_name_parse(const char *name, uint64_t *ret_id);
+/* Classifies an FDNAME= / $LISTEN_FDNAMES entry; for KEPT_OWED stores
+ * the id in *ret_id. NULL is KEPT_OTHER. "owed-" with anything but a
+ * decimal number without leading zeros in [1, UINT64_MAX] is KEPT_OTHER. */
+enum kept_kind kept_name_parse(const char *name, uint64_t *ret_id);
 
-/* Writes "owed-<id>" into buf (at least HANDOVER_NAME_MAX bytes). */
-void handover_owed_name(uint64_t id, char *buf, size_t size);
+/* Writes "owed-<id>" into buf (at least KEPT_NAME_MAX bytes). */
+void kept_owed_name(uint64_t id, char *buf, size_t size);
 
 /* The id of a connected socket: its inode number. -ENOTSOCK for anything
  * else. */
-int handover_socket_id(int fd, uint64_t *ret_id);
+int kept_socket_id(int fd, uint64_t *ret_id);
 
 /* Creates a sealed (no write, grow, shrink, or further seals) close-on-exec
  * memfd holding id and the len bytes at data. len must be 1 ..
- * HANDOVER_OWED_MAX (else -EINVAL). Returns 0 and *ret_fd, or -errno. */
-int handover_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd);
+ * KEPT_OWED_MAX (else -EINVAL). Returns 0 and *ret_fd, or -errno. */
+int kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd);
 
 /* The same for the len bytes owed on connection conn_fd: encodes them under
  * the connection's id, which it stores in *ret_id. */
-int handover_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd);
+int kept_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd);
 
-/* Reads back what handover_owed_encode() wrote: checks the seals, the magic
+/* Reads back what kept_owed_encode() wrote: checks the seals, the magic
  * and that the length matches the file's size and is at most
- * HANDOVER_OWED_MAX. On success *ret_data is a malloc()ed copy of the bytes
+ * KEPT_OWED_MAX. On success *ret_data is a malloc()ed copy of the bytes
  * (the caller frees it) and *ret_len their number. Does not take fd.
  * -EBADMSG for a memfd that is not one of ours or is not sealed, -E2BIG for
  * one that is too long. ret_data may be NULL: only the id is wanted. */
-int handover_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len);
+int kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len);
 
 /* What whoever takes a kept connection back does with owed_fd: decodes it
- * (the errors of handover_owed_decode()) and checks that it is conn_fd's:
+ * (the errors of kept_owed_decode()) and checks that it is conn_fd's:
  * -ESTALE when it names another connection (a send that failed half-way
  * left it behind). Takes neither fd. */
-int handover_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len);
+int kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len);
 
 /* Sends kept connection fd over channel, preceded by its owed bytes unless
  * owed_fd is -1: they come first, because once the receiver has the
  * connection it may read and echo newer bytes, which must follow them.
  * Takes neither fd. Returns what fdpass_send() returns; after a failure
- * half-way the receiver drops the stray owed bytes (handover_owed_take()). */
-int handover_send(int channel, int fd, int owed_fd);
+ * half-way the receiver drops the stray owed bytes (kept_owed_take()). */
+int kept_send(int channel, int fd, int owed_fd);
 
-/* Puts n (1 .. HANDOVER_BATCH_MAX) fds into systemd's fd store under name
+/* Puts n (1 .. KEPT_BATCH_MAX) fds into systemd's fd store under name
  * in one message (sd_pid_notify_with_fds with FDSTORE=1). Does not take the
  * fds: systemd keeps copies. Returns > 0 when sent, 0 when $NOTIFY_SOCKET is
  * unset (nothing was stored), or -errno. */
-int handover_store(const char *name, const int *fds, size_t n);
+int kept_store(const char *name, const int *fds, size_t n);
 
 /* Waits (up to timeout_usec) until systemd has processed every message
  * this process sent before: systemd finds the unit of a message by its
  * sender's pid, so a process that exits right after storing fds may have
  * them dropped, and the connections reset. Returns > 0 once processed, 0
  * when $NOTIFY_SOCKET is unset, or -errno (-ETIMEDOUT). */
-int handover_store_sync(uint64_t timeout_usec);
+int kept_store_sync(uint64_t timeout_usec);
 
 /* FDSTOREREMOVE=1 for every entry named name. Same returns. */
-int handover_store_remove(const char *name);
+int kept_store_remove(const char *name);

@@ -1,6 +1,6 @@
 /* Model=fork: one child process per connection, running the shared worker
  * loop on that one connection. On a reload (SIGUSR2) each sends its
- * connection back over the channel they share (pool_env.give_back), for
+ * connection back over the channel they share (pool_env.returns), for
  * the new generation. */
 #pragma once
 
@@ -35,9 +35,9 @@ int children_reserve(struct children *c, unsigned max);
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 		  int fd);
 /* The same for a connection taken back after a restart: owed_fd (a sealed
- * memfd, see handover.h, or -1) holds what the previous echod owed on it,
+ * memfd, see kept.h, or -1) holds what the previous echod owed on it,
  * written back first. Takes fd as above; never owed_fd. */
-int children_fork_restored(struct children *c, const struct pool_env *env,
+int children_fork_kept(struct children *c, const struct pool_env *env,
 			   const struct config *config, int fd, int owed_fd);
 /* fork() failed for want of processes or memory: takes fd, to retry after
  * ACCEPT_PAUSE_MS. True when the failure is to be said now (at most every

@@ -251,13 +251,13 @@ static void
 begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 {
 	unsigned timeout = current_config(s)->shutdown_timeout_sec;
-	bool handover;
+	bool keep;
 
 	if (s->stopping)
 		return;
 	/* systemd sends SIGTERM right after ExecStop= ends: a stale
 	 * announcement (a stop job that never came) does not count. */
-	handover = restart_wanted(s->sockets->from_systemd,
+	keep = restart_wanted(s->sockets->from_systemd,
 				  s->restart_announced_ms &&
 					  now - s->restart_announced_ms < RESTART_ANNOUNCE_VALID_MS,
 				  s->restart_store_max, connections_active(s));
@@ -267,7 +267,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Tell systemd how long the drain may take, so it does not kill us
 	 * first when TimeoutStopSec= is shorter. */
 	notify_extend_timeout(((uint64_t)timeout * 1000 + KILL_GRACE_MS + 1000) * 1000);
-	if (!handover)
+	if (!keep)
 		log_info("SIG%s: stopping; open connections get up to %u s to finish", signame,
 			 timeout);
 	for (struct pool *p = s->pool; p; p = p->next)
@@ -276,12 +276,12 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Never served, like the clients still in the backlog. */
 	abandon(s);
 	/* Sent back by connection processes on a reload, not read yet. */
-	if (handover)
-		keeper_receive(&s->keeper, s->env.give_back[FDPASS_SUPERVISOR], UINT_MAX);
+	if (keep)
+		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], UINT_MAX);
 	/* Not handed to a worker yet: back into the store. */
-	if (handover)
+	if (keep)
 		keeper_store(&s->keeper);
-	signal_all(s, handover ? SIGUSR1 : SIGTERM);
+	signal_all(s, keep ? SIGUSR1 : SIGTERM);
 }
 
 /* --- reload --- */
@@ -519,7 +519,7 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 			pool_channel_hung_up(&s->env, s->pool, (int)low);
 		break;
 	case EVENT_GIVE_BACK:
-		keeper_receive(&s->keeper, s->env.give_back[FDPASS_SUPERVISOR], ACCEPT_BATCH * 4);
+		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], ACCEPT_BATCH * 4);
 		break;
 	}
 }
@@ -594,9 +594,9 @@ setup_signals(struct supervisor *s)
 /* Made whatever the model: a reload may switch to fork and away again. We
  * hold its sending end too, so it never hangs up. */
 static int
-setup_give_back(struct supervisor *s)
+setup_return_channel(struct supervisor *s)
 {
-	int *pair = s->env.give_back;
+	int *pair = s->env.returns;
 	int r = fdpass_channel_new(pair);
 
 	if (r < 0)
@@ -660,7 +660,7 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	r = setup_signals(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up signal handling: %m");
-	r = setup_give_back(s);
+	r = setup_return_channel(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up the connection processes' channel: %m");
 	if (notify_watchdog_enabled(&s->watchdog_usec))
@@ -686,8 +686,8 @@ supervisor_free(struct supervisor *s)
 	admission_table_free(s->scoreboard.sources);
 	scoreboard_free(&s->scoreboard);
 	for (int i = 0; i < 2; i++)
-		if (s->env.give_back[i] >= 0)
-			close(s->env.give_back[i]);
+		if (s->env.returns[i] >= 0)
+			close(s->env.returns[i]);
 	if (s->env.signal_fd >= 0)
 		close(s->env.signal_fd);
 	if (s->env.epoll_fd >= 0)
@@ -712,7 +712,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		    .signal_fd = -1,
 		    .sockets = sockets,
 		    .channel_event = EVENT(EVENT_CHANNEL, 0),
-		    .give_back = {-1, -1}},
+		    .returns = {-1, -1}},
 	    .sockets = sockets,
 	    .reread = reread,
 	    .reread_userdata = userdata,

@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
-#include "handover.h"
+#include "kept.h"
 #include "udp.h"
 #include "util.h"
 
@@ -96,7 +96,7 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 		int kind;
 
 		if (r == 0 && names &&
-		    handover_name_parse(names[i], &id) != HANDOVER_OTHER) {
+		    kept_name_parse(names[i], &id) != KEPT_OTHER) {
 			r = listen_set_add_stored(set, fd, TAKE_PTR(names[i]));
 			if (r < 0)
 				snprintf(reason, size, "out of memory");

@@ -33,13 +33,13 @@ struct worker_setup {
 	/* Where a reload sends the connections back when there is no channel
 	 * (fork's connection processes share one; never read here, and its
 	 * hang-up means nothing), or -1. */
-	int give_back;
+	int returns;
 	int connection; /* INTAKE_ONE: the one connection to serve */
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
 	/* `connection` was kept across a restart or reload (served before,
-	 * elsewhere), and what is owed on it: a sealed memfd (handover.h) the
+	 * elsewhere), and what is owed on it: a sealed memfd (kept.h) the
 	 * worker reads and closes, or -1. */
 	bool connection_kept;
 	int connection_owed_fd;

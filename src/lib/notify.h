@@ -7,7 +7,7 @@
  * sent, 0 when $NOTIFY_SOCKET is unset (not run by systemd: nothing to do),
  * negative errno on failure. These are for the supervisor, never a worker:
  * the units say NotifyAccess=all only so that workers can put connections
- * into the fd store on a restart (handover.h), not to report state.
+ * into the fd store on a restart (kept.h), not to report state.
  *
  * This module does not log and does not read clocks: times are passed in, in
  * microseconds of CLOCK_MONOTONIC. */

@@ -302,7 +302,7 @@ ratelimit_shared_take(uint64_t *bucket, uint32_t rate, uint32_t burst, uint64_t 
 }
 
 void
-ratelimit_shared_give_back(uint64_t *bucket, uint32_t rate)
+ratelimit_shared_refund(uint64_t *bucket, uint32_t rate)
 {
 	uint64_t t, cur;
 
