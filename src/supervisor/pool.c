@@ -120,12 +120,6 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
 
-	/* Test hook: lets the integration tests watch the respawn back-off. */
-	if (getenv("ECHOD_TEST_WORKER_FAIL")) {
-		log_error("ECHOD_TEST_WORKER_FAIL is set: failing at start-up");
-		_exit(EXIT_FAILURE);
-	}
-
 	struct worker_setup setup = {
 	    .config = &p->config,
 	    .scoreboard = env->scoreboard,

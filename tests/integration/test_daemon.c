@@ -406,17 +406,26 @@ test_command_line_wins_over_file(void **state)
 static void
 test_respawn_backoff(void **state)
 {
-	static const char fail_line[] = "ECHOD_TEST_WORKER_FAIL is set";
+	static const char fail_line[] = "setting up the event loop";
 	static const char restart[] = "restarting it in ";
-	char listen[64];
+	const char *shim = getenv("ECHOD_FAIL_WORKERS");
+	const char *asan = getenv("ASAN_OPTIONS");
+	char listen[64], preload[PATH_MAX + 16], asan_options[512];
 	unsigned delays[32], n = 0, deaths;
 	struct echod e;
 	uint64_t start;
 
+	if (!shim)
+		fail_msg("ECHOD_FAIL_WORKERS (the fail-workers shim) is not set");
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim);
+	/* A sanitized echod wants its runtime first among the libraries;
+	 * the shim comes first here on purpose. */
+	snprintf(asan_options, sizeof(asan_options), "ASAN_OPTIONS=verify_asan_link_order=0%s%s",
+		 asan ? ":" : "", asan ? asan : "");
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
 	start = monotonic_ms();
 	echod_spawn(
-	    &e, (const char *[]){"ECHOD_TEST_WORKER_FAIL=1", NULL},
+	    &e, (const char *[]){preload, asan_options, NULL},
 	    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1", NULL},
 	    -1);
 	/* 100 + 200 + 400 ms: the third delay is announced well within 4 s. */
