@@ -1,0 +1,318 @@
+/* model*.c: the supervisor's side of each model, called the way the
+ * supervisor calls it — through the table model_get() returns — against a
+ * scoreboard and a pool made here. The pool's workers are channel ends the
+ * test holds; no process is started. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "children.h"
+#include "config.h"
+#include "fdpass.h"
+#include "kept.h"
+#include "ledger.h"
+#include "log.h"
+#include "model.h"
+#include "pool.h"
+#include "scoreboard.h"
+
+#define WORKERS 2
+#define MAX_CONNECTIONS 4
+
+struct fixture {
+	struct scoreboard sb;
+	struct config config;
+	struct listen_set sockets;
+	struct pool_env env;
+	struct pool *pool;
+	struct children children;
+	int worker_end[WORKERS]; /* what each "worker" reads its channel from */
+	struct model_ctx m;
+};
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f || scoreboard_new(&f->sb, WORKERS + 1, MAX_CONNECTIONS) < 0)
+		return -1;
+	config_init(&f->config);
+	f->config.workers = WORKERS;
+	f->config.worker_connections = 3;
+	f->config.max_connections = MAX_CONNECTIONS;
+	f->env = (struct pool_env){.epoll_fd = -1, .signal_fd = -1, .scoreboard = &f->sb,
+				   .sockets = &f->sockets, .returns = {-1, -1}};
+	if (pool_new(&f->config, 0, WORKERS, INTAKE_CHANNEL, &f->pool) < 0)
+		return -1;
+	f->env.pools = f->pool;
+	/* Running workers, as pool_spawn() would leave them. */
+	for (unsigned i = 0; i < WORKERS; i++) {
+		int pair[2];
+
+		if (fdpass_channel_new(pair) < 0)
+			return -1;
+		f->pool->positions[i].pid = getpid();
+		f->pool->positions[i].slot = (int)i;
+		f->pool->positions[i].channel = pair[FDPASS_SUPERVISOR];
+		f->worker_end[i] = pair[FDPASS_WORKER];
+		SB_SET(f->sb.slots[i].state, SLOT_RUNNING);
+	}
+	if (children_init(&f->children, &f->sb) < 0 ||
+	    children_reserve(&f->children, MAX_CONNECTIONS) < 0)
+		return -1;
+	f->m = (struct model_ctx){.env = &f->env, .pool = f->pool, .children = &f->children};
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	int held = children_unhold(&f->children, UINT64_MAX);
+
+	if (held >= 0)
+		close(held);
+	f->children.n = 0;
+	children_done(&f->children);
+	pool_free(NULL, f->pool);
+	for (unsigned i = 0; i < WORKERS; i++)
+		close(f->worker_end[i]);
+	config_done(&f->config);
+	scoreboard_free(&f->sb);
+	free(f);
+	return 0;
+}
+
+/* A connected socket, standing in for an accepted connection. */
+static int
+connection(int *ret_peer)
+{
+	int pair[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+	*ret_peer = pair[1];
+	return pair[0];
+}
+
+/* What worker i finds on its channel next: the tag, or 0 when nothing. */
+static char
+received(struct fixture *f, unsigned i)
+{
+	enum fdpass_tag tag;
+	int fd, r = fdpass_recv(f->worker_end[i], &tag, &fd);
+
+	if (r == -EAGAIN)
+		return 0;
+	assert_int_equal(r, 0);
+	close(fd);
+	return (char)tag;
+}
+
+static void
+test_every_model_has_its_table(void **state)
+{
+	(void)state;
+	for (enum model id = MODEL_PREFORK; id <= MODEL_FORK; id++) {
+		const struct model_ops *ops = model_get(id);
+
+		assert_string_equal(ops->name, model_to_string(id));
+		/* What the supervisor calls whatever the model. */
+		assert_non_null(ops->pool_size);
+		assert_non_null(ops->log_start);
+		assert_non_null(ops->deliver_kept);
+		assert_non_null(ops->active);
+		assert_non_null(ops->status);
+		/* It accepts itself exactly when it can deliver what it
+		 * accepted; reserving means nothing otherwise. */
+		assert_true((ops->has_room == NULL) == (ops->deliver == NULL));
+		assert_true(!ops->reserves || ops->has_room);
+	}
+	/* How the workers get connections, one explicit value each. */
+	assert_int_equal(model_get(MODEL_PREFORK)->worker_intake, INTAKE_LISTENERS);
+	assert_true(model_get(MODEL_PREFORK)->shares_listeners);
+	assert_null(model_get(MODEL_PREFORK)->has_room);
+	assert_int_equal(model_get(MODEL_PASSFD)->worker_intake, INTAKE_CHANNEL);
+	assert_true(model_get(MODEL_PASSFD)->reserves);
+	assert_int_equal(model_get(MODEL_FORK)->worker_intake, INTAKE_NONE);
+	assert_false(model_get(MODEL_FORK)->reserves);
+}
+
+static void
+test_pool_sizes(void **state)
+{
+	struct fixture *f = *state;
+	struct listener datagram = {.fd = -1, .kind = SOCKET_DATAGRAM};
+
+	assert_int_equal(model_get(MODEL_PREFORK)->pool_size(&f->config, &f->sockets), WORKERS);
+	assert_int_equal(model_get(MODEL_PASSFD)->pool_size(&f->config, &f->sockets), WORKERS);
+	/* fork: a worker only for datagrams. */
+	assert_int_equal(model_get(MODEL_FORK)->pool_size(&f->config, &f->sockets), 0);
+	f->sockets.items = &datagram;
+	f->sockets.n = 1;
+	assert_int_equal(model_get(MODEL_FORK)->pool_size(&f->config, &f->sockets), 1);
+	f->sockets = (struct listen_set){0};
+}
+
+/* passfd sends each connection to the worker with the fewest, counting
+ * those still on their way; the worker gets it tagged as a new one. */
+static void
+test_passfd_delivers_to_least_loaded(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer;
+
+	SB_SET(f->sb.slots[0].active, 2);
+	for (int i = 0; i < 3; i++) {
+		assert_true(ops->has_room(&f->m));
+		assert_int_equal(ops->deliver(&f->m, connection(&peer), 0), 0);
+		close(peer);
+	}
+	/* Worker 1 took the first two (0 and then 1 in flight, against 2);
+	 * at 2 each, the third went to worker 0. */
+	assert_int_equal(received(f, 1), FDPASS_CONN);
+	assert_int_equal(received(f, 1), FDPASS_CONN);
+	assert_int_equal(received(f, 1), 0);
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	assert_int_equal(received(f, 0), 0);
+	assert_int_equal(ops->active(&f->m), 0); /* nothing reserved here */
+}
+
+static void
+test_passfd_room(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+
+	assert_true(ops->has_room(&f->m));
+	/* MaxConnections= reached across the service. */
+	for (int i = 0; i < MAX_CONNECTIONS; i++)
+		assert_true(ledger_reserve(&f->sb));
+	assert_false(ops->has_room(&f->m));
+	for (int i = 0; i < MAX_CONNECTIONS; i++)
+		ledger_release(&f->sb);
+	/* Every worker at WorkerConnections=. */
+	SB_SET(f->sb.slots[0].active, 3);
+	SB_SET(f->sb.slots[1].active, 3);
+	assert_false(ops->has_room(&f->m));
+	/* One with fewer fds than that: its own limit counts. */
+	SB_SET(f->sb.slots[1].active, 1);
+	SB_SET(f->sb.slots[1].capacity, 1);
+	assert_false(ops->has_room(&f->m));
+	SB_SET(f->sb.slots[1].capacity, 2);
+	assert_true(ops->has_room(&f->m));
+	/* A dead worker's channel takes nothing. */
+	f->pool->positions[1].hung_up = true;
+	assert_false(ops->has_room(&f->m));
+}
+
+/* A kept connection was admitted before: it goes beyond the cap, and its
+ * owed bytes travel first, tagged. */
+static void
+test_kept_to_pool(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t id;
+	int peer, conn = connection(&peer), owed;
+
+	for (int i = 0; i < MAX_CONNECTIONS; i++)
+		assert_true(ledger_reserve(&f->sb));
+	assert_int_equal(kept_owed_pack(conn, "abc", 3, &id, &owed), 0);
+	for (enum model m = MODEL_PREFORK; m <= MODEL_PASSFD; m++)
+		assert_ptr_equal(model_get(m)->deliver_kept, model_deliver_kept_to_pool);
+	assert_int_equal(model_get(MODEL_PASSFD)->deliver_kept(&f->m, conn, owed), 0);
+	close(owed);
+	close(peer);
+	assert_int_equal(ledger_reserved(&f->sb), MAX_CONNECTIONS + 1);
+	assert_int_equal(received(f, 0), FDPASS_OWED);
+	assert_int_equal(received(f, 0), FDPASS_KEPT);
+	assert_int_equal(received(f, 1), 0);
+}
+
+/* No worker can take it: the caller keeps it to try next turn, and its
+ * reservation is not kept either. */
+static void
+test_kept_waits_for_a_worker(void **state)
+{
+	struct fixture *f = *state;
+	int peer, conn = connection(&peer);
+
+	f->pool->positions[0].hung_up = true;
+	f->pool->positions[1].hung_up = true;
+	assert_int_equal(model_deliver_kept_to_pool(&f->m, conn, -1), -EAGAIN);
+	assert_true(fcntl(conn, F_GETFD) >= 0);
+	assert_int_equal(ledger_reserved(&f->sb), 0);
+	close(conn);
+	close(peer);
+}
+
+static void
+test_fork_room(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_FORK);
+	struct notify_status st = {0};
+	struct scoreboard_totals totals = {0};
+	int peer;
+
+	assert_true(ops->has_room(&f->m));
+	f->children.n = MAX_CONNECTIONS; /* as many processes as connections allowed */
+	assert_false(ops->has_room(&f->m));
+	assert_int_equal(ops->active(&f->m), MAX_CONNECTIONS);
+	ops->status(&f->m, &totals, &st);
+	assert_int_equal(st.workers_running, MAX_CONNECTIONS);
+	assert_int_equal(st.workers_wanted, MAX_CONNECTIONS);
+	f->children.n = 1;
+	assert_true(ops->has_room(&f->m));
+	/* A connection waiting for fork() to work again: nothing more is
+	 * accepted until it has its process... */
+	children_hold(&f->children, connection(&peer), 0);
+	assert_false(ops->has_room(&f->m));
+	/* ...and a stop closes it, counted lost. */
+	assert_int_equal(ops->abandon(&f->m), 1);
+	assert_true(ops->has_room(&f->m));
+	assert_int_equal(ops->abandon(&f->m), 0);
+	close(peer);
+}
+
+static void
+test_pool_status(void **state)
+{
+	struct fixture *f = *state;
+	struct notify_status st = {0};
+	struct scoreboard_totals totals = {.active = 5};
+
+	f->pool->positions[1].pid = 0; /* one worker died, not yet respawned */
+	model_get(MODEL_PREFORK)->status(&f->m, &totals, &st);
+	assert_int_equal(st.workers_running, 1);
+	assert_int_equal(st.workers_wanted, WORKERS);
+	assert_int_equal(st.active, 5);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_every_model_has_its_table),
+	    cmocka_unit_test_setup_teardown(test_pool_sizes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_delivers_to_least_loaded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_room, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kept_to_pool, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kept_waits_for_a_worker, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fork_room, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_status, setup, teardown),
+	};
+
+	log_set_max_level(LOG_WARNING);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
