@@ -11,7 +11,7 @@
 #include "ledger.h"
 #include "listen.h"
 #include "worker-conns.h"
-#include "worker.h"
+#include "worker-setup.h"
 
 struct listener_source {
 	struct source source;
