@@ -17,11 +17,19 @@ Usage: run-bench.sh [options]
 Measures echod (prefork, passfd, fork), the reference server (refserver) and,
 when installed, xinetd, openbsd-inetd and socat, in modes rr, crr, bulk, hold
 and udp; servers alternate round-robin across repetitions and the table shows
-medians, with ratios to the reference measured in the same run.
+medians, with ratios to the reference measured in the same run, and the
+server's CPU time per operation (its whole process tree, in a cgroup of its
+own), which the scheduler does not distort as it does throughput on a few
+shared cores.
 
 Options:
   --build DIR        build directory the defaults below are taken from (build)
   --echod PATH       echod executable (DIR/src/echod)
+  --echod-before PATH
+                     a second echod (say, the build before a change),
+                     measured as prefork-before, passfd-before and
+                     fork-before, alternating with the rest in the same
+                     run; without --servers these join the default list
   --bench PATH       echod-bench executable (DIR/tests/bench/echod-bench)
   --refserver PATH   refserver executable (DIR/tests/bench/refserver)
   --xinetd PATH      xinetd executable (from PATH; skipped if absent)
@@ -53,7 +61,7 @@ EOF
 }
 
 BUILD=build
-ECHOD='' BENCH='' REFSERVER='' OUT=''
+ECHOD='' ECHOD_BEFORE='' SERVERS_GIVEN=0 BENCH='' REFSERVER='' OUT=''
 XINETD=$(command -v xinetd || true)
 INETD=$(command -v inetd || true)
 SOCAT=$(command -v socat || true)
@@ -78,6 +86,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build) BUILD=${2:?}; shift ;;
 	--echod) ECHOD=${2:?}; shift ;;
+	--echod-before) ECHOD_BEFORE=${2:?}; shift ;;
 	--bench) BENCH=${2:?}; shift ;;
 	--refserver) REFSERVER=${2:?}; shift ;;
 	--xinetd) XINETD=${2:?}; shift ;;
@@ -88,7 +97,7 @@ while [ $# -gt 0 ]; do
 	-d | --duration) SECS=${2:?}; shift ;;
 	--hold) HOLD=${2:?}; shift ;;
 	--hold-proc) HOLD_PROC=${2:?}; shift ;;
-	--servers) SERVERS=${2:?}; shift ;;
+	--servers) SERVERS=${2:?} SERVERS_GIVEN=1; shift ;;
 	--modes) MODES=${2:?}; shift ;;
 	--smoke) SMOKE=1 ;;
 	--require-echod) REQUIRE_ECHOD=1 ;;
@@ -102,6 +111,9 @@ done
 : "${ECHOD:=$BUILD/src/echod}" "${BENCH:=$BUILD/tests/bench/echod-bench}"
 : "${REFSERVER:=$BUILD/tests/bench/refserver}" "${OUT:=$BUILD/bench-results}"
 
+if [ -n "$ECHOD_BEFORE" ] && [ $SERVERS_GIVEN = 0 ]; then
+	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,xinetd,inetd,socat
+fi
 if [ $SMOKE = 1 ]; then
 	REPS=1 SECS=0.5 HOLD=200 HOLD_PROC=50 HOLD_IDLE=0.2
 	SERVERS=ref,prefork,passfd,fork
@@ -169,9 +181,55 @@ cleanup() {
 		stop_server "$SERVER_PID"
 		SERVER_PID=
 	fi
+	remove_cgroup
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
+
+# CPU time per operation: the server runs in a cgroup of its own, which
+# counts every process of its tree, fork children and exited workers
+# included (a sum over /proc would miss what exited between two looks).
+# cgroup v1's cpuacct, else v2's cpu.stat; without either the CPU columns
+# say "-". CG_HOME is where this shell was, to go back to.
+CG= CG_HOME= CG_KIND=
+setup_cgroup() {
+	local base rel
+
+	for base in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/unified /sys/fs/cgroup; do
+		[ -f "$base/cgroup.procs" ] || continue
+		if [ -f "$base/cpuacct.usage" ]; then
+			CG_KIND=v1 rel=$(sed -n 's/^[0-9]*:[^:]*\bcpuacct\b[^:]*://p' /proc/self/cgroup)
+		else
+			CG_KIND=v2 rel=$(sed -n 's/^0:://p' /proc/self/cgroup)
+		fi
+		CG_HOME=$base${rel%/}
+		CG=$base/echod-bench-$$
+		if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ] &&
+			{ [ -f "$CG/cpuacct.usage" ] || [ -f "$CG/cpu.stat" ]; }; then
+			return 0
+		fi
+		rmdir "$CG" 2>/dev/null
+		CG=
+	done
+	echo "run-bench.sh: no cgroup to measure servers' CPU in; CPU columns will say -" >&2
+	return 0
+}
+
+# The CPU the server's cgroup has used so far, in microseconds.
+cpu_us() {
+	if [ -z "$CG" ]; then
+		echo -
+	elif [ "$CG_KIND" = v1 ]; then
+		echo $(($(cat "$CG/cpuacct.usage") / 1000))
+	else
+		sed -n 's/^usage_usec //p' "$CG/cpu.stat"
+	fi
+}
+
+remove_cgroup() {
+	[ -n "$CG" ] && rmdir "$CG" 2>/dev/null
+	return 0
+}
 
 # Prints a port in 20000-32767 that nothing uses over TCP or UDP: below
 # the ephemeral range, so client connections cannot take it meanwhile.
@@ -192,8 +250,18 @@ listening() {
 	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
 }
 
+# An echod server's model: prefork-before is the --echod-before build's
+# prefork.
+model_of() {
+	echo "${1%-before}"
+}
+
+echod_of() {
+	case $1 in *-before) echo "$ECHOD_BEFORE" ;; *) echo "$ECHOD" ;; esac
+}
+
 is_echod() {
-	case $1 in prefork | passfd | fork) return 0 ;; esac
+	case $(model_of "$1") in prefork | passfd | fork) return 0 ;; esac
 	return 1
 }
 
@@ -201,13 +269,13 @@ is_echod() {
 # workers log, as they exit, how many connections each served; the spread
 # of those is the fairness figure.
 per_mode() {
-	case $1 in prefork | passfd) return 0 ;; esac
+	case $(model_of "$1") in prefork | passfd) return 0 ;; esac
 	return 1
 }
 
 # Servers with a process per connection get the smaller hold.
 per_process() {
-	case $1 in fork | xinetd | inetd | socat) return 0 ;; esac
+	case $(model_of "$1") in fork | xinetd | inetd | socat) return 0 ;; esac
 	return 1
 }
 
@@ -215,6 +283,7 @@ server_label() {
 	case $1 in
 	ref) echo "reference" ;;
 	prefork | passfd | fork) echo "echod $1" ;;
+	*-before) echo "echod $(model_of "$1") (before)" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -237,6 +306,9 @@ unavailable() {
 	case $1 in
 	ref) [ -x "$REFSERVER" ] || echo "no refserver" ;;
 	prefork | passfd | fork) [ -x "$ECHOD" ] || echo "no echod at $ECHOD" ;;
+	prefork-before | passfd-before | fork-before)
+		[ -n "$ECHOD_BEFORE" ] && [ -x "$ECHOD_BEFORE" ] || echo "no --echod-before executable"
+		;;
 	xinetd) [ -n "$XINETD" ] && [ -x "$XINETD" ] || echo "not installed" ;;
 	inetd)
 		if [ -z "$INETD" ] || [ ! -x "$INETD" ]; then
@@ -312,9 +384,9 @@ launch() {
 
 	case $s in
 	ref) cmd=("$REFSERVER" -p "$port") ;;
-	prefork | passfd | fork)
-		cmd=("$ECHOD" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
-			-m "$s" -w 2 --config /dev/null
+	prefork | passfd | fork | prefork-before | passfd-before | fork-before)
+		cmd=("$(echod_of "$s")" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
+			-m "$(model_of "$s")" -w 2 --config /dev/null
 			# info: the workers' "exiting: served N connection(s)"
 			# lines, for fairness; nothing is logged per connection.
 			--log-level "$(per_mode "$s" && echo info || echo warning)"
@@ -340,8 +412,12 @@ launch() {
 		;;
 	esac
 	echo "--- $(date -u +%T) ${cmd[*]}" >>"$log"
+	# Forked from inside the server's cgroup, so that it and every process
+	# it forks count there; this shell goes back at once.
+	[ -n "$CG" ] && echo "$BASHPID" >"$CG/cgroup.procs"
 	setsid "${cmd[@]}" </dev/null >>"$log" 2>&1 &
 	SERVER_PID=$!
+	[ -n "$CG" ] && echo "$BASHPID" >"$CG_HOME/cgroup.procs"
 }
 
 # Starts a server and waits (5 s at most) for it to listen. Returns 1 if
@@ -413,16 +489,20 @@ add_fairness() {
 # One echod-bench run; appends its result line, tagged, to raw.txt. A run
 # that prints no result (crash, time limit) is recorded as failed.
 run_one() {
-	local s=$1 rep=$2 port=$3 mode=$4 args line rc
+	local s=$1 rep=$2 port=$3 mode=$4 args line rc cpu_before cpu_after
 
 	args=$(bench_args "$s" "$mode") || return 0
+	cpu_before=$(cpu_us)
 	# shellcheck disable=SC2086 # args is a list of options
 	line=$(timeout -k 5 "$RUN_LIMIT" "$BENCH" -H 127.0.0.1 -p "$port" $args \
 		2>>"$OUT/logs/bench.log")
 	rc=$?
+	cpu_after=$(cpu_us)
 	line=$(printf '%s\n' "$line" | grep '^mode=' | tail -n 1)
 	if [ -z "$line" ]; then
 		line="mode=$mode errors=1 status=no-result exit=$rc"
+	elif [ "$cpu_before" != - ]; then
+		line="$line $(cpu_fields "$line" $((cpu_after - cpu_before)))"
 	fi
 	echo "server=$s rep=$rep $line" >>"$RAW"
 	printf '  %-8s %-5s %s\n' "$s" "$mode" "$(summary "$line")" >&2
@@ -431,6 +511,20 @@ run_one() {
 	else
 		tap "not ok" "$(server_label "$s") $mode: $(summary "$line")"
 	fi
+}
+
+# cpu_us=N for the run, and per operation: cpu_op_us (a request, a
+# connection, a datagram echoed) or, for bulk, cpu_mb_us (a MB echoed).
+cpu_fields() { # cpu_fields RESULT-LINE CPU-MICROSECONDS
+	awk -v l="$1" -v c="$2" 'BEGIN {
+		n = split(l, f, " ")
+		for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+		printf "cpu_us=%d", c
+		if (v["mode"] == "bulk" && v["mbps"] * v["secs"] > 0)
+			printf " cpu_mb_us=%.1f", c / (v["mbps"] * v["secs"])
+		else if (v["mode"] != "hold" && v["ops"] > 0)
+			printf " cpu_op_us=%.2f", c / v["ops"]
+	}'
 }
 
 tap() { # tap ok|"not ok" DESCRIPTION
@@ -464,6 +558,13 @@ median() {
 			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# The lowest and highest of field KEY over those runs: the spread.
+extreme() { # extreme min|max S M KEY
+	grep "^server=$2 .* mode=$3 " "$RAW" | grep -v 'status=no-result' | field "$4" |
+		sort -g | awk -v w="$1" '{ v[NR] = $1 } END {
+			if (NR == 0) print "-"; else print (w == "min" ? v[1] : v[NR]) }'
+}
+
 errors_of() {
 	grep "^server=$1 " "$RAW" | field errors | awk '{ e += $1 } END { print e + 0 }'
 }
@@ -492,6 +593,7 @@ for s in "${WANTED[@]}"; do
 done
 [ ${#ACTIVE[@]} -gt 0 ] || die "no server to measure"
 
+setup_cgroup
 NCPU=$(nproc)
 # What one fork+exit+wait costs here, for reading the per-process servers'
 # crr numbers (virtual machines differ widely).
@@ -577,6 +679,26 @@ report() {
 			"$fair" "$e"
 	done
 	echo
+	if [ -n "$CG" ]; then
+		echo "Server CPU per operation (µs: user + system time of all the server's processes,"
+		echo "fork children and exited workers included, from a cgroup of its own, over"
+		echo "the run), median, and its ratio to the reference's in the same run:"
+		echo
+		echo "| server | rr µs/req | ×ref | crr µs/conn | ×ref | bulk µs/MB | ×ref | udp µs/dgram | ×ref |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for s in "${WANTED[@]}"; do
+			[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
+			local c_rr c_crr c_bulk c_udp
+			c_rr=$(median "$s" rr cpu_op_us) c_crr=$(median "$s" crr cpu_op_us)
+			c_bulk=$(median "$s" bulk cpu_mb_us) c_udp=$(median "$s" udp cpu_op_us)
+			printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(server_label "$s")" \
+				"$(fmt "$c_rr" 2)" "$(ratio "$c_rr" "$(median ref rr cpu_op_us)")" \
+				"$(fmt "$c_crr" 1)" "$(ratio "$c_crr" "$(median ref crr cpu_op_us)")" \
+				"$(fmt "$c_bulk" 0)" "$(ratio "$c_bulk" "$(median ref bulk cpu_mb_us)")" \
+				"$(fmt "$c_udp" 2)" "$(ratio "$c_udp" "$(median ref udp cpu_op_us)")"
+		done
+		echo
+	fi
 	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
 	echo "crr = connect, 64 bytes, echo, close, 64 in flight; bulk = 4 connections streaming"
 	echo "both ways (MB/s echoed back); udp = 16 sockets × 8 outstanding 64-byte datagrams"
@@ -611,47 +733,71 @@ report() {
 	echo "Raw result lines: raw.txt. Plot: results.svg (throughput ÷ reference)."
 }
 
+# The plot: for each mode, one bar per server, its median throughput over
+# the reference's median, with a whisker from its slowest to its fastest
+# repetition (each over the same reference median). A mode a server was
+# not measured in has no bar and says "n/m" at its foot; a measured 0 is
+# a bar of height 0 with its whisker.
 plot() {
-	local m s v ref
+	local m s v lo hi ref key mi=0 si nserv=0
 
+	: >"$OUT/unmeasured.dat"
 	{
 		printf 'mode'
 		for s in "${WANTED[@]}"; do
 			[ "$s" = ref ] && continue
 			[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
-			printf ' "%s"' "$(server_label "$s")"
+			printf ' "%s" min max' "$(server_label "$s")"
+			nserv=$((nserv + 1))
 		done
 		echo
 		for m in rr crr bulk udp; do
-			printf '%s' "$m"
+			case $m in
+			rr) printf '"rr: request-response\\n64 connections"' ;;
+			crr) printf '"crr: connect, echo, close\\n64 at once"' ;;
+			bulk) printf '"bulk: streaming\\n4 connections"' ;;
+			udp) printf '"udp: 64-byte datagrams\\n16 sockets"' ;;
+			esac
+			case $m in bulk) key=mbps ;; *) key=rate ;; esac
+			case $m in rr) ref=$REF_RR ;; crr) ref=$REF_CRR ;; bulk) ref=$REF_BULK ;; udp) ref=$REF_UDP ;; esac
+			si=0
 			for s in "${WANTED[@]}"; do
 				[ "$s" = ref ] && continue
 				[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
-				case $m in bulk) v=$(median "$s" bulk mbps) ;; *) v=$(median "$s" "$m" rate) ;; esac
-				case $m in rr) ref=$REF_RR ;; crr) ref=$REF_CRR ;; bulk) ref=$REF_BULK ;; udp) ref=$REF_UDP ;; esac
-				printf ' %s' "$(ratio "$v" "$ref")"
+				v=$(median "$s" "$m" "$key")
+				# Where its bar would stand: labelled "n/m".
+				[ "$v" = - ] && echo "$mi $si" >>"$OUT/unmeasured.dat"
+				si=$((si + 1))
+				lo=$(extreme min "$s" "$m" "$key") hi=$(extreme max "$s" "$m" "$key")
+				printf ' %s %s %s' "$(ratio "$v" "$ref")" "$(ratio "$lo" "$ref")" "$(ratio "$hi" "$ref")"
 			done
 			echo
+			mi=$((mi + 1))
 		done
 	} >"$OUT/ratios.dat"
-	[ "$(head -n 1 "$OUT/ratios.dat" | wc -w)" -gt 1 ] || return 0
+	[ $nserv -gt 0 ] || return 0
 	command -v gnuplot >/dev/null || { echo "run-bench.sh: gnuplot not installed; no plot" >&2; return 0; }
+	# gnuplot plots nothing from an empty file, but complains of it.
+	[ -s "$OUT/unmeasured.dat" ] || echo "-1 0" >"$OUT/unmeasured.dat"
 	cat >"$OUT/plot.gp" <<EOF
-set terminal svg size 960,540 dynamic enhanced font "sans,12"
+set terminal svg size 1100,600 dynamic enhanced font "sans,12"
 set output "$OUT/results.svg"
-set title "Echo servers, throughput / single-threaded reference (same run; client and server share $NCPU cores)"
+set title "Echo servers: throughput ÷ the single-threaded reference's, same run (client and server share $NCPU cores)\\nbar: median of $REPS; whisker: slowest to fastest repetition; n/m: not measured"
 set datafile missing "-"
 set style data histograms
-set style histogram clustered gap 1
+set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set key outside right top
-set ylabel "ratio to reference"
+set ylabel "throughput ÷ reference"
 set yrange [0:1.1<*]
 set grid ytics
+set bmargin 5
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lc rgb "black"
-cols = $(($(head -n 1 "$OUT/ratios.dat" | wc -w)))
-plot for [i=2:cols] "$OUT/ratios.dat" using i:xtic(1) title columnheader(i)
+nserv = $nserv
+set xrange [-0.6:3.6]
+plot for [i=0:nserv-1] "$OUT/ratios.dat" using (column(2+3*i)):(column(3+3*i)):(column(4+3*i)):xtic(1) title columnheader(2+3*i), \\
+     "$OUT/unmeasured.dat" using (\$1 - 0.5 + (\$2 + 1) / (nserv + 1.0)):(0.03):("n/m") with labels font ",9" notitle
 EOF
 	gnuplot "$OUT/plot.gp" 2>>"$OUT/logs/gnuplot.log" ||
 		echo "run-bench.sh: gnuplot failed; see logs/gnuplot.log" >&2
@@ -688,7 +834,7 @@ if [ -n "${FAILED[ref]:-}" ]; then
 fi
 # Errors fail the run for the servers this project answers for: the
 # reference and echod. Other servers' errors are reported in the table.
-bad=$(grep -E '^server=(ref|prefork|passfd|fork) ' "$RAW" | grep -v ' errors=0 ' || true)
+bad=$(grep -E '^server=(ref|prefork|passfd|fork)(-before)? ' "$RAW" | grep -v ' errors=0 ' || true)
 if [ -n "$bad" ]; then
 	echo "run-bench.sh: FAIL: runs with errors:" >&2
 	echo "$bad" >&2
