@@ -58,18 +58,22 @@ void
 config_done(struct config *c)
 {
 	config_clear_listen(c);
+	access_list_clear(&c->access);
 }
 
 int
 config_copy(struct config *dst, const struct config *src)
 {
-	config_clear_listen(dst);
+	config_done(dst);
 	*dst = *src;
 	dst->n_listen = 0;
+	dst->access = (struct access_list){0};
+	if (access_list_copy(&dst->access, &src->access) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < src->n_listen; i++) {
 		dst->listen[i] = strdup(src->listen[i]);
 		if (!dst->listen[i]) {
-			config_clear_listen(dst);
+			config_done(dst);
 			return -ENOMEM;
 		}
 		dst->n_listen++;
@@ -215,10 +219,29 @@ add_listen(struct config *c, const char *value, const char *where, struct config
 	return 0;
 }
 
+/* AllowFrom= and DenyFrom=: each adds its prefixes to the list. */
+static int
+add_access(struct config *c, const char *key, bool deny, const char *value, const char *where,
+	   struct config_error *err)
+{
+	char reason[160];
+	int r = access_list_add(&c->access, deny, value, reason, sizeof(reason));
+
+	if (r == -ENOMEM)
+		return config_fail(err, "%s: out of memory", where);
+	if (r < 0)
+		return config_fail(err, "%s: %s=%s: %s", where, key, value, reason);
+	return 0;
+}
+
 int
 config_set(struct config *c, const char *key, const char *value, const char *where,
 	   struct config_error *err)
 {
+	if (strcasecmp(key, "AllowFrom") == 0)
+		return add_access(c, "AllowFrom", false, value, where, err);
+	if (strcasecmp(key, "DenyFrom") == 0)
+		return add_access(c, "DenyFrom", true, value, where, err);
 	if (strcasecmp(key, "Model") == 0)
 		return set_model(c, value, where, err);
 	if (strcasecmp(key, "Workers") == 0)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "access.h"
+
 #define CONFIG_DEFAULT_PATH "/etc/echod/echod.conf"
 #define CONFIG_MAX_LISTEN 64
 
@@ -29,6 +31,7 @@ struct config {
 	int log_level;
 	size_t n_listen;
 	char *listen[CONFIG_MAX_LISTEN];
+	struct access_list access; /* AllowFrom=, DenyFrom= */
 };
 
 /* An error found while reading a configuration: where, and what. */

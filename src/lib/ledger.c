@@ -80,9 +80,11 @@ ledger_take(struct ledger *l, enum ledger_origin origin)
 }
 
 void
-ledger_refuse(struct ledger *l, enum ledger_origin origin)
+ledger_refuse(struct ledger *l, enum ledger_origin origin, enum ledger_refusal why)
 {
 	SB_ADD(l->slot->refused, 1);
+	if (why == LEDGER_REFUSED_ACCESS)
+		SB_ADD(l->slot->refused_access, 1);
 	if (origin != LEDGER_KEPT)
 		SB_SUB(l->slot->served, 1);
 }
@@ -121,9 +123,11 @@ ledger_settle_one(struct scoreboard *sb, unsigned i)
 }
 
 void
-ledger_refused_here(struct scoreboard *sb, unsigned i)
+ledger_refused_here(struct scoreboard *sb, unsigned i, enum ledger_refusal why)
 {
 	SB_ADD(sb->slots[i].refused, 1);
+	if (why == LEDGER_REFUSED_ACCESS)
+		SB_ADD(sb->slots[i].refused_access, 1);
 }
 
 void

@@ -67,8 +67,14 @@ void ledger_unadmit(struct ledger *l);
 /* A connection this process now serves: counted served unless kept, and
  * (unless accepted after ledger_admit()) active. */
 void ledger_take(struct ledger *l, enum ledger_origin origin);
-/* Refused at once (MaxConnectionsPerSource=) after ledger_take(). */
-void ledger_refuse(struct ledger *l, enum ledger_origin origin);
+/* Why a connection was refused: the two are counted apart. */
+enum ledger_refusal {
+	LEDGER_REFUSED_SOURCE_LIMIT, /* MaxConnectionsPerSource= */
+	LEDGER_REFUSED_ACCESS,	     /* AllowFrom=/DenyFrom= */
+};
+
+/* Refused at once after ledger_take(). */
+void ledger_refuse(struct ledger *l, enum ledger_origin origin, enum ledger_refusal why);
 /* A connection closed. */
 void ledger_close(struct ledger *l);
 /* A connection sent to us that never arrived (the kernel could not give
@@ -85,8 +91,8 @@ void ledger_settle(struct scoreboard *sb, unsigned i, uint64_t sent);
 /* A fork connection process was killed with its one connection, which it
  * could not count closed. */
 void ledger_settle_one(struct scoreboard *sb, unsigned i);
-/* The supervisor refused a connection itself (MaxConnectionsPerSource=),
- * or lost n it had accepted or kept (nobody could take them), counted in
- * its slot i. */
-void ledger_refused_here(struct scoreboard *sb, unsigned i);
+/* The supervisor refused a connection itself (AllowFrom=/DenyFrom=,
+ * MaxConnectionsPerSource=), or lost n it had accepted or kept (nobody
+ * could take them), counted in its slot i. */
+void ledger_refused_here(struct scoreboard *sb, unsigned i, enum ledger_refusal why);
 void ledger_lost_here(struct scoreboard *sb, unsigned i, unsigned n);

@@ -68,6 +68,7 @@ scoreboard_slot_reset(struct scoreboard *sb, unsigned i)
 	SB_ADD(r->bytes_out, SB_GET(s->bytes_out));
 	SB_ADD(r->lost, SB_GET(s->lost));
 	SB_ADD(r->refused, SB_GET(s->refused));
+	SB_ADD(r->refused_access, SB_GET(s->refused_access));
 	SB_ADD(r->dgrams_in, SB_GET(s->dgrams_in));
 	SB_ADD(r->dgrams_out, SB_GET(s->dgrams_out));
 	SB_ADD(r->dgrams_dropped, SB_GET(s->dgrams_dropped));
@@ -121,6 +122,7 @@ scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret)
 		.bytes_out = SB_GET(r->bytes_out),
 		.lost = SB_GET(r->lost),
 		.refused = SB_GET(r->refused),
+		.refused_access = SB_GET(r->refused_access),
 		.dgrams_in = SB_GET(r->dgrams_in),
 		.dgrams_out = SB_GET(r->dgrams_out),
 		.dgrams_dropped = SB_GET(r->dgrams_dropped),
@@ -139,6 +141,7 @@ scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret)
 		t.bytes_out += SB_GET(s->bytes_out);
 		t.lost += SB_GET(s->lost);
 		t.refused += SB_GET(s->refused);
+		t.refused_access += SB_GET(s->refused_access);
 		t.dgrams_in += SB_GET(s->dgrams_in);
 		t.dgrams_out += SB_GET(s->dgrams_out);
 		t.dgrams_dropped += SB_GET(s->dgrams_dropped);

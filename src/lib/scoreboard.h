@@ -31,7 +31,9 @@ struct scoreboard_slot {
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	uint64_t lost;		/* connections lost on the way in (fd limit) */
-	uint64_t refused;	/* closed at once: over MaxConnectionsPerSource= */
+	uint64_t refused;	/* closed at once: AllowFrom=/DenyFrom= or over
+				 * MaxConnectionsPerSource= */
+	uint64_t refused_access; /* of those, by AllowFrom=/DenyFrom= */
 	uint64_t dgrams_in;
 	uint64_t dgrams_out;
 	uint64_t dgrams_dropped;
@@ -69,7 +71,7 @@ struct scoreboard_totals {
 	unsigned workers_running;
 	uint64_t active, served, bytes_in, bytes_out, lost;
 	uint64_t dgrams_in, dgrams_out, dgrams_dropped;
-	uint64_t refused, accept_pauses;
+	uint64_t refused, refused_access, accept_pauses;
 };
 
 int scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections);

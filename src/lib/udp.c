@@ -254,8 +254,8 @@ send_batch(struct udp_batch *b, int fd, unsigned n, struct udp_counters *c)
 
 /* Returns the number of datagrams received, > 0, or -errno. */
 static int
-serve_batch(struct udp_batch *b, int fd, struct ratelimit *rl, uint64_t now_usec,
-	    struct udp_counters *c)
+serve_batch(struct udp_batch *b, const struct access_list *access, int fd, struct ratelimit *rl,
+	    uint64_t now_usec, struct udp_counters *c)
 {
 	unsigned nout = 0;
 	int n;
@@ -299,6 +299,10 @@ serve_batch(struct udp_batch *b, int fd, struct ratelimit *rl, uint64_t now_usec
 			c->dropped_truncated++;
 			continue;
 		}
+		if (access && !access_permits(access, in->msg_name)) {
+			c->dropped_access++;
+			continue;
+		}
 		/* Last, so a datagram dropped for another reason costs no token. */
 		if (rl && !ratelimit_allow(rl, in->msg_name, now_usec)) {
 			c->dropped_ratelimit++;
@@ -328,7 +332,7 @@ udp_echo_serve(struct udp_echo *u, int fd, struct ratelimit *rl, uint64_t now_us
 	}
 
 	for (int k = 0; k < UDP_BATCHES_PER_SERVE; k++) {
-		int r = serve_batch(u->batch, fd, rl, now_usec, c);
+		int r = serve_batch(u->batch, u->access, fd, rl, now_usec, c);
 
 		/* An error after some datagrams were served shows again on the
 		 * next call; report the work done now. */

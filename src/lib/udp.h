@@ -6,13 +6,15 @@
  * port below 1024 (another echo, chargen, DNS, NTP... which would answer back,
  * forever) or 0, or a broadcast, multicast or unspecified source address. A
  * datagram that did not fit the buffer is dropped, never echoed cut short.
- * What one source may make echod send is capped by a ratelimit table. */
+ * So is one from a source AllowFrom=/DenyFrom= refuse (access.h). What one
+ * source may make echod send is capped by a ratelimit table. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "access.h"
 #include "ratelimit.h"
 
 /* Datagrams per recvmmsg()/sendmmsg() call and calls per udp_echo_serve(): at
@@ -35,6 +37,7 @@ struct udp_counters {
 	uint64_t dropped_address;   /* from broadcast, multicast, unspecified or
 				     * not IP; to broadcast or multicast */
 	uint64_t dropped_truncated; /* larger than UDP_BUFFER_SIZE */
+	uint64_t dropped_access;    /* from a source AllowFrom=/DenyFrom= refuse */
 	uint64_t dropped_ratelimit; /* source over DatagramRateLimit= */
 	uint64_t dropped_send;	    /* sendmmsg() refused it (full socket buffer...) */
 };
@@ -42,15 +45,17 @@ struct udp_counters {
 static inline uint64_t
 udp_counters_dropped(const struct udp_counters *c)
 {
-	return c->dropped_port + c->dropped_address + c->dropped_truncated + c->dropped_ratelimit +
-	       c->dropped_send;
+	return c->dropped_port + c->dropped_address + c->dropped_truncated + c->dropped_access +
+	       c->dropped_ratelimit + c->dropped_send;
 }
 
-/* The batch buffers (about 1 MiB), allocated by the first udp_echo_serve().
- * Start from a zeroed struct (`struct udp_echo u = {};`). One is enough for any
- * number of sockets served by one thread. */
+/* The batch buffers (about 1 MiB), allocated by the first udp_echo_serve(),
+ * and who may send: access is NULL (everyone) or the caller's, which it
+ * keeps alive while serving. Start from a zeroed struct (`struct udp_echo u
+ * = {};`). One is enough for any number of sockets served by one thread. */
 struct udp_echo {
 	struct udp_batch *batch;
+	const struct access_list *access;
 };
 
 void udp_echo_free(struct udp_echo *u);

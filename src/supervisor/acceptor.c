@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "accept.h"
+#include "access.h"
 #include "admission.h"
 #include "ledger.h"
 #include "log.h"
@@ -73,17 +74,23 @@ acceptor_update(struct acceptor *a, const struct model_ops *model, struct model_
 		acceptor_poll(a, want);
 }
 
-/* A source already at MaxConnectionsPerSource= is refused here, before it
- * costs a fork or a hand-over; the serving process's own check (in the
- * worker loop) decides for the others, exactly. */
+/* A source AllowFrom=/DenyFrom= refuse, or one already at
+ * MaxConnectionsPerSource=, is refused here, before it costs a fork or a
+ * send; the serving process's own check (in the worker loop) decides for
+ * the others, exactly. */
 static bool
-refused_at_source_limit(struct acceptor *a, const struct config *c, int fd,
-			const struct sockaddr *peer)
+refused_at_source(struct acceptor *a, const struct config *c, int fd, const struct sockaddr *peer)
 {
-	if (!admission_full(a->sb->sources, peer, c->max_connections_per_source))
+	enum ledger_refusal why;
+
+	if (!access_permits(&c->access, peer))
+		why = LEDGER_REFUSED_ACCESS;
+	else if (admission_full(a->sb->sources, peer, c->max_connections_per_source))
+		why = LEDGER_REFUSED_SOURCE_LIMIT;
+	else
 		return false;
 	close(fd);
-	ledger_refused_here(a->sb, a->slot);
+	ledger_refused_here(a->sb, a->slot, why);
 	return true;
 }
 
@@ -118,7 +125,7 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 			}
 			return;
 		}
-		if (refused_at_source_limit(a, c, fd, (struct sockaddr *)&peer)) {
+		if (refused_at_source(a, c, fd, (struct sockaddr *)&peer)) {
 			if (model->reserves)
 				ledger_release(a->sb);
 			continue;

@@ -65,7 +65,7 @@ struct supervisor {
 	bool killed;
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
-	uint64_t refused_logged, pauses_logged, admission_logged_ms;
+	uint64_t refused_logged, refused_access_logged, pauses_logged, admission_logged_ms;
 	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
@@ -150,12 +150,18 @@ status_log_admission(struct supervisor *s, uint64_t now)
 	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
 		return;
 	scoreboard_totals(&s->scoreboard, &t);
-	if (t.refused != s->refused_logged)
+	if (t.refused - t.refused_access != s->refused_logged - s->refused_access_logged)
 		log_notice(
 		    "refused %llu connection(s) from sources over MaxConnectionsPerSource=%u "
 		    "(%llu in all)",
-		    (unsigned long long)(t.refused - s->refused_logged),
-		    c->max_connections_per_source, (unsigned long long)t.refused);
+		    (unsigned long long)(t.refused - t.refused_access -
+					 (s->refused_logged - s->refused_access_logged)),
+		    c->max_connections_per_source,
+		    (unsigned long long)(t.refused - t.refused_access));
+	if (t.refused_access != s->refused_access_logged)
+		log_notice("refused %llu connection(s) by AllowFrom=/DenyFrom= (%llu in all)",
+			   (unsigned long long)(t.refused_access - s->refused_access_logged),
+			   (unsigned long long)t.refused_access);
 	if (t.accept_pauses != s->pauses_logged)
 		log_notice("ConnectionRateLimit=%u reached: accepting paused %llu time(s); "
 			   "new clients wait in the listen backlog",
@@ -164,6 +170,7 @@ status_log_admission(struct supervisor *s, uint64_t now)
 	if (t.refused != s->refused_logged || t.accept_pauses != s->pauses_logged)
 		s->admission_logged_ms = now;
 	s->refused_logged = t.refused;
+	s->refused_access_logged = t.refused_access;
 	s->pauses_logged = t.accept_pauses;
 }
 

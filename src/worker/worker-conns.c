@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "address.h"
 #include "log.h"
 #include "util.h"
@@ -104,37 +105,51 @@ want_events(enum echo_want want)
 	return want == ECHO_WANT_WRITE ? EPOLLOUT : EPOLLIN;
 }
 
-/* MaxConnectionsPerSource=, for every model: checked by the process that is
- * to serve the connection (prefork's worker, passfd's worker, fork's child),
- * whose pid then owns the count. False: refused, and counted so. */
+static void
+log_refused(const struct sockaddr *peer, const char *why)
+{
+	char name[ADDRESS_MAX];
+
+	if (log_get_max_level() < LOG_DEBUG)
+		return;
+	address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
+	log_peer_debug(name, "connection from %s refused: %s", name, why);
+}
+
+/* AllowFrom=/DenyFrom= and MaxConnectionsPerSource=, for every model:
+ * checked by the process that is to serve the connection (prefork's
+ * worker, passfd's worker, fork's child), whose pid then owns the count.
+ * A kept connection is checked again: a reload may have changed the
+ * lists. False: refused, and counted so. */
 static bool
 source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct sockaddr *peer,
 	     struct admission_ticket *ret)
 {
 	unsigned limit = cs->config->max_connections_per_source;
+	bool lists = access_list_active(&cs->config->access);
 	struct sockaddr_storage asked;
 	socklen_t len = sizeof(asked);
 
 	*ret = (struct admission_ticket){0};
-	if (limit == 0 || !cs->sources)
+	if (!lists && (limit == 0 || !cs->sources))
 		return true;
-	/* Handed over (passfd, fork): the address costs a system call. A peer
-	 * already gone has none; the echo will see it go. */
+	/* Sent (passfd), forked or kept: the address costs a system call. A
+	 * peer already gone has none; the echo will see it go. */
 	if (!peer) {
 		if (getpeername(fd, (struct sockaddr *)&asked, &len) < 0)
 			return true;
 		peer = (struct sockaddr *)&asked;
 	}
-	if (admission_take(cs->sources, peer, cs->pid, limit, ret))
-		return true;
-	ledger_refuse(cs->ledger, origin);
-	if (log_get_max_level() >= LOG_DEBUG) {
-		char name[ADDRESS_MAX];
-		address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
-		log_peer_debug(name,
-			       "connection from %s refused: MaxConnectionsPerSource=%u reached",
-			       name, limit);
+	if (lists && !access_permits(&cs->config->access, peer)) {
+		ledger_refuse(cs->ledger, origin, LEDGER_REFUSED_ACCESS);
+		log_refused(peer, "AllowFrom=/DenyFrom=");
+		return false;
 	}
+	if (limit == 0 || !cs->sources ||
+	    admission_take(cs->sources, peer, cs->pid, limit, ret))
+		return true;
+	ledger_refuse(cs->ledger, origin, LEDGER_REFUSED_SOURCE_LIMIT);
+	log_refused(peer, "MaxConnectionsPerSource= reached");
 	return false;
 }
 

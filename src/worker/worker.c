@@ -109,11 +109,13 @@ drops_log(struct worker *w, uint64_t now)
 	if (drops == w->drops_logged || now - w->drops_logged_ms < DROP_LOG_INTERVAL_MS)
 		return;
 	log_notice("dropped so far: %llu datagram(s) from privileged ports, %llu from or to "
-		   "broadcast/multicast, %llu truncated, %llu over DatagramRateLimit=, %llu unsendable; "
+		   "broadcast/multicast, %llu truncated, %llu refused by AllowFrom=/DenyFrom=, "
+		   "%llu over DatagramRateLimit=, %llu unsendable; "
 		   "%llu connection(s) lost at the fd limit",
 		   (unsigned long long)c->dropped_port, (unsigned long long)c->dropped_address,
-		   (unsigned long long)c->dropped_truncated, (unsigned long long)c->dropped_ratelimit,
-		   (unsigned long long)c->dropped_send, (unsigned long long)SB_GET(w->slot->lost));
+		   (unsigned long long)c->dropped_truncated, (unsigned long long)c->dropped_access,
+		   (unsigned long long)c->dropped_ratelimit, (unsigned long long)c->dropped_send,
+		   (unsigned long long)SB_GET(w->slot->lost));
 	w->drops_logged = drops;
 	w->drops_logged_ms = now;
 }
@@ -414,6 +416,7 @@ worker_run(const struct worker_setup *setup)
 	w.ledger = (struct ledger){
 	    .sb = setup->scoreboard, .slot = w.slot, .reserved = setup->release_reservations};
 	w.intake.pending_owed_fd = -1;
+	w.udp.access = &setup->config->access;
 	w.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	r = w.epoll_fd < 0 ? negative_errno() : 0;
 	if (r >= 0)

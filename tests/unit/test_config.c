@@ -241,8 +241,14 @@ test_copy(void **state)
 	assert_int_equal(config_set(&a, "Listen", "127.0.0.1:1", "test", &err), 0);
 	assert_int_equal(config_set(&a, "Listen", "unix:@x", "test", &err), 0);
 	assert_int_equal(config_set(&a, "Workers", "2", "test", &err), 0);
+	assert_int_equal(config_set(&a, "AllowFrom", "192.0.2.0/24 ::1", "test", &err), 0);
+	assert_int_equal(config_set(&a, "DenyFrom", "192.0.2.9", "test", &err), 0);
 	assert_int_equal(config_set(&b, "Listen", "127.0.0.1:9", "test", &err), 0);
+	assert_int_equal(config_set(&b, "DenyFrom", "198.51.100.0/24", "test", &err), 0);
 	assert_int_equal(config_copy(&b, &a), 0);
+	assert_int_equal(b.access.n_allow, 2);
+	assert_int_equal(b.access.n_deny, 1);
+	assert_ptr_not_equal(b.access.allow, a.access.allow);
 	assert_int_equal(b.workers, 2);
 	assert_int_equal(b.n_listen, 2);
 	/* A deep copy: the strings are b's own. */
@@ -315,6 +321,15 @@ static const struct bad_file bad_listen = {"[echod]\nListen=127.0.0.1:7\nListen=
 					   "3: Listen=localhost:7: not a numeric IPv4 address"};
 static const struct bad_file bad_listen_port = {"[echod]\nListen=udp:127.0.0.1\n", -EINVAL,
 						"2: Listen=udp:127.0.0.1: expected ADDRESS:PORT"};
+static const struct bad_file bad_allow_from = {
+    "[echod]\nAllowFrom=127.0.0.0/8\nAllowFrom=10.0.0.0/8 10.1.0.0/8\n", -EINVAL,
+    "3: AllowFrom=10.0.0.0/8 10.1.0.0/8: \"10.1.0.0/8\": address bits set beyond the /8 "
+    "prefix (write the network's first address, or the address alone)"};
+static const struct bad_file bad_deny_from_empty = {"[echod]\nDenyFrom=\n", -EINVAL,
+						    "2: DenyFrom=: no address given"};
+static const struct bad_file bad_deny_from_name = {
+    "[echod]\nDenyFrom=localhost\n", -EINVAL,
+    "2: DenyFrom=localhost: \"localhost\": not an IPv4 or IPv6 address"};
 static const struct bad_file bad_outside_section = {
     "Model=fork\n[echod]\nWorkers=2\n", -EINVAL,
     "1: Model=fork: key outside of the [echod] section"};
@@ -739,6 +754,9 @@ main(void)
 	    BAD_FILE(log_level_crit),
 	    BAD_FILE(listen),
 	    BAD_FILE(listen_port),
+	    BAD_FILE(allow_from),
+	    BAD_FILE(deny_from_empty),
+	    BAD_FILE(deny_from_name),
 	    BAD_FILE(outside_section),
 	    BAD_FILE(section),
 	    BAD_FILE(syntax),

@@ -98,17 +98,29 @@ test_kept_is_not_served_again(void **state)
 	assert_int_equal(sb.slots[SLOT].served, 0);
 	assert_int_equal(sb.slots[SLOT].received, 1);
 	/* Refused (MaxConnectionsPerSource=): served does not go below. */
-	ledger_refuse(&l, LEDGER_KEPT);
+	ledger_refuse(&l, LEDGER_KEPT, LEDGER_REFUSED_SOURCE_LIMIT);
 	assert_int_equal(sb.slots[SLOT].served, 0);
 	assert_int_equal(sb.slots[SLOT].refused, 1);
+	assert_int_equal(sb.slots[SLOT].refused_access, 0);
 	ledger_close(&l);
 	/* A new one sent and refused counts refused, not served. */
 	assert_true(ledger_reserve(&sb));
 	ledger_take(&l, LEDGER_SENT);
-	ledger_refuse(&l, LEDGER_SENT);
+	ledger_refuse(&l, LEDGER_SENT, LEDGER_REFUSED_ACCESS);
 	ledger_close(&l);
 	assert_int_equal(sb.slots[SLOT].served, 0);
 	assert_int_equal(sb.slots[SLOT].refused, 2);
+	/* Counted apart by reason, and kept when the slot is emptied. */
+	assert_int_equal(sb.slots[SLOT].refused_access, 1);
+	ledger_refused_here(&sb, SLOT, LEDGER_REFUSED_ACCESS);
+	scoreboard_slot_reset(&sb, SLOT);
+	{
+		struct scoreboard_totals t;
+
+		scoreboard_totals(&sb, &t);
+		assert_int_equal(t.refused, 3);
+		assert_int_equal(t.refused_access, 2);
+	}
 	assert_int_equal(ledger_reserved(&sb), 0);
 	scoreboard_slot_reset(&sb, SLOT);
 }
