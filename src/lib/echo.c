@@ -71,10 +71,14 @@ send_some(int fd, const char *data, size_t len)
 }
 
 /* The client is done sending and we owe nothing: shut our side so it reads
- * EOF after the last echoed byte. */
+ * EOF after the last echoed byte; the caller's close() does that when it
+ * holds the only copy (nothing is left unread, so it sends a FIN, not a
+ * reset). */
 static int
 finish(struct echo_conn *c)
 {
+	if (c->sole_owner)
+		return ECHO_DONE;
 	if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
 		return negative_errno();
 	return ECHO_DONE;

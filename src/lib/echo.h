@@ -17,13 +17,19 @@ struct echo_conn {
 	char *owed;	 /* bytes read but not yet written back, or NULL */
 	size_t owed_len; /* bytes in owed */
 	size_t owed_off; /* bytes of owed already written */
+	/* No other process holds the socket, so closing it sends the FIN:
+	 * a clean end needs no shutdown() (one system call per connection).
+	 * Otherwise (a copy in the fd store, a parent that has not closed its
+	 * own yet) our side is shut first, so the client reads EOF now. */
+	bool sole_owner;
 };
 
 /* What the connection waits for next. */
 enum echo_want {
 	ECHO_WANT_READ,	 /* poll for input */
 	ECHO_WANT_WRITE, /* poll for output: it owes bytes */
-	ECHO_DONE,	 /* finished cleanly: our side is shut, close it */
+	ECHO_DONE,	 /* finished cleanly: close it (our side is shut, unless
+			  * sole_owner: closing does that) */
 };
 
 struct echo_io {

@@ -72,7 +72,11 @@ void conns_done(struct conns *cs);
  * Returns 0, or -errno when it was refused or could not be set up. */
 int conns_add(struct conns *cs, int fd, enum ledger_origin origin, bool is_tcp,
 	      const struct sockaddr *from, char *owed, size_t owed_len);
+/* Ends c: the socket is closed. */
 void conns_close(struct conns *cs, struct connection *c);
+/* Lets c go to another process that now holds its socket too (the fd
+ * store, the supervisor): this process forgets it. */
+void conns_give_away(struct conns *cs, struct connection *c);
 /* An epoll event for c. */
 void conns_handle(struct conns *cs, struct connection *c, uint32_t events, uint64_t now);
 /* IdleTimeoutSec=: closes what has been idle too long. */

@@ -57,7 +57,7 @@ store_batch(struct conns *cs, unsigned *ret_owed)
 		return r == 0 ? -ENOTCONN : r;
 	/* systemd holds its own copies now; ours go. */
 	for (size_t i = 0; i < n; i++)
-		conns_close(cs, cs->head);
+		conns_give_away(cs, cs->head);
 	return (int)n;
 }
 
@@ -118,7 +118,7 @@ worker_kept_return(struct conns *cs, int channel, unsigned *returned)
 		if (r < 0)
 			break;
 		/* The supervisor's now: the message holds it. */
-		conns_close(cs, cs->head);
+		conns_give_away(cs, cs->head);
 		(*returned)++;
 	}
 	if (r == -EAGAIN)

@@ -68,7 +68,8 @@ teardown_pair(void **state)
 	echo_conn_release(&p->conn);
 	if (p->client >= 0)
 		close(p->client);
-	close(p->server);
+	if (p->server >= 0)
+		close(p->server);
 	free(p->got);
 	free(p);
 	return 0;
@@ -249,6 +250,28 @@ test_eof_nothing_owed(void **state)
 	client_drain(p);
 	assert_true(p->got_eof);
 	assert_int_equal(p->got_len, 0);
+}
+
+/* The sole owner of the socket leaves the FIN to close(): ECHO_DONE with
+ * the socket still open, and the client reads EOF once it is closed. */
+static void
+test_eof_sole_owner(void **state)
+{
+	struct pair *p = *state;
+
+	p->conn.sole_owner = true;
+	send_all(p->client, "last", 4);
+	assert_int_equal(shutdown(p->client, SHUT_WR), 0);
+	while (turn(p) != ECHO_DONE)
+		;
+	client_drain(p);
+	assert_int_equal(p->got_len, 4);
+	assert_false(p->got_eof);
+	close(p->server);
+	p->server = -1;
+	client_drain(p);
+	assert_true(p->got_eof);
+	assert_memory_equal(p->got, "last", 4);
 }
 
 static void
@@ -515,6 +538,7 @@ main(void)
 	    PAIR_TEST(test_many_buffers),
 	    PAIR_TEST(test_read_budget),
 	    PAIR_TEST(test_eof_nothing_owed),
+	    PAIR_TEST(test_eof_sole_owner),
 	    PAIR_TEST(test_half_close),
 	    PAIR_TEST(test_partial_write),
 	    PAIR_TEST(test_eof_while_owed),
