@@ -86,8 +86,25 @@ pool_free(const struct pool_env *env, struct pool *p)
 	free(p);
 }
 
+static void
+close_waiting(const struct restart_queue *q, int keep_fd, int keep_owed_fd)
+{
+	for (size_t i = q ? q->next : 0; q && i < q->n; i++) {
+		const struct kept_conn *item = &q->items[i];
+
+		if (item->fd >= 0 && item->fd != keep_fd)
+			close(item->fd);
+		if (item->owed_fd >= 0 && item->owed_fd != keep_owed_fd)
+			close(item->owed_fd);
+	}
+	/* Owed bytes whose connection has not come back yet. */
+	for (size_t i = 0; q && i < q->n_pending; i++)
+		if (q->pending[i].fd >= 0)
+			close(q->pending[i].fd);
+}
+
 void
-pool_env_enter_child(const struct pool_env *env, pid_t parent)
+pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int keep_owed_fd)
 {
 	worker_reset_signals(&env->changed_signals);
 	close(env->epoll_fd);
@@ -100,6 +117,7 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent)
 				close(q->positions[i].channel);
 	if (env->returns[FDPASS_SUPERVISOR] >= 0)
 		close(env->returns[FDPASS_SUPERVISOR]);
+	close_waiting(env->waiting, keep_fd, keep_owed_fd);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -113,7 +131,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 {
 	char context[32];
 
-	pool_env_enter_child(env, parent);
+	pool_env_enter_child(env, parent, -1, -1);
 	/* A worker gives back over its own channel. */
 	if (env->returns[FDPASS_WORKER] >= 0)
 		close(env->returns[FDPASS_WORKER]);

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "listen.h"
+#include "restart.h"
 #include "scoreboard.h"
 #include "worker.h"
 
@@ -27,6 +28,11 @@ struct pool_env {
 	 * connections back on a reload ([FDPASS_WORKER], inherited by them
 	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */
 	int returns[2];
+	/* Kept connections the supervisor holds until a worker takes them
+	 * (the keeper's), or NULL: closed in every child but the one forked
+	 * to serve one of them, or a connection that ends elsewhere would
+	 * stay open in its siblings, and its client would never read EOF. */
+	const struct restart_queue *waiting;
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that
@@ -57,9 +63,12 @@ struct pool {
 };
 
 /* First thing in any child of the supervisor (worker or connection
- * process): default signal state, none of the supervisor's event-loop fds
- * or workers' channels left open, and death with the supervisor. */
-void pool_env_enter_child(const struct pool_env *env, pid_t parent);
+ * process): default signal state, none of the supervisor's event-loop fds,
+ * workers' channels or waiting kept connections left open (but keep_fd and
+ * keep_owed_fd, what this child is to serve, or -1), and death with the
+ * supervisor. */
+void pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd,
+			  int keep_owed_fd);
 
 /* Allocates a pool of n positions with a copy of config, whose workers get
  * connections by intake (all but INTAKE_NONE get a channel). */

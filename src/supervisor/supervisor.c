@@ -728,6 +728,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 
 	log_set_model(model_to_string(config->model));
 	r = keeper_init(&s.keeper, sockets);
+	s.env.waiting = &s.keeper.queue;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
 	if (r >= 0) {
