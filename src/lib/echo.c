@@ -77,7 +77,7 @@ send_some(int fd, const char *data, size_t len)
 static int
 finish(struct echo_conn *c)
 {
-	if (c->sole_owner)
+	if (c->fin_on_close)
 		return ECHO_DONE;
 	if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
 		return negative_errno();

@@ -17,11 +17,13 @@ struct echo_conn {
 	char *owed;	 /* bytes read but not yet written back, or NULL */
 	size_t owed_len; /* bytes in owed */
 	size_t owed_off; /* bytes of owed already written */
-	/* No other process holds the socket, so closing it sends the FIN:
-	 * a clean end needs no shutdown() (one system call per connection).
-	 * Otherwise (a copy in the fd store, a parent that has not closed its
-	 * own yet) our side is shut first, so the client reads EOF now. */
-	bool sole_owner;
+	/* Closing our fd sends the FIN: no other process holds the socket,
+	 * or only for a moment (the supervisor that sent it, the parent that
+	 * forked us, each closing its copy at once). A clean end then needs
+	 * no shutdown() (one system call per connection). Otherwise (a copy
+	 * in the fd store) our side is shut first, so the client reads EOF
+	 * now. */
+	bool fin_on_close;
 };
 
 /* What the connection waits for next. */
@@ -29,7 +31,7 @@ enum echo_want {
 	ECHO_WANT_READ,	 /* poll for input */
 	ECHO_WANT_WRITE, /* poll for output: it owes bytes */
 	ECHO_DONE,	 /* finished cleanly: close it (our side is shut, unless
-			  * sole_owner: closing does that) */
+			  * fin_on_close: closing does that) */
 };
 
 struct echo_io {

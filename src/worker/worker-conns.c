@@ -86,14 +86,14 @@ connection_touch(struct conns *cs, struct connection *c, uint64_t now)
 /* --- connections --- */
 
 /* epoll watches an open socket, not an fd number: while another process
- * holds the socket, closing ours leaves it watched, and an event would
- * name c after it is freed. Only a socket this process alone holds
- * leaves the epoll set by being closed (a system call per connection
- * saved where prefork accepts). */
+ * holds the socket, even for a moment, closing ours leaves it watched,
+ * and an event would name c after it is freed. Only a socket this process
+ * accepted itself leaves the epoll set by being closed (a system call per
+ * connection saved where prefork accepts). */
 static void
 forget(struct conns *cs, struct connection *c, bool shared)
 {
-	if (shared || !c->echo.sole_owner)
+	if (shared || c->origin != LEDGER_ACCEPTED)
 		epoll_ctl(cs->epoll_fd, EPOLL_CTL_DEL, c->echo.fd, NULL);
 	close(c->echo.fd);
 	echo_conn_release(&c->echo);
@@ -201,10 +201,9 @@ conns_add(struct conns *cs, int fd, enum ledger_origin origin, bool is_tcp,
 	}
 	c->source.type = SOURCE_CONNECTION;
 	echo_conn_init(&c->echo, fd);
-	/* Accepted here: nobody else ever had it. A connection sent or
-	 * forked to us may still be held for a moment by the supervisor,
-	 * a kept one by the fd store. */
-	c->echo.sole_owner = origin == LEDGER_ACCEPTED;
+	/* Accepted here, or sent or forked by a supervisor that closes its
+	 * copy at once; a kept one may have a copy in the fd store. */
+	c->echo.fin_on_close = origin != LEDGER_KEPT;
 	echo_conn_adopt_owed(&c->echo, owed, owed_len);
 	c->want = echo_conn_want(&c->echo);
 	struct epoll_event ev = {.events = want_events(c->want), .data.ptr = &c->source};

@@ -252,14 +252,14 @@ test_eof_nothing_owed(void **state)
 	assert_int_equal(p->got_len, 0);
 }
 
-/* The sole owner of the socket leaves the FIN to close(): ECHO_DONE with
+/* fin_on_close leaves the FIN to close(): ECHO_DONE with
  * the socket still open, and the client reads EOF once it is closed. */
 static void
 test_eof_sole_owner(void **state)
 {
 	struct pair *p = *state;
 
-	p->conn.sole_owner = true;
+	p->conn.fin_on_close = true;
 	send_all(p->client, "last", 4);
 	assert_int_equal(shutdown(p->client, SHUT_WR), 0);
 	while (turn(p) != ECHO_DONE)
