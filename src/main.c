@@ -89,8 +89,8 @@ request_reload(const char *pid_text)
 }
 
 /* ExecStop=+echod --before-stop $MAINPID: tells the supervisor, when this
- * stop is part of a restart, to hand its connections over instead of
- * draining them. Never fails the stop. */
+ * stop is part of a restart, to keep its connections in the fd store
+ * instead of draining them. Never fails the stop. */
 static int
 before_stop(const char *pid_text)
 {

@@ -36,7 +36,7 @@ find_owed(struct listen_set *set, uint64_t id)
 }
 
 /* A connection the client closed while echod was restarting has nothing
- * left to serve: there is no point in handing it on. */
+ * left to serve: there is no point in keeping it. */
 static bool
 connection_usable(int fd)
 {
@@ -262,6 +262,6 @@ restart_wanted(bool from_systemd, bool announced, unsigned store_max, unsigned a
 			   "their owed bytes; draining them", store_max, active);
 		return false;
 	}
-	log_info("restart: handing %u connection(s) over to systemd's fd store", active);
+	log_info("restart: keeping %u connection(s) in systemd's fd store", active);
 	return true;
 }

@@ -1,7 +1,7 @@
 /* The supervisor's side of restarting without dropping a connection (see
  * kept.h for what goes into systemd's fd store, and the README).
  *
- * On SIGTERM, restart_wanted() decides between handing every connection
+ * On SIGTERM, restart_wanted() decides between keeping every connection
  * over (a restart) and draining them (a stop). On start, restart_take()
  * collects what the previous echod stored, pairing each connection with its
  * owed bytes, and empties the store; the supervisor then hands the

@@ -1,6 +1,6 @@
 /* The supervisor's own accepting, for the models that have it (model.h:
  * has_room): when it accepts (room, MaxConnections=, ConnectionRateLimit=,
- * MaxConnectionsPerSource=) and handing each connection to the model.
+ * MaxConnectionsPerSource=) and giving each connection to the model.
  * Accepting stops while nobody could take a connection: newcomers wait in
  * the kernel's backlog (back-pressure), never accepted and dropped. */
 #pragma once

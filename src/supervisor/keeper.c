@@ -107,7 +107,7 @@ keeper_store(struct keeper *k)
 	if (r < 0)
 		log_warning_errno(r, "restart: storing connections not yet taken back: %m");
 	else
-		log_info("restart: handed %d connection(s) not yet taken back to systemd's "
+		log_info("restart: stored %d connection(s) not yet taken back in systemd's "
 			 "fd store",
 			 r);
 }

@@ -285,7 +285,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	/* Sent back by connection processes on a reload, not read yet. */
 	if (keep)
 		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], UINT_MAX);
-	/* Not handed to a worker yet: back into the store. */
+	/* Not delivered to a worker yet: back into the store. */
 	if (keep)
 		keeper_store(&s->keeper);
 	signal_all(s, keep ? SIGUSR1 : SIGTERM);

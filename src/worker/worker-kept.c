@@ -10,7 +10,7 @@
 
 #define KEPT_SYNC_USEC (5 * 1000 * 1000)
 
-/* --- restart: handing connections over to systemd's fd store --- */
+/* --- restart: storing connections in systemd's fd store --- */
 
 /* Stores what c still owes, if anything. 0 when nothing is owed or it is
  * stored, else -errno: the connection must not be kept without it. */
@@ -64,22 +64,22 @@ store_batch(struct conns *cs, unsigned *ret_owed)
 void
 worker_kept_store(struct conns *cs)
 {
-	unsigned handed = 0, owed = 0;
+	unsigned stored = 0, owed = 0;
 	int r = 0;
 
 	while (cs->head) {
 		r = store_batch(cs, &owed);
 		if (r < 0)
 			break;
-		handed += (unsigned)r;
+		stored += (unsigned)r;
 	}
-	if (handed || r < 0)
-		log_info("restart: handed %u connection(s) to systemd's fd store, %u of them "
+	if (stored || r < 0)
+		log_info("restart: stored %u connection(s) in systemd's fd store, %u of them "
 			 "owing bytes%s",
-			 handed, owed, r < 0 ? "; the rest drain" : "");
+			 stored, owed, r < 0 ? "; the rest drain" : "");
 	if (r < 0)
 		log_warning_errno(r, "storing connections in systemd's fd store: %m");
-	if (handed) {
+	if (stored) {
 		r = kept_store_sync(KEPT_SYNC_USEC);
 		if (r < 0)
 			log_warning_errno(r, "waiting for systemd to store the connections: %m");

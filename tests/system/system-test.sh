@@ -486,7 +486,7 @@ finish_clients() {
 # The hand-over lines of echod.service's journal since $1.
 kept_lines() {
 	ct journalctl --no-pager -q -u echod.service --since "$1" -o cat |
-		grep -E 'restart: (handing|handed|took back)'
+		grep -E 'restart: (keeping|stored|took back)'
 }
 
 # took_back_all SINCE WHAT: the echod started since SINCE took back every
@@ -502,7 +502,7 @@ took_back_all() {
 	}
 	lines=$(kept_lines "$took_since")
 	printf '%s\n' "$lines"
-	log "$2: $(printf '%s\n' "$lines" | grep -E 'handing|took back' | tr '\n' ' ')"
+	log "$2: $(printf '%s\n' "$lines" | grep -E 'keeping|took back' | tr '\n' ' ')"
 }
 
 # restart_once SINCE MODEL: systemctl restart while the clients are busy; the
