@@ -26,8 +26,8 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 30000
 
-static unsigned
-backoff_ms(unsigned quick_deaths)
+unsigned
+pool_backoff_ms(unsigned quick_deaths)
 {
 	uint64_t ms = BACKOFF_FIRST_MS;
 
@@ -299,7 +299,7 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	if (lived >= STABLE_MS || started)
 		pos->quick_deaths = 0;
 	if (lived < QUICK_DEATH_MS && !started) {
-		unsigned delay = backoff_ms(++pos->quick_deaths);
+		unsigned delay = pool_backoff_ms(++pos->quick_deaths);
 		pos->respawn_at_ms = now + delay;
 		log_notice("worker %u: died %u time(s) in a row within %d ms of starting; "
 			   "restarting it in %u ms",
@@ -318,7 +318,7 @@ pool_respawn_due(const struct pool_env *env, struct pool *p, uint64_t now)
 			continue;
 		pos->respawn_at_ms = 0;
 		if (pool_spawn(env, p, i, now) < 0)
-			pos->respawn_at_ms = now + backoff_ms(++pos->quick_deaths);
+			pos->respawn_at_ms = now + pool_backoff_ms(++pos->quick_deaths);
 		else if (pos->quick_deaths)
 			log_info("worker %u: restarted", i);
 	}

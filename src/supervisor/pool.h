@@ -80,6 +80,11 @@ void pool_free(const struct pool_env *env, struct pool *p);
 int pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t now);
 int pool_start(const struct pool_env *env, struct pool *p, uint64_t now);
 
+/* How long a position waits before its next worker, after quick_deaths
+ * failures to start in a row: 100 ms, doubling, at most 30 s. A worker
+ * that starts (or runs 10 s) sets the count back to 0. */
+unsigned pool_backoff_ms(unsigned quick_deaths);
+
 /* The position a pid fills, or -1. */
 int pool_find(const struct pool *p, pid_t pid);
 /* Records the exit of the worker at index: frees its slot, and (unless the

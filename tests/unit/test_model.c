@@ -299,11 +299,27 @@ test_pool_status(void **state)
 	assert_int_equal(st.active, 5);
 }
 
+/* The respawn back-off doubles from 100 ms and stops at 30 s, however
+ * long a position keeps failing. */
+static void
+test_respawn_backoff_cap(void **state)
+{
+	static const unsigned expected[] = {100, 100, 200, 400, 800, 1600, 3200, 6400, 12800,
+					    25600, 30000, 30000};
+
+	(void)state;
+	for (unsigned i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
+		assert_int_equal(pool_backoff_ms(i), expected[i]);
+	assert_int_equal(pool_backoff_ms(1000), 30000);
+	assert_int_equal(pool_backoff_ms(UINT32_MAX), 30000);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_model_has_its_table),
+	    cmocka_unit_test(test_respawn_backoff_cap),
 	    cmocka_unit_test_setup_teardown(test_pool_sizes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_delivers_to_least_loaded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_room, setup, teardown),
