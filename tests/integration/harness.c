@@ -8,12 +8,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -311,8 +313,23 @@ spawn(struct echod *e, const char *const *argv, const char *const *env, int stdi
 		dup2(pipefd[1], STDERR_FILENO);
 		if (capture_stdout)
 			dup2(outfd[1], STDOUT_FILENO);
-		for (const char *const *v = env; v && *v; v++)
+		for (const char *const *v = env; v && *v; v++) {
+			/* What systemd sets when stderr is its journal stream:
+			 * only the child knows its stderr's device and inode. */
+			if (strcmp(*v, HARNESS_JOURNAL_STREAM) == 0) {
+				struct stat st;
+				char value[64];
+
+				if (fstat(STDERR_FILENO, &st) == 0) {
+					snprintf(value, sizeof(value), "%llu:%llu",
+						 (unsigned long long)st.st_dev,
+						 (unsigned long long)st.st_ino);
+					setenv("JOURNAL_STREAM", value, 1);
+				}
+				continue;
+			}
 			putenv((char *)*v);
+		}
 		/* A test that dies must not leave echod behind. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (!apply_limits())
@@ -794,6 +811,63 @@ tcp_connect_from(const char *src, int port)
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	return fd;
+}
+
+static int
+stream_connect(const struct sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, sa, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+int
+tcp6_connect(int port)
+{
+	struct sockaddr_in6 sin6 = {
+	    .sin6_family = AF_INET6,
+	    .sin6_port = htons((uint16_t)port),
+	    .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+	};
+
+	return stream_connect((struct sockaddr *)&sin6, sizeof(sin6));
+}
+
+int
+unix_connect(const char *path)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	size_t len = strlen(path);
+
+	if (len >= sizeof(un.sun_path))
+		return -1;
+	memcpy(un.sun_path, path, len);
+	/* Abstract: a leading NUL, and the name's length, not a NUL, ends it. */
+	if (path[0] == '@') {
+		un.sun_path[0] = '\0';
+		return stream_connect((struct sockaddr *)&un,
+				      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+	}
+	return stream_connect((struct sockaddr *)&un, sizeof(un));
+}
+
+bool
+ipv6_loopback_available(void)
+{
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 bool

@@ -60,6 +60,11 @@ uint64_t cpu_wait_since(pid_t supervisor, const struct cpu_waits *before);
 /* Starts echod with --listen 127.0.0.1:PORT -m MODEL and extra args
  * (NULL-terminated), and waits until it accepts connections. */
 void echod_start(struct echod *e, const char *const *extra);
+/* An environment entry for echod_spawn()/echod_start_env(): becomes
+ * JOURNAL_STREAM naming echod's stderr, so that echod logs to the journal
+ * natively, as under systemd (and no longer to the harness's pipe). */
+#define HARNESS_JOURNAL_STREAM "JOURNAL_STREAM=<stderr>"
+
 /* Same with extra environment entries ("K=V", NULL-terminated). */
 void echod_start_env(struct echod *e, const char *const *env, const char *const *extra);
 /* Starts echod under systemd-socket-activate with the given activator
@@ -128,6 +133,12 @@ uint64_t monotonic_ms(void);
 /* Connects from the local address src (e.g. "127.0.0.2") to 127.0.0.1:port,
  * as tcp_connect() does. */
 int tcp_connect_from(const char *src, int port);
+/* Connects to [::1]:port, or to the UNIX socket path ("@name": the
+ * abstract one), non-blocking as tcp_connect() is; -1 on failure. */
+int tcp6_connect(int port);
+int unix_connect(const char *path);
+/* Whether this machine can use ::1 at all. */
+bool ipv6_loopback_available(void);
 /* True when the peer closes fd (EOF or reset) within timeout_ms. */
 bool closed_by_peer(int fd, int timeout_ms);
 

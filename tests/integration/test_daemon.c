@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -101,42 +102,6 @@ unix_path(char *path, size_t size, const char *tag)
 {
 	snprintf(path, size, "/tmp/echod-test-%d-%s.sock", (int)getpid(), tag);
 	unlink(path);
-}
-
-static int
-stream_connect(const struct sockaddr *sa, socklen_t len)
-{
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return -1;
-	if (connect(fd, sa, len) < 0) {
-		close(fd);
-		return -1;
-	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	return fd;
-}
-
-static int
-tcp6_connect(int port)
-{
-	struct sockaddr_in6 sin6 = {
-	    .sin6_family = AF_INET6,
-	    .sin6_port = htons((uint16_t)port),
-	    .sin6_addr = IN6ADDR_LOOPBACK_INIT,
-	};
-
-	return stream_connect((struct sockaddr *)&sin6, sizeof(sin6));
-}
-
-static int
-unix_connect(const char *path)
-{
-	struct sockaddr_un un = {.sun_family = AF_UNIX};
-
-	snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
-	return stream_connect((struct sockaddr *)&un, sizeof(un));
 }
 
 /* A listening socket of our own on 127.0.0.1:port, or -1. */
@@ -403,17 +368,17 @@ test_command_line_wins_over_file(void **state)
 
 /* ---- respawn back-off ---- */
 
+/* echod with one worker on listen, whose workers fail at start-up through
+ * the fail-workers shim: all of them, or (first not NULL) the first ones,
+ * counted in the file counter. */
 static void
-test_respawn_backoff(void **state)
+spawn_failing_workers(struct echod *e, const char *listen, const char *first,
+		      const char *counter)
 {
-	static const char fail_line[] = "setting up the event loop";
-	static const char restart[] = "restarting it in ";
+	static char preload[PATH_MAX + 16], asan_options[512], first_env[64],
+	    counter_env[PATH_MAX + 32];
 	const char *shim = getenv("ECHOD_FAIL_WORKERS");
 	const char *asan = getenv("ASAN_OPTIONS");
-	char listen[64], preload[PATH_MAX + 16], asan_options[512];
-	unsigned delays[32], n = 0, deaths;
-	struct echod e;
-	uint64_t start;
 
 	if (!shim)
 		fail_msg("ECHOD_FAIL_WORKERS (the fail-workers shim) is not set");
@@ -422,12 +387,28 @@ test_respawn_backoff(void **state)
 	 * the shim comes first here on purpose. */
 	snprintf(asan_options, sizeof(asan_options), "ASAN_OPTIONS=verify_asan_link_order=0%s%s",
 		 asan ? ":" : "", asan ? asan : "");
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
-	start = monotonic_ms();
+	snprintf(first_env, sizeof(first_env), "FAIL_WORKERS_FIRST=%s", first ? first : "");
+	snprintf(counter_env, sizeof(counter_env), "FAIL_WORKERS_COUNTER=%s",
+		 counter ? counter : "");
 	echod_spawn(
-	    &e, (const char *[]){preload, asan_options, NULL},
+	    e, (const char *[]){preload, asan_options, first ? first_env : NULL, counter_env, NULL},
 	    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1", NULL},
 	    -1);
+}
+
+static void
+test_respawn_backoff(void **state)
+{
+	static const char fail_line[] = "setting up the event loop";
+	static const char restart[] = "restarting it in ";
+	char listen[64];
+	unsigned delays[32], n = 0, deaths;
+	struct echod e;
+	uint64_t start;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
+	start = monotonic_ms();
+	spawn_failing_workers(&e, listen, NULL, NULL);
 	/* 100 + 200 + 400 ms: the third delay is announced well within 4 s. */
 	assert_true(echod_wait_log(&e, "restarting it in 400 ms", 4000));
 	while (monotonic_ms() < start + 2000)
@@ -448,6 +429,119 @@ test_respawn_backoff(void **state)
 	assert_int_equal(echod_log_count(&e, "ready"), 0);
 
 	assert_int_equal(echod_stop(&e, 5000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* The back-off is for a position that keeps failing to start: once a
+ * worker there has started, its death (a crash, a kill) is replaced at
+ * once, and a later failure to start backs off from 100 ms again. */
+static void
+test_respawn_backoff_resets(void **state)
+{
+	char listen[64], counter[64];
+	pid_t kids[4], first, next = 0;
+	struct echod e;
+	int port = free_port(), fd;
+	uint64_t end;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(counter, sizeof(counter), "/tmp/echod-test-failing-%d", (int)getpid());
+	unlink(counter);
+	spawn_failing_workers(&e, listen, "3", counter);
+	/* 100 + 200 + 400 ms, then the fourth starts. */
+	assert_true(echod_wait_log(&e, "restarting it in 400 ms", 4000));
+	assert_true(echod_wait_log(&e, "worker 0: restarted", 4000));
+	assert_true(tcp_wait_accepting(port, 5000));
+	fd = tcp_connect(port);
+	assert_int_equal(echo_roundtrip(fd, "up", 2, 3000), 0);
+	close(fd);
+	assert_int_equal(process_children(e.pid, kids, 4), 1);
+	first = kids[0];
+
+	kill(first, SIGKILL);
+	end = monotonic_ms() + 2000;
+	while (monotonic_ms() < end) {
+		if (process_children(e.pid, kids, 4) == 1 && kids[0] != first) {
+			next = kids[0];
+			break;
+		}
+		usleep(10000);
+	}
+	assert_true(next > 0);
+	fd = tcp_connect(port);
+	assert_int_equal(echo_roundtrip(fd, "again", 5, 3000), 0);
+	close(fd);
+	/* Replaced at once: no fourth back-off announced. */
+	assert_int_equal(echod_log_count(&e, "restarting it in "), 3);
+	assert_int_equal(echod_stop(&e, 5000), 0);
+	unlink(counter);
+	assert_true(nothing_left_behind());
+}
+
+/* ---- signals and one-shot commands ---- */
+
+/* SIGINT (Ctrl-C on a terminal) stops echod as SIGTERM does: no new
+ * connection, the open ones finish, exit 0. */
+static void
+test_sigint_drains(void **state)
+{
+	struct echod e;
+	int fd, late;
+
+	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 3000), 0);
+	kill(e.pid, SIGINT);
+	assert_true(echod_wait_log(&e, "SIGINT: stopping", 3000));
+	/* The open connection is still served, and nothing new is taken. */
+	assert_int_equal(echo_roundtrip(fd, "during", 6, 3000), 0);
+	late = tcp_connect(e.port);
+	if (late >= 0) {
+		assert_int_not_equal(echo_roundtrip(late, "late", 4, 500), 0);
+		close(late);
+	}
+	close(fd);
+	assert_int_equal(echod_wait_exit(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* --before-stop PID runs from ExecStop=: it never fails the stop. A bad
+ * PID is a usage error (2); with no systemd to ask (an unreachable bus)
+ * it says so, exits 0, and leaves echod to drain. */
+static void
+test_before_stop(void **state)
+{
+	static const char *const bad[] = {"0", "1", "abc", "12x", "-5"};
+	char pid[32];
+	struct echod e, one;
+	int fd;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(echod_run(&one, (const char *[]){"--before-stop", bad[i], NULL}, 5000),
+				 2);
+		echod_collect_log(&one);
+		if (!strstr(one.log, "not a process id"))
+			fail_msg("--before-stop %s: %s", bad[i], one.log);
+	}
+
+	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "held", 4, 3000), 0);
+	snprintf(pid, sizeof(pid), "%d", (int)e.pid);
+	echod_spawn(&one, (const char *[]){"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/bus", NULL},
+		    (const char *[]){"--before-stop", pid, NULL}, -1);
+	assert_int_equal(echod_wait_exit(&one, 10000), 0);
+	echod_collect_log(&one);
+	if (!strstr(one.log, "cannot ask systemd whether this is a restart"))
+		fail_msg("--before-stop with no bus: %s", one.log);
+	/* Told nothing: the stop drains, the connection is not kept. */
+	kill(e.pid, SIGTERM);
+	assert_true(echod_wait_log(&e, "SIGTERM: stopping; open connections get", 3000));
+	assert_int_equal(echo_roundtrip(fd, "still", 5, 3000), 0);
+	close(fd);
+	assert_int_equal(echod_wait_exit(&e, 10000), 0);
+	assert_int_equal(echod_log_count(&e, "fd store"), 0);
 	assert_true(nothing_left_behind());
 }
 
@@ -626,6 +720,107 @@ test_journal_stream_not_stderr(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* A journal socket of the test's own, at the path sd_journal_send()
+ * uses, in a mount namespace of the test's (a tmpfs over /run/systemd):
+ * what echod logs natively arrives here, field by field. -1 when it cannot
+ * be set up (not root). */
+static int
+private_journal(void)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX,
+				 .sun_path = "/run/systemd/journal/socket"};
+	int fd;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
+	    mount("tmpfs", "/run/systemd", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0 ||
+	    mkdir("/run/systemd/journal", 0755) < 0) {
+		print_message("# a private /run/systemd/journal: %s\n", strerror(errno));
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0)
+		return -1;
+	return fd;
+}
+
+/* Waits for a journal entry whose MESSAGE= contains needle; copies the
+ * whole entry (KEY=value lines) into entry. */
+static bool
+journal_wait(int fd, const char *needle, char *entry, size_t size, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	while (monotonic_ms() < end) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recv(fd, entry, size - 1, 0);
+		if (n <= 0)
+			continue;
+		entry[n] = '\0';
+		const char *m = strstr(entry, "MESSAGE=");
+		if (m && strstr(m, needle))
+			return true;
+	}
+	return false;
+}
+
+static void
+assert_field(const char *entry, const char *field)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line), "\n%s\n", field);
+	if (!strstr(entry, line) && strncmp(entry, field, strlen(field)) != 0)
+		fail_msg("journal entry lacks %s:\n%s", field, entry);
+}
+
+/* Under systemd echod logs to the journal natively, with fields a user
+ * can match on: ECHOD_MODEL=, ECHOD_WORKER= (which worker), ECHOD_PEER=
+ * (which client), PRIORITY=, and MESSAGE_ID= for the catalogued ones. */
+static void
+test_journal_fields(void **state)
+{
+	char listen[64], entry[4096], peer[64], field[96];
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	int journal = private_journal(), port = free_port(), fd;
+	struct echod e;
+
+	if (journal < 0)
+		skip();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	echod_spawn(&e, (const char *[]){HARNESS_JOURNAL_STREAM, NULL},
+		    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1",
+				     "--log-level", "debug", NULL},
+		    -1);
+	assert_true(journal_wait(journal, "listening on 127.0.0.1:", entry, sizeof(entry), 5000));
+	assert_field(entry, "SYSLOG_IDENTIFIER=echod");
+	assert_true(tcp_wait_accepting(port, 5000));
+	fd = tcp_connect(port);
+	assert_int_equal(echo_roundtrip(fd, "journal", 7, 3000), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
+	snprintf(peer, sizeof(peer), "127.0.0.1:%d", ntohs(local.sin_port));
+	snprintf(field, sizeof(field), "connection from %s", peer);
+	/* The readiness probe's connection came first: wait for ours. */
+	assert_true(journal_wait(journal, field, entry, sizeof(entry), 5000));
+	snprintf(field, sizeof(field), "ECHOD_PEER=%s", peer);
+	assert_field(entry, field);
+	assert_field(entry, "ECHOD_WORKER=0");
+	assert_field(entry, "ECHOD_MODEL=prefork");
+	assert_field(entry, "PRIORITY=7");
+	close(fd);
+	/* Nothing went to stderr: it is the journal's stream. */
+	echod_collect_log(&e);
+	assert_null(strstr(e.log, "listening on"));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	close(journal);
+	assert_true(nothing_left_behind());
+}
+
 /* ---- several listeners ---- */
 
 static void
@@ -761,12 +956,16 @@ main(void)
 	    cmocka_unit_test_teardown(test_default_config_may_be_missing, harness_teardown),
 	    cmocka_unit_test_teardown(test_command_line_wins_over_file, harness_teardown),
 	    cmocka_unit_test_teardown(test_respawn_backoff, harness_teardown),
+	    cmocka_unit_test_teardown(test_respawn_backoff_resets, harness_teardown),
+	    cmocka_unit_test_teardown(test_sigint_drains, harness_teardown),
+	    cmocka_unit_test_teardown(test_before_stop, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, harness_teardown),
 	    cmocka_unit_test_teardown(test_inetd_stdin_socket, harness_teardown),
 	    cmocka_unit_test_teardown(test_log_level_debug_logs_connections, harness_teardown),
 	    cmocka_unit_test_teardown(test_log_level_warning_is_quiet, harness_teardown),
 	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, harness_teardown),
+	    cmocka_unit_test_teardown(test_journal_fields, harness_teardown),
 	    cmocka_unit_test_teardown(test_multiple_listeners, harness_teardown),
 	    cmocka_unit_test_teardown(test_stale_unix_socket, harness_teardown),
 	    cmocka_unit_test_teardown(test_activation_two_sockets, harness_teardown),
