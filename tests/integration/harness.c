@@ -94,20 +94,40 @@ add_echod(const char **argv, size_t n)
 	return n;
 }
 
+/* Whether nothing holds port on 127.0.0.1 for protocol type. */
+static bool
+port_is_free(int type, int port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+	bool free = fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return free;
+}
+
+/* A port below the kernel's ephemeral range (32768 and up on Linux), so
+ * that no client connect() of this or another test can take it as its
+ * source port between now and echod's bind(), free for TCP and UDP both
+ * (the datagram listeners share the number). Each call of a process tries
+ * a different port, starting from one its pid picks, so tests running
+ * side by side rarely meet; echod_start() retries if they do. */
 int
 free_port(void)
 {
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int port;
+	static unsigned seq;
+	unsigned first = (unsigned)getpid() * 7919u;
 
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
-		fatal("finding a free port: %s", strerror(errno));
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
+	for (unsigned i = 0; i < 4096; i++) {
+		int port = 20000 + (int)((first + (seq++) * 104729u) % 12768u);
+
+		if (port_is_free(SOCK_STREAM, port) && port_is_free(SOCK_DGRAM, port))
+			return port;
+	}
+	fatal("finding a free port: none free in 20000-32767");
 }
 
 int
@@ -427,6 +447,30 @@ build_argv(const char **argv, size_t n, const char *const *extra)
 	return n;
 }
 
+/* Waits until e says it is ready (true) or exits: false when it exited
+ * because its address was taken meanwhile, fatal for any other reason. */
+static bool
+came_up(struct echod *e)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)startup_timeout_ms();
+	int status;
+
+	while (monotonic_ms() < end) {
+		echod_collect_log(e);
+		if (strstr(e->log, "ready"))
+			return true;
+		if (waitpid(e->pid, &status, WNOHANG) == e->pid) {
+			echod_collect_log(e);
+			close_pipes(e);
+			if (strstr(e->log, "Address already in use"))
+				return false;
+			fatal("echod exited before it was ready:\n%s", e->log);
+		}
+		usleep(10000);
+	}
+	return true; /* wait_ready() says it timed out */
+}
+
 void
 echod_start_env(struct echod *e, const char *const *env, const char *const *extra)
 {
@@ -434,17 +478,23 @@ echod_start_env(struct echod *e, const char *const *env, const char *const *extr
 	const char *argv[HARNESS_MAX_ARGS];
 	size_t n = 0;
 
-	e->port = free_port();
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->port);
-	n = add_echod(argv, n);
-	argv[n++] = "--listen";
-	argv[n++] = listen;
-	argv[n++] = "--model";
-	argv[n++] = harness_model();
-	argv[n++] = "--config";
-	argv[n++] = "/dev/null";
-	build_argv(argv, n, extra);
-	spawn(e, argv, env, -1, false);
+	/* Another test may have taken the port since free_port() looked:
+	 * echod then exits at once, saying so, and gets another. */
+	for (int attempt = 0;; attempt++) {
+		e->port = free_port();
+		snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->port);
+		n = add_echod(argv, 0);
+		argv[n++] = "--listen";
+		argv[n++] = listen;
+		argv[n++] = "--model";
+		argv[n++] = harness_model();
+		argv[n++] = "--config";
+		argv[n++] = "/dev/null";
+		build_argv(argv, n, extra);
+		spawn(e, argv, env, -1, false);
+		if (attempt == 4 || came_up(e))
+			break;
+	}
 	wait_ready(e);
 	wait_accepting(e);
 }
