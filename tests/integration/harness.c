@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -793,22 +794,49 @@ process_tree_rss_kib(pid_t pid)
 	return total;
 }
 
-int
-process_fd_count(pid_t pid)
+/* The fds pid has open whose link starts with prefix (NULL: all), or -1. */
+static int
+count_fds(pid_t pid, const char *prefix)
 {
-	char path[64];
+	char dir[64], path[PATH_MAX], target[128];
 	struct dirent *de;
 	int n = 0;
 	DIR *d;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
 	if (!d)
 		return -1;
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (!prefix) {
+			n++;
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		n += strncmp(target, prefix, strlen(prefix)) == 0;
+	}
 	closedir(d);
 	return n;
+}
+
+int
+process_fd_count(pid_t pid)
+{
+	return count_fds(pid, NULL);
+}
+
+int
+process_socket_count(pid_t pid)
+{
+	return count_fds(pid, "socket:");
 }
 
 bool

@@ -125,6 +125,8 @@ uint64_t process_rss_kib(pid_t pid);
 uint64_t process_tree_rss_kib(pid_t pid);
 /* Number of open fds of pid. */
 int process_fd_count(pid_t pid);
+/* Of those, the sockets; -1 when pid's fds cannot be read (it is gone). */
+int process_socket_count(pid_t pid);
 bool process_alive(pid_t pid);
 /* Children of pid that have exited but not been reaped. */
 unsigned zombie_children(pid_t pid);

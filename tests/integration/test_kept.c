@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,32 +21,6 @@
 
 #define KEPT 8
 
-static unsigned
-socket_fds(pid_t pid)
-{
-	char dir[64], path[PATH_MAX], target[128];
-	struct dirent *de;
-	unsigned n = 0;
-	DIR *d;
-
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	d = opendir(dir);
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		ssize_t len;
-
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		len = readlink(path, target, sizeof(target) - 1);
-		if (len > 0) {
-			target[len] = '\0';
-			n += strncmp(target, "socket:", 7) == 0;
-		}
-	}
-	closedir(d);
-	return n;
-}
-
 /* The fewest and most sockets a connection process of e holds now. */
 static void
 socket_spread(const struct echod *e, unsigned *ret_least, unsigned *ret_most)
@@ -58,7 +31,8 @@ socket_spread(const struct echod *e, unsigned *ret_least, unsigned *ret_most)
 	*ret_least = UINT_MAX;
 	*ret_most = 0;
 	for (size_t i = 0; i < n; i++) {
-		unsigned s = socket_fds(kids[i]);
+		int count = process_socket_count(kids[i]);
+		unsigned s = count > 0 ? (unsigned)count : 0;
 
 		/* None: one of those exiting, its fds gone already. */
 		if (s == 0)
