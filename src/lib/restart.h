@@ -2,10 +2,10 @@
  * kept.h for what goes into systemd's fd store, and the README).
  *
  * On SIGTERM, restart_wanted() decides between keeping every connection
- * over (a restart) and draining them (a stop). On start, restart_take()
- * collects what the previous echod stored, pairing each connection with its
- * owed bytes, and empties the store; the supervisor then hands the
- * connections to its workers. */
+ * in the store (a restart) and draining them (a stop). On start,
+ * restart_take() collects what the previous echod stored, pairing each
+ * connection with its owed bytes, and empties the store; the supervisor
+ * then delivers the connections to its workers. */
 #pragma once
 
 #include <stdbool.h>
