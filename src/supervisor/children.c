@@ -61,12 +61,9 @@ children_reserve(struct children *c, unsigned max)
 
 static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
-	   int owed_fd, int held_fd, pid_t parent)
+	   int owed_fd, pid_t parent)
 {
 	pool_env_enter_child(env, parent, fd, owed_fd);
-	/* Nor one that waits for fork() to work again: it is not ours. */
-	if (held_fd >= 0 && held_fd != fd)
-		close(held_fd);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
 	 * the supervisor exits). */
@@ -102,7 +99,7 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, kept, owed_fd, c->held_fd, parent);
+		child_main(env, config, c->slot, fd, kept, owed_fd, parent);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;

@@ -87,8 +87,12 @@ pool_free(const struct pool_env *env, struct pool *p)
 }
 
 static void
-close_waiting(const struct restart_queue *q, int keep_fd, int keep_owed_fd)
+close_waiting(const struct pool_env *env, int keep_fd, int keep_owed_fd)
 {
+	const struct restart_queue *q = env->waiting;
+
+	if (env->held_fd && *env->held_fd >= 0 && *env->held_fd != keep_fd)
+		close(*env->held_fd);
 	for (size_t i = q ? q->next : 0; q && i < q->n; i++) {
 		const struct kept_conn *item = &q->items[i];
 
@@ -117,7 +121,7 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int 
 				close(q->positions[i].channel);
 	if (env->returns[FDPASS_SUPERVISOR] >= 0)
 		close(env->returns[FDPASS_SUPERVISOR]);
-	close_waiting(env->waiting, keep_fd, keep_owed_fd);
+	close_waiting(env, keep_fd, keep_owed_fd);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);

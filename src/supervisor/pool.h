@@ -28,11 +28,14 @@ struct pool_env {
 	 * connections back on a reload ([FDPASS_WORKER], inherited by them
 	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */
 	int returns[2];
-	/* Kept connections the supervisor holds until a worker takes them
-	 * (the keeper's), or NULL: closed in every child but the one forked
-	 * to serve one of them, or a connection that ends elsewhere would
-	 * stay open in its siblings, and its client would never read EOF. */
+	/* Connections the supervisor holds until a process takes them: kept
+	 * ones (the keeper's queue, or NULL) and one waiting for fork() to
+	 * work again (children.h held_fd, or NULL). Closed in every child but
+	 * the one forked to serve one of them, or a connection that ends
+	 * elsewhere would stay open in its siblings, and its client would
+	 * never read EOF. */
 	const struct restart_queue *waiting;
+	const int *held_fd;
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that

@@ -721,6 +721,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		    .channel_event = EVENT(EVENT_CHANNEL, 0),
 		    .returns = {-1, -1}},
 	    .sockets = sockets,
+	    /* Not fd 0 before children_init(): children close what it names. */
+	    .children = {.held_fd = -1},
 	    .reread = reread,
 	    .reread_userdata = userdata,
 	};
@@ -729,6 +731,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	log_set_model(model_to_string(config->model));
 	r = keeper_init(&s.keeper, sockets);
 	s.env.waiting = &s.keeper.queue;
+	s.env.held_fd = &s.children.held_fd;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
 	if (r >= 0) {
