@@ -449,7 +449,8 @@ build_argv(const char **argv, size_t n, const char *const *extra)
 }
 
 /* Waits until e says it is ready (true) or exits: false when it exited
- * because its address was taken meanwhile, fatal for any other reason. */
+ * because its address was taken meanwhile, fatal for any other reason or
+ * when it is not ready in time. */
 static bool
 came_up(struct echod *e)
 {
@@ -469,7 +470,7 @@ came_up(struct echod *e)
 		}
 		usleep(10000);
 	}
-	return true; /* wait_ready() says it timed out */
+	fatal("echod did not log readiness within %d ms", startup_timeout_ms());
 }
 
 void
@@ -493,10 +494,11 @@ echod_start_env(struct echod *e, const char *const *env, const char *const *extr
 		argv[n++] = "/dev/null";
 		build_argv(argv, n, extra);
 		spawn(e, argv, env, -1, false);
-		if (attempt == 4 || came_up(e))
+		if (came_up(e))
 			break;
+		if (attempt == 4)
+			fatal("echod found its port taken five times in a row");
 	}
-	wait_ready(e);
 	wait_accepting(e);
 }
 
