@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -255,4 +256,24 @@ listen_set_defer_accept(const struct listen_set *set, unsigned sec)
 			return negative_errno();
 	}
 	return 0;
+}
+
+void
+listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room)
+{
+	unsigned queued = 0, room = 0;
+
+	for (size_t i = 0; i < set->n; i++) {
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+
+		if (set->items[i].kind != SOCKET_LISTENING || !set->items[i].is_tcp ||
+		    getsockopt(set->items[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+		    len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(ti.tcpi_sacked))
+			continue;
+		queued += ti.tcpi_unacked;
+		room += ti.tcpi_sacked;
+	}
+	*ret_queued = queued;
+	*ret_room = room;
 }

@@ -64,3 +64,8 @@ size_t listen_set_count(const struct listen_set *set, enum socket_kind kind);
  * set: a connection wakes the acceptor only once the client has sent data.
  * Returns 0 or the first -errno. */
 int listen_set_defer_accept(const struct listen_set *set, unsigned sec);
+
+/* Connections waiting to be accept()ed on the set's TCP listeners, and the
+ * room their queues have (the kernel's TCP_INFO on a listener: unacked and
+ * sacked); other sockets do not say and count 0. */
+void listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room);

@@ -21,6 +21,8 @@ enum {
 	OPT_RELOAD,
 	OPT_VERSION,
 	OPT_BEFORE_STOP,
+	OPT_RUNTIME_DIR,
+	OPT_JSON,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -43,6 +45,8 @@ static const struct option long_options[] = {
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
+	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
+	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, 'h'},
 	{0},
@@ -72,6 +76,7 @@ void
 options_print_help(void)
 {
 	printf("Usage: echod [OPTION]...\n"
+	       "       echod status [--json] [--runtime-dir DIR]\n"
 	       "RFC 862 echo server: TCP, UDP and UNIX stream, socket-activated or standalone.\n"
 	       "\n"
 	       "  -c, --config FILE            configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -96,6 +101,9 @@ options_print_help(void)
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
 	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"
 	       "                               keep its connections in systemd's fd store\n"
+	       "      --runtime-dir DIR        where the running echod publishes its scoreboard\n"
+	       "                               (default $RUNTIME_DIRECTORY; status: /run/echod)\n"
+	       "      --json                   (status) print one JSON object\n"
 	       "      --version                print the version and exit\n"
 	       "  -h, --help                   print this help and exit\n"
 	       "\n"
@@ -149,6 +157,12 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 		case OPT_BEFORE_STOP:
 			o.before_stop_pid = optarg;
 			break;
+		case OPT_RUNTIME_DIR:
+			o.runtime_dir = optarg;
+			break;
+		case OPT_JSON:
+			o.json = true;
+			break;
 		case ':':
 			return config_fail(err, "option %s needs a value (see echod --help)",
 					   argv[optind - 1]);
@@ -171,9 +185,16 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 				return r;
 		}
 	}
+	/* One command word, anywhere (getopt moves it to the end). */
+	if (optind < argc && strcmp(argv[optind], "status") == 0) {
+		o.status = true;
+		optind++;
+	}
 	if (optind < argc)
 		return config_fail(err, "unexpected argument \"%s\" (see echod --help)",
 				   argv[optind]);
+	if (o.json && !o.status)
+		return config_fail(err, "--json goes with \"echod status\" (see echod --help)");
 	*ret = o;
 	return 0;
 }

@@ -158,7 +158,7 @@ pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t 
 			return log_error_errno(r, "worker %u: creating its channel: %m", index);
 	}
 	scoreboard_slot_reset(env->scoreboard, (unsigned)slot);
-	env->scoreboard->slots[slot].generation = p->generation;
+	scoreboard_slot_start(env->scoreboard, (unsigned)slot, p->generation);
 	SB_SET(env->scoreboard->slots[slot].state, SLOT_STARTING);
 	pos->slot = slot;
 

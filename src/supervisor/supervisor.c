@@ -57,6 +57,8 @@ struct supervisor {
 	struct children children;
 	config_reader reread;
 	void *reread_userdata;
+	const char *runtime_dir; /* NULL: none */
+	uint64_t queue_sampled_ms;
 	unsigned generation;
 	bool ready;	/* READY=1 sent for the current generation */
 	bool reloading; /* a reload waits for its new generation */
@@ -293,7 +295,8 @@ reload_reject(struct supervisor *s, const char *why)
 		   "reload rejected, the running configuration stays: %s", why);
 	snprintf(s->status_note, sizeof(s->status_note), "reload rejected: %s", why);
 	s->generation++;
-	reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, false, why);
+	scoreboard_count_reload(&s->scoreboard, false);
+	reload_status_write(s->runtime_dir, s->generation, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
 	status_update(s, true);
@@ -381,7 +384,9 @@ became_ready(struct supervisor *s)
 	notify_ready();
 	if (s->reloading) {
 		s->reloading = false;
-		reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, true,
+		scoreboard_count_reload(&s->scoreboard, true);
+		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
+		reload_status_write(s->runtime_dir, s->generation, true,
 				    "configuration applied");
 		log_struct(LOG_INFO, ECHOD_MESSAGE_RELOADED, "reloaded: %s model, %u worker(s), "
 			   "generation %u", model_to_string(c->model), s->pool->n, s->generation);
@@ -524,6 +529,19 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 	}
 }
 
+/* For `echod status`: what waits in the kernel's accept queues. */
+static void
+sample_accept_queue(struct supervisor *s, uint64_t now)
+{
+	unsigned queued, room;
+
+	if (now < s->queue_sampled_ms + TICK_MS)
+		return;
+	s->queue_sampled_ms = now;
+	listen_queue_depth(s->sockets, &queued, &room);
+	scoreboard_set_accept_queue(&s->scoreboard, queued, room);
+}
+
 static int
 supervisor_loop(struct supervisor *s)
 {
@@ -552,6 +570,7 @@ supervisor_loop(struct supervisor *s)
 			watchdog_check(s, now);
 			status_update(s, false);
 			status_log_admission(s, now);
+			sample_accept_queue(s, now);
 		}
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));
@@ -623,9 +642,13 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	unsigned workers = model->pool_size(config, s->sockets);
 	int r;
 
-	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config));
+	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config),
+			   s->runtime_dir);
+	if (r < 0 && s->runtime_dir)
+		return log_error_errno(r, "creating the scoreboard in %s: %m", s->runtime_dir);
 	if (r < 0)
 		return log_error_errno(r, "creating the scoreboard: %m");
+	scoreboard_set_model(&s->scoreboard, model_to_string(config->model), s->generation);
 	/* Mapped whatever the configuration says, so a reload can turn the limit
 	 * on; its pages are touched only as sources are counted. */
 	r = admission_table_new(sources_capacity(config), &s->scoreboard.sources);
@@ -705,7 +728,7 @@ abort_start(struct supervisor *s)
 
 int
 supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
-	       void *userdata)
+	       void *userdata, const char *runtime_dir)
 {
 	struct supervisor s = {
 	    .env = {.epoll_fd = -1,
@@ -716,6 +739,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	    .sockets = sockets,
 	    .reread = reread,
 	    .reread_userdata = userdata,
+	    .runtime_dir = runtime_dir,
 	};
 	int r, status = EXIT_FAILURE;
 
@@ -734,7 +758,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	}
 	struct model_ctx m = model_ctx(&s);
 	s.model->log_start(&m);
-	reload_status_write(getenv("RUNTIME_DIRECTORY"), s.generation, true, "started");
+	reload_status_write(s.runtime_dir, s.generation, true, "started");
 	status = supervisor_loop(&s);
 	log_struct(LOG_INFO, ECHOD_MESSAGE_STOPPED, "stopped");
 out:

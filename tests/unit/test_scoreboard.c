@@ -26,7 +26,7 @@ fill_slot(struct scoreboard_slot *s, uint32_t state, uint64_t base)
 	s->lost = base + 4;
 	s->dgrams_in = base + 5;
 	s->dgrams_out = base + 6;
-	s->dgrams_dropped = base + 7;
+	s->dgrams_dropped[DROP_RATELIMIT] = base + 7;
 	s->heartbeat = base + 8;
 	s->refused = base + 9;
 }
@@ -37,7 +37,7 @@ test_new_free(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals t;
 
-	assert_int_equal(scoreboard_new(&sb, 4, 17), 0);
+	assert_int_equal(scoreboard_new(&sb, 4, 17, NULL), 0);
 	assert_non_null(sb.header);
 	assert_non_null(sb.slots);
 	assert_int_equal(sb.n_slots, 4);
@@ -73,7 +73,7 @@ test_totals(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals t;
 
-	assert_int_equal(scoreboard_new(&sb, 4, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 4, 0, NULL), 0);
 	fill_slot(&sb.slots[0], SLOT_RUNNING, 10);
 	fill_slot(&sb.slots[1], SLOT_DRAINING, 20);
 	fill_slot(&sb.slots[3], SLOT_STARTING, 30);
@@ -100,7 +100,7 @@ test_reset_keeps_totals(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals before, after, later;
 
-	assert_int_equal(scoreboard_new(&sb, 2, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 2, 0, NULL), 0);
 	fill_slot(&sb.slots[0], SLOT_RUNNING, 100);
 	fill_slot(&sb.slots[1], SLOT_RUNNING, 200);
 	scoreboard_totals(&sb, &before);
@@ -119,7 +119,7 @@ test_reset_keeps_totals(void **state)
 	assert_int_equal(sb.header->retired.lost, 104);
 	assert_int_equal(sb.header->retired.dgrams_in, 105);
 	assert_int_equal(sb.header->retired.dgrams_out, 106);
-	assert_int_equal(sb.header->retired.dgrams_dropped, 107);
+	assert_int_equal(sb.header->retired.dgrams_dropped[DROP_RATELIMIT], 107);
 	assert_int_equal(sb.header->retired.refused, 109);
 	/* Slot 1 is untouched. */
 	assert_int_equal(sb.slots[1].served, 201);
@@ -162,7 +162,7 @@ test_reserve_up_to_max(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 1, 3), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, 3, NULL), 0);
 	assert_true(ledger_reserve(&sb));
 	assert_true(ledger_reserve(&sb));
 	assert_true(ledger_reserve(&sb));
@@ -198,7 +198,7 @@ test_reserve_unlimited(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 1, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, 0, NULL), 0);
 	for (unsigned i = 0; i < 100000; i++)
 		assert_true(ledger_reserve(&sb));
 	assert_int_equal(sb.header->active_total, 100000);
@@ -213,7 +213,7 @@ test_find_free(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 3, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 3, 0, NULL), 0);
 	assert_int_equal(scoreboard_find_free(&sb), 0);
 	sb.slots[0].state = SLOT_STARTING;
 	assert_int_equal(scoreboard_find_free(&sb), 1);
@@ -225,7 +225,7 @@ test_find_free(void **state)
 	scoreboard_free(&sb);
 
 	/* No slots at all: nothing free, and no crash. */
-	assert_int_equal(scoreboard_new(&sb, 0, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 0, 0, NULL), 0);
 	assert_int_equal(scoreboard_find_free(&sb), -ENOSPC);
 	scoreboard_free(&sb);
 }
@@ -238,7 +238,7 @@ test_shared_across_fork(void **state)
 	int status;
 	pid_t pid;
 
-	assert_int_equal(scoreboard_new(&sb, 2, 10), 0);
+	assert_int_equal(scoreboard_new(&sb, 2, 10, NULL), 0);
 	sb.slots[1].state = SLOT_STARTING;
 	pid = fork();
 	assert_true(pid >= 0);
@@ -277,7 +277,7 @@ test_cap_holds_across_processes(void **state)
 
 	/* Processes racing for the same places never get more than the cap,
 	 * and never fewer: a lost update would show as either. */
-	assert_int_equal(scoreboard_new(&sb, 1, MAX), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, MAX, NULL), 0);
 	assert_int_equal(pipe(start), 0);
 	for (int i = 0; i < CHILDREN; i++) {
 		pid_t pid = fork();
