@@ -29,6 +29,7 @@ struct config {
 	int log_level;
 	size_t n_listen;
 	char *listen[CONFIG_MAX_LISTEN];
+	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
 };
 
 /* An error found while reading a configuration: where, and what. */

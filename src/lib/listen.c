@@ -80,6 +80,28 @@ listen_set_add_stored(struct listen_set *set, int fd, char *name)
 	return 0;
 }
 
+/* Takes fd (closed on failure). */
+static int
+take_metrics(struct listen_set *set, int fd, int kind, char *reason, size_t size)
+{
+	if (kind != SOCKET_LISTENING || set->has_metrics) {
+		snprintf(reason, size, "fd %d (" LISTEN_METRICS_NAME ") from systemd: %s", fd,
+			 set->has_metrics ? "a second socket named " LISTEN_METRICS_NAME
+					  : "not a listening stream socket (HTTP needs one)");
+		close(fd);
+		return -EINVAL;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		int r = negative_errno();
+		snprintf(reason, size, "fd %d: making it non-blocking: %s", fd, strerror(-r));
+		close(fd);
+		return r;
+	}
+	set->has_metrics = true;
+	set->metrics = fd;
+	return 0;
+}
+
 int
 listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 {
@@ -104,6 +126,11 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 			continue;
 		}
 		kind = r < 0 ? r : listen_classify(fd);
+		if (r == 0 && names && strcmp(names[i], LISTEN_METRICS_NAME) == 0) {
+			r = take_metrics(set, fd, kind, reason, size);
+			free(names[i]);
+			continue;
+		}
 
 		if (kind < 0 && r == 0) {
 			snprintf(reason, size, "fd %d (%s) from systemd: %s", fd,
@@ -230,6 +257,9 @@ listen_set_free(struct listen_set *set, bool unlink_paths)
 	free(set->stored);
 	set->stored = NULL;
 	set->n_stored = 0;
+	if (set->has_metrics && set->metrics >= 0)
+		close(set->metrics);
+	set->has_metrics = false;
 }
 
 size_t

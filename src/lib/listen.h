@@ -35,7 +35,13 @@ struct listen_set {
 	 * sockets to listen on; the supervisor takes them (-1 once taken). */
 	struct stored_fd *stored;
 	size_t n_stored;
+	/* The socket systemd named "metrics" (FileDescriptorName=metrics):
+	 * HTTP, not echo; the supervisor takes it. */
+	bool has_metrics;
+	int metrics;
 };
+
+#define LISTEN_METRICS_NAME "metrics"
 
 /* Takes the sockets systemd passed; those its fd store kept for us (named
  * as kept.h says) go to set->stored. Returns the number of sockets put

@@ -23,6 +23,7 @@ enum {
 	OPT_BEFORE_STOP,
 	OPT_RUNTIME_DIR,
 	OPT_JSON,
+	OPT_METRICS_LISTEN,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -45,6 +46,7 @@ static const struct option long_options[] = {
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -70,6 +72,7 @@ static const struct {
 	{OPT_CONNECTION_RATE_LIMIT, "ConnectionRateLimit", "--connection-rate-limit"},
 	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
+	{OPT_METRICS_LISTEN, "MetricsListen", "--metrics-listen"},
 };
 
 void
@@ -97,6 +100,8 @@ options_print_help(void)
 	       "      --defer-accept SEC       TCP_DEFER_ACCEPT on sockets echod binds; 0 = off (0)\n"
 	       "  -l, --listen ADDR            listen without systemd (repeatable): 127.0.0.1:7007,\n"
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
+	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
+	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
 	       "      --check-config           validate the configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
 	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"

@@ -195,9 +195,6 @@ report_metrics(FILE *f, const struct scoreboard_snapshot *snap, bool om, const c
 		fprintf(f, "echod_workers{state=\"%s\"} %u\n", state_names[st], states[st]);
 	family(f, om, "echod_connections_active", "gauge", "Connections open now.");
 	fprintf(f, "echod_connections_active %" PRIu64 "\n", t->active);
-	for (size_t i = 0; i < snap->n_slots; i++)
-		fprintf(f, "echod_connections_active{worker=\"%u\"} %u\n", snap->slots[i].index,
-			snap->slots[i].s.active);
 	family(f, om, "echod_connections_max", "gauge", "MaxConnections= (0: no cap).");
 	fprintf(f, "echod_connections_max %u\n", snap->max_connections);
 	family(f, om, "echod_connections_reserved", "gauge", "MaxConnections= reservations held.");
@@ -222,6 +219,18 @@ report_metrics(FILE *f, const struct scoreboard_snapshot *snap, bool om, const c
 	for (unsigned d = 0; d < DROP_REASONS; d++)
 		fprintf(f, "echod_datagrams_dropped_total{reason=\"%s\"} %" PRIu64 "\n", drop_reasons[d],
 			t->dropped[d]);
+	/* Per process: a family of its own, so that sum() of the one above is
+	 * not counted twice. */
+	family(f, om, "echod_worker_connections_active", "gauge",
+	       "Connections open now, by scoreboard slot.");
+	for (size_t i = 0; i < snap->n_slots; i++)
+		fprintf(f, "echod_worker_connections_active{worker=\"%u\",pid=\"%d\"} %u\n",
+			snap->slots[i].index, (int)snap->slots[i].s.pid, snap->slots[i].s.active);
+	family(f, om, "echod_worker_connections_total", "counter",
+	       "Connections served, by scoreboard slot (since the slot was filled).");
+	for (size_t i = 0; i < snap->n_slots; i++)
+		fprintf(f, "echod_worker_connections_total{worker=\"%u\",pid=\"%d\"} %" PRIu64 "\n",
+			snap->slots[i].index, (int)snap->slots[i].s.pid, snap->slots[i].s.served);
 	family(f, om, "echod_reloads_total", "counter", "Reload attempts by result.");
 	fprintf(f, "echod_reloads_total{result=\"ok\"} %" PRIu64 "\n", snap->reloads_ok);
 	fprintf(f, "echod_reloads_total{result=\"failed\"} %" PRIu64 "\n", snap->reloads_failed);

@@ -26,6 +26,7 @@
 #include "worker.h"
 #include "acceptor.h"
 #include "keeper.h"
+#include "metrics.h"
 #include "model.h"
 
 #define KILL_GRACE_MS 2000
@@ -46,6 +47,7 @@ enum {
 	EVENT_LISTENER,
 	EVENT_CHANNEL,
 	EVENT_GIVE_BACK, /* the channel fork's connection processes share */
+	EVENT_METRICS,
 };
 #define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
 
@@ -59,6 +61,7 @@ struct supervisor {
 	void *reread_userdata;
 	const char *runtime_dir; /* NULL: none */
 	uint64_t queue_sampled_ms;
+	struct metrics metrics;
 	unsigned generation;
 	bool ready;	/* READY=1 sent for the current generation */
 	bool reloading; /* a reload waits for its new generation */
@@ -526,6 +529,9 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 	case EVENT_GIVE_BACK:
 		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], ACCEPT_BATCH * 4);
 		break;
+	case EVENT_METRICS:
+		metrics_run(&s->metrics, now_ms());
+		break;
 	}
 }
 
@@ -572,6 +578,7 @@ supervisor_loop(struct supervisor *s)
 			status_log_admission(s, now);
 			sample_accept_queue(s, now);
 		}
+		metrics_tick(&s->metrics, now);
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));
 		if (n < 0 && errno != EINTR)
@@ -623,6 +630,21 @@ setup_return_channel(struct supervisor *s)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_GIVE_BACK, 0)};
 	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, pair[FDPASS_SUPERVISOR], &ev) < 0)
 		return negative_errno();
+	return 0;
+}
+
+/* MetricsListen= is read at start only, as Listen= is. */
+static int
+setup_metrics(struct supervisor *s, const struct config *c)
+{
+	int r = metrics_start(&s->metrics, s->sockets, c->metrics_listen, &s->scoreboard);
+	int fd = metrics_fd(&s->metrics);
+
+	if (r < 0 || fd < 0)
+		return r;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_METRICS, 0)};
+	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return log_error_errno(errno, "metrics: epoll_ctl: %m");
 	return 0;
 }
 
@@ -686,6 +708,9 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	r = setup_return_channel(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up the connection processes' channel: %m");
+	r = setup_metrics(s, config);
+	if (r < 0)
+		return r;
 	if (notify_watchdog_enabled(&s->watchdog_usec))
 		log_info("watchdog: pinging every %llu ms while every worker makes progress; "
 			 "a worker that makes none for %llu ms is replaced",
@@ -702,6 +727,7 @@ supervisor_free(struct supervisor *s)
 		pool_free(&s->env, s->pool);
 		s->pool = next;
 	}
+	metrics_stop(&s->metrics);
 	children_done(&s->children);
 	keeper_free(&s->keeper);
 	free(s->heartbeats);
