@@ -464,7 +464,7 @@ test_snapshot_while_slots_reset(void **state)
 	if (pid == 0) {
 		for (unsigned n = 0;; n++) {
 			SB_ADD(sb.slots[0].served, 1000);
-			if (n % 4 == 0) {
+			if (n % 64 == 0) {
 				scoreboard_slot_reset(&sb, 0);
 				SB_SET(sb.slots[0].state, SLOT_RUNNING);
 			}
@@ -472,12 +472,17 @@ test_snapshot_while_slots_reset(void **state)
 		_exit(0);
 	}
 	assert_int_equal(scoreboard_open(&ro, dir), 0);
-	for (unsigned i = 0; i < 50000; i++) {
+	unsigned readings = 0;
+	/* Read while it writes, not before. */
+	while (SB_GET(sb.header->retired.served) == 0)
+		usleep(100);
+	for (unsigned i = 0; i < 5000; i++) {
 		struct scoreboard_snapshot snap;
 		int r = scoreboard_snapshot(&ro, &snap);
 
 		if (r == -EAGAIN)
 			continue;
+		readings++;
 		assert_int_equal(r, 0);
 		assert_true(snap.totals.served >= last);
 		assert_int_equal(snap.totals.served % 1000, 0);
@@ -486,6 +491,8 @@ test_snapshot_while_slots_reset(void **state)
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
+	assert_true(readings > 0);
+	assert_true(last > 0);
 	scoreboard_free(&ro);
 	scoreboard_free(&sb);
 	remove_dir(dir);
