@@ -178,6 +178,26 @@ def check_prometheus(port, mport, tmp):
         prom.wait(10)
 
 
+def check_systemd_socket():
+    """The socket systemd names "metrics" is served as HTTP, not echo."""
+    port, mport = free_port(), free_port()
+    tmp = tempfile.mkdtemp(prefix="test-metrics-sd-")
+    act = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+                            "-l", f"127.0.0.1:{mport}", "--fdname=echo:metrics",
+                            ECHOD, "-m", MODEL, "-w", "1", "--runtime-dir", tmp])
+    try:
+        wait_port(mport)
+        # The first connection starts echod; the request waits in the backlog.
+        status, _, text = get(mport, timeout=10)
+        assert status == 200 and "echod_connections_total" in text, text[:200]
+        echo(port)
+        assert get(mport)[2].count('echod_connections_total{result="served"} 1\n') == 1
+    finally:
+        act.terminate()
+        act.wait(15)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="test-metrics-")
     port, mport = free_port(), free_port()
@@ -192,6 +212,7 @@ def main():
         check_prometheus(port, mport, tmp)
         assert echod.poll() is None, "echod exited"
         echo(port)
+        check_systemd_socket()
         print("ok")
     finally:
         echod.terminate()
