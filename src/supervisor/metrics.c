@@ -89,6 +89,27 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 		     body, len);
 }
 
+static void
+track(void *cls, struct MHD_Connection *c, void **socket_context,
+      enum MHD_ConnectionNotificationCode code)
+{
+	struct metrics *m = cls;
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int fd = info ? (int)info->connect_fd : -1;
+
+	for (unsigned i = 0; fd >= 0 && i < METRICS_CONNECTIONS; i++) {
+		if (code == MHD_CONNECTION_NOTIFY_STARTED && m->conn_fds[i] < 0) {
+			m->conn_fds[i] = fd;
+			return;
+		}
+		if (code == MHD_CONNECTION_NOTIFY_CLOSED && m->conn_fds[i] == fd) {
+			m->conn_fds[i] = -1;
+			return;
+		}
+	}
+}
+
 /* libmicrohttpd's own complaints (a client's bad request is not one). */
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
@@ -126,6 +147,8 @@ metrics_start(struct metrics *m, struct listen_set *sockets, const char *address
 	int fd;
 
 	*m = (struct metrics){.sb = sb};
+	for (unsigned i = 0; i < METRICS_CONNECTIONS; i++)
+		m->conn_fds[i] = -1;
 	if (sockets->has_metrics) {
 		fd = sockets->metrics;
 		where = "the socket systemd named " LISTEN_METRICS_NAME;
@@ -145,6 +168,7 @@ metrics_start(struct metrics *m, struct listen_set *sockets, const char *address
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_TIMEOUT_SEC,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_REQUEST_MAX,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_NOTIFY_CONNECTION, track, m,
 	    MHD_OPTION_END);
 	if (!m->daemon) {
 		listen_set_free(&m->bound, true);
@@ -193,4 +217,21 @@ metrics_stop(struct metrics *m)
 		MHD_stop_daemon(m->daemon);
 	m->daemon = NULL;
 	listen_set_free(&m->bound, true);
+}
+
+void
+metrics_close_in_child(const struct metrics *m)
+{
+	const union MHD_DaemonInfo *info;
+
+	if (!m || !m->daemon)
+		return;
+	info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+	if (info)
+		close((int)info->listen_fd);
+	if (metrics_fd(m) >= 0)
+		close(metrics_fd(m));
+	for (unsigned i = 0; i < METRICS_CONNECTIONS; i++)
+		if (m->conn_fds[i] >= 0)
+			close(m->conn_fds[i]);
 }

@@ -23,6 +23,9 @@ struct metrics {
 	const struct scoreboard *sb;
 	struct listen_set bound; /* MetricsListen=, when we bound it ourselves */
 	uint64_t last_run_ms;
+	/* The scrapers' sockets: a forked worker closes them, or a scraper
+	 * would wait for its EOF as long as that worker lives. */
+	int conn_fds[METRICS_CONNECTIONS];
 };
 
 /* Serves on the socket systemd named "metrics" (taken from sockets), or
@@ -37,3 +40,6 @@ void metrics_run(struct metrics *m, uint64_t now_ms);
 /* The same every so often, so that idle scrapers time out. */
 void metrics_tick(struct metrics *m, uint64_t now_ms);
 void metrics_stop(struct metrics *m);
+/* In a child just forked: closes every fd of m (m may be NULL), touching
+ * nothing the supervisor's copy needs. */
+void metrics_close_in_child(const struct metrics *m);

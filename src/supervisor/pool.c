@@ -15,6 +15,7 @@
 #include "kept.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 #include "worker.h"
 
@@ -100,6 +101,7 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent)
 				close(q->positions[i].channel);
 	if (env->returns[FDPASS_SUPERVISOR] >= 0)
 		close(env->returns[FDPASS_SUPERVISOR]);
+	metrics_close_in_child(env->metrics);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);

@@ -14,6 +14,8 @@
 #include "worker.h"
 
 /* What every pool's workers share with the supervisor. */
+struct metrics;
+
 struct pool_env {
 	int epoll_fd;	/* the supervisor's: closed in workers */
 	int signal_fd;	/* likewise */
@@ -27,6 +29,7 @@ struct pool_env {
 	 * connections back on a reload ([FDPASS_WORKER], inherited by them
 	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */
 	int returns[2];
+	const struct metrics *metrics; /* its fds are closed in children; may be NULL */
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that

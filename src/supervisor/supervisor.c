@@ -642,6 +642,7 @@ setup_metrics(struct supervisor *s, const struct config *c)
 
 	if (r < 0 || fd < 0)
 		return r;
+	s->env.metrics = &s->metrics;
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_METRICS, 0)};
 	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return log_error_errno(errno, "metrics: epoll_ctl: %m");

@@ -141,6 +141,36 @@ def check_bad_requests(port, mport):
     assert waited < 12, f"stalled clients held for {waited:.1f} s"
 
 
+def listen_inode(port):
+    for line in open("/proc/net/tcp").readlines()[1:]:
+        f = line.split()
+        if f[1].endswith(":%04X" % port) and f[3] == "0A":
+            return f[9]
+    sys.exit(f"no listening socket on {port} in /proc/net/tcp")
+
+
+def holds(pid, inode):
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def check_children_hold_no_metrics_socket(echod_pid, port, mport):
+    """Workers (and Model=fork's connection processes) close the metrics
+    socket: held there, it would outlive the supervisor."""
+    inode = listen_inode(mport)
+    assert holds(echod_pid, inode), "the supervisor does not hold the metrics socket"
+    with socket.create_connection(("127.0.0.1", port), 5) as held:
+        held.sendall(b"x")
+        assert held.recv(1) == b"x"
+        kids = open(f"/proc/{echod_pid}/task/{echod_pid}/children").read().split()
+        assert kids, "echod has no children"
+        for kid in kids:
+            assert not holds(int(kid), inode), f"process {kid} holds the metrics socket"
+
+
 def check_prometheus(port, mport, tmp):
     pport = free_port()
     config = os.path.join(tmp, "prometheus.yml")
@@ -209,6 +239,7 @@ def main():
         echo(port)
         check_formats(mport)
         check_bad_requests(port, mport)
+        check_children_hold_no_metrics_socket(echod.pid, port, mport)
         check_prometheus(port, mport, tmp)
         assert echod.poll() is None, "echod exited"
         echo(port)
