@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -102,6 +103,41 @@ test_counts_under_load(void **state)
 	assert_int_equal(echod_stop(&e, 10000), 0);
 }
 
+/* Clients keep connecting while status reads: every reading whole, the
+ * served total never going back. */
+static void
+test_readings_while_busy(void **state)
+{
+	struct echod e, s;
+	unsigned long long last = 0;
+	int status_;
+	pid_t load;
+
+	start(&e);
+	load = fork();
+	assert_true(load >= 0);
+	if (load == 0) {
+		for (uint64_t until = monotonic_ms() + 3000; monotonic_ms() < until;) {
+			int fd = tcp_connect(e.port);
+			if (fd < 0 || echo_roundtrip(fd, "load", 4, 5000) != 0)
+				_exit(1);
+			close(fd);
+		}
+		_exit(0);
+	}
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(status(&s, true), 0);
+		assert_true(total(&s, "served") >= last);
+		assert_true(total(&s, "active") <= 2);
+		last = total(&s, "served");
+		usleep(50000);
+	}
+	assert_int_equal(waitpid(load, &status_, 0), load);
+	assert_true(WIFEXITED(status_) && WEXITSTATUS(status_) == 0);
+	assert_true(last > 10);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+}
+
 static void
 test_worker_killed(void **state)
 {
@@ -187,6 +223,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_counts_under_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readings_while_busy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_worker_killed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_during_reload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_nothing_runs, setup, teardown),
