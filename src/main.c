@@ -12,11 +12,67 @@
 #include "log.h"
 #include "options.h"
 #include "reload.h"
+#include "report.h"
 #include "restart.h"
+#include "scoreboard.h"
 #include "supervisor.h"
 #include "worker.h"
 
 #define EXIT_USAGE 2
+#define RUNTIME_DIR_DEFAULT "/run/echod"
+
+/* --runtime-dir, else systemd's RuntimeDirectory=; NULL: none. */
+static const char *
+runtime_dir(const struct options *o)
+{
+	const char *dir = o->runtime_dir ? o->runtime_dir : getenv("RUNTIME_DIRECTORY");
+
+	return dir && *dir ? dir : NULL;
+}
+
+/* echod status: reads the running instance's scoreboard, never writes. */
+static int
+show_status(const struct options *o)
+{
+	const char *dir = runtime_dir(o) ? runtime_dir(o) : RUNTIME_DIR_DEFAULT;
+	struct scoreboard sb;
+	struct scoreboard_snapshot snap;
+	int r;
+
+	r = scoreboard_open(&sb, dir);
+	if (r == -ENOENT || r == -ESRCH) {
+		log_error("no echod runs with runtime directory %s (%s/%s: %s)", dir, dir,
+			  SCOREBOARD_FILE, r == -ENOENT ? "no such file" : "its supervisor is gone");
+		return EXIT_FAILURE;
+	}
+	if (r == -EACCES || r == -EPERM) {
+		log_error("%s/%s: permission denied (echod's runtime directory is readable by "
+			  "its owner and root)", dir, SCOREBOARD_FILE);
+		return EXIT_FAILURE;
+	}
+	if (r == -EBADMSG) {
+		log_error("%s/%s: not a scoreboard this echod %s can read", dir, SCOREBOARD_FILE,
+			  ECHOD_VERSION);
+		return EXIT_FAILURE;
+	}
+	if (r < 0) {
+		log_error("%s/%s: %s", dir, SCOREBOARD_FILE, strerror(-r));
+		return EXIT_FAILURE;
+	}
+	r = scoreboard_snapshot(&sb, &snap);
+	scoreboard_free(&sb);
+	if (r < 0) {
+		log_error("%s/%s: no steady reading: %s", dir, SCOREBOARD_FILE, strerror(-r));
+		return EXIT_FAILURE;
+	}
+	r = o->json ? report_json(stdout, &snap) : report_text(stdout, &snap);
+	scoreboard_snapshot_free(&snap);
+	if (r < 0) {
+		log_error("writing the status: %s", strerror(errno));
+		return EXIT_FAILURE;
+	}
+	return EXIT_SUCCESS;
+}
 
 /* Defaults, then the file, then the command line. Used at start-up and
  * by the supervisor on every reload. */
@@ -192,7 +248,7 @@ run(const struct config *c, const struct options *o)
 	for (size_t i = 0; i < sockets.n; i++)
 		log_info("listening on %s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
 			 sockets.items[i].name);
-	return supervisor_run(c, &sockets, read_configuration, (void *)o);
+	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o));
 }
 
 int
@@ -219,6 +275,8 @@ main(int argc, char **argv)
 		return request_reload(o.reload_pid);
 	if (o.before_stop_pid)
 		return before_stop(o.before_stop_pid);
+	if (o.status)
+		return show_status(&o);
 	if (load_configuration(&o, &c) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;

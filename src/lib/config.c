@@ -59,6 +59,8 @@ config_done(struct config *c)
 {
 	config_clear_listen(c);
 	access_list_clear(&c->access);
+	free(c->metrics_listen);
+	c->metrics_listen = NULL;
 }
 
 int
@@ -68,7 +70,10 @@ config_copy(struct config *dst, const struct config *src)
 	*dst = *src;
 	dst->n_listen = 0;
 	dst->access = (struct access_list){0};
+	dst->metrics_listen = NULL;
 	if (access_list_copy(&dst->access, &src->access) < 0)
+		return -ENOMEM;
+	if (src->metrics_listen && !(dst->metrics_listen = strdup(src->metrics_listen)))
 		return -ENOMEM;
 	for (size_t i = 0; i < src->n_listen; i++) {
 		dst->listen[i] = strdup(src->listen[i]);
@@ -234,6 +239,27 @@ add_access(struct config *c, const char *key, bool deny, const char *value, cons
 	return 0;
 }
 
+/* One address (a later one replaces it; empty: none), a stream one: HTTP. */
+static int
+set_metrics_listen(struct config *c, const char *value, const char *where,
+		   struct config_error *err)
+{
+	struct listen_address a;
+	char reason[128];
+	char *copy = NULL;
+
+	if (value[0] && address_parse(value, &a, reason, sizeof(reason)) < 0)
+		return config_fail(err, "%s: MetricsListen=%s: %s", where, value, reason);
+	if (value[0] && a.type != SOCK_STREAM)
+		return config_fail(err, "%s: MetricsListen=%s: HTTP needs a stream address (TCP "
+				   "or unix:), not a datagram one", where, value);
+	if (value[0] && !(copy = strdup(value)))
+		return config_fail(err, "%s: out of memory", where);
+	free(c->metrics_listen);
+	c->metrics_listen = copy;
+	return 0;
+}
+
 int
 config_set(struct config *c, const char *key, const char *value, const char *where,
 	   struct config_error *err)
@@ -242,6 +268,8 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 		return add_access(c, "AllowFrom", false, value, where, err);
 	if (strcasecmp(key, "DenyFrom") == 0)
 		return add_access(c, "DenyFrom", true, value, where, err);
+	if (strcasecmp(key, "MetricsListen") == 0)
+		return set_metrics_listen(c, value, where, err);
 	if (strcasecmp(key, "Model") == 0)
 		return set_model(c, value, where, err);
 	if (strcasecmp(key, "Workers") == 0)

@@ -32,6 +32,7 @@ struct config {
 	size_t n_listen;
 	char *listen[CONFIG_MAX_LISTEN];
 	struct access_list access; /* AllowFrom=, DenyFrom= */
+	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
 };
 
 /* An error found while reading a configuration: where, and what. */

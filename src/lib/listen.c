@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -79,6 +80,28 @@ listen_set_add_stored(struct listen_set *set, int fd, char *name)
 	return 0;
 }
 
+/* Takes fd (closed on failure). */
+static int
+take_metrics(struct listen_set *set, int fd, int kind, char *reason, size_t size)
+{
+	if (kind != SOCKET_LISTENING || set->has_metrics) {
+		snprintf(reason, size, "fd %d (" LISTEN_METRICS_NAME ") from systemd: %s", fd,
+			 set->has_metrics ? "a second socket named " LISTEN_METRICS_NAME
+					  : "not a listening stream socket (HTTP needs one)");
+		close(fd);
+		return -EINVAL;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		int r = negative_errno();
+		snprintf(reason, size, "fd %d: making it non-blocking: %s", fd, strerror(-r));
+		close(fd);
+		return r;
+	}
+	set->has_metrics = true;
+	set->metrics = fd;
+	return 0;
+}
+
 int
 listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 {
@@ -103,6 +126,11 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 			continue;
 		}
 		kind = r < 0 ? r : listen_classify(fd);
+		if (r == 0 && names && strcmp(names[i], LISTEN_METRICS_NAME) == 0) {
+			r = take_metrics(set, fd, kind, reason, size);
+			free(names[i]);
+			continue;
+		}
 
 		if (kind < 0 && r == 0) {
 			snprintf(reason, size, "fd %d (%s) from systemd: %s", fd,
@@ -229,6 +257,9 @@ listen_set_free(struct listen_set *set, bool unlink_paths)
 	free(set->stored);
 	set->stored = NULL;
 	set->n_stored = 0;
+	if (set->has_metrics && set->metrics >= 0)
+		close(set->metrics);
+	set->has_metrics = false;
 }
 
 size_t
@@ -255,4 +286,24 @@ listen_set_defer_accept(const struct listen_set *set, unsigned sec)
 			return negative_errno();
 	}
 	return 0;
+}
+
+void
+listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room)
+{
+	unsigned queued = 0, room = 0;
+
+	for (size_t i = 0; i < set->n; i++) {
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+
+		if (set->items[i].kind != SOCKET_LISTENING || !set->items[i].is_tcp ||
+		    getsockopt(set->items[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+		    len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(ti.tcpi_sacked))
+			continue;
+		queued += ti.tcpi_unacked;
+		room += ti.tcpi_sacked;
+	}
+	*ret_queued = queued;
+	*ret_room = room;
 }

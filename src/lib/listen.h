@@ -35,7 +35,13 @@ struct listen_set {
 	 * sockets to listen on; the supervisor takes them (-1 once taken). */
 	struct stored_fd *stored;
 	size_t n_stored;
+	/* The socket systemd named "metrics" (FileDescriptorName=metrics):
+	 * HTTP, not echo; the supervisor takes it. */
+	bool has_metrics;
+	int metrics;
 };
+
+#define LISTEN_METRICS_NAME "metrics"
 
 /* Takes the sockets systemd passed; those its fd store kept for us (named
  * as kept.h says) go to set->stored. Returns the number of sockets put
@@ -64,3 +70,8 @@ size_t listen_set_count(const struct listen_set *set, enum socket_kind kind);
  * set: a connection wakes the acceptor only once the client has sent data.
  * Returns 0 or the first -errno. */
 int listen_set_defer_accept(const struct listen_set *set, unsigned sec);
+
+/* Connections waiting to be accept()ed on the set's TCP listeners, and the
+ * room their queues have (the kernel's TCP_INFO on a listener: unacked and
+ * sacked); other sockets do not say and count 0. */
+void listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room);

@@ -21,6 +21,9 @@ enum {
 	OPT_RELOAD,
 	OPT_VERSION,
 	OPT_BEFORE_STOP,
+	OPT_RUNTIME_DIR,
+	OPT_JSON,
+	OPT_METRICS_LISTEN,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -43,6 +46,9 @@ static const struct option long_options[] = {
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
+	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, 'h'},
 	{0},
@@ -66,12 +72,14 @@ static const struct {
 	{OPT_CONNECTION_RATE_LIMIT, "ConnectionRateLimit", "--connection-rate-limit"},
 	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
+	{OPT_METRICS_LISTEN, "MetricsListen", "--metrics-listen"},
 };
 
 void
 options_print_help(void)
 {
 	printf("Usage: echod [OPTION]...\n"
+	       "       echod status [--json] [--runtime-dir DIR]\n"
 	       "RFC 862 echo server: TCP, UDP and UNIX stream, socket-activated or standalone.\n"
 	       "\n"
 	       "  -c, --config FILE            configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -92,10 +100,15 @@ options_print_help(void)
 	       "      --defer-accept SEC       TCP_DEFER_ACCEPT on sockets echod binds; 0 = off (0)\n"
 	       "  -l, --listen ADDR            listen without systemd (repeatable): 127.0.0.1:7007,\n"
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
+	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
+	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
 	       "      --check-config           validate the configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
 	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"
 	       "                               keep its connections in systemd's fd store\n"
+	       "      --runtime-dir DIR        where the running echod publishes its scoreboard\n"
+	       "                               (default $RUNTIME_DIRECTORY; status: /run/echod)\n"
+	       "      --json                   (status) print one JSON object\n"
 	       "      --version                print the version and exit\n"
 	       "  -h, --help                   print this help and exit\n"
 	       "\n"
@@ -149,6 +162,12 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 		case OPT_BEFORE_STOP:
 			o.before_stop_pid = optarg;
 			break;
+		case OPT_RUNTIME_DIR:
+			o.runtime_dir = optarg;
+			break;
+		case OPT_JSON:
+			o.json = true;
+			break;
 		case ':':
 			return config_fail(err, "option %s needs a value (see echod --help)",
 					   argv[optind - 1]);
@@ -171,9 +190,16 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 				return r;
 		}
 	}
+	/* One command word, anywhere (getopt moves it to the end). */
+	if (optind < argc && strcmp(argv[optind], "status") == 0) {
+		o.status = true;
+		optind++;
+	}
 	if (optind < argc)
 		return config_fail(err, "unexpected argument \"%s\" (see echod --help)",
 				   argv[optind]);
+	if (o.json && !o.status)
+		return config_fail(err, "--json goes with \"echod status\" (see echod --help)");
 	*ret = o;
 	return 0;
 }

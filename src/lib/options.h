@@ -23,6 +23,9 @@ struct options {
 	bool version;
 	const char *reload_pid; /* --reload PID */
 	const char *before_stop_pid; /* --before-stop PID */
+	bool status;		     /* echod status */
+	bool json;		     /* echod status --json */
+	const char *runtime_dir;     /* --runtime-dir DIR */
 	size_t n_settings;
 	struct option_setting settings[OPTIONS_MAX_SETTINGS];
 };

@@ -3,7 +3,15 @@
  * worker writes only its own slot; the supervisor reads all of them. What
  * counts connections (the header's reservation, a slot's active, served,
  * received, lost and refused) is written by ledger.c alone; nothing but
- * these two files touches the header. */
+ * these two files touches the header.
+ *
+ * Given a runtime directory, the pages are those of the file
+ * DIR/scoreboard, so that `echod status` (another process, maybe another
+ * user) can map it read-only: see scoreboard_open() and
+ * scoreboard_snapshot(). Such a reader never writes, and never sees
+ * garbage: every counter is one aligned atomic word, and the one multi-word
+ * change, a slot emptied into the retired totals, runs inside a seqlock
+ * (header->reset_seq) that the reader retries around. */
 #pragma once
 
 #include <stdbool.h>
@@ -11,6 +19,21 @@
 #include <sys/types.h>
 
 #define SCOREBOARD_SLOTS 2048
+#define SCOREBOARD_FILE "scoreboard"
+/* "echodSB1": a file of another layout is not read as this one. */
+#define SCOREBOARD_MAGIC UINT64_C(0x3142536468636f65)
+#define SCOREBOARD_MODEL_MAX 16
+
+/* Why a datagram was dropped (udp.h's dropped_*). */
+enum scoreboard_drop {
+	DROP_PORT,
+	DROP_ADDRESS,
+	DROP_TRUNCATED,
+	DROP_ACCESS,
+	DROP_RATELIMIT,
+	DROP_SEND,
+	DROP_REASONS,
+};
 
 enum slot_state {
 	SLOT_EMPTY = 0,
@@ -36,12 +59,26 @@ struct scoreboard_slot {
 	uint64_t refused_access; /* of those, by AllowFrom=/DenyFrom= */
 	uint64_t dgrams_in;
 	uint64_t dgrams_out;
-	uint64_t dgrams_dropped;
+	uint64_t dgrams_dropped[DROP_REASONS];
 	uint64_t heartbeat;	/* bumped by every turn of the worker's loop */
 	uint32_t capacity;	/* connections its fd limit leaves room for, 0: unknown */
+	uint64_t started_usec;	/* CLOCK_MONOTONIC, when the slot was filled */
 } __attribute__((aligned(64)));
 
 struct scoreboard_header {
+	uint64_t magic;		/* SCOREBOARD_MAGIC, written last */
+	uint32_t n_slots;
+	pid_t supervisor;
+	char model[SCOREBOARD_MODEL_MAX]; /* the current generation's, NUL-terminated */
+	uint32_t generation;
+	/* Odd while a slot is being emptied into retired: see the top. */
+	uint32_t reset_seq;
+	uint64_t started_usec;	/* CLOCK_MONOTONIC */
+	uint64_t reloads_ok, reloads_failed;
+	uint64_t kept_back;	/* connections a retiring worker returned on a reload */
+	/* Connections waiting in the listeners' accept queues (the kernel
+	 * reports it for TCP), and the queues' room, as last sampled. */
+	uint32_t accept_queue, accept_queue_max;
 	uint32_t active_total; /* reserved connection slots across all workers */
 	uint32_t max_connections;
 	uint32_t workers;	/* workers sharing the listening sockets */
@@ -58,6 +95,9 @@ struct scoreboard {
 	struct scoreboard_slot *slots;
 	unsigned n_slots;
 	size_t mapping_size;
+	/* DIR/scoreboard, removed when the owner frees it; NULL: anonymous,
+	 * or mapped read-only by scoreboard_open(). */
+	char *path;
 	/* MaxConnectionsPerSource=: shared like the scoreboard, or NULL. */
 	struct admission_table *sources;
 	/* An eventfd every prefork worker watches (edge-triggered, so each
@@ -71,11 +111,55 @@ struct scoreboard_totals {
 	unsigned workers_running;
 	uint64_t active, served, bytes_in, bytes_out, lost;
 	uint64_t dgrams_in, dgrams_out, dgrams_dropped;
+	uint64_t dropped[DROP_REASONS];
 	uint64_t refused, refused_access, accept_pauses;
 };
 
-int scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections);
+/* dir NULL: anonymous pages, for this process tree alone. Otherwise
+ * DIR/scoreboard, created readable by its owner only (the runtime
+ * directory's mode says who else may look) and removed by
+ * scoreboard_free(). */
+int scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections,
+		   const char *dir);
 void scoreboard_free(struct scoreboard *sb);
+
+/* What the supervisor publishes for readers. */
+void scoreboard_set_model(struct scoreboard *sb, const char *model, unsigned generation);
+void scoreboard_count_reload(struct scoreboard *sb, bool ok);
+void scoreboard_count_kept_back(struct scoreboard *sb, unsigned n);
+void scoreboard_set_accept_queue(struct scoreboard *sb, unsigned queued, unsigned room);
+/* A slot taken for a new process: when it started. */
+void scoreboard_slot_start(struct scoreboard *sb, unsigned i, unsigned generation);
+
+/* --- a reader in another process --- */
+
+/* Maps DIR/scoreboard read-only into ret (doorbell -1, sources NULL; free
+ * with scoreboard_free(), which then removes nothing). -ENOENT: no file;
+ * -EACCES: not ours to read; -EBADMSG: not a scoreboard of this layout;
+ * -ESRCH: the supervisor that wrote it is gone. */
+int scoreboard_open(struct scoreboard *ret, const char *dir);
+
+/* One consistent reading of everything: one slot per process. */
+struct scoreboard_snapshot {
+	pid_t supervisor;
+	char model[SCOREBOARD_MODEL_MAX];
+	unsigned generation;
+	uint64_t now_usec, started_usec; /* CLOCK_MONOTONIC */
+	unsigned max_connections, reserved;
+	unsigned accept_queue, accept_queue_max;
+	uint64_t reloads_ok, reloads_failed, kept_back;
+	struct scoreboard_totals totals;
+	size_t n_slots;
+	struct scoreboard_snapshot_slot {
+		unsigned index;
+		struct scoreboard_slot s;
+	} *slots;
+};
+
+/* Copies sb; -EAGAIN when slots kept being emptied while it read (it
+ * retries a while first). Free with scoreboard_snapshot_free(). */
+int scoreboard_snapshot(const struct scoreboard *sb, struct scoreboard_snapshot *ret);
+void scoreboard_snapshot_free(struct scoreboard_snapshot *snap);
 
 /* Wakes every process watching sb->doorbell. */
 void scoreboard_ring(const struct scoreboard *sb);

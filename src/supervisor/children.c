@@ -26,6 +26,7 @@ children_init(struct children *c, struct scoreboard *sb)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
 	sb->slots[slot].pid = getpid();
+	scoreboard_slot_start(sb, (unsigned)slot, 0);
 	SB_SET(sb->slots[slot].state, SLOT_RUNNING);
 	c->slot = slot;
 	return 0;

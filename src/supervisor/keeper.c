@@ -93,6 +93,8 @@ keeper_receive(struct keeper *k, int channel, unsigned max)
 			r = restart_queue_push(&k->queue, fd);
 		if (r < 0)
 			log_warning_errno(r, "reload: keeping a connection sent back: %m");
+		else if (tag != FDPASS_OWED && k->sb)
+			scoreboard_count_kept_back(k->sb, 1);
 	}
 }
 

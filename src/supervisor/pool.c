@@ -15,6 +15,7 @@
 #include "kept.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 #include "worker.h"
 
@@ -122,6 +123,7 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int 
 	if (env->returns[FDPASS_SUPERVISOR] >= 0)
 		close(env->returns[FDPASS_SUPERVISOR]);
 	close_waiting(env, keep_fd, keep_owed_fd);
+	metrics_close_in_child(env->metrics);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -174,7 +176,7 @@ pool_spawn(const struct pool_env *env, struct pool *p, unsigned index, uint64_t 
 			return log_error_errno(r, "worker %u: creating its channel: %m", index);
 	}
 	scoreboard_slot_reset(env->scoreboard, (unsigned)slot);
-	env->scoreboard->slots[slot].generation = p->generation;
+	scoreboard_slot_start(env->scoreboard, (unsigned)slot, p->generation);
 	SB_SET(env->scoreboard->slots[slot].state, SLOT_STARTING);
 	pos->slot = slot;
 

@@ -15,6 +15,8 @@
 #include "worker.h"
 
 /* What every pool's workers share with the supervisor. */
+struct metrics;
+
 struct pool_env {
 	int epoll_fd;	/* the supervisor's: closed in workers */
 	int signal_fd;	/* likewise */
@@ -36,6 +38,7 @@ struct pool_env {
 	 * never read EOF. */
 	const struct restart_queue *waiting;
 	const int *held_fd;
+	const struct metrics *metrics; /* its fds are closed in children; may be NULL */
 };
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that

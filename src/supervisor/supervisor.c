@@ -26,6 +26,7 @@
 #include "worker.h"
 #include "acceptor.h"
 #include "keeper.h"
+#include "metrics.h"
 #include "model.h"
 
 #define KILL_GRACE_MS 2000
@@ -46,6 +47,7 @@ enum {
 	EVENT_LISTENER,
 	EVENT_CHANNEL,
 	EVENT_GIVE_BACK, /* the channel fork's connection processes share */
+	EVENT_METRICS,
 };
 #define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
 
@@ -57,6 +59,9 @@ struct supervisor {
 	struct children children;
 	config_reader reread;
 	void *reread_userdata;
+	const char *runtime_dir; /* NULL: none */
+	uint64_t queue_sampled_ms;
+	struct metrics metrics;
 	unsigned generation;
 	bool ready;	/* READY=1 sent for the current generation */
 	bool reloading; /* a reload waits for its new generation */
@@ -300,7 +305,8 @@ reload_reject(struct supervisor *s, const char *why)
 		   "reload rejected, the running configuration stays: %s", why);
 	snprintf(s->status_note, sizeof(s->status_note), "reload rejected: %s", why);
 	s->generation++;
-	reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, false, why);
+	scoreboard_count_reload(&s->scoreboard, false);
+	reload_status_write(s->runtime_dir, s->generation, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
 	status_update(s, true);
@@ -388,7 +394,9 @@ became_ready(struct supervisor *s)
 	notify_ready();
 	if (s->reloading) {
 		s->reloading = false;
-		reload_status_write(getenv("RUNTIME_DIRECTORY"), s->generation, true,
+		scoreboard_count_reload(&s->scoreboard, true);
+		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
+		reload_status_write(s->runtime_dir, s->generation, true,
 				    "configuration applied");
 		log_struct(LOG_INFO, ECHOD_MESSAGE_RELOADED, "reloaded: %s model, %u worker(s), "
 			   "generation %u", model_to_string(c->model), s->pool->n, s->generation);
@@ -528,7 +536,23 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 	case EVENT_GIVE_BACK:
 		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], ACCEPT_BATCH * 4);
 		break;
+	case EVENT_METRICS:
+		metrics_run(&s->metrics, now_ms());
+		break;
 	}
+}
+
+/* For `echod status`: what waits in the kernel's accept queues. */
+static void
+sample_accept_queue(struct supervisor *s, uint64_t now)
+{
+	unsigned queued, room;
+
+	if (now < s->queue_sampled_ms + TICK_MS)
+		return;
+	s->queue_sampled_ms = now;
+	listen_queue_depth(s->sockets, &queued, &room);
+	scoreboard_set_accept_queue(&s->scoreboard, queued, room);
 }
 
 static int
@@ -559,7 +583,9 @@ supervisor_loop(struct supervisor *s)
 			watchdog_check(s, now);
 			status_update(s, false);
 			status_log_admission(s, now);
+			sample_accept_queue(s, now);
 		}
+		metrics_tick(&s->metrics, now);
 
 		n = epoll_wait(s->env.epoll_fd, ev, ELEMENTSOF(ev), next_timeout(s, now));
 		if (n < 0 && errno != EINTR)
@@ -614,6 +640,22 @@ setup_return_channel(struct supervisor *s)
 	return 0;
 }
 
+/* MetricsListen= is read at start only, as Listen= is. */
+static int
+setup_metrics(struct supervisor *s, const struct config *c)
+{
+	int r = metrics_start(&s->metrics, s->sockets, c->metrics_listen, &s->scoreboard);
+	int fd = metrics_fd(&s->metrics);
+
+	if (r < 0 || fd < 0)
+		return r;
+	s->env.metrics = &s->metrics;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVENT(EVENT_METRICS, 0)};
+	if (epoll_ctl(s->env.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return log_error_errno(errno, "metrics: epoll_ctl: %m");
+	return 0;
+}
+
 static unsigned
 sources_capacity(const struct config *c)
 {
@@ -630,9 +672,13 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	unsigned workers = model->pool_size(config, s->sockets);
 	int r;
 
-	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config));
+	r = scoreboard_new(&s->scoreboard, SCOREBOARD_SLOTS, config_max_connections(config),
+			   s->runtime_dir);
+	if (r < 0 && s->runtime_dir)
+		return log_error_errno(r, "creating the scoreboard in %s: %m", s->runtime_dir);
 	if (r < 0)
 		return log_error_errno(r, "creating the scoreboard: %m");
+	scoreboard_set_model(&s->scoreboard, model_to_string(config->model), s->generation);
 	/* Mapped whatever the configuration says, so a reload can turn the limit
 	 * on; its pages are touched only as sources are counted. */
 	r = admission_table_new(sources_capacity(config), &s->scoreboard.sources);
@@ -670,6 +716,9 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	r = setup_return_channel(s);
 	if (r < 0)
 		return log_error_errno(r, "setting up the connection processes' channel: %m");
+	r = setup_metrics(s, config);
+	if (r < 0)
+		return r;
 	if (notify_watchdog_enabled(&s->watchdog_usec))
 		log_info("watchdog: pinging every %llu ms while every worker makes progress; "
 			 "a worker that makes none for %llu ms is replaced",
@@ -686,6 +735,7 @@ supervisor_free(struct supervisor *s)
 		pool_free(&s->env, s->pool);
 		s->pool = next;
 	}
+	metrics_stop(&s->metrics);
 	children_done(&s->children);
 	keeper_free(&s->keeper);
 	free(s->heartbeats);
@@ -712,7 +762,7 @@ abort_start(struct supervisor *s)
 
 int
 supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
-	       void *userdata)
+	       void *userdata, const char *runtime_dir)
 {
 	struct supervisor s = {
 	    .env = {.epoll_fd = -1,
@@ -725,6 +775,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	    .children = {.held_fd = -1},
 	    .reread = reread,
 	    .reread_userdata = userdata,
+	    .runtime_dir = runtime_dir,
 	};
 	int r, status = EXIT_FAILURE;
 
@@ -745,7 +796,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	}
 	struct model_ctx m = model_ctx(&s);
 	s.model->log_start(&m);
-	reload_status_write(getenv("RUNTIME_DIRECTORY"), s.generation, true, "started");
+	reload_status_write(s.runtime_dir, s.generation, true, "started");
 	status = supervisor_loop(&s);
 	log_struct(LOG_INFO, ECHOD_MESSAGE_STOPPED, "stopped");
 out:

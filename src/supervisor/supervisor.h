@@ -11,7 +11,8 @@
  * errno with a one-line reason in err. */
 typedef int (*config_reader)(void *userdata, struct config *ret, struct config_error *err);
 
-/* Runs until stopped. Takes sockets (closed on return). Returns the
- * process's exit status. */
+/* Runs until stopped. Takes sockets (closed on return). runtime_dir (NULL:
+ * none) gets the reload-status file and the scoreboard that `echod status`
+ * reads. Returns the process's exit status. */
 int supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
-		   void *userdata);
+		   void *userdata, const char *runtime_dir);

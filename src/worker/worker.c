@@ -85,7 +85,8 @@ worker_reset_signals(const sigset_t *changed)
 static void
 datagram_serve(struct worker *w, const struct listener *l, uint64_t now)
 {
-	struct udp_counters before = w->udp_counters;
+	const struct udp_counters *c = &w->udp_counters;
+	struct udp_counters before = *c;
 	int r;
 
 	r = udp_echo_serve(&w->udp, l->fd, w->datagram_limit, now * 1000, &w->udp_counters);
@@ -93,8 +94,14 @@ datagram_serve(struct worker *w, const struct listener *l, uint64_t now)
 		log_warning("serving datagrams on %s: out of memory", l->name);
 	SB_ADD(w->slot->dgrams_in, w->udp_counters.datagrams_in - before.datagrams_in);
 	SB_ADD(w->slot->dgrams_out, w->udp_counters.datagrams_out - before.datagrams_out);
-	SB_ADD(w->slot->dgrams_dropped,
-	       udp_counters_dropped(&w->udp_counters) - udp_counters_dropped(&before));
+	SB_ADD(w->slot->dgrams_dropped[DROP_PORT], c->dropped_port - before.dropped_port);
+	SB_ADD(w->slot->dgrams_dropped[DROP_ADDRESS], c->dropped_address - before.dropped_address);
+	SB_ADD(w->slot->dgrams_dropped[DROP_TRUNCATED],
+	       c->dropped_truncated - before.dropped_truncated);
+	SB_ADD(w->slot->dgrams_dropped[DROP_ACCESS], c->dropped_access - before.dropped_access);
+	SB_ADD(w->slot->dgrams_dropped[DROP_RATELIMIT],
+	       c->dropped_ratelimit - before.dropped_ratelimit);
+	SB_ADD(w->slot->dgrams_dropped[DROP_SEND], c->dropped_send - before.dropped_send);
 	SB_ADD(w->slot->bytes_in, w->udp_counters.bytes_in - before.bytes_in);
 	SB_ADD(w->slot->bytes_out, w->udp_counters.bytes_out - before.bytes_out);
 }

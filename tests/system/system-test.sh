@@ -48,6 +48,7 @@ CHECKS=(
 	echo_udp_ipv4
 	echo_udp_ipv6
 	service_status
+	status_as_root
 	journal_started
 	workers_auto
 	reload_workers
@@ -387,6 +388,19 @@ check_service_status() {
 	# shape, not the exact text read above.
 	expect "systemctl status shows it" \
 		ct_sh "systemctl status --no-pager echod.service | grep -Eq 'Status: \"prefork: [0-9]+/[0-9]+ workers'"
+}
+
+# echod status as root under the packaged unit (DynamicUser=, its
+# runtime directory 0700): the table and the JSON, and the served count
+# of the echo checks above.
+check_status_as_root() {
+	local out
+	out=$(ct echod status) || { echo "echod status failed: $out"; return 1; }
+	echo "$out"
+	expect "echod status shows the prefork model" grep -q '^echod prefork model' <<<"$out" || return 1
+	expect "and served connections" grep -Eq '^served: [1-9][0-9]* connections' <<<"$out" || return 1
+	expect "echod status --json is one JSON object" \
+		ct_sh "echod status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"model\"] == \"prefork\" and d[\"served\"] > 0'"
 }
 
 # The start-up message, with its structured fields and catalog text.

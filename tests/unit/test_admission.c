@@ -347,7 +347,7 @@ test_rate_in_scoreboard(void **state)
 	struct scoreboard sb;
 	uint64_t resume = 0;
 
-	assert_int_equal(scoreboard_new(&sb, 2, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 2, 0, NULL), 0);
 	/* Off: always yes, nothing counted. */
 	for (int i = 0; i < 100; i++)
 		assert_true(admission_rate_take(&sb, 0, 1000, &resume));

@@ -720,6 +720,34 @@ test_bad_command_line(void **state)
 		"bad command line: " #name, test_bad_command_line, NULL, NULL, &bad_##name         \
 	}
 
+/* MetricsListen=: one stream address, a later one replacing it, empty for
+ * none; copied with the rest. */
+static void
+test_metrics_listen(void **state)
+{
+	struct config_error err = {{0}};
+	struct config a, b;
+
+	config_init(&a);
+	config_init(&b);
+	assert_null(a.metrics_listen);
+	assert_int_equal(config_set(&a, "MetricsListen", "127.0.0.1:9707", "f:3", &err), 0);
+	assert_int_equal(config_set(&a, "metricslisten", "unix:/run/echod/m.sock", "f:4", &err), 0);
+	assert_string_equal(a.metrics_listen, "unix:/run/echod/m.sock");
+	assert_int_equal(config_copy(&b, &a), 0);
+	assert_string_equal(b.metrics_listen, "unix:/run/echod/m.sock");
+	assert_ptr_not_equal(b.metrics_listen, a.metrics_listen);
+	assert_int_equal(config_set(&a, "MetricsListen", "udp:127.0.0.1:9707", "f:5", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "f:5: MetricsListen=udp:127.0.0.1:9707: HTTP needs a stream"));
+	assert_int_equal(config_set(&a, "MetricsListen", "nonsense", "f:6", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "f:6: MetricsListen=nonsense: "));
+	assert_string_equal(a.metrics_listen, "unix:/run/echod/m.sock");
+	assert_int_equal(config_set(&a, "MetricsListen", "", "f:7", &err), 0);
+	assert_null(a.metrics_listen);
+	config_done(&a);
+	config_done(&b);
+}
+
 int
 main(void)
 {
@@ -775,6 +803,7 @@ main(void)
 	    cmocka_unit_test(test_options_win_over_file),
 	    cmocka_unit_test(test_options_keep_file_listen),
 	    cmocka_unit_test(test_options_bad_value),
+	    cmocka_unit_test(test_metrics_listen),
 	    BAD_ARGS(unknown_long),
 	    BAD_ARGS(unknown_short),
 	    BAD_ARGS(missing_long),

@@ -22,7 +22,7 @@ static int
 setup(void **state)
 {
 	(void)state;
-	return scoreboard_new(&sb, 4, 3);
+	return scoreboard_new(&sb, 4, 3, NULL);
 }
 
 static int

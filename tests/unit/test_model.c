@@ -43,7 +43,7 @@ setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	if (!f || scoreboard_new(&f->sb, WORKERS + 1, MAX_CONNECTIONS) < 0)
+	if (!f || scoreboard_new(&f->sb, WORKERS + 1, MAX_CONNECTIONS, NULL) < 0)
 		return -1;
 	config_init(&f->config);
 	f->config.workers = WORKERS;

@@ -7,6 +7,10 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,7 +30,7 @@ fill_slot(struct scoreboard_slot *s, uint32_t state, uint64_t base)
 	s->lost = base + 4;
 	s->dgrams_in = base + 5;
 	s->dgrams_out = base + 6;
-	s->dgrams_dropped = base + 7;
+	s->dgrams_dropped[DROP_RATELIMIT] = base + 7;
 	s->heartbeat = base + 8;
 	s->refused = base + 9;
 }
@@ -37,7 +41,7 @@ test_new_free(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals t;
 
-	assert_int_equal(scoreboard_new(&sb, 4, 17), 0);
+	assert_int_equal(scoreboard_new(&sb, 4, 17, NULL), 0);
 	assert_non_null(sb.header);
 	assert_non_null(sb.slots);
 	assert_int_equal(sb.n_slots, 4);
@@ -73,7 +77,7 @@ test_totals(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals t;
 
-	assert_int_equal(scoreboard_new(&sb, 4, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 4, 0, NULL), 0);
 	fill_slot(&sb.slots[0], SLOT_RUNNING, 10);
 	fill_slot(&sb.slots[1], SLOT_DRAINING, 20);
 	fill_slot(&sb.slots[3], SLOT_STARTING, 30);
@@ -100,7 +104,7 @@ test_reset_keeps_totals(void **state)
 	struct scoreboard sb;
 	struct scoreboard_totals before, after, later;
 
-	assert_int_equal(scoreboard_new(&sb, 2, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 2, 0, NULL), 0);
 	fill_slot(&sb.slots[0], SLOT_RUNNING, 100);
 	fill_slot(&sb.slots[1], SLOT_RUNNING, 200);
 	scoreboard_totals(&sb, &before);
@@ -119,7 +123,7 @@ test_reset_keeps_totals(void **state)
 	assert_int_equal(sb.header->retired.lost, 104);
 	assert_int_equal(sb.header->retired.dgrams_in, 105);
 	assert_int_equal(sb.header->retired.dgrams_out, 106);
-	assert_int_equal(sb.header->retired.dgrams_dropped, 107);
+	assert_int_equal(sb.header->retired.dgrams_dropped[DROP_RATELIMIT], 107);
 	assert_int_equal(sb.header->retired.refused, 109);
 	/* Slot 1 is untouched. */
 	assert_int_equal(sb.slots[1].served, 201);
@@ -162,7 +166,7 @@ test_reserve_up_to_max(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 1, 3), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, 3, NULL), 0);
 	assert_true(ledger_reserve(&sb));
 	assert_true(ledger_reserve(&sb));
 	assert_true(ledger_reserve(&sb));
@@ -198,7 +202,7 @@ test_reserve_unlimited(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 1, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, 0, NULL), 0);
 	for (unsigned i = 0; i < 100000; i++)
 		assert_true(ledger_reserve(&sb));
 	assert_int_equal(sb.header->active_total, 100000);
@@ -213,7 +217,7 @@ test_find_free(void **state)
 {
 	struct scoreboard sb;
 
-	assert_int_equal(scoreboard_new(&sb, 3, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 3, 0, NULL), 0);
 	assert_int_equal(scoreboard_find_free(&sb), 0);
 	sb.slots[0].state = SLOT_STARTING;
 	assert_int_equal(scoreboard_find_free(&sb), 1);
@@ -225,7 +229,7 @@ test_find_free(void **state)
 	scoreboard_free(&sb);
 
 	/* No slots at all: nothing free, and no crash. */
-	assert_int_equal(scoreboard_new(&sb, 0, 0), 0);
+	assert_int_equal(scoreboard_new(&sb, 0, 0, NULL), 0);
 	assert_int_equal(scoreboard_find_free(&sb), -ENOSPC);
 	scoreboard_free(&sb);
 }
@@ -238,7 +242,7 @@ test_shared_across_fork(void **state)
 	int status;
 	pid_t pid;
 
-	assert_int_equal(scoreboard_new(&sb, 2, 10), 0);
+	assert_int_equal(scoreboard_new(&sb, 2, 10, NULL), 0);
 	sb.slots[1].state = SLOT_STARTING;
 	pid = fork();
 	assert_true(pid >= 0);
@@ -277,7 +281,7 @@ test_cap_holds_across_processes(void **state)
 
 	/* Processes racing for the same places never get more than the cap,
 	 * and never fewer: a lost update would show as either. */
-	assert_int_equal(scoreboard_new(&sb, 1, MAX), 0);
+	assert_int_equal(scoreboard_new(&sb, 1, MAX, NULL), 0);
 	assert_int_equal(pipe(start), 0);
 	for (int i = 0; i < CHILDREN; i++) {
 		pid_t pid = fork();
@@ -309,6 +313,191 @@ test_cap_holds_across_processes(void **state)
 	scoreboard_free(&sb);
 }
 
+static char *
+temp_dir(void)
+{
+	char *d = strdup("/tmp/test-scoreboard-XXXXXX");
+
+	assert_non_null(d);
+	assert_non_null(mkdtemp(d));
+	return d;
+}
+
+static void
+remove_dir(char *d)
+{
+	assert_int_equal(rmdir(d), 0); /* the scoreboard removed its file */
+	free(d);
+}
+
+/* The owner's writes are what a reader in another mapping sees; the file
+ * goes with the owner. */
+static void
+test_file_read_back(void **state)
+{
+	char *dir = temp_dir();
+	struct scoreboard sb, ro;
+	struct scoreboard_snapshot snap;
+
+	assert_int_equal(scoreboard_new(&sb, 4, 9, dir), 0);
+	scoreboard_set_model(&sb, "passfd", 3);
+	fill_slot(&sb.slots[2], SLOT_RUNNING, 10);
+	sb.slots[2].dgrams_dropped[DROP_PORT] = 5;
+	scoreboard_count_reload(&sb, true);
+	scoreboard_count_reload(&sb, false);
+	scoreboard_count_reload(&sb, false);
+	scoreboard_count_kept_back(&sb, 4);
+	assert_true(ledger_reserve(&sb));
+
+	assert_int_equal(scoreboard_open(&ro, dir), 0);
+	assert_int_equal(scoreboard_snapshot(&ro, &snap), 0);
+	assert_string_equal(snap.model, "passfd");
+	assert_int_equal(snap.generation, 3);
+	assert_int_equal(snap.supervisor, getpid());
+	assert_int_equal(snap.max_connections, 9);
+	assert_int_equal(snap.reserved, 1);
+	assert_int_equal(snap.reloads_ok, 1);
+	assert_int_equal(snap.reloads_failed, 2);
+	assert_int_equal(snap.kept_back, 4);
+	assert_int_equal(snap.n_slots, 1);
+	assert_int_equal(snap.slots[0].index, 2);
+	assert_int_equal(snap.slots[0].s.served, 11);
+	assert_int_equal(snap.totals.served, 11);
+	assert_int_equal(snap.totals.dropped[DROP_PORT], 5);
+	assert_int_equal(snap.totals.dropped[DROP_RATELIMIT], 17);
+	assert_int_equal(snap.totals.dgrams_dropped, 22);
+	scoreboard_snapshot_free(&snap);
+
+	/* Later writes show through the same mapping. */
+	sb.slots[2].served = 50;
+	assert_int_equal(scoreboard_snapshot(&ro, &snap), 0);
+	assert_int_equal(snap.totals.served, 50);
+	scoreboard_snapshot_free(&snap);
+	scoreboard_free(&ro);
+
+	scoreboard_free(&sb);
+	assert_int_equal(scoreboard_open(&ro, dir), -ENOENT);
+	remove_dir(dir);
+}
+
+/* The reader's mapping cannot write: a store is a fault. */
+static void
+test_reader_cannot_write(void **state)
+{
+	char *dir = temp_dir();
+	struct scoreboard sb, ro;
+	int status;
+	pid_t pid;
+
+	assert_int_equal(scoreboard_new(&sb, 2, 0, dir), 0);
+	assert_int_equal(scoreboard_open(&ro, dir), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGSEGV, SIG_DFL);
+		*(volatile uint64_t *)&ro.slots[0].served = 1;
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_int_equal(sb.slots[0].served, 0);
+	scoreboard_free(&ro);
+	scoreboard_free(&sb);
+	remove_dir(dir);
+}
+
+static void
+test_open_refuses(void **state)
+{
+	char *dir = temp_dir();
+	char path[256];
+	struct scoreboard sb;
+	int fd, status;
+	pid_t pid;
+
+	/* Not a scoreboard. */
+	snprintf(path, sizeof(path), "%s/" SCOREBOARD_FILE, dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "garbage garbage garbage garbage garbage garbage garbage "
+				   "garbage garbage garbage garbage garbage garbage garbage",
+			       112),
+			 112);
+	close(fd);
+	assert_int_equal(scoreboard_open(&sb, dir), -EBADMSG);
+	assert_int_equal(unlink(path), 0);
+
+	/* Left by a supervisor that is gone (killed: it removed nothing). */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct scoreboard child;
+		_exit(scoreboard_new(&child, 2, 0, dir) == 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(scoreboard_open(&sb, dir), -ESRCH);
+	assert_int_equal(unlink(path), 0);
+
+	/* No directory at all. */
+	assert_int_equal(scoreboard_new(&sb, 2, 0, "/nonexistent/echod"), -ENOENT);
+	remove_dir(dir);
+}
+
+/* A writer keeps emptying its slot into the retired totals while a reader
+ * takes snapshots: the total served never goes back, as it would if a
+ * reader caught a slot both in retired and still in place. */
+static void
+test_snapshot_while_slots_reset(void **state)
+{
+	char *dir = temp_dir();
+	struct scoreboard sb, ro;
+	uint64_t last = 0;
+	int status;
+	pid_t pid;
+
+	assert_int_equal(scoreboard_new(&sb, 2, 0, dir), 0);
+	SB_SET(sb.slots[0].state, SLOT_RUNNING);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		for (unsigned n = 0;; n++) {
+			SB_ADD(sb.slots[0].served, 1000);
+			if (n % 64 == 0) {
+				scoreboard_slot_reset(&sb, 0);
+				SB_SET(sb.slots[0].state, SLOT_RUNNING);
+			}
+		}
+		_exit(0);
+	}
+	assert_int_equal(scoreboard_open(&ro, dir), 0);
+	unsigned readings = 0;
+	/* Read while it writes, not before. */
+	while (SB_GET(sb.header->retired.served) == 0)
+		usleep(100);
+	for (unsigned i = 0; i < 5000; i++) {
+		struct scoreboard_snapshot snap;
+		int r = scoreboard_snapshot(&ro, &snap);
+
+		if (r == -EAGAIN)
+			continue;
+		readings++;
+		assert_int_equal(r, 0);
+		assert_true(snap.totals.served >= last);
+		assert_int_equal(snap.totals.served % 1000, 0);
+		last = snap.totals.served;
+		scoreboard_snapshot_free(&snap);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	assert_true(readings > 0);
+	assert_true(last > 0);
+	scoreboard_free(&ro);
+	scoreboard_free(&sb);
+	remove_dir(dir);
+}
+
 int
 main(void)
 {
@@ -321,6 +510,10 @@ main(void)
 	    cmocka_unit_test(test_find_free),
 	    cmocka_unit_test(test_shared_across_fork),
 	    cmocka_unit_test(test_cap_holds_across_processes),
+	    cmocka_unit_test(test_file_read_back),
+	    cmocka_unit_test(test_reader_cannot_write),
+	    cmocka_unit_test(test_open_refuses),
+	    cmocka_unit_test(test_snapshot_while_slots_reset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,7 +36,7 @@ setup_workers(void **state, unsigned workers)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	if (!f || scoreboard_new(&f->sb, 4, 6) < 0)
+	if (!f || scoreboard_new(&f->sb, 4, 6, NULL) < 0)
 		return -1;
 	scoreboard_set_workers(&f->sb, workers);
 	config_init(&f->config);
