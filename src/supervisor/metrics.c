@@ -110,8 +110,10 @@ track(void *cls, struct MHD_Connection *c, void **socket_context,
 	}
 }
 
-/* libmicrohttpd's own complaints (a client's bad request is not one). */
-static void
+/* libmicrohttpd's own complaints (a client's bad request is not one).
+ * The format comes from the library, hence the attribute: it lets the
+ * compiler check the call rather than refuse a non-literal format. */
+__attribute__((format(printf, 2, 0))) static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char line[256];

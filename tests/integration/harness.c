@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Noreturn void
+__attribute__((format(printf, 1, 2))) static _Noreturn void
 fatal(const char *fmt, ...)
 {
 	va_list ap;
