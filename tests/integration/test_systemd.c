@@ -326,8 +326,9 @@ test_reload_gives_connections_back(void **state)
 	/* Each reload: the old processes are gone past their drain
 	 * (ShutdownTimeoutSec=1) and exactly their successors serve. */
 	reload_to(&e, &n, conf, model, 2);
-	assert_true(
-	    echod_wait_log(&e, "2 connection(s) kept across the reload are served again", 3000));
+	/* Each connection process gives its connection back on its own, so
+	 * the supervisor may count them in one batch or in two. */
+	assert_true(echod_wait_log(&e, "kept across the reload are served again", 3000));
 	/* The connection processes are gone: the new workers serve both. */
 	assert_true(wait_successors(e.pid, 2, before, n_before, kids, 10000));
 	assert_int_equal(echo_roundtrip(fd, "across", 6, 2000), 0);
