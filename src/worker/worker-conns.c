@@ -2,6 +2,7 @@
 #include "worker-conns.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -137,8 +138,10 @@ log_refused(const struct sockaddr *peer, const char *why)
 /* AllowFrom=/DenyFrom= and MaxConnectionsPerSource=, for every model:
  * checked by the process that is to serve the connection (prefork's
  * worker, passfd's worker, fork's child), whose pid then owns the count.
- * A kept connection is checked again: a reload may have changed the
- * lists. False: refused, and counted so. */
+ * A kept connection is checked against the lists again (a reload may
+ * have changed them) and counted, but never refused for the limit: a
+ * lowered limit is for new connections, and which of a source's open ones
+ * to cut would be arbitrary. False: refused, and counted so. */
 static bool
 source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct sockaddr *peer,
 	     struct admission_ticket *ret)
@@ -163,6 +166,8 @@ source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct s
 		log_refused(peer, "AllowFrom=/DenyFrom=");
 		return false;
 	}
+	if (origin == LEDGER_KEPT && limit)
+		limit = UINT_MAX;
 	if (limit == 0 || !cs->sources ||
 	    admission_take(cs->sources, peer, cs->pid, limit, ret))
 		return true;
