@@ -315,10 +315,13 @@ reload_reject(struct supervisor *s, const char *why)
 static bool
 listen_changed(const struct config *a, const struct config *b)
 {
-	if (a->n_listen != b->n_listen)
+	if (a->n_listen != b->n_listen || a->n_proxy_listen != b->n_proxy_listen)
 		return true;
 	for (size_t i = 0; i < a->n_listen; i++)
 		if (strcmp(a->listen[i], b->listen[i]) != 0)
+			return true;
+	for (size_t i = 0; i < a->n_proxy_listen; i++)
+		if (strcmp(a->proxy_listen[i], b->proxy_listen[i]) != 0)
 			return true;
 	return false;
 }
@@ -346,7 +349,7 @@ reload(struct supervisor *s, uint64_t now)
 		return;
 	}
 	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd)
-		log_notice("Listen= changed: sockets are kept as they are until a restart");
+		log_notice("Listen= or ProxyListen= changed: sockets are kept as they are until a restart");
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);
