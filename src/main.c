@@ -175,9 +175,10 @@ raise_fd_limit(void)
 }
 
 /* systemd's Accept=yes (LISTEN_FDS=1, a connected socket) or inetd's
- * StandardInput=socket: one connection, served here, then exit. */
+ * StandardInput=socket: one connection, served here, then exit; proxy:
+ * named "proxy", from a balancer, a PROXY header first. */
 static int
-serve_one_connection(const struct config *c, int fd)
+serve_one_connection(const struct config *c, int fd, bool proxy)
 {
 	struct worker_setup setup = {
 	    .config = c,
@@ -186,6 +187,7 @@ serve_one_connection(const struct config *c, int fd)
 	    .returns = -1,
 	    .intake = INTAKE_ONE,
 	    .connection = fd,
+	    .connection_proxy = proxy,
 	    .connection_owed_fd = -1,
 	};
 	return worker_run(&setup);
@@ -228,10 +230,19 @@ run(const struct config *c, const struct options *o)
 		log_error("%s", reason);
 		return EXIT_FAILURE;
 	}
+	/* Known only now: ProxyFrom= is as required as with ProxyListen=. */
+	if (listen_set_count_proxy(&sockets) > 0 && c->proxy_from.n_allow == 0) {
+		log_error("systemd passed a socket named \"" LISTEN_PROXY_NAME "\" (a proxy "
+			  "listener) but ProxyFrom= lists no balancer: set ProxyFrom= in %s",
+			  o->config_path ? o->config_path : CONFIG_DEFAULT_PATH);
+		listen_set_free(&sockets, false);
+		return EXIT_USAGE;
+	}
 	if (n == 1 && sockets.items[0].kind == SOCKET_CONNECTED) {
 		int fd = sockets.items[0].fd;
+		bool proxy = sockets.items[0].proxy;
 		free(sockets.items);
-		return serve_one_connection(c, fd);
+		return serve_one_connection(c, fd, proxy);
 	}
 	if (listen_set_count(&sockets, SOCKET_CONNECTED) > 0) {
 		log_error("systemd passed a connected socket among %d sockets: per-connection "
@@ -242,19 +253,11 @@ run(const struct config *c, const struct options *o)
 	}
 	if (n > 0 && c->n_listen + c->n_proxy_listen > 0)
 		log_notice("sockets come from systemd: Listen= and ProxyListen= are ignored");
-	/* Known only now: ProxyFrom= is as required as with ProxyListen=. */
-	if (listen_set_count_proxy(&sockets) > 0 && c->proxy_from.n_allow == 0) {
-		log_error("systemd passed a socket named \"" LISTEN_PROXY_NAME "\" (a proxy "
-			  "listener) but ProxyFrom= lists no balancer: set ProxyFrom= in %s",
-			  o->config_path ? o->config_path : CONFIG_DEFAULT_PATH);
-		listen_set_free(&sockets, false);
-		return EXIT_USAGE;
-	}
 	if (n == 0) {
 		size_t wanted = c->n_listen + c->n_proxy_listen;
 
 		if (wanted == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
-			return serve_one_connection(c, STDIN_FILENO);
+			return serve_one_connection(c, STDIN_FILENO, false);
 		if (wanted == 0) {
 			log_error("no sockets: not started by systemd socket activation (LISTEN_FDS "
 				  "unset) and no --listen/Listen= address given");

@@ -145,11 +145,12 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 			snprintf(reason, size, "fd %d: making it non-blocking: %s", fd,
 				 strerror(-r));
 		}
+		/* A stream: listening, or one connection (Accept=yes). */
 		if (r == 0 && names && strcmp(names[i], LISTEN_PROXY_NAME) == 0 &&
-		    kind != SOCKET_LISTENING) {
+		    kind == SOCKET_DATAGRAM) {
 			snprintf(reason, size,
-				 "fd %d (" LISTEN_PROXY_NAME ") from systemd: not a listening stream "
-				 "socket (the PROXY protocol needs one)",
+				 "fd %d (" LISTEN_PROXY_NAME ") from systemd: a datagram socket (the "
+				 "PROXY protocol needs a stream one)",
 				 fd);
 			r = -EINVAL;
 		}

@@ -43,8 +43,8 @@ struct listen_set {
 };
 
 #define LISTEN_METRICS_NAME "metrics"
-/* A listening stream socket systemd named "proxy" is a proxy listener
- * (ProxyListen=). */
+/* A stream socket systemd named "proxy" is a proxy listener
+ * (ProxyListen=), or with Accept=yes one connection from a balancer. */
 #define LISTEN_PROXY_NAME "proxy"
 
 /* Takes the sockets systemd passed; those its fd store kept for us (named

@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +423,55 @@ test_needs_proxy_from(void **state)
 		fail_msg("unexpected message: %s", e.log);
 }
 
+/* Per-connection mode (Accept=yes) with FileDescriptorName=proxy: the one
+ * connection is a balancer's, header first; from anyone else it is
+ * refused. */
+static void
+test_accept_yes(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	const char *from[] = {BALANCER, "127.0.0.2"};
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	harness_write_config(f->conf, "[echod]\nProxyFrom=" BALANCER "\n");
+	assert_true(l >= 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(l, 4), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+	for (int i = 0; i < 2; i++) {
+		static const char in[] = "PROXY TCP4 192.0.2.5 127.0.0.1 1 7\r\none shot";
+		int client = tcp_connect_from(from[i], ntohs(sin.sin_port));
+		int server = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		struct echod e;
+		char back[64];
+
+		assert_true(client >= 0 && server >= 0);
+		harness_pass_fds(&server, 1, "proxy");
+		echod_spawn(&e, NULL, (const char *[]){"--config", f->conf, "--log-level", "debug",
+						       NULL},
+			    -1);
+		close(server);
+		send_all(client, in, sizeof(in) - 1);
+		shutdown(client, SHUT_WR);
+		if (i == 0) {
+			assert_int_equal(read_until_eof(client, back, sizeof(back), 3000), 8);
+			assert_memory_equal(back, "one shot", 8);
+		} else {
+			assert_true(closed_by_peer(client, 3000));
+		}
+		assert_int_equal(echod_wait_exit(&e, 5000), 0);
+		echod_collect_log(&e);
+		if (i == 0 && !strstr(e.log, "connection from 192.0.2.5:1 via " BALANCER ":"))
+			fail_msg("the client is not named: %s", e.log);
+		if (i == 1 && !strstr(e.log, "not from ProxyFrom="))
+			fail_msg("the refusal is not said: %s", e.log);
+		close(client);
+	}
+	close(l);
+}
+
 int
 main(void)
 {
@@ -432,6 +483,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_real_client, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_needs_proxy_from, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_accept_yes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
