@@ -384,8 +384,7 @@ header_done(struct conns *cs, struct connection *c, const struct proxy_header *h
 	}
 	if (!source_admit(cs, c->echo.fd, c->origin, conns_client(c, NULL), via[0] ? via : NULL,
 			  &c->ticket)) {
-		/* Not admitted: no ticket to give back. */
-		c->ticket = (struct admission_ticket){0};
+		/* Counted refused; no ticket taken to give back. */
 		conns_close(cs, c);
 		return;
 	}
