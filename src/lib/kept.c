@@ -116,8 +116,8 @@ kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 }
 
 int
-kept_state_pack(int conn_fd, const struct sockaddr *client, socklen_t client_len,
-		const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
+kept_state_pack(int conn_fd, const struct sockaddr *client, socklen_t client_len, const void *data,
+		size_t len, uint64_t *ret_id, int *ret_fd)
 {
 	uint64_t id;
 	int r;

@@ -217,8 +217,7 @@ source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct s
 		log_refused(peer, proxy, "AllowFrom=/DenyFrom=");
 		return false;
 	}
-	if (limit == 0 || !cs->sources ||
-	    admission_take(cs->sources, peer, cs->pid, limit, ret))
+	if (limit == 0 || !cs->sources || admission_take(cs->sources, peer, cs->pid, limit, ret))
 		return true;
 	ledger_refuse(cs->ledger, origin, LEDGER_REFUSED_SOURCE_LIMIT);
 	log_refused(peer, proxy, "MaxConnectionsPerSource= reached");
@@ -264,8 +263,8 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 	 * rather than waiting in the backlog behind its own connections. A
 	 * header's client is admitted once the header is in. */
 	if (a->proxy ? !proxy_admit(cs, fd, a)
-		     : !source_admit(cs, fd, a->origin, a->client ? a->client : a->from,
-				     NULL, &ticket)) {
+		     : !source_admit(cs, fd, a->origin, a->client ? a->client : a->from, NULL,
+				     &ticket)) {
 		close(fd);
 		free(owed);
 		goto undo;
@@ -361,8 +360,8 @@ header_refuse(struct conns *cs, struct connection *c, const char *why)
  * as any other (AllowFrom=, DenyFrom=, MaxConnectionsPerSource=); the
  * rest of the read (payload, len bytes at rest) is echoed. */
 static void
-header_done(struct conns *cs, struct connection *c, const struct proxy_header *h,
-	    const char *rest, size_t len, uint64_t now)
+header_done(struct conns *cs, struct connection *c, const struct proxy_header *h, const char *rest,
+	    size_t len, uint64_t now)
 {
 	struct conn_proxy *p = c->proxy;
 	struct echo_io io = {0};
@@ -388,9 +387,14 @@ header_done(struct conns *cs, struct connection *c, const struct proxy_header *h
 		conns_close(cs, c);
 		return;
 	}
-	if (log_get_max_level() >= LOG_DEBUG)
+	if (log_get_max_level() >= LOG_DEBUG) {
+		const char *what = h->local ? " LOCAL" : "";
+
+		if (!h->local && !h->has_source)
+			what = ", no address";
 		log_peer_via(peer, via, "connection from %s via %s (PROXY v%u%s)", peer, via,
-			     h->version, h->local ? " LOCAL" : h->has_source ? "" : ", no address");
+			     h->version, what);
+	}
 	if (len == 0)
 		return;
 	r = echo_conn_echo_read(&c->echo, rest, len, &io);
@@ -451,8 +455,8 @@ conns_handle(struct conns *cs, struct connection *c, uint32_t events, uint64_t n
 		if (r < 0 && log_get_max_level() >= LOG_DEBUG) {
 			char peer[ADDRESS_MAX], via[ADDRESS_MAX];
 			conn_names(c, peer, via);
-			log_peer_via(peer, via[0] ? via : NULL, "connection from %s failed: %s", peer,
-				     strerror(-r));
+			log_peer_via(peer, via[0] ? via : NULL, "connection from %s failed: %s",
+				     peer, strerror(-r));
 		}
 		conns_close(cs, c);
 		return;
