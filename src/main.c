@@ -89,6 +89,8 @@ read_configuration(void *userdata, struct config *c, struct config_error *err)
 		r = 0;
 	if (r >= 0)
 		r = options_apply(o, c, err);
+	if (r >= 0)
+		r = config_validate(c, path, err);
 	return r;
 }
 
@@ -173,9 +175,10 @@ raise_fd_limit(void)
 }
 
 /* systemd's Accept=yes (LISTEN_FDS=1, a connected socket) or inetd's
- * StandardInput=socket: one connection, served here, then exit. */
+ * StandardInput=socket: one connection, served here, then exit; proxy:
+ * named "proxy", from a balancer, a PROXY header first. */
 static int
-serve_one_connection(const struct config *c, int fd)
+serve_one_connection(const struct config *c, int fd, bool proxy)
 {
 	struct worker_setup setup = {
 	    .config = c,
@@ -184,26 +187,35 @@ serve_one_connection(const struct config *c, int fd)
 	    .returns = -1,
 	    .intake = INTAKE_ONE,
 	    .connection = fd,
+	    .connection_proxy = proxy,
 	    .connection_owed_fd = -1,
 	};
 	return worker_run(&setup);
 }
 
 static int
-bind_configured(const struct config *c, struct listen_set *set)
+bind_list(char *const *list, size_t n, bool proxy, struct listen_set *set)
 {
-	for (size_t i = 0; i < c->n_listen; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct listen_address a;
 		char reason[256];
 
 		/* Already validated when the configuration was read. */
-		if (address_parse(c->listen[i], &a, reason, sizeof(reason)) < 0 ||
-		    listen_bind(set, c->listen[i], &a, reason, sizeof(reason)) < 0) {
-			log_error("cannot listen on %s", reason);
+		if (address_parse(list[i], &a, reason, sizeof(reason)) < 0 ||
+		    listen_bind(set, list[i], &a, proxy, reason, sizeof(reason)) < 0) {
+			log_error("cannot listen on %s%s", reason, proxy ? " (ProxyListen=)" : "");
 			return -1;
 		}
 	}
 	return 0;
+}
+
+static int
+bind_configured(const struct config *c, struct listen_set *set)
+{
+	if (bind_list(c->listen, c->n_listen, false, set) < 0)
+		return -1;
+	return bind_list(c->proxy_listen, c->n_proxy_listen, true, set);
 }
 
 static int
@@ -218,10 +230,19 @@ run(const struct config *c, const struct options *o)
 		log_error("%s", reason);
 		return EXIT_FAILURE;
 	}
+	/* Known only now: ProxyFrom= is as required as with ProxyListen=. */
+	if (listen_set_count_proxy(&sockets) > 0 && c->proxy_from.n_allow == 0) {
+		log_error("systemd passed a socket named \"" LISTEN_PROXY_NAME "\" (a proxy "
+			  "listener) but ProxyFrom= lists no balancer: set ProxyFrom= in %s",
+			  o->config_path ? o->config_path : CONFIG_DEFAULT_PATH);
+		listen_set_free(&sockets, false);
+		return EXIT_USAGE;
+	}
 	if (n == 1 && sockets.items[0].kind == SOCKET_CONNECTED) {
 		int fd = sockets.items[0].fd;
+		bool proxy = sockets.items[0].proxy;
 		free(sockets.items);
-		return serve_one_connection(c, fd);
+		return serve_one_connection(c, fd, proxy);
 	}
 	if (listen_set_count(&sockets, SOCKET_CONNECTED) > 0) {
 		log_error("systemd passed a connected socket among %d sockets: per-connection "
@@ -230,12 +251,14 @@ run(const struct config *c, const struct options *o)
 		listen_set_free(&sockets, false);
 		return EXIT_FAILURE;
 	}
-	if (n > 0 && c->n_listen > 0)
-		log_notice("sockets come from systemd: Listen= is ignored");
+	if (n > 0 && c->n_listen + c->n_proxy_listen > 0)
+		log_notice("sockets come from systemd: Listen= and ProxyListen= are ignored");
 	if (n == 0) {
-		if (c->n_listen == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
-			return serve_one_connection(c, STDIN_FILENO);
-		if (c->n_listen == 0) {
+		size_t wanted = c->n_listen + c->n_proxy_listen;
+
+		if (wanted == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
+			return serve_one_connection(c, STDIN_FILENO, false);
+		if (wanted == 0) {
 			log_error("no sockets: not started by systemd socket activation (LISTEN_FDS "
 				  "unset) and no --listen/Listen= address given");
 			return EXIT_FAILURE;
@@ -246,8 +269,9 @@ run(const struct config *c, const struct options *o)
 		}
 	}
 	for (size_t i = 0; i < sockets.n; i++)
-		log_info("listening on %s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
-			 sockets.items[i].name);
+		log_info("listening on %s%s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
+			 sockets.items[i].name,
+			 sockets.items[i].proxy ? " (PROXY protocol)" : "");
 	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o));
 }
 
@@ -283,8 +307,9 @@ main(int argc, char **argv)
 	}
 	log_set_max_level(c.log_level);
 	if (o.check_config) {
-		printf("configuration OK: %s model, %u worker(s), %zu listen address(es)\n",
-		       model_to_string(c.model), config_workers(&c), c.n_listen);
+		printf("configuration OK: %s model, %u worker(s), %zu listen address(es)%s\n",
+		       model_to_string(c.model), config_workers(&c), c.n_listen + c.n_proxy_listen,
+		       c.n_proxy_listen ? " (some for the PROXY protocol)" : "");
 		config_done(&c);
 		return EXIT_SUCCESS;
 	}

@@ -230,3 +230,11 @@ access_permits(const struct access_list *l, const struct sockaddr *peer)
 		return false;
 	return l->n_allow == 0 || any_matches(l->allow, l->n_allow, family, addr);
 }
+
+bool
+access_trusts(const struct access_list *l, const struct sockaddr *peer)
+{
+	if (peer->sa_family != AF_INET && peer->sa_family != AF_INET6)
+		return true;
+	return l->n_allow > 0 && access_permits(l, peer);
+}

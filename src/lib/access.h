@@ -49,6 +49,11 @@ int access_list_copy(struct access_list *dst, const struct access_list *src);
 /* Whether either list has anything in it. */
 bool access_list_active(const struct access_list *l);
 
+/* Whether l names peer in its allow list (and not in its deny list): for
+ * lists of the trusted (ProxyFrom=), where an empty list trusts nobody.
+ * True for anything but an IPv4 or IPv6 address. */
+bool access_trusts(const struct access_list *l, const struct sockaddr *peer);
+
 /* Whether a client at peer may connect (or send). True for anything but an
  * IPv4 or IPv6 address. */
 bool access_permits(const struct access_list *l, const struct sockaddr *peer);

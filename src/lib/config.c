@@ -42,6 +42,7 @@ config_init(struct config *c)
 		.idle_timeout_sec = 300,
 		.shutdown_timeout_sec = 10,
 		.datagram_rate_limit = 1000,
+		.proxy_header_timeout_sec = 3,
 		.log_level = LOG_INFO,
 	};
 }
@@ -54,11 +55,21 @@ config_clear_listen(struct config *c)
 	c->n_listen = 0;
 }
 
+static void
+config_clear_proxy_listen(struct config *c)
+{
+	for (size_t i = 0; i < c->n_proxy_listen; i++)
+		free(c->proxy_listen[i]);
+	c->n_proxy_listen = 0;
+}
+
 void
 config_done(struct config *c)
 {
 	config_clear_listen(c);
+	config_clear_proxy_listen(c);
 	access_list_clear(&c->access);
+	access_list_clear(&c->proxy_from);
 	free(c->metrics_listen);
 	c->metrics_listen = NULL;
 }
@@ -69,10 +80,23 @@ config_copy(struct config *dst, const struct config *src)
 	config_done(dst);
 	*dst = *src;
 	dst->n_listen = 0;
+	dst->n_proxy_listen = 0;
 	dst->access = (struct access_list){0};
+	dst->proxy_from = (struct access_list){0};
 	dst->metrics_listen = NULL;
-	if (access_list_copy(&dst->access, &src->access) < 0)
+	if (access_list_copy(&dst->access, &src->access) < 0 ||
+	    access_list_copy(&dst->proxy_from, &src->proxy_from) < 0) {
+		config_done(dst);
 		return -ENOMEM;
+	}
+	for (size_t i = 0; i < src->n_proxy_listen; i++) {
+		dst->proxy_listen[i] = strdup(src->proxy_listen[i]);
+		if (!dst->proxy_listen[i]) {
+			config_done(dst);
+			return -ENOMEM;
+		}
+		dst->n_proxy_listen++;
+	}
 	if (src->metrics_listen && !(dst->metrics_listen = strdup(src->metrics_listen)))
 		return -ENOMEM;
 	for (size_t i = 0; i < src->n_listen; i++) {
@@ -141,6 +165,8 @@ static const struct key_spec number_keys[] = {
 	NUMBER_KEY("ConnectionRateLimit", "--connection-rate-limit", 0, 10000000,
 		   connection_rate_limit),
 	NUMBER_KEY("DeferAcceptSec", "--defer-accept", 0, 3600, defer_accept_sec),
+	NUMBER_KEY("ProxyHeaderTimeoutSec", "--proxy-header-timeout", 1, 3600,
+		   proxy_header_timeout_sec),
 };
 
 #define WORKERS_MAX 1024u
@@ -224,6 +250,60 @@ add_listen(struct config *c, const char *value, const char *where, struct config
 	return 0;
 }
 
+/* ProxyListen=: like Listen=, but a stream address only (the PROXY
+ * protocol is TCP's; a balancer may come over a UNIX socket too). */
+static int
+add_proxy_listen(struct config *c, const char *value, const char *where,
+		 struct config_error *err)
+{
+	struct listen_address a;
+	char reason[128];
+
+	if (address_parse(value, &a, reason, sizeof(reason)) < 0)
+		return config_fail(err, "%s: ProxyListen=%s: %s", where, value, reason);
+	if (a.type != SOCK_STREAM)
+		return config_fail(err, "%s: ProxyListen=%s: the PROXY protocol needs a stream "
+				   "address (TCP or unix:), not a datagram one", where, value);
+	if (c->n_proxy_listen >= CONFIG_MAX_LISTEN)
+		return config_fail(err, "%s: ProxyListen=%s: more than %d addresses", where, value,
+				   CONFIG_MAX_LISTEN);
+	c->proxy_listen[c->n_proxy_listen] = strdup(value);
+	if (!c->proxy_listen[c->n_proxy_listen])
+		return config_fail(err, "%s: out of memory", where);
+	c->n_proxy_listen++;
+	return 0;
+}
+
+/* ProxyFrom=: the balancers' prefixes, an allow list of its own. An
+ * empty assignment empties it. */
+static int
+add_proxy_from(struct config *c, const char *value, const char *where, struct config_error *err)
+{
+	char reason[160];
+	int r;
+
+	if (value[0] == '\0') {
+		access_list_clear(&c->proxy_from);
+		return 0;
+	}
+	r = access_list_add(&c->proxy_from, false, value, reason, sizeof(reason));
+	if (r == -ENOMEM)
+		return config_fail(err, "%s: out of memory", where);
+	if (r < 0)
+		return config_fail(err, "%s: ProxyFrom=%s: %s", where, value, reason);
+	return 0;
+}
+
+int
+config_validate(const struct config *c, const char *origin, struct config_error *err)
+{
+	if (c->n_proxy_listen > 0 && c->proxy_from.n_allow == 0)
+		return config_fail(err, "%s: ProxyListen=%s: ProxyFrom= is required with a proxy "
+				   "listener (the balancers trusted to send PROXY headers)",
+				   origin, c->proxy_listen[0]);
+	return 0;
+}
+
 /* AllowFrom= and DenyFrom=: each adds its prefixes to the list. */
 static int
 add_access(struct config *c, const char *key, bool deny, const char *value, const char *where,
@@ -268,6 +348,15 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 		return add_access(c, "AllowFrom", false, value, where, err);
 	if (strcasecmp(key, "DenyFrom") == 0)
 		return add_access(c, "DenyFrom", true, value, where, err);
+	if (strcasecmp(key, "ProxyFrom") == 0)
+		return add_proxy_from(c, value, where, err);
+	if (strcasecmp(key, "ProxyListen") == 0) {
+		if (value[0] == '\0') {
+			config_clear_proxy_listen(c);
+			return 0;
+		}
+		return add_proxy_listen(c, value, where, err);
+	}
 	if (strcasecmp(key, "MetricsListen") == 0)
 		return set_metrics_listen(c, value, where, err);
 	if (strcasecmp(key, "Model") == 0)

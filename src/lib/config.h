@@ -32,6 +32,13 @@ struct config {
 	size_t n_listen;
 	char *listen[CONFIG_MAX_LISTEN];
 	struct access_list access; /* AllowFrom=, DenyFrom= */
+	/* ProxyListen=: listeners whose connections begin with a PROXY
+	 * header (proxy.h); ProxyFrom=: the balancers trusted to send one
+	 * (its allow list alone is used). */
+	size_t n_proxy_listen;
+	char *proxy_listen[CONFIG_MAX_LISTEN];
+	struct access_list proxy_from;
+	unsigned proxy_header_timeout_sec; /* a whole header within this, or closed */
 	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
 };
 
@@ -65,6 +72,10 @@ int config_load_file(struct config *c, const char *path, struct config_error *er
 /* The same from an open stream (read to its end, not closed); name stands
  * for the file in error messages. What the fuzzer feeds (fmemopen). */
 int config_load_stream(struct config *c, FILE *f, const char *name, struct config_error *err);
+
+/* What no single key can say: ProxyListen= needs ProxyFrom=. origin
+ * names the configuration for the message (the file). 0 or -EINVAL. */
+int config_validate(const struct config *c, const char *origin, struct config_error *err);
 
 /* What the keys mean once "auto" and "unset" are resolved. */
 unsigned config_workers(const struct config *c);

@@ -142,6 +142,21 @@ handle_writable(struct echo_conn *c, struct echo_io *io)
 }
 
 int
+echo_conn_echo_read(struct echo_conn *c, const char *data, size_t len, struct echo_io *io)
+{
+	ssize_t sent;
+
+	io->bytes_in += len;
+	sent = send_some(c->fd, data, len);
+	if (sent < 0)
+		return (int)sent;
+	io->bytes_out += (uint64_t)sent;
+	if ((size_t)sent < len)
+		return keep_owed(c, data + sent, len - (size_t)sent);
+	return ECHO_WANT_READ;
+}
+
+int
 echo_conn_handle(struct echo_conn *c, char *buf, size_t buf_size, struct echo_io *io)
 {
 	if (c->owed)

@@ -52,5 +52,10 @@ void echo_conn_release(struct echo_conn *c);
  * closes it). io counts bytes moved by this call (added, not reset). */
 int echo_conn_handle(struct echo_conn *c, char *buf, size_t buf_size, struct echo_io *io);
 
+/* Echoes the len bytes at data, already read from c (what followed a
+ * PROXY header in the same read): sends what the socket takes and owes
+ * the rest. Returns the next want, or a negative errno. io as above. */
+int echo_conn_echo_read(struct echo_conn *c, const char *data, size_t len, struct echo_io *io);
+
 /* What the connection waits for right now (for setting up polling). */
 enum echo_want echo_conn_want(const struct echo_conn *c);

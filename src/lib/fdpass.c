@@ -106,7 +106,8 @@ close_received_fds(struct msghdr *msg)
 static bool
 is_tag(char byte)
 {
-	return byte == FDPASS_CONN || byte == FDPASS_KEPT || byte == FDPASS_OWED;
+	return byte == FDPASS_CONN || byte == FDPASS_PROXY || byte == FDPASS_KEPT ||
+	       byte == FDPASS_OWED;
 }
 
 int

@@ -25,6 +25,8 @@ enum {
 /* The data byte: what the fd is. Anything else is a broken message. */
 enum fdpass_tag {
 	FDPASS_CONN = 'C', /* a new connection, just accepted */
+	FDPASS_PROXY = 'P', /* the same, from a proxy listener: a PROXY header
+			     * comes first */
 	FDPASS_KEPT = 'K', /* a kept connection: served before by another process */
 	FDPASS_OWED = 'O', /* the bytes owed on the kept connection sent next (a
 			    * sealed memfd, kept.h) */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "util.h"
 
 #define OWED_MAGIC "echodOW1"
+#define STATE_MAGIC "echodOW2"
 #define OWED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
 struct owed_header {
@@ -73,20 +75,27 @@ kept_socket_id(int fd, uint64_t *ret_id)
 }
 
 int
-kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
+kept_state_encode(uint64_t id, const struct sockaddr *client, socklen_t client_len,
+		  const void *data, size_t len, int *ret_fd)
 {
 	struct owed_header h = {.id = id, .len = len};
+	uint64_t peer_len = client ? client_len : 0;
 	_cleanup_close_ int fd = -1;
 	int r;
 
-	if (len == 0 || len > KEPT_OWED_MAX || !data)
+	if (len > KEPT_OWED_MAX || (len > 0 && !data) || (len == 0 && peer_len == 0) ||
+	    peer_len > sizeof(struct sockaddr_storage))
 		return -EINVAL;
-	memcpy(h.magic, OWED_MAGIC, sizeof(h.magic));
+	memcpy(h.magic, peer_len ? STATE_MAGIC : OWED_MAGIC, sizeof(h.magic));
 	fd = memfd_create("echod-owed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return negative_errno();
 	r = write_all(fd, &h, sizeof(h));
-	if (r >= 0)
+	if (r >= 0 && peer_len)
+		r = write_all(fd, &peer_len, sizeof(peer_len));
+	if (r >= 0 && peer_len)
+		r = write_all(fd, client, peer_len);
+	if (r >= 0 && len)
 		r = write_all(fd, data, len);
 	if (r < 0)
 		return r;
@@ -99,7 +108,16 @@ kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
 }
 
 int
-kept_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
+kept_owed_encode(uint64_t id, const void *data, size_t len, int *ret_fd)
+{
+	if (len == 0 || !data)
+		return -EINVAL;
+	return kept_state_encode(id, NULL, 0, data, len, ret_fd);
+}
+
+int
+kept_state_pack(int conn_fd, const struct sockaddr *client, socklen_t client_len, const void *data,
+		size_t len, uint64_t *ret_id, int *ret_fd)
 {
 	uint64_t id;
 	int r;
@@ -107,11 +125,17 @@ kept_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int 
 	r = kept_socket_id(conn_fd, &id);
 	if (r < 0)
 		return r;
-	r = kept_owed_encode(id, data, len, ret_fd);
+	r = kept_state_encode(id, client, client_len, data, len, ret_fd);
 	if (r < 0)
 		return r;
 	*ret_id = id;
 	return 0;
+}
+
+int
+kept_owed_pack(int conn_fd, const void *data, size_t len, uint64_t *ret_id, int *ret_fd)
+{
+	return kept_state_pack(conn_fd, NULL, 0, data, len, ret_id, ret_fd);
 }
 
 static int
@@ -136,11 +160,16 @@ read_at(int fd, void *buf, size_t len, off_t off)
 }
 
 int
-kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
+kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len,
+		  struct sockaddr_storage *ret_client, socklen_t *ret_client_len)
 {
 	struct owed_header h;
+	struct sockaddr_storage client = {0};
+	uint64_t peer_len = 0;
+	off_t off = sizeof(h);
 	struct stat st;
 	_cleanup_free_ char *data = NULL;
+	bool state;
 	int seals, r;
 
 	seals = fcntl(fd, F_GET_SEALS);
@@ -153,43 +182,81 @@ kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
 	r = read_at(fd, &h, sizeof(h), 0);
 	if (r < 0)
 		return r;
-	if (memcmp(h.magic, OWED_MAGIC, sizeof(h.magic)) != 0 || h.len == 0 ||
-	    (uint64_t)st.st_size != sizeof(h) + h.len)
+	state = memcmp(h.magic, STATE_MAGIC, sizeof(h.magic)) == 0;
+	if (!state && memcmp(h.magic, OWED_MAGIC, sizeof(h.magic)) != 0)
 		return -EBADMSG;
+	if (state) {
+		r = read_at(fd, &peer_len, sizeof(peer_len), off);
+		if (r < 0)
+			return r;
+		if (peer_len == 0 || peer_len > sizeof(client))
+			return -EBADMSG;
+		r = read_at(fd, &client, peer_len, off + (off_t)sizeof(peer_len));
+		if (r < 0)
+			return r;
+		off += (off_t)(sizeof(peer_len) + peer_len);
+	}
 	if (h.len > KEPT_OWED_MAX)
 		return -E2BIG;
+	if ((!state && h.len == 0) || (uint64_t)st.st_size != (uint64_t)off + h.len)
+		return -EBADMSG;
 	if (!ret_data) {
 		*ret_id = h.id;
 		return 0;
 	}
-	data = malloc(h.len);
-	if (!data)
-		return -ENOMEM;
-	r = read_at(fd, data, h.len, sizeof(h));
-	if (r < 0)
-		return r;
+	if (h.len) {
+		data = malloc(h.len);
+		if (!data)
+			return -ENOMEM;
+		r = read_at(fd, data, h.len, off);
+		if (r < 0)
+			return r;
+	}
 	*ret_id = h.id;
 	*ret_len = h.len;
 	*ret_data = TAKE_PTR(data);
+	if (ret_client)
+		*ret_client = client;
+	if (ret_client_len)
+		*ret_client_len = (socklen_t)peer_len;
 	return 0;
 }
 
 int
-kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
+kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
+{
+	return kept_state_decode(fd, ret_id, ret_data, ret_len, NULL, NULL);
+}
+
+int
+kept_state_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len,
+		struct sockaddr_storage *ret_client, socklen_t *ret_client_len)
 {
 	_cleanup_free_ char *data = NULL;
+	struct sockaddr_storage client;
+	socklen_t client_len;
 	uint64_t id, conn_id;
 	size_t len;
 	int r;
 
-	r = kept_owed_decode(owed_fd, &id, &data, &len);
+	r = kept_state_decode(owed_fd, &id, &data, &len, &client, &client_len);
 	if (r < 0)
 		return r;
 	if (kept_socket_id(conn_fd, &conn_id) < 0 || conn_id != id)
 		return -ESTALE;
 	*ret_data = TAKE_PTR(data);
 	*ret_len = len;
+	if (ret_client)
+		*ret_client = client;
+	if (ret_client_len)
+		*ret_client_len = client_len;
 	return 0;
+}
+
+int
+kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
+{
+	return kept_state_take(owed_fd, conn_fd, ret_data, ret_len, NULL, NULL);
 }
 
 int

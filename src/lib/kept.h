@@ -16,12 +16,24 @@
  *   bytes 16..23 number of owed bytes that follow, native byte order
  *   bytes 24..   the owed bytes, oldest first
  *
+ * A connection that came through a proxy listener carries the client its
+ * PROXY header named (its socket's peer is the balancer): it always gets
+ * a memfd, "echodOW2", owing bytes or not:
+ *
+ *   bytes 0..7   "echodOW2"
+ *   bytes 8..15  socket id
+ *   bytes 16..23 number of owed bytes (may be 0)
+ *   bytes 24..31 length of the client's address (1 .. sizeof(struct
+ *                sockaddr_storage))
+ *   bytes 32..   the client's address, then the owed bytes
+ *
  * Mechanism only: nothing here logs; errors are negative errno. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define KEPT_CONN_NAME "conn"
 #define KEPT_OWED_PREFIX "owed-"
@@ -74,6 +86,19 @@ int kept_owed_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len)
  * -ESTALE when it names another connection (a send that failed half-way
  * left it behind). Takes neither fd. */
 int kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len);
+
+/* The same with the client a PROXY header named (client_len > 0; then len
+ * may be 0), in the "echodOW2" layout; client NULL is kept_owed_*(). */
+int kept_state_encode(uint64_t id, const struct sockaddr *client, socklen_t client_len,
+		      const void *data, size_t len, int *ret_fd);
+int kept_state_pack(int conn_fd, const struct sockaddr *client, socklen_t client_len,
+		    const void *data, size_t len, uint64_t *ret_id, int *ret_fd);
+/* Reads either layout; *ret_client_len is 0 when no client was named (and
+ * *ret_data NULL when nothing is owed). ret_client may be NULL. */
+int kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len,
+		      struct sockaddr_storage *ret_client, socklen_t *ret_client_len);
+int kept_state_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len,
+		    struct sockaddr_storage *ret_client, socklen_t *ret_client_len);
 
 /* Sends kept connection fd over channel, preceded by its owed bytes unless
  * owed_fd is -1: they come first, because once the receiver has the

@@ -85,6 +85,8 @@ ledger_refuse(struct ledger *l, enum ledger_origin origin, enum ledger_refusal w
 	SB_ADD(l->slot->refused, 1);
 	if (why == LEDGER_REFUSED_ACCESS)
 		SB_ADD(l->slot->refused_access, 1);
+	else if (why == LEDGER_REFUSED_PROXY)
+		SB_ADD(l->slot->refused_proxy, 1);
 	if (origin != LEDGER_KEPT)
 		SB_SUB(l->slot->served, 1);
 }
@@ -128,6 +130,8 @@ ledger_refused_here(struct scoreboard *sb, unsigned i, enum ledger_refusal why)
 	SB_ADD(sb->slots[i].refused, 1);
 	if (why == LEDGER_REFUSED_ACCESS)
 		SB_ADD(sb->slots[i].refused_access, 1);
+	else if (why == LEDGER_REFUSED_PROXY)
+		SB_ADD(sb->slots[i].refused_proxy, 1);
 }
 
 void

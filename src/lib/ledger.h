@@ -71,6 +71,8 @@ void ledger_take(struct ledger *l, enum ledger_origin origin);
 enum ledger_refusal {
 	LEDGER_REFUSED_SOURCE_LIMIT, /* MaxConnectionsPerSource= */
 	LEDGER_REFUSED_ACCESS,	     /* AllowFrom=/DenyFrom= */
+	LEDGER_REFUSED_PROXY,	     /* on a proxy listener: not from ProxyFrom=, or
+				      * no good header in time */
 };
 
 /* Refused at once after ledger_take(). */

@@ -145,10 +145,22 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 			snprintf(reason, size, "fd %d: making it non-blocking: %s", fd,
 				 strerror(-r));
 		}
+		/* A stream: listening, or one connection (Accept=yes). */
+		if (r == 0 && names && strcmp(names[i], LISTEN_PROXY_NAME) == 0 &&
+		    kind == SOCKET_DATAGRAM) {
+			snprintf(reason, size,
+				 "fd %d (" LISTEN_PROXY_NAME ") from systemd: a datagram socket (the "
+				 "PROXY protocol needs a stream one)",
+				 fd);
+			r = -EINVAL;
+		}
 		if (r == 0) {
 			r = listen_set_add(set, fd, (enum socket_kind)kind);
 			if (r < 0)
 				snprintf(reason, size, "out of memory");
+			else
+				set->items[set->n - 1].proxy =
+				    names && strcmp(names[i], LISTEN_PROXY_NAME) == 0;
 		}
 		if (r < 0)
 			close(fd);
@@ -213,7 +225,7 @@ bind_socket(const struct listen_address *a, const char **ret_step)
 }
 
 int
-listen_bind(struct listen_set *set, const char *text, const struct listen_address *a,
+listen_bind(struct listen_set *set, const char *text, const struct listen_address *a, bool proxy,
 	    char *reason, size_t size)
 {
 	const struct sockaddr_un *un = (const struct sockaddr_un *)&a->sa;
@@ -231,6 +243,7 @@ listen_bind(struct listen_set *set, const char *text, const struct listen_addres
 		snprintf(reason, size, "%s: out of memory", text);
 		return r;
 	}
+	set->items[set->n - 1].proxy = proxy && a->type == SOCK_STREAM;
 	if (a->sa.ss_family == AF_UNIX && un->sun_path[0] != '\0')
 		set->items[set->n - 1].unlink_path = strdup(un->sun_path);
 	return 0;
@@ -260,6 +273,16 @@ listen_set_free(struct listen_set *set, bool unlink_paths)
 	if (set->has_metrics && set->metrics >= 0)
 		close(set->metrics);
 	set->has_metrics = false;
+}
+
+size_t
+listen_set_count_proxy(const struct listen_set *set)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < set->n; i++)
+		n += set->items[i].proxy;
+	return n;
 }
 
 size_t

@@ -17,6 +17,7 @@ struct listener {
 	int fd;
 	enum socket_kind kind;
 	bool is_tcp;		 /* TCP_NODELAY applies to what it accepts */
+	bool proxy;		 /* its connections begin with a PROXY header */
 	char name[ADDRESS_MAX];	 /* the local address, for logs */
 	char *unlink_path;	 /* a UNIX socket file we created: removed at exit */
 };
@@ -42,6 +43,9 @@ struct listen_set {
 };
 
 #define LISTEN_METRICS_NAME "metrics"
+/* A stream socket systemd named "proxy" is a proxy listener
+ * (ProxyListen=), or with Accept=yes one connection from a balancer. */
+#define LISTEN_PROXY_NAME "proxy"
 
 /* Takes the sockets systemd passed; those its fd store kept for us (named
  * as kept.h says) go to set->stored. Returns the number of sockets put
@@ -49,10 +53,11 @@ struct listen_set {
  * fd when one of them is not a socket echod can serve. */
 int listen_from_systemd(struct listen_set *set, char *reason, size_t reason_size);
 
-/* Creates, binds and (for streams) listens on a. Returns 0 or -errno with
+/* Creates, binds and (for streams) listens on a; proxy: a proxy listener
+ * (ProxyListen=). Returns 0 or -errno with
  * a reason naming the address and the failing step. */
 int listen_bind(struct listen_set *set, const char *text, const struct listen_address *a,
-		char *reason, size_t reason_size);
+		bool proxy, char *reason, size_t reason_size);
 
 /* Classifies an inherited fd. Returns the kind, or a negative errno for
  * something echod cannot serve (not a socket, SEQPACKET, ...). */
@@ -65,6 +70,8 @@ void listen_set_free(struct listen_set *set, bool unlink_paths);
 bool listen_socket_is_tcp(int fd);
 
 size_t listen_set_count(const struct listen_set *set, enum socket_kind kind);
+/* Proxy listeners among them. */
+size_t listen_set_count_proxy(const struct listen_set *set);
 
 /* TCP_DEFER_ACCEPT of sec seconds (0: off) on every TCP listening socket of
  * set: a connection wakes the acceptor only once the client has sent data.

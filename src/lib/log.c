@@ -103,9 +103,10 @@ log_is_journal(void)
 }
 
 static void
-log_to_journal(int level, const char *peer, const char *message_id, const char *text)
+log_to_journal(int level, const char *peer, const char *proxy, const char *message_id,
+	       const char *text)
 {
-	struct iovec iov[8];
+	struct iovec iov[9];
 	char buf[8][96];
 	int n = 0;
 
@@ -125,6 +126,8 @@ log_to_journal(int level, const char *peer, const char *message_id, const char *
 		FIELD("ECHOD_WORKER=%s", context + 7);
 	if (peer)
 		FIELD("ECHOD_PEER=%s", peer);
+	if (proxy)
+		FIELD("ECHOD_PROXY=%s", proxy);
 	if (message_id)
 		FIELD("MESSAGE_ID=%s", message_id);
 #undef FIELD
@@ -164,9 +167,9 @@ log_to_stderr(int level, const char *text)
 		return;
 }
 
-static int _printf_(5, 0)
-log_message(int level, int error, const char *peer, const char *message_id, const char *fmt,
-	    va_list ap)
+static int _printf_(6, 0)
+log_message(int level, int error, const char *peer, const char *proxy, const char *message_id,
+	    const char *fmt, va_list ap)
 {
 	int saved_errno = errno;
 	char text[1536];
@@ -179,11 +182,21 @@ log_message(int level, int error, const char *peer, const char *message_id, cons
 		errno = error;
 	vsnprintf(text, sizeof(text), fmt, ap);
 	if (log_is_journal())
-		log_to_journal(level, peer, message_id, text);
+		log_to_journal(level, peer, proxy, message_id, text);
 	else
 		log_to_stderr(level, text);
 	errno = saved_errno;
 	return -error;
+}
+
+static int _printf_(3, 4)
+log_line(const char *peer, const char *proxy, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = log_message(LOG_DEBUG, 0, peer, proxy, NULL, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 int
@@ -191,20 +204,20 @@ log_internal(int level, int error, const char *peer, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int r = log_message(level, error, peer, NULL, fmt, ap);
+	int r = log_message(level, error, peer, NULL, NULL, fmt, ap);
 	va_end(ap);
 	return r;
 }
 
-int
-log_peer(const char *peer, const char *fmt, ...)
+/* One rate limit for every per-connection message of this process. */
+static int _printf_(3, 0)
+log_peer_v(const char *peer, const char *proxy, const char *fmt, va_list ap)
 {
 	static time_t window;
 	static unsigned in_window;
 	static unsigned long long suppressed;
 	time_t now = time(NULL);
 	char text[1024];
-	va_list ap;
 
 	if (LOG_DEBUG > max_level)
 		return 0;
@@ -216,17 +229,35 @@ log_peer(const char *peer, const char *fmt, ...)
 		suppressed++;
 		return 0;
 	}
-	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
 	if (suppressed) {
-		log_internal(LOG_DEBUG, 0, peer, "%s (%llu earlier per-connection message(s) "
-			     "suppressed)", text, suppressed);
+		log_line(peer, proxy, "%s (%llu earlier per-connection message(s) suppressed)", text,
+			 suppressed);
 		suppressed = 0;
 	} else {
-		log_internal(LOG_DEBUG, 0, peer, "%s", text);
+		log_line(peer, proxy, "%s", text);
 	}
 	return 0;
+}
+
+int
+log_peer(const char *peer, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = log_peer_v(peer, NULL, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int
+log_peer_via(const char *peer, const char *proxy, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = log_peer_v(peer, proxy, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 int
@@ -234,7 +265,7 @@ log_struct(int level, const char *message_id, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int r = log_message(level, 0, NULL, message_id, fmt, ap);
+	int r = log_message(level, 0, NULL, NULL, message_id, fmt, ap);
 	va_end(ap);
 	return r;
 }

@@ -53,3 +53,6 @@ bool log_is_journal(void);
 #define LOG_PEER_BURST 100
 int log_peer(const char *peer, const char *fmt, ...) _printf_(2, 3);
 #define log_peer_debug(peer, ...) log_peer(peer, __VA_ARGS__)
+/* The same for a connection through a load balancer: proxy (NULL: none)
+ * is the balancer, in ECHOD_PROXY=; peer the client its header named. */
+int log_peer_via(const char *peer, const char *proxy, const char *fmt, ...) _printf_(3, 4);

@@ -24,6 +24,9 @@ enum {
 	OPT_RUNTIME_DIR,
 	OPT_JSON,
 	OPT_METRICS_LISTEN,
+	OPT_PROXY_LISTEN,
+	OPT_PROXY_FROM,
+	OPT_PROXY_HEADER_TIMEOUT,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -47,6 +50,9 @@ static const struct option long_options[] = {
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"proxy-listen", required_argument, NULL, OPT_PROXY_LISTEN},
+	{"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
+	{"proxy-header-timeout", required_argument, NULL, OPT_PROXY_HEADER_TIMEOUT},
 	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -73,6 +79,9 @@ static const struct {
 	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
 	{OPT_METRICS_LISTEN, "MetricsListen", "--metrics-listen"},
+	{OPT_PROXY_LISTEN, "ProxyListen", "--proxy-listen"},
+	{OPT_PROXY_FROM, "ProxyFrom", "--proxy-from"},
+	{OPT_PROXY_HEADER_TIMEOUT, "ProxyHeaderTimeoutSec", "--proxy-header-timeout"},
 };
 
 void
@@ -100,6 +109,12 @@ options_print_help(void)
 	       "      --defer-accept SEC       TCP_DEFER_ACCEPT on sockets echod binds; 0 = off (0)\n"
 	       "  -l, --listen ADDR            listen without systemd (repeatable): 127.0.0.1:7007,\n"
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
+	       "      --proxy-listen ADDR      listen (repeatable) for connections from a load\n"
+	       "                               balancer that begin with a PROXY v1/v2 header\n"
+	       "      --proxy-from CIDR...     the balancers trusted to send headers (required\n"
+	       "                               with --proxy-listen)\n"
+	       "      --proxy-header-timeout SEC\n"
+	       "                               a whole header within this, or closed (3)\n"
 	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
 	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
 	       "      --check-config           validate the configuration and exit\n"
@@ -207,7 +222,7 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 int
 options_apply(const struct options *o, struct config *c, struct config_error *err)
 {
-	bool listen_reset = false;
+	bool listen_reset = false, proxy_listen_reset = false, proxy_from_reset = false;
 
 	for (size_t i = 0; i < o->n_settings; i++) {
 		const struct option_setting *s = &o->settings[i];
@@ -216,6 +231,15 @@ options_apply(const struct options *o, struct config *c, struct config_error *er
 		if (strcmp(s->key, "Listen") == 0 && !listen_reset) {
 			config_set(c, "Listen", "", s->option, err);
 			listen_reset = true;
+		}
+		if (strcmp(s->key, "ProxyListen") == 0 && !proxy_listen_reset) {
+			config_set(c, "ProxyListen", "", s->option, err);
+			proxy_listen_reset = true;
+		}
+		/* The command line's balancers replace the file's. */
+		if (strcmp(s->key, "ProxyFrom") == 0 && !proxy_from_reset) {
+			config_set(c, "ProxyFrom", "", s->option, err);
+			proxy_from_reset = true;
 		}
 		r = config_set(c, s->key, s->value, s->option, err);
 		if (r < 0)

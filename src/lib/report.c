@@ -90,10 +90,10 @@ report_text(FILE *f, const struct scoreboard_snapshot *snap)
 		   " datagrams in, %" PRIu64 " out\n",
 		t->served, t->bytes_in, t->bytes_out, t->dgrams_in, t->dgrams_out);
 	fprintf(f, "dropped: %" PRIu64 " refused (%" PRIu64 " over MaxConnectionsPerSource=, %" PRIu64
-		   " by AllowFrom=/DenyFrom=), %" PRIu64 " lost (fd limit), %" PRIu64
-		   " accept pauses (ConnectionRateLimit=)\n",
-		t->refused, t->refused - t->refused_access, t->refused_access, t->lost,
-		t->accept_pauses);
+		   " by AllowFrom=/DenyFrom=, %" PRIu64 " PROXY: untrusted or bad header), %" PRIu64
+		   " lost (fd limit), %" PRIu64 " accept pauses (ConnectionRateLimit=)\n",
+		t->refused, t->refused - t->refused_access - t->refused_proxy, t->refused_access,
+		t->refused_proxy, t->lost, t->accept_pauses);
 	fprintf(f, "datagrams dropped:");
 	for (unsigned d = 0; d < DROP_REASONS; d++)
 		fprintf(f, " %s %" PRIu64 "%s", drop_reasons[d], t->dropped[d],
@@ -156,9 +156,9 @@ report_json(FILE *f, const struct scoreboard_snapshot *snap)
 	fprintf(f, ",\"served\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
 		   ",\"datagrams_in\":%" PRIu64 ",\"datagrams_out\":%" PRIu64,
 		t->served, t->bytes_in, t->bytes_out, t->dgrams_in, t->dgrams_out);
-	fprintf(f, ",\"refused\":%" PRIu64 ",\"refused_access\":%" PRIu64 ",\"lost\":%" PRIu64
-		   ",\"accept_pauses\":%" PRIu64,
-		t->refused, t->refused_access, t->lost, t->accept_pauses);
+	fprintf(f, ",\"refused\":%" PRIu64 ",\"refused_access\":%" PRIu64 ",\"refused_proxy\":%" PRIu64
+		   ",\"lost\":%" PRIu64 ",\"accept_pauses\":%" PRIu64,
+		t->refused, t->refused_access, t->refused_proxy, t->lost, t->accept_pauses);
 	fputs(",\"datagrams_dropped\":{", f);
 	for (unsigned d = 0; d < DROP_REASONS; d++)
 		fprintf(f, "%s\"%s\":%" PRIu64, d ? "," : "", drop_reasons[d], t->dropped[d]);
@@ -211,11 +211,14 @@ report_metrics(FILE *f, const struct scoreboard_snapshot *snap, bool om, const c
 	fprintf(f, "echod_connections_total{result=\"refused\"} %" PRIu64 "\n", t->refused);
 	fprintf(f, "echod_connections_total{result=\"lost\"} %" PRIu64 "\n", t->lost);
 	family(f, om, "echod_connections_refused_total", "counter",
-	       "Refused connections by reason: over MaxConnectionsPerSource=, or AllowFrom=/DenyFrom=.");
+	       "Refused connections by reason: over MaxConnectionsPerSource=, AllowFrom=/DenyFrom=, "
+	       "or a PROXY listener's (untrusted balancer, bad or late header).");
 	fprintf(f, "echod_connections_refused_total{reason=\"per_source_limit\"} %" PRIu64 "\n",
-		t->refused - t->refused_access);
+		t->refused - t->refused_access - t->refused_proxy);
 	fprintf(f, "echod_connections_refused_total{reason=\"access_list\"} %" PRIu64 "\n",
 		t->refused_access);
+	fprintf(f, "echod_connections_refused_total{reason=\"proxy\"} %" PRIu64 "\n",
+		t->refused_proxy);
 	family(f, om, "echod_accept_pauses_total", "counter",
 	       "Times accepting paused for ConnectionRateLimit=.");
 	fprintf(f, "echod_accept_pauses_total %" PRIu64 "\n", t->accept_pauses);

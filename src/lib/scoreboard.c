@@ -147,6 +147,7 @@ reset_counts(struct scoreboard_slot *s, struct scoreboard_slot *r)
 	SB_ADD(r->lost, SB_GET(s->lost));
 	SB_ADD(r->refused, SB_GET(s->refused));
 	SB_ADD(r->refused_access, SB_GET(s->refused_access));
+	SB_ADD(r->refused_proxy, SB_GET(s->refused_proxy));
 	SB_ADD(r->dgrams_in, SB_GET(s->dgrams_in));
 	SB_ADD(r->dgrams_out, SB_GET(s->dgrams_out));
 	for (unsigned d = 0; d < DROP_REASONS; d++)
@@ -216,6 +217,7 @@ scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret)
 		.lost = SB_GET(r->lost),
 		.refused = SB_GET(r->refused),
 		.refused_access = SB_GET(r->refused_access),
+		.refused_proxy = SB_GET(r->refused_proxy),
 		.dgrams_in = SB_GET(r->dgrams_in),
 		.dgrams_out = SB_GET(r->dgrams_out),
 	};
@@ -234,6 +236,7 @@ scoreboard_totals(const struct scoreboard *sb, struct scoreboard_totals *ret)
 		t.lost += SB_GET(s->lost);
 		t.refused += SB_GET(s->refused);
 		t.refused_access += SB_GET(s->refused_access);
+		t.refused_proxy += SB_GET(s->refused_proxy);
 		t.dgrams_in += SB_GET(s->dgrams_in);
 		t.dgrams_out += SB_GET(s->dgrams_out);
 		for (unsigned d = 0; d < DROP_REASONS; d++)
@@ -336,6 +339,8 @@ slot_copy(struct scoreboard_slot *d, const struct scoreboard_slot *s)
 	    .bytes_out = SB_GET(s->bytes_out),
 	    .lost = SB_GET(s->lost),
 	    .refused = SB_GET(s->refused),
+	    .refused_access = SB_GET(s->refused_access),
+	    .refused_proxy = SB_GET(s->refused_proxy),
 	    .dgrams_in = SB_GET(s->dgrams_in),
 	    .dgrams_out = SB_GET(s->dgrams_out),
 	    .heartbeat = SB_GET(s->heartbeat),

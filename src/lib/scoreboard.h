@@ -20,8 +20,9 @@
 
 #define SCOREBOARD_SLOTS 2048
 #define SCOREBOARD_FILE "scoreboard"
-/* "echodSB1": a file of another layout is not read as this one. */
-#define SCOREBOARD_MAGIC UINT64_C(0x3142536468636f65)
+/* "echodSB2": a file of another layout is not read as this one (2:
+ * refused_proxy). */
+#define SCOREBOARD_MAGIC UINT64_C(0x3242536468636f65)
 #define SCOREBOARD_MODEL_MAX 16
 
 /* Why a datagram was dropped (udp.h's dropped_*). */
@@ -54,9 +55,11 @@ struct scoreboard_slot {
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	uint64_t lost;		/* connections lost on the way in (fd limit) */
-	uint64_t refused;	/* closed at once: AllowFrom=/DenyFrom= or over
-				 * MaxConnectionsPerSource= */
+	uint64_t refused;	/* closed at once: AllowFrom=/DenyFrom=, over
+				 * MaxConnectionsPerSource=, or no good PROXY header */
 	uint64_t refused_access; /* of those, by AllowFrom=/DenyFrom= */
+	uint64_t refused_proxy;	 /* of those, on a proxy listener: not from ProxyFrom=,
+				  * a malformed or oversized header, or none in time */
 	uint64_t dgrams_in;
 	uint64_t dgrams_out;
 	uint64_t dgrams_dropped[DROP_REASONS];
@@ -112,7 +115,7 @@ struct scoreboard_totals {
 	uint64_t active, served, bytes_in, bytes_out, lost;
 	uint64_t dgrams_in, dgrams_out, dgrams_dropped;
 	uint64_t dropped[DROP_REASONS];
-	uint64_t refused, refused_access, accept_pauses;
+	uint64_t refused, refused_access, refused_proxy, accept_pauses;
 };
 
 /* dir NULL: anonymous pages, for this process tree alone. Otherwise

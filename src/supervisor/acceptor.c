@@ -77,13 +77,20 @@ acceptor_update(struct acceptor *a, const struct model_ops *model, struct model_
 /* A source AllowFrom=/DenyFrom= refuse, or one already at
  * MaxConnectionsPerSource=, is refused here, before it costs a fork or a
  * send; the serving process's own check (in the worker loop) decides for
- * the others, exactly. */
+ * the others, exactly. On a proxy listener the peer is a balancer: only
+ * ProxyFrom= is looked at here; its client is checked by whoever reads
+ * the header. */
 static bool
-refused_at_source(struct acceptor *a, const struct config *c, int fd, const struct sockaddr *peer)
+refused_at_source(struct acceptor *a, const struct config *c, const struct listener *l, int fd,
+		  const struct sockaddr *peer)
 {
 	enum ledger_refusal why;
 
-	if (!access_permits(&c->access, peer))
+	if (l->proxy) {
+		if (access_trusts(&c->proxy_from, peer))
+			return false;
+		why = LEDGER_REFUSED_PROXY;
+	} else if (!access_permits(&c->access, peer))
 		why = LEDGER_REFUSED_ACCESS;
 	else if (admission_full(a->sb->sources, peer, c->max_connections_per_source))
 		why = LEDGER_REFUSED_SOURCE_LIMIT;
@@ -125,14 +132,14 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 			}
 			return;
 		}
-		if (refused_at_source(a, c, fd, (struct sockaddr *)&peer)) {
+		if (refused_at_source(a, c, l, fd, (struct sockaddr *)&peer)) {
 			if (model->reserves)
 				ledger_release(a->sb);
 			continue;
 		}
 		if (l->is_tcp)
 			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		r = model->deliver(m, fd, now_ms());
+		r = model->deliver(m, fd, l->proxy, now_ms());
 		if (r == 0)
 			continue;
 		if (model->reserves)

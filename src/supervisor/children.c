@@ -62,7 +62,7 @@ children_reserve(struct children *c, unsigned max)
 
 static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
-	   int owed_fd, pid_t parent)
+	   bool proxy, int owed_fd, pid_t parent)
 {
 	pool_env_enter_child(env, parent, fd, owed_fd);
 	/* The child serves one connection: no listener of ours may stay open
@@ -80,6 +80,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	    .intake = INTAKE_ONE,
 	    .connection = fd,
 	    .connection_tuned = true,
+	    .connection_proxy = proxy,
 	    .connection_kept = kept,
 	    .connection_owed_fd = owed_fd,
 	};
@@ -89,7 +90,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 /* Takes fd on success (see children.h); never owed_fd. */
 static int
 fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
-	   bool kept, int owed_fd)
+	   bool kept, bool proxy, int owed_fd)
 {
 	pid_t parent = getpid();
 	pid_t pid;
@@ -100,7 +101,7 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, kept, owed_fd, parent);
+		child_main(env, config, c->slot, fd, kept, proxy, owed_fd, parent);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;
@@ -108,22 +109,23 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 
 int
 children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-	      int fd)
+	      int fd, bool proxy)
 {
-	return fork_child(c, env, config, fd, false, -1);
+	return fork_child(c, env, config, fd, false, proxy, -1);
 }
 
 int
 children_fork_kept(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
-	return fork_child(c, env, config, fd, true, owed_fd);
+	return fork_child(c, env, config, fd, true, false, owed_fd);
 }
 
 bool
-children_hold(struct children *c, int fd, uint64_t now)
+children_hold(struct children *c, int fd, bool proxy, uint64_t now)
 {
 	c->held_fd = fd;
+	c->held_proxy = proxy;
 	c->retry_at_ms = now + ACCEPT_PAUSE_MS;
 	c->failures++;
 	if (c->failure_logged_ms && now - c->failure_logged_ms < FORK_FAILURE_LOG_MS)
@@ -133,10 +135,12 @@ children_hold(struct children *c, int fd, uint64_t now)
 }
 
 int
-children_unhold(struct children *c, uint64_t now)
+children_unhold(struct children *c, uint64_t now, bool *ret_proxy)
 {
 	if (c->held_fd < 0 || now < c->retry_at_ms)
 		return -1;
+	if (ret_proxy)
+		*ret_proxy = c->held_proxy;
 	return TAKE_FD(c->held_fd);
 }
 

@@ -19,6 +19,7 @@ struct children {
 	 * (-1: none) until retry_at_ms; fork() failures so far, and when that
 	 * was last said. */
 	int held_fd;
+	bool held_proxy; /* it came to a proxy listener */
 	uint64_t retry_at_ms;
 	uint64_t failures;
 	uint64_t failure_logged_ms;
@@ -33,7 +34,7 @@ int children_reserve(struct children *c, unsigned max);
  * once. Returns 0, or -errno when fork() failed: fd is still the caller's,
  * to retry with once processes free up (-EAGAIN, -ENOMEM). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-		  int fd);
+		  int fd, bool proxy);
 /* The same for a connection taken back after a restart: owed_fd (a sealed
  * memfd, see kept.h, or -1) holds what the previous echod owed on it,
  * written back first. Takes fd as above; never owed_fd. */
@@ -42,9 +43,10 @@ int children_fork_kept(struct children *c, const struct pool_env *env,
 /* fork() failed for want of processes or memory: takes fd, to retry after
  * ACCEPT_PAUSE_MS. True when the failure is to be said now (at most every
  * few seconds while it lasts). */
-bool children_hold(struct children *c, int fd, uint64_t now);
-/* The held connection once its retry is due (the caller takes it), or -1. */
-int children_unhold(struct children *c, uint64_t now);
+bool children_hold(struct children *c, int fd, bool proxy, uint64_t now);
+/* The held connection once its retry is due (the caller takes it), or -1;
+ * *ret_proxy: whether it came to a proxy listener. */
+int children_unhold(struct children *c, uint64_t now, bool *ret_proxy);
 bool children_holding(const struct children *c);
 
 /* Forgets a child that exited; false if pid was not one of ours. */

@@ -133,7 +133,7 @@ bind_address(struct metrics *m, const char *address)
 	/* Validated when the configuration was read. */
 	r = address_parse(address, &a, reason, sizeof(reason));
 	if (r >= 0)
-		r = listen_bind(&m->bound, address, &a, reason, sizeof(reason));
+		r = listen_bind(&m->bound, address, &a, false, reason, sizeof(reason));
 	if (r < 0) {
 		log_error("MetricsListen=: cannot listen on %s", reason);
 		return r;

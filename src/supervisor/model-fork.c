@@ -40,14 +40,14 @@ fork_has_room(const struct model_ctx *m)
  * version of running out of fds: the connection waits (and the backlog
  * behind it) until processes exit. */
 static int
-fork_deliver(struct model_ctx *m, int fd, uint64_t now)
+fork_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
 {
-	int r = children_fork(m->children, m->env, &m->pool->config, fd);
+	int r = children_fork(m->children, m->env, &m->pool->config, fd, proxy);
 
 	if (r == 0)
 		return 0;
 	if (r == -EAGAIN || r == -ENOMEM) {
-		if (children_hold(m->children, fd, now))
+		if (children_hold(m->children, fd, proxy, now))
 			log_warning_errno(
 			    r,
 			    "cannot fork for a new connection: %m; it and those behind "
@@ -63,9 +63,10 @@ fork_deliver(struct model_ctx *m, int fd, uint64_t now)
 static unsigned
 fork_retry(struct model_ctx *m, uint64_t now)
 {
-	int fd = children_unhold(m->children, now);
+	bool proxy = false;
+	int fd = children_unhold(m->children, now, &proxy);
 
-	return fd >= 0 && fork_deliver(m, fd, now) < 0;
+	return fd >= 0 && fork_deliver(m, fd, proxy, now) < 0;
 }
 
 /* The connection that waits for fork() to work again has nobody to serve
@@ -74,7 +75,7 @@ fork_retry(struct model_ctx *m, uint64_t now)
 static unsigned
 fork_abandon(struct model_ctx *m)
 {
-	int fd = children_unhold(m->children, UINT64_MAX);
+	int fd = children_unhold(m->children, UINT64_MAX, NULL);
 
 	if (fd < 0)
 		return 0;

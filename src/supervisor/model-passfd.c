@@ -17,9 +17,9 @@ passfd_has_room(const struct model_ctx *m)
 
 /* Takes fd: sent, or closed. */
 static int
-passfd_deliver(struct model_ctx *m, int fd, uint64_t now)
+passfd_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
 {
-	int r = pool_send(m->env, m->pool, fd, false, -1);
+	int r = pool_send(m->env, m->pool, fd, false, proxy, -1);
 
 	close(fd);
 	if (r < 0)

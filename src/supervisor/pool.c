@@ -441,7 +441,7 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 }
 
 int
-pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd)
+pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool proxy, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
@@ -450,7 +450,7 @@ pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owe
 		struct position *pos = &p->positions[i];
 
 		r = kept ? kept_send(pos->channel, fd, owed_fd)
-			 : fdpass_send(pos->channel, FDPASS_CONN, fd);
+			 : fdpass_send(pos->channel, proxy ? FDPASS_PROXY : FDPASS_CONN, fd);
 		if (r == 0) {
 			pos->sent++;
 			return 0;

@@ -119,7 +119,8 @@ void pool_retire(const struct pool_env *env, struct pool *p, bool returns);
  * -EAGAIN. Returns 0, or -EAGAIN / -ETOOMANYREFS (pause) or another error
  * when no worker took it. */
 bool pool_can_take(const struct pool_env *env, const struct pool *p);
-int pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, int owed_fd);
+int pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool proxy,
+	      int owed_fd);
 /* The supervisor's end of the channel of the worker at index, or -1. */
 int pool_channel_of(const struct pool *p, unsigned index);
 /* Whether fd is the channel of a worker in pools: an event of an epoll

@@ -70,7 +70,8 @@ struct supervisor {
 	bool killed;
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
-	uint64_t refused_logged, refused_access_logged, pauses_logged, admission_logged_ms;
+	uint64_t refused_logged, refused_access_logged, refused_proxy_logged, pauses_logged;
+	uint64_t admission_logged_ms;
 	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
@@ -151,18 +152,24 @@ status_log_admission(struct supervisor *s, uint64_t now)
 {
 	const struct config *c = current_config(s);
 	struct scoreboard_totals t;
+	uint64_t limit_now, limit_logged;
 
 	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
 		return;
 	scoreboard_totals(&s->scoreboard, &t);
-	if (t.refused - t.refused_access != s->refused_logged - s->refused_access_logged)
+	limit_now = t.refused - t.refused_access - t.refused_proxy;
+	limit_logged = s->refused_logged - s->refused_access_logged - s->refused_proxy_logged;
+	if (limit_now != limit_logged)
 		log_notice(
 		    "refused %llu connection(s) from sources over MaxConnectionsPerSource=%u "
 		    "(%llu in all)",
-		    (unsigned long long)(t.refused - t.refused_access -
-					 (s->refused_logged - s->refused_access_logged)),
-		    c->max_connections_per_source,
-		    (unsigned long long)(t.refused - t.refused_access));
+		    (unsigned long long)(limit_now - limit_logged), c->max_connections_per_source,
+		    (unsigned long long)limit_now);
+	if (t.refused_proxy != s->refused_proxy_logged)
+		log_notice("refused %llu connection(s) on PROXY listeners: not from ProxyFrom=, or "
+			   "no good header within ProxyHeaderTimeoutSec=%u (%llu in all)",
+			   (unsigned long long)(t.refused_proxy - s->refused_proxy_logged),
+			   c->proxy_header_timeout_sec, (unsigned long long)t.refused_proxy);
 	if (t.refused_access != s->refused_access_logged)
 		log_notice("refused %llu connection(s) by AllowFrom=/DenyFrom= (%llu in all)",
 			   (unsigned long long)(t.refused_access - s->refused_access_logged),
@@ -176,6 +183,7 @@ status_log_admission(struct supervisor *s, uint64_t now)
 		s->admission_logged_ms = now;
 	s->refused_logged = t.refused;
 	s->refused_access_logged = t.refused_access;
+	s->refused_proxy_logged = t.refused_proxy;
 	s->pauses_logged = t.accept_pauses;
 }
 
@@ -315,10 +323,13 @@ reload_reject(struct supervisor *s, const char *why)
 static bool
 listen_changed(const struct config *a, const struct config *b)
 {
-	if (a->n_listen != b->n_listen)
+	if (a->n_listen != b->n_listen || a->n_proxy_listen != b->n_proxy_listen)
 		return true;
 	for (size_t i = 0; i < a->n_listen; i++)
 		if (strcmp(a->listen[i], b->listen[i]) != 0)
+			return true;
+	for (size_t i = 0; i < a->n_proxy_listen; i++)
+		if (strcmp(a->proxy_listen[i], b->proxy_listen[i]) != 0)
 			return true;
 	return false;
 }
@@ -346,7 +357,7 @@ reload(struct supervisor *s, uint64_t now)
 		return;
 	}
 	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd)
-		log_notice("Listen= changed: sockets are kept as they are until a restart");
+		log_notice("Listen= or ProxyListen= changed: sockets are kept as they are until a restart");
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);

@@ -41,36 +41,56 @@ conns_done(struct conns *cs)
 {
 	while (cs->head)
 		conns_close(cs, cs->head);
+	while (cs->header_head)
+		conns_close(cs, cs->header_head);
 	free(cs->buffer);
 	cs->buffer = NULL;
 }
 
 /* --- the LRU list of connections, for the idle timeout --- */
 
+/* A connection is on one of two lists: the idle one (LRU), or, while its
+ * PROXY header is read, the header one (in arrival order, which with one
+ * ProxyHeaderTimeoutSec= is the order they are due). */
 static void
-lru_unlink(struct conns *cs, struct connection *c)
+list_unlink(struct connection **head, struct connection **tail, struct connection *c)
 {
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		cs->head = c->next;
+		*head = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	else
-		cs->tail = c->prev;
+		*tail = c->prev;
 	c->prev = c->next = NULL;
+}
+
+static void
+list_append(struct connection **head, struct connection **tail, struct connection *c)
+{
+	c->prev = *tail;
+	c->next = NULL;
+	if (*tail)
+		(*tail)->next = c;
+	else
+		*head = c;
+	*tail = c;
+}
+
+static void
+lru_unlink(struct conns *cs, struct connection *c)
+{
+	if (c->in_header)
+		list_unlink(&cs->header_head, &cs->header_tail, c);
+	else
+		list_unlink(&cs->head, &cs->tail, c);
 }
 
 static void
 lru_append(struct conns *cs, struct connection *c)
 {
-	c->prev = cs->tail;
-	c->next = NULL;
-	if (cs->tail)
-		cs->tail->next = c;
-	else
-		cs->head = c;
-	cs->tail = c;
+	list_append(&cs->head, &cs->tail, c);
 }
 
 static void
@@ -101,6 +121,7 @@ forget(struct conns *cs, struct connection *c, bool shared)
 	lru_unlink(cs, c);
 	if (cs->sources)
 		admission_put(cs->sources, cs->pid, &c->ticket);
+	free(c->proxy);
 	free(c);
 	cs->n--;
 	ledger_close(cs->ledger);
@@ -124,15 +145,48 @@ want_events(enum echo_want want)
 	return want == ECHO_WANT_WRITE ? EPOLLOUT : EPOLLIN;
 }
 
+const struct sockaddr *
+conns_client(const struct connection *c, socklen_t *ret_len)
+{
+	if (!c->proxy || c->proxy->client_len == 0)
+		return NULL;
+	if (ret_len)
+		*ret_len = c->proxy->client_len;
+	return (const struct sockaddr *)&c->proxy->client;
+}
+
+/* What the journal names c by: its client (ECHOD_PEER=) and, when it came
+ * through a balancer, the balancer (ECHOD_PROXY=; else empty). */
 static void
-log_refused(const struct sockaddr *peer, const char *why)
+conn_names(const struct connection *c, char peer[ADDRESS_MAX], char proxy[ADDRESS_MAX])
+{
+	socklen_t len;
+	const struct sockaddr *client = conns_client(c, &len);
+
+	proxy[0] = '\0';
+	if (c->proxy)
+		address_format_peer(c->echo.fd, proxy, ADDRESS_MAX);
+	if (client)
+		address_format(client, len, peer, ADDRESS_MAX);
+	else if (c->proxy)
+		memcpy(peer, proxy, ADDRESS_MAX);
+	else
+		address_format_peer(c->echo.fd, peer, ADDRESS_MAX);
+}
+
+static void
+log_refused(const struct sockaddr *peer, const char *proxy, const char *why)
 {
 	char name[ADDRESS_MAX];
 
 	if (log_get_max_level() < LOG_DEBUG)
 		return;
 	address_format(peer, sizeof(struct sockaddr_storage), name, sizeof(name));
-	log_peer_debug(name, "connection from %s refused: %s", name, why);
+	if (proxy)
+		log_peer_via(name, proxy, "connection from %s via %s refused: %s", name, proxy,
+			     why);
+	else
+		log_peer_debug(name, "connection from %s refused: %s", name, why);
 }
 
 /* AllowFrom=/DenyFrom= and MaxConnectionsPerSource=, for every model:
@@ -144,7 +198,7 @@ log_refused(const struct sockaddr *peer, const char *why)
  * to cut would be arbitrary. False: refused, and counted so. */
 static bool
 source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct sockaddr *peer,
-	     struct admission_ticket *ret)
+	     const char *proxy, struct admission_ticket *ret)
 {
 	unsigned limit = cs->config->max_connections_per_source;
 	bool lists = access_list_active(&cs->config->access);
@@ -163,43 +217,70 @@ source_admit(struct conns *cs, int fd, enum ledger_origin origin, const struct s
 	}
 	if (lists && !access_permits(&cs->config->access, peer)) {
 		ledger_refuse(cs->ledger, origin, LEDGER_REFUSED_ACCESS);
-		log_refused(peer, "AllowFrom=/DenyFrom=");
+		log_refused(peer, proxy, "AllowFrom=/DenyFrom=");
 		return false;
 	}
 	if (origin == LEDGER_KEPT && limit)
 		limit = UINT_MAX;
-	if (limit == 0 || !cs->sources ||
-	    admission_take(cs->sources, peer, cs->pid, limit, ret))
+	if (limit == 0 || !cs->sources || admission_take(cs->sources, peer, cs->pid, limit, ret))
 		return true;
 	ledger_refuse(cs->ledger, origin, LEDGER_REFUSED_SOURCE_LIMIT);
-	log_refused(peer, "MaxConnectionsPerSource= reached");
+	log_refused(peer, proxy, "MaxConnectionsPerSource= reached");
 	return false;
 }
 
-/* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
- * every path. owed is what a previous echod read on this connection and
- * had not yet written back: it goes out before anything else. The
- * connection is already counted, ledger_take(origin). from: its peer's
- * address if accept() gave it, else NULL. */
-int
-conns_add(struct conns *cs, int fd, enum ledger_origin origin, bool is_tcp,
-	  const struct sockaddr *from, char *owed, size_t owed_len)
+/* A connection to a proxy listener: only from a trusted balancer. */
+static bool
+proxy_admit(struct conns *cs, int fd, const struct conn_arrival *a)
 {
-	struct admission_ticket ticket;
+	struct sockaddr_storage asked;
+	socklen_t len = sizeof(asked);
+	const struct sockaddr *peer = a->from;
+
+	if (!peer) {
+		/* Gone already: nothing to serve. */
+		if (getpeername(fd, (struct sockaddr *)&asked, &len) < 0) {
+			ledger_refuse(cs->ledger, a->origin, LEDGER_REFUSED_PROXY);
+			return false;
+		}
+		peer = (struct sockaddr *)&asked;
+	}
+	/* A UNIX socket's peer has no address: the socket file's mode says
+	 * who may connect. */
+	if (access_trusts(&cs->config->proxy_from, peer))
+		return true;
+	ledger_refuse(cs->ledger, a->origin, LEDGER_REFUSED_PROXY);
+	log_refused(peer, NULL, "a proxy listener, and not from ProxyFrom=");
+	return false;
+}
+
+/* Takes fd and a->owed: served or closed and freed on every path. */
+int
+conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
+{
+	struct admission_ticket ticket = {0};
 	struct connection *c;
+	struct conn_proxy *proxy = NULL;
+	char *owed = a->owed;
 	int one = 1;
 
 	/* Refused: accepted and closed at once, so the source learns it now
-	 * rather than waiting in the backlog behind its own connections. */
-	if (!source_admit(cs, fd, origin, from, &ticket)) {
+	 * rather than waiting in the backlog behind its own connections. A
+	 * header's client is admitted once the header is in. */
+	if (a->proxy ? !proxy_admit(cs, fd, a)
+		     : !source_admit(cs, fd, a->origin, a->client ? a->client : a->from, NULL,
+				     &ticket)) {
 		close(fd);
 		free(owed);
 		goto undo;
 	}
-	if (is_tcp)
+	if (a->is_tcp)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c = calloc(1, sizeof(*c));
-	if (!c) {
+	if (c && (a->proxy || a->client))
+		proxy = c->proxy = calloc(1, sizeof(*c->proxy));
+	if (!c || ((a->proxy || a->client) && !proxy)) {
+		free(c);
 		close(fd);
 		free(owed);
 		goto unadmit;
@@ -208,27 +289,41 @@ conns_add(struct conns *cs, int fd, enum ledger_origin origin, bool is_tcp,
 	echo_conn_init(&c->echo, fd);
 	/* Accepted here, or sent or forked by a supervisor that closes its
 	 * copy at once; a kept one may have a copy in the fd store. */
-	c->echo.fin_on_close = origin != LEDGER_KEPT;
-	echo_conn_adopt_owed(&c->echo, owed, owed_len);
+	c->echo.fin_on_close = a->origin != LEDGER_KEPT;
+	echo_conn_adopt_owed(&c->echo, owed, a->owed_len);
 	c->want = echo_conn_want(&c->echo);
 	struct epoll_event ev = {.events = want_events(c->want), .data.ptr = &c->source};
 	if (epoll_ctl(cs->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int r = negative_errno();
 		close(fd);
 		echo_conn_release(&c->echo);
+		free(c->proxy);
 		free(c);
 		log_warning_errno(r, "watching a new connection: %m");
 		goto unadmit;
 	}
 	c->ticket = ticket;
-	c->origin = origin;
+	c->origin = a->origin;
 	c->last_active_ms = c->queued_ms = now_ms();
-	lru_append(cs, c);
+	if (a->proxy) {
+		proxy_parser_init(&proxy->parser);
+		proxy->deadline_ms =
+		    c->last_active_ms + (uint64_t)cs->config->proxy_header_timeout_sec * 1000;
+		c->in_header = true;
+		list_append(&cs->header_head, &cs->header_tail, c);
+	} else {
+		if (a->client) {
+			memcpy(&proxy->client, a->client, a->client_len);
+			proxy->client_len = a->client_len;
+		}
+		lru_append(cs, c);
+	}
 	cs->n++;
-	if (log_get_max_level() >= LOG_DEBUG) {
-		char peer[ADDRESS_MAX];
-		address_format_peer(fd, peer, sizeof(peer));
-		log_peer_debug(peer, "connection from %s", peer);
+	if (log_get_max_level() >= LOG_DEBUG && !a->proxy) {
+		char peer[ADDRESS_MAX], via[ADDRESS_MAX];
+		conn_names(c, peer, via);
+		log_peer_via(peer, via[0] ? via : NULL, "connection from %s%s%s", peer,
+			     via[0] ? " via " : "", via);
 	}
 	return 0;
 unadmit:
@@ -239,34 +334,143 @@ undo:
 	return -ENOMEM;
 }
 
+static int
+watch(struct conns *cs, struct connection *c, enum echo_want want)
+{
+	struct epoll_event ev = {.events = want_events(want), .data.ptr = &c->source};
+
+	if (want == c->want)
+		return 0;
+	if (epoll_ctl(cs->epoll_fd, EPOLL_CTL_MOD, c->echo.fd, &ev) < 0)
+		return negative_errno();
+	c->want = want;
+	return 0;
+}
+
+/* A header refused (malformed, oversized, cut short, late): counted and
+ * closed. */
+static void
+header_refuse(struct conns *cs, struct connection *c, const char *why)
+{
+	ledger_refuse(cs->ledger, c->origin, LEDGER_REFUSED_PROXY);
+	if (log_get_max_level() >= LOG_DEBUG) {
+		char balancer[ADDRESS_MAX];
+		address_format_peer(c->echo.fd, balancer, sizeof(balancer));
+		log_peer_via(balancer, balancer, "connection via %s refused: %s", balancer, why);
+	}
+	conns_close(cs, c);
+}
+
+/* The header is in: the client it names is c's peer from now on, admitted
+ * as any other (AllowFrom=, DenyFrom=, MaxConnectionsPerSource=); the
+ * rest of the read (payload, len bytes at rest) is echoed. */
+static void
+header_done(struct conns *cs, struct connection *c, const struct proxy_header *h, const char *rest,
+	    size_t len, uint64_t now)
+{
+	struct conn_proxy *p = c->proxy;
+	struct echo_io io = {0};
+	char peer[ADDRESS_MAX], via[ADDRESS_MAX];
+	int r;
+
+	if (h->has_source) {
+		memcpy(&p->client, &h->source, h->source_len);
+		p->client_len = h->source_len;
+	}
+	list_unlink(&cs->header_head, &cs->header_tail, c);
+	c->in_header = false;
+	c->last_active_ms = c->queued_ms = now;
+	lru_append(cs, c);
+	if (log_get_max_level() >= LOG_DEBUG) {
+		conn_names(c, peer, via);
+	} else {
+		peer[0] = via[0] = '\0';
+	}
+	if (!source_admit(cs, c->echo.fd, c->origin, conns_client(c, NULL), via[0] ? via : NULL,
+			  &c->ticket)) {
+		/* Counted refused; no ticket taken to give back. */
+		conns_close(cs, c);
+		return;
+	}
+	if (log_get_max_level() >= LOG_DEBUG) {
+		const char *what = h->local ? " LOCAL" : "";
+
+		if (!h->local && !h->has_source)
+			what = ", no address";
+		log_peer_via(peer, via, "connection from %s via %s (PROXY v%u%s)", peer, via,
+			     h->version, what);
+	}
+	if (len == 0)
+		return;
+	r = echo_conn_echo_read(&c->echo, rest, len, &io);
+	cs->io_pending.bytes_in += io.bytes_in;
+	cs->io_pending.bytes_out += io.bytes_out;
+	if (r < 0 || watch(cs, c, (enum echo_want)r) < 0)
+		conns_close(cs, c);
+}
+
+/* Reads what has come of c's header; never blocks. */
+static void
+header_handle(struct conns *cs, struct connection *c, uint64_t now)
+{
+	struct proxy_header h;
+	size_t used = 0;
+	ssize_t n;
+	int r;
+
+	n = recv(c->echo.fd, cs->buffer, WORKER_BUFFER_SIZE, MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		header_refuse(cs, c, "the connection failed before its PROXY header");
+		return;
+	}
+	if (n == 0) {
+		header_refuse(cs, c, "closed before its PROXY header was complete");
+		return;
+	}
+	r = proxy_parse(&c->proxy->parser, cs->buffer, (size_t)n, &used, &h);
+	if (r == PROXY_MORE)
+		return;
+	if (r == -E2BIG) {
+		header_refuse(cs, c, "PROXY header too long");
+		return;
+	}
+	if (r < 0) {
+		header_refuse(cs, c, "malformed PROXY header");
+		return;
+	}
+	header_done(cs, c, &h, cs->buffer + used, (size_t)n - used, now);
+}
+
 void
 conns_handle(struct conns *cs, struct connection *c, uint32_t events, uint64_t now)
 {
 	struct echo_io io = {0};
 	int r;
 
+	if (c->in_header) {
+		header_handle(cs, c, now);
+		return;
+	}
 	r = echo_conn_handle(&c->echo, cs->buffer, WORKER_BUFFER_SIZE, &io);
 	cs->io_pending.bytes_in += io.bytes_in;
 	cs->io_pending.bytes_out += io.bytes_out;
 	if (r < 0 || r == ECHO_DONE) {
 		if (r < 0 && log_get_max_level() >= LOG_DEBUG) {
-			char peer[ADDRESS_MAX];
-			address_format_peer(c->echo.fd, peer, sizeof(peer));
-			log_peer_debug(peer, "connection from %s failed: %s", peer, strerror(-r));
+			char peer[ADDRESS_MAX], via[ADDRESS_MAX];
+			conn_names(c, peer, via);
+			log_peer_via(peer, via[0] ? via : NULL, "connection from %s failed: %s",
+				     peer, strerror(-r));
 		}
 		conns_close(cs, c);
 		return;
 	}
 	if (io.bytes_in || io.bytes_out)
 		connection_touch(cs, c, now);
-	if ((enum echo_want)r != c->want) {
-		struct epoll_event ev = {.events = want_events((enum echo_want)r),
-					 .data.ptr = &c->source};
-		if (epoll_ctl(cs->epoll_fd, EPOLL_CTL_MOD, c->echo.fd, &ev) < 0) {
-			conns_close(cs, c);
-			return;
-		}
-		c->want = (enum echo_want)r;
+	if (watch(cs, c, (enum echo_want)r) < 0) {
+		conns_close(cs, c);
+		return;
 	}
 	/* A hang-up with nothing readable left would otherwise wake us forever. */
 	if ((events & (EPOLLHUP | EPOLLERR)) && r == ECHO_WANT_WRITE && !(events & EPOLLOUT))
@@ -278,15 +482,19 @@ conns_expire(struct conns *cs, uint64_t now)
 {
 	uint64_t limit = (uint64_t)cs->config->idle_timeout_sec * 1000;
 
+	while (cs->header_head && now >= cs->header_head->proxy->deadline_ms)
+		header_refuse(cs, cs->header_head,
+			      "no complete PROXY header within ProxyHeaderTimeoutSec=");
 	if (limit == 0)
 		return;
 	while (cs->head && now - cs->head->last_active_ms >= limit) {
 		struct connection *c = cs->head;
 		if (log_get_max_level() >= LOG_DEBUG) {
-			char peer[ADDRESS_MAX];
-			address_format_peer(c->echo.fd, peer, sizeof(peer));
-			log_peer_debug(peer, "connection from %s idle for %u s, closing", peer,
-				       cs->config->idle_timeout_sec);
+			char peer[ADDRESS_MAX], via[ADDRESS_MAX];
+			conn_names(c, peer, via);
+			log_peer_via(peer, via[0] ? via : NULL,
+				     "connection from %s idle for %u s, closing", peer,
+				     cs->config->idle_timeout_sec);
 		}
 		conns_close(cs, c);
 	}
@@ -306,6 +514,10 @@ uint64_t
 conns_next_expiry(const struct conns *cs)
 {
 	uint64_t limit = (uint64_t)cs->config->idle_timeout_sec * 1000;
+	uint64_t idle = limit && cs->head ? cs->head->last_active_ms + limit : 0;
+	uint64_t header = cs->header_head ? cs->header_head->proxy->deadline_ms : 0;
 
-	return limit && cs->head ? cs->head->last_active_ms + limit : 0;
+	if (idle == 0 || (header && header < idle))
+		return header;
+	return idle;
 }

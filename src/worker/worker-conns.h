@@ -13,6 +13,7 @@
 #include "config.h"
 #include "echo.h"
 #include "ledger.h"
+#include "proxy.h"
 
 #define WORKER_BUFFER_SIZE (64 * 1024)
 
@@ -31,6 +32,16 @@ struct source {
 	enum source_type type;
 };
 
+/* A connection that came through a proxy listener. */
+struct conn_proxy {
+	struct proxy_parser parser; /* while its header is read */
+	uint64_t deadline_ms;	    /* the header is due (ProxyHeaderTimeoutSec=) */
+	/* The client the header named; client_len 0: the balancer's own
+	 * address stands (LOCAL, UNKNOWN, ...). */
+	struct sockaddr_storage client;
+	socklen_t client_len;
+};
+
 struct connection {
 	struct source source;
 	struct echo_conn echo;
@@ -38,6 +49,11 @@ struct connection {
 	uint64_t last_active_ms;
 	struct admission_ticket ticket; /* MaxConnectionsPerSource= */
 	enum ledger_origin origin;
+	/* Through a proxy listener, or kept after it: else NULL. */
+	struct conn_proxy *proxy;
+	/* Its PROXY header is not complete yet: it is on the header list,
+	 * not the idle one, and echoes nothing. */
+	bool in_header;
 	uint64_t queued_ms; /* when it last moved to the tail of the list */
 	/* Least-recently-queued first; a connection is queued again within
 	 * LRU_MOVE_MS of any activity, so checking the head alone finds every
@@ -53,6 +69,9 @@ struct conns {
 	pid_t pid;			 /* owns this process's per-source counts */
 	unsigned n;
 	struct connection *head, *tail; /* idle order: oldest first */
+	/* Connections still reading their PROXY header, oldest (first due)
+	 * first; not kept across a restart or reload: they finish here. */
+	struct connection *header_head, *header_tail;
 	/* Bytes moved since the last turn of the loop: added to the scoreboard
 	 * once per turn, not with an atomic per event. */
 	struct echo_io io_pending;
@@ -64,14 +83,32 @@ int conns_init(struct conns *cs, int epoll_fd, const struct config *config, stru
 /* Closes every connection. */
 void conns_done(struct conns *cs);
 
-/* Takes fd and owed (malloc()ed, or NULL): served or closed and freed on
- * every path. owed is what a previous echod read on this connection and
- * had not yet written back: it goes out before anything else. The
- * connection is already counted, ledger_take(origin). is_tcp: set
- * TCP_NODELAY. from: its peer's address if accept() gave it, else NULL.
- * Returns 0, or -errno when it was refused or could not be set up. */
-int conns_add(struct conns *cs, int fd, enum ledger_origin origin, bool is_tcp,
-	      const struct sockaddr *from, char *owed, size_t owed_len);
+/* How a connection arrives. */
+struct conn_arrival {
+	enum ledger_origin origin;
+	bool is_tcp; /* set TCP_NODELAY */
+	/* To a proxy listener: from a balancer in ProxyFrom=, and a PROXY
+	 * header comes before the client's bytes. */
+	bool proxy;
+	const struct sockaddr *from; /* its peer's address if accept() gave it, else NULL */
+	/* Kept: the client a PROXY header named before (the socket's peer
+	 * is the balancer), or NULL. */
+	const struct sockaddr *client;
+	socklen_t client_len;
+	/* What a previous echod read on this connection and had not yet
+	 * written back (malloc()ed, or NULL): it goes out before anything
+	 * else. */
+	char *owed;
+	size_t owed_len;
+};
+
+/* Takes fd and a->owed: served or closed and freed on every path. The
+ * connection is already counted, ledger_take(a->origin). Returns 0, or
+ * -errno when it was refused or could not be set up. */
+int conns_add(struct conns *cs, int fd, const struct conn_arrival *a);
+/* The client c serves: the one its PROXY header named, else NULL (its
+ * socket's peer). */
+const struct sockaddr *conns_client(const struct connection *c, socklen_t *ret_len);
 /* Ends c: the socket is closed. */
 void conns_close(struct conns *cs, struct connection *c);
 /* Lets c go to another process that now holds its socket too (the fd

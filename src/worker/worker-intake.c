@@ -241,8 +241,11 @@ intake_accept(struct intake *in, const struct listener *l, uint64_t now)
 		fd = accept_next_peer(l->fd, &peer, NULL);
 		if (fd >= 0) {
 			ledger_take(in->ledger, LEDGER_ACCEPTED);
-			conns_add(in->conns, fd, LEDGER_ACCEPTED, l->is_tcp,
-				  (struct sockaddr *)&peer, NULL, 0);
+			conns_add(in->conns, fd,
+				  &(struct conn_arrival){.origin = LEDGER_ACCEPTED,
+							 .is_tcp = l->is_tcp,
+							 .proxy = l->proxy,
+							 .from = (struct sockaddr *)&peer});
 			continue;
 		}
 		intake_undo(in);
@@ -281,18 +284,27 @@ intake_doorbell(struct intake *in, uint64_t now)
 void
 intake_kept(struct intake *in, int fd, int owed_fd)
 {
+	struct sockaddr_storage client;
+	socklen_t client_len = 0;
 	char *owed = NULL;
 	size_t owed_len = 0;
 
 	if (owed_fd >= 0) {
-		int r = kept_owed_take(owed_fd, fd, &owed, &owed_len);
+		int r = kept_state_take(owed_fd, fd, &owed, &owed_len, &client, &client_len);
 		if (r < 0 && r != -ESTALE)
 			log_warning_errno(r, "reading the bytes owed on a kept connection: %m");
+		if (r < 0)
+			client_len = 0;
 		close(owed_fd);
 	}
 	/* Served once, where it was first accepted: not again here. */
 	ledger_take(in->ledger, LEDGER_KEPT);
-	conns_add(in->conns, fd, LEDGER_KEPT, false, NULL, owed, owed_len);
+	conns_add(in->conns, fd,
+		  &(struct conn_arrival){.origin = LEDGER_KEPT,
+					 .client = client_len ? (struct sockaddr *)&client : NULL,
+					 .client_len = client_len,
+					 .owed = owed,
+					 .owed_len = owed_len});
 }
 
 int
@@ -325,10 +337,13 @@ intake_receive(struct intake *in)
 			intake_kept(in, fd, TAKE_FD(in->pending_owed_fd));
 			break;
 		case FDPASS_CONN:
+		case FDPASS_PROXY:
 			/* The supervisor set TCP_NODELAY already: it knows the
 			 * listener. */
 			ledger_take(in->ledger, LEDGER_SENT);
-			conns_add(in->conns, fd, LEDGER_SENT, false, NULL, NULL, 0);
+			conns_add(in->conns, fd,
+				  &(struct conn_arrival){.origin = LEDGER_SENT,
+							 .proxy = tag == FDPASS_PROXY});
 			break;
 		}
 	}

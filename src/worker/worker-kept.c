@@ -12,22 +12,37 @@
 
 /* --- restart: storing connections in systemd's fd store --- */
 
+/* What travels with c besides its socket: the bytes it owes, and the
+ * client a PROXY header named. Returns 1 with a sealed memfd (kept.h),
+ * 0 when there is nothing to say, or -errno. */
+static int
+pack_state(const struct connection *c, uint64_t *ret_id, int *ret_fd)
+{
+	const struct echo_conn *e = &c->echo;
+	const struct sockaddr *client;
+	socklen_t client_len = 0;
+	int r;
+
+	client = conns_client(c, &client_len);
+	if (!e->owed && !client)
+		return 0;
+	r = kept_state_pack(e->fd, client, client_len, e->owed ? e->owed + e->owed_off : NULL,
+			    e->owed ? e->owed_len - e->owed_off : 0, ret_id, ret_fd);
+	return r < 0 ? r : 1;
+}
+
 /* Stores what c still owes, if anything. 0 when nothing is owed or it is
  * stored, else -errno: the connection must not be kept without it. */
 static int
 store_owed(struct connection *c)
 {
-	const struct echo_conn *e = &c->echo;
 	char name[KEPT_NAME_MAX];
 	_cleanup_close_ int memfd = -1;
 	uint64_t id;
 	int r;
 
-	if (!e->owed)
-		return 0;
-	r = kept_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
-			       &memfd);
-	if (r < 0)
+	r = pack_state(c, &id, &memfd);
+	if (r <= 0)
 		return r;
 	kept_owed_name(id, name, sizeof(name));
 	r = kept_store(name, &memfd, 1);
@@ -94,18 +109,14 @@ worker_kept_store(struct conns *cs)
 static int
 return_one(int channel, const struct connection *c)
 {
-	const struct echo_conn *e = &c->echo;
 	_cleanup_close_ int memfd = -1;
 	uint64_t id;
 	int r;
 
-	if (e->owed) {
-		r = kept_owed_pack(e->fd, e->owed + e->owed_off, e->owed_len - e->owed_off, &id,
-				       &memfd);
-		if (r < 0)
-			return r;
-	}
-	return kept_send(channel, e->fd, memfd);
+	r = pack_state(c, &id, &memfd);
+	if (r < 0)
+		return r;
+	return kept_send(channel, c->echo.fd, memfd);
 }
 
 int

@@ -38,6 +38,8 @@ struct worker_setup {
 	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
 	 * supervisor does: no need to look at what kind of socket it is. */
 	bool connection_tuned;
+	/* `connection` came to a proxy listener: a PROXY header comes first. */
+	bool connection_proxy;
 	/* `connection` was kept across a restart or reload (served before,
 	 * elsewhere), and what is owed on it: a sealed memfd (kept.h) the
 	 * worker reads and closes, or -1. */

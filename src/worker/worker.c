@@ -392,9 +392,12 @@ take_given(struct worker *w)
 		return;
 	}
 	ledger_take(&w->ledger, LEDGER_SENT);
-	conns_add(&w->conns, setup->connection, LEDGER_SENT,
-		  !setup->connection_tuned && listen_socket_is_tcp(setup->connection), NULL, NULL,
-		  0);
+	conns_add(&w->conns, setup->connection,
+		  &(struct conn_arrival){
+		      .origin = LEDGER_SENT,
+		      .is_tcp = !setup->connection_tuned && listen_socket_is_tcp(setup->connection),
+		      .proxy = setup->connection_proxy,
+		  });
 }
 
 static void

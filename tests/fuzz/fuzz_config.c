@@ -108,7 +108,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < c.n_listen; i++)
 			if (strcmp(copy.listen[i], c.listen[i]) != 0)
 				abort();
+		if (copy.n_proxy_listen != c.n_proxy_listen ||
+		    copy.proxy_from.n_allow != c.proxy_from.n_allow)
+			abort();
+		for (size_t i = 0; i < c.n_proxy_listen; i++)
+			if (strcmp(copy.proxy_listen[i], c.proxy_listen[i]) != 0)
+				abort();
 	}
+	/* A proxy listener without balancers is the one cross-key error. */
+	if (r == 0 && (config_validate(&c, NAME, &err) < 0) !=
+			  (c.n_proxy_listen > 0 && c.proxy_from.n_allow == 0))
+		abort();
 	config_done(&copy);
 	config_done(&c);
 	return 0;

@@ -780,22 +780,27 @@ assert_field(const char *entry, const char *field)
 
 /* Under systemd echod logs to the journal natively, with fields a user
  * can match on: ECHOD_MODEL=, ECHOD_WORKER= (which worker), ECHOD_PEER=
- * (which client), PRIORITY=, and MESSAGE_ID= for the catalogued ones. */
+ * (which client; behind a balancer the one its PROXY header names),
+ * ECHOD_PROXY= (that balancer), PRIORITY=, and MESSAGE_ID= for the
+ * catalogued ones. */
 static void
 test_journal_fields(void **state)
 {
-	char listen[64], entry[4096], peer[64], field[96];
+	static const char header[] = "PROXY TCP4 192.0.2.7 127.0.0.1 4242 7\r\n";
+	char listen[64], proxy_listen[64], entry[4096], peer[64], field[96];
 	struct sockaddr_in local;
 	socklen_t len = sizeof(local);
-	int journal = private_journal(), port = free_port(), fd;
+	int journal = private_journal(), port = free_port(), proxy_port = free_port(), fd;
 	struct echod e;
 
 	if (journal < 0)
 		skip();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(proxy_listen, sizeof(proxy_listen), "127.0.0.1:%d", proxy_port);
 	echod_spawn(&e, (const char *[]){HARNESS_JOURNAL_STREAM, NULL},
-		    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1",
-				     "--log-level", "debug", NULL},
+		    (const char *[]){"--listen", listen, "--proxy-listen", proxy_listen,
+				     "--proxy-from", "127.0.0.1", "--config", "/dev/null",
+				     "--workers", "1", "--log-level", "debug", NULL},
 		    -1);
 	assert_true(journal_wait(journal, "listening on 127.0.0.1:", entry, sizeof(entry), 5000));
 	assert_field(entry, "SYSLOG_IDENTIFIER=echod");
@@ -812,6 +817,20 @@ test_journal_fields(void **state)
 	assert_field(entry, "ECHOD_WORKER=0");
 	assert_field(entry, "ECHOD_MODEL=prefork");
 	assert_field(entry, "PRIORITY=7");
+	close(fd);
+	/* Through a balancer (the test, from 127.0.0.1): the client is the
+	 * header's, the balancer a field of its own. */
+	fd = tcp_connect(proxy_port);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, header, sizeof(header) - 1), (ssize_t)sizeof(header) - 1);
+	assert_int_equal(echo_roundtrip(fd, "journal", 7, 3000), 0);
+	len = sizeof(local);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
+	assert_true(journal_wait(journal, "connection from 192.0.2.7:4242 via", entry,
+				 sizeof(entry), 5000));
+	assert_field(entry, "ECHOD_PEER=192.0.2.7:4242");
+	snprintf(field, sizeof(field), "ECHOD_PROXY=127.0.0.1:%d", ntohs(local.sin_port));
+	assert_field(entry, field);
 	close(fd);
 	/* Nothing went to stderr: it is the journal's stream. */
 	echod_collect_log(&e);

@@ -319,6 +319,109 @@ test_restart_round_trip(void **state)
 	notify_socket_close(&n2);
 }
 
+/* Connections from a balancer keep their client across a restart: a
+ * socket named "proxy" is a proxy listener, each connection's record in
+ * the store names the client its PROXY header did, and the next echod
+ * applies its DenyFrom= to that client, not to the balancer. Without
+ * ProxyFrom= such a socket is a configuration error. */
+static void
+test_proxied_restart(void **state)
+{
+	int port, l = listener(&port), clients[2], fds[STORE_MAX + 1], status;
+	char names[STORE_MAX * (KEPT_NAME_MAX + 1) + 32] = "proxy", conf[64];
+	struct notify_socket n1, n2;
+	struct store st = {0};
+	union sigval value = {.sival_int = STORE_MAX};
+	struct echod first, second, bad;
+	unsigned records = 0;
+
+	snprintf(conf, sizeof(conf), "/tmp/echod-test-fdstore-%d.conf", (int)getpid());
+	/* No ProxyFrom=: refused before anything starts. */
+	harness_write_config(conf, "[echod]\n");
+	harness_pass_fds(&l, 1, "proxy");
+	echod_spawn(&bad, NULL, (const char *[]){"--config", conf, NULL}, -1);
+	status = echod_wait_exit(&bad, 5000);
+	echod_collect_log(&bad);
+	assert_int_equal(status, 2);
+	if (!strstr(bad.log, "named \"proxy\"") || !strstr(bad.log, "ProxyFrom="))
+		fail_msg("unexpected message: %s", bad.log);
+
+	harness_write_config(conf, "[echod]\nProxyFrom=127.0.0.1\n");
+	notify_socket_open(&n1);
+	harness_pass_fds(&l, 1, "proxy");
+	first.port = port;
+	echod_spawn(&first, (const char *[]){n1.env, NULL},
+		    (const char *[]){"--config", conf, "--model", harness_model(), "--workers", "2",
+				     NULL},
+		    -1);
+	assert_non_null(notify_status_wait(&n1, " connections,", 5000));
+	for (int i = 0; i < 2; i++) {
+		char header[64];
+		int len = snprintf(header, sizeof(header), "PROXY TCP4 192.0.2.%d 127.0.0.1 9 7\r\n",
+				   i + 1);
+
+		clients[i] = tcp_connect(port);
+		assert_int_equal(write(clients[i], header, (size_t)len), len);
+		assert_int_equal(echo_roundtrip(clients[i], "before", 6, 3000), 0);
+	}
+	assert_non_null(notify_status_wait(&n1, " 2 connections,", 5000));
+	assert_int_equal(sigqueue(first.pid, RESTART_SIGNAL, value), 0);
+	usleep(100000);
+	kill(first.pid, SIGTERM);
+	store_receive(n1.fd, first.pid, &st, 15000);
+	/* Each connection, and a record naming its client. */
+	assert_int_equal(st.n, 4);
+	for (size_t i = 0; i < st.n; i++) {
+		struct sockaddr_storage client;
+		struct sockaddr_in *in = (struct sockaddr_in *)&client;
+		socklen_t client_len = 0;
+		char *data = NULL;
+		size_t len = 0;
+		uint64_t id;
+
+		if (strcmp(st.names[i], KEPT_CONN_NAME) == 0)
+			continue;
+		assert_int_equal(
+		    kept_state_decode(st.fds[i], &id, &data, &len, &client, &client_len), 0);
+		assert_int_equal(client_len, sizeof(*in));
+		assert_int_equal(in->sin_family, AF_INET);
+		assert_int_equal(ntohl(in->sin_addr.s_addr) & 0xffffff00, 0xc0000200);
+		assert_int_equal(len, 0);
+		free(data);
+		records++;
+	}
+	assert_int_equal(records, 2);
+
+	/* The next echod denies the second client, and only it. */
+	harness_write_config(conf, "[echod]\nProxyFrom=127.0.0.1\nDenyFrom=192.0.2.2\n");
+	fds[0] = l;
+	for (size_t i = 0; i < st.n; i++) {
+		fds[1 + i] = st.fds[i];
+		strcat(names, ":");
+		strcat(names, st.names[i]);
+	}
+	notify_socket_open(&n2);
+	harness_pass_fds(fds, 1 + st.n, names);
+	second.port = port;
+	echod_spawn(&second, (const char *[]){n2.env, NULL},
+		    (const char *[]){"--config", conf, "--model", harness_model(), "--workers", "2",
+				     NULL},
+		    -1);
+	assert_non_null(notify_status_wait(&n2, " connections,", 5000));
+	store_close(&st);
+	assert_true(echod_wait_log(&second, "took back 2 connection(s)", 5000));
+	assert_int_equal(echo_roundtrip(clients[0], "after", 5, 3000), 0);
+	if (!closed_by_peer(clients[1], 3000))
+		fail_msg("192.0.2.2, denied after the restart, is still served: its client was lost");
+	for (int i = 0; i < 2; i++)
+		close(clients[i]);
+	assert_int_equal(echod_stop(&second, 10000), 0);
+	close(l);
+	unlink(conf);
+	notify_socket_close(&n1);
+	notify_socket_close(&n2);
+}
+
 int
 main(void)
 {
@@ -326,6 +429,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_takes_back_connections, harness_teardown),
 	    cmocka_unit_test_teardown(test_bad_owed_entries, harness_teardown),
 	    cmocka_unit_test_teardown(test_restart_round_trip, harness_teardown),
+	    cmocka_unit_test_teardown(test_proxied_restart, harness_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -748,6 +748,94 @@ test_metrics_listen(void **state)
 	config_done(&b);
 }
 
+/* ProxyListen= (repeatable, streams only), ProxyFrom= (the balancers,
+ * required with a proxy listener), ProxyHeaderTimeoutSec= (default 3). */
+static void
+test_proxy_keys(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "ProxyListen=127.0.0.1:7100\n"
+				   "ProxyListen=unix:/run/echod-proxy.sock\n"
+				   "ProxyFrom=10.0.0.0/8\n"
+				   "ProxyFrom=192.0.2.1 2001:db8::/32\n"
+				   "ProxyHeaderTimeoutSec=5\n";
+	char path[sizeof(TMP_TEMPLATE)], expected[sizeof(path) + 200];
+	struct config_error err = {{0}};
+	struct config c, copy;
+
+	config_init(&c);
+	config_init(&copy);
+	assert_int_equal(c.proxy_header_timeout_sec, 3);
+	assert_int_equal(c.n_proxy_listen, 0);
+	assert_int_equal(config_validate(&c, "f", &err), 0);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.n_proxy_listen, 2);
+	assert_string_equal(c.proxy_listen[1], "unix:/run/echod-proxy.sock");
+	assert_int_equal(c.proxy_from.n_allow, 3);
+	assert_int_equal(c.proxy_header_timeout_sec, 5);
+	/* Plain listeners and the access lists are apart. */
+	assert_int_equal(c.n_listen, 0);
+	assert_false(access_list_active(&c.access));
+	assert_int_equal(config_validate(&c, path, &err), 0);
+	assert_int_equal(config_copy(&copy, &c), 0);
+	assert_int_equal(copy.n_proxy_listen, 2);
+	assert_ptr_not_equal(copy.proxy_listen[0], c.proxy_listen[0]);
+	assert_int_equal(copy.proxy_from.n_allow, 3);
+
+	/* Empty assignments reset; then a proxy listener alone is an error
+	 * naming the key. */
+	assert_int_equal(config_set(&c, "ProxyFrom", "", "f:9", &err), 0);
+	assert_int_equal(c.proxy_from.n_allow, 0);
+	assert_int_equal(config_validate(&c, path, &err), -EINVAL);
+	snprintf(expected, sizeof(expected),
+		 "%s: ProxyListen=127.0.0.1:7100: ProxyFrom= is required with a proxy listener "
+		 "(the balancers trusted to send PROXY headers)",
+		 path);
+	assert_string_equal(err.message, expected);
+	assert_int_equal(config_set(&c, "ProxyListen", "", "f:10", &err), 0);
+	assert_int_equal(c.n_proxy_listen, 0);
+	assert_int_equal(config_validate(&c, path, &err), 0);
+
+	assert_int_equal(config_set(&c, "ProxyListen", "udp:127.0.0.1:7", "f:11", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "f:11: ProxyListen=udp:127.0.0.1:7: the PROXY "
+					    "protocol needs a stream address"));
+	assert_int_equal(config_set(&c, "ProxyListen", "localhost:7", "f:12", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "f:12: ProxyListen=localhost:7: "));
+	assert_int_equal(config_set(&c, "ProxyFrom", "balancer", "f:13", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "f:13: ProxyFrom=balancer: \"balancer\": not an"));
+	assert_int_equal(config_set(&c, "ProxyHeaderTimeoutSec", "0", "f:14", &err), -EINVAL);
+	assert_string_equal(err.message, "f:14: ProxyHeaderTimeoutSec=0: out of range (1..3600)");
+	config_done(&c);
+	config_done(&copy);
+}
+
+/* --proxy-listen and --proxy-from replace the file's lists. */
+static void
+test_options_proxy(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "ProxyListen=127.0.0.1:1\n"
+				   "ProxyFrom=10.0.0.0/8\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct options o;
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(PARSE(&o, &err, "--proxy-listen", "127.0.0.1:2", "--proxy-listen",
+			       "[::1]:3", "--proxy-from", "127.0.0.1", "--proxy-header-timeout",
+			       "7"),
+			 0);
+	assert_int_equal(options_apply(&o, &c, &err), 0);
+	assert_int_equal(c.n_proxy_listen, 2);
+	assert_string_equal(c.proxy_listen[0], "127.0.0.1:2");
+	assert_string_equal(c.proxy_listen[1], "[::1]:3");
+	assert_int_equal(c.proxy_from.n_allow, 1);
+	assert_int_equal(c.proxy_header_timeout_sec, 7);
+	config_done(&c);
+}
+
 int
 main(void)
 {
@@ -804,6 +892,8 @@ main(void)
 	    cmocka_unit_test(test_options_keep_file_listen),
 	    cmocka_unit_test(test_options_bad_value),
 	    cmocka_unit_test(test_metrics_listen),
+	    cmocka_unit_test(test_proxy_keys),
+	    cmocka_unit_test(test_options_proxy),
 	    BAD_ARGS(unknown_long),
 	    BAD_ARGS(unknown_short),
 	    BAD_ARGS(missing_long),

@@ -527,6 +527,46 @@ setup_signals(void **state)
 	return 0;
 }
 
+/* Bytes read before the machine had them (those after a PROXY header):
+ * echoed, and what the socket does not take is owed, as for a read. */
+static void
+test_echo_read(void **state)
+{
+	struct pair *p = *state;
+	size_t len = 4 * BUF_SIZE;
+	char *data = malloc(len);
+	int r, turns = 0;
+
+	assert_non_null(data);
+	fill_pattern(data, len);
+	assert_int_equal(echo_conn_echo_read(&p->conn, "hello", 5, &p->io), ECHO_WANT_READ);
+	assert_int_equal(p->io.bytes_in, 5);
+	assert_int_equal(p->io.bytes_out, 5);
+	client_drain(p);
+	assert_int_equal(p->got_len, 5);
+	assert_memory_equal(p->got, "hello", 5);
+	p->got_len = 0;
+	p->io = (struct echo_io){0};
+
+	shrink_sndbuf(p);
+	r = echo_conn_echo_read(&p->conn, data, len, &p->io);
+	assert_int_equal(r, ECHO_WANT_WRITE);
+	assert_int_equal(p->io.bytes_in, len);
+	assert_true(p->io.bytes_out < len);
+	assert_int_equal(p->conn.owed_len, len - p->io.bytes_out);
+	while (p->got_len < len) {
+		assert_true(++turns < MAX_TURNS);
+		client_drain(p);
+		r = turn(p);
+		assert_true(r == ECHO_WANT_READ || r == ECHO_WANT_WRITE);
+	}
+	client_drain(p);
+	assert_int_equal(p->got_len, len);
+	assert_memory_equal(p->got, data, len);
+	assert_null(p->conn.owed);
+	free(data);
+}
+
 #define PAIR_TEST(f) cmocka_unit_test_setup_teardown(f, setup_pair, teardown_pair)
 
 int
@@ -546,6 +586,7 @@ main(void)
 	    PAIR_TEST(test_peer_gone_while_owed),
 	    cmocka_unit_test(test_tcp_reset),
 	    PAIR_TEST(test_release_keeps_fd),
+	    PAIR_TEST(test_echo_read),
 	};
 
 	return cmocka_run_group_tests(tests, setup_signals, NULL);

@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,6 +392,59 @@ test_store_without_systemd(void **state)
 	assert_int_equal(kept_store_remove(KEPT_CONN_NAME), 0);
 }
 
+/* A proxied connection's record carries the client its header named,
+ * owed bytes or none; the old layout reads back with no client. */
+static void
+test_state_carries_client(void **state)
+{
+	struct sockaddr_in client = {.sin_family = AF_INET, .sin_port = htons(4242),
+				     .sin_addr.s_addr = htonl(0x7f010203)};
+	struct sockaddr_storage got_client;
+	socklen_t got_len = 99;
+	int a[2], fd = -1;
+	char *got = NULL;
+	size_t len = 7;
+	uint64_t id, got_id;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+	/* Nothing owed. */
+	assert_int_equal(kept_state_pack(a[0], (struct sockaddr *)&client, sizeof(client), NULL, 0,
+					 &id, &fd),
+			 0);
+	assert_int_equal(kept_state_take(fd, a[0], &got, &len, &got_client, &got_len), 0);
+	assert_null(got);
+	assert_int_equal(len, 0);
+	assert_int_equal(got_len, sizeof(client));
+	assert_memory_equal(&got_client, &client, sizeof(client));
+	/* The supervisor reads the id alone. */
+	assert_int_equal(kept_owed_decode(fd, &got_id, NULL, NULL), 0);
+	assert_int_equal(got_id, id);
+	close(fd);
+	/* Owed bytes too. */
+	assert_int_equal(kept_state_pack(a[0], (struct sockaddr *)&client, sizeof(client), "abc", 3,
+					 &id, &fd),
+			 0);
+	assert_int_equal(kept_owed_take(fd, a[0], &got, &len), 0);
+	assert_int_equal(len, 3);
+	assert_memory_equal(got, "abc", 3);
+	free(got);
+	got = NULL;
+	close(fd);
+	/* The old layout: no client. */
+	assert_int_equal(kept_owed_pack(a[0], "xy", 2, &id, &fd), 0);
+	assert_int_equal(kept_state_take(fd, a[0], &got, &len, &got_client, &got_len), 0);
+	assert_int_equal(got_len, 0);
+	free(got);
+	close(fd);
+	/* Neither bytes nor a client: nothing to keep. */
+	assert_int_equal(kept_state_encode(1, NULL, 0, NULL, 0, &fd), -EINVAL);
+	assert_int_equal(kept_state_encode(1, (struct sockaddr *)&client, 200, NULL, 0, &fd),
+			 -EINVAL);
+	close(a[0]);
+	close(a[1]);
+}
+
 int
 main(void)
 {
@@ -408,6 +463,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_store_batch, setup_sink, teardown_sink),
 	    cmocka_unit_test_setup_teardown(test_store_remove, setup_sink, teardown_sink),
 	    cmocka_unit_test(test_store_without_systemd),
+	    cmocka_unit_test(test_state_carries_client),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

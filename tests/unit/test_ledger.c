@@ -120,7 +120,19 @@ test_kept_is_not_served_again(void **state)
 		scoreboard_totals(&sb, &t);
 		assert_int_equal(t.refused, 3);
 		assert_int_equal(t.refused_access, 2);
+		assert_int_equal(t.refused_proxy, 0);
 	}
+	/* A proxy listener's refusals: a reason of their own, here and in
+	 * the supervisor's slot. */
+	assert_true(ledger_reserve(&sb));
+	ledger_take(&l, LEDGER_SENT);
+	ledger_refuse(&l, LEDGER_SENT, LEDGER_REFUSED_PROXY);
+	ledger_close(&l);
+	ledger_refused_here(&sb, SLOT, LEDGER_REFUSED_PROXY);
+	assert_int_equal(sb.slots[SLOT].refused_proxy, 2);
+	assert_int_equal(sb.slots[SLOT].refused_access, 0);
+	assert_int_equal(sb.slots[SLOT].served, 0);
+	assert_int_equal(sb.slots[SLOT].refused, 2);
 	assert_int_equal(ledger_reserved(&sb), 0);
 	scoreboard_slot_reset(&sb, SLOT);
 }

@@ -78,7 +78,7 @@ static int
 teardown(void **state)
 {
 	struct fixture *f = *state;
-	int held = children_unhold(&f->children, UINT64_MAX);
+	int held = children_unhold(&f->children, UINT64_MAX, NULL);
 
 	if (held >= 0)
 		close(held);
@@ -175,7 +175,7 @@ test_passfd_delivers_to_least_loaded(void **state)
 	SB_SET(f->sb.slots[0].active, 2);
 	for (int i = 0; i < 3; i++) {
 		assert_true(ops->has_room(&f->m));
-		assert_int_equal(ops->deliver(&f->m, connection(&peer), 0), 0);
+		assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
 		close(peer);
 	}
 	/* Worker 1 took the first two (0 and then 1 in flight, against 2);
@@ -276,7 +276,7 @@ test_fork_room(void **state)
 	assert_true(ops->has_room(&f->m));
 	/* A connection waiting for fork() to work again: nothing more is
 	 * accepted until it has its process... */
-	children_hold(&f->children, connection(&peer), 0);
+	children_hold(&f->children, connection(&peer), false, 0);
 	assert_false(ops->has_room(&f->m));
 	/* ...and a stop closes it, counted lost. */
 	assert_int_equal(ops->abandon(&f->m), 1);

@@ -31,7 +31,8 @@ snapshot(void)
 	    .reloads_failed = 1,
 	    .kept_back = 9,
 	    .totals = {.workers_running = 2, .active = 50, .served = 1234, .bytes_in = 5555,
-		       .bytes_out = 5554, .lost = 3, .refused = 4, .refused_access = 1, .accept_pauses = 5,
+		       .bytes_out = 5554, .lost = 3, .refused = 6, .refused_access = 1, .refused_proxy = 2,
+		       .accept_pauses = 5,
 		       .dgrams_in = 60, .dgrams_out = 50, .dgrams_dropped = 10,
 		       .dropped = {[DROP_PORT] = 1, [DROP_ACCESS] = 2, [DROP_RATELIMIT] = 9}},
 	    .n_slots = 2,
@@ -82,8 +83,8 @@ test_text(void **state)
 	assert_non_null(strstr(t, "    5      101    2 draining       30        234"));
 	assert_non_null(strstr(t, "connections: 50 active, 50 of MaxConnections=200 reserved (25%)"));
 	assert_non_null(strstr(t, "accept queue: 7 waiting (room for 128)"));
-	assert_non_null(strstr(t, "4 refused (3 over MaxConnectionsPerSource=, 1 by AllowFrom=/DenyFrom=), "
-				  "3 lost (fd limit)"));
+	assert_non_null(strstr(t, "6 refused (3 over MaxConnectionsPerSource=, 1 by AllowFrom=/DenyFrom=, "
+				  "2 PROXY: untrusted or bad header), 3 lost (fd limit)"));
 	assert_non_null(strstr(t, "source_port 1, source_address 0, truncated 0, access_list 2, rate_limit 9"));
 	assert_non_null(strstr(t, "reloads: 2 ok, 1 failed; kept connections taken back: 9"));
 	free(t);
@@ -105,7 +106,7 @@ test_json(void **state)
 	assert_non_null(strstr(j, "\"max_connections\":200,\"reserved\":50,\"active\":50,"));
 	assert_non_null(strstr(j, "\"datagrams_dropped\":{\"source_port\":1,\"source_address\":0,"
 				  "\"truncated\":0,\"access_list\":2,\"rate_limit\":9,\"send_failed\":0}"));
-	assert_non_null(strstr(j, "\"refused\":4,\"refused_access\":1,\"lost\":3,"));
+	assert_non_null(strstr(j, "\"refused\":6,\"refused_access\":1,\"refused_proxy\":2,\"lost\":3,"));
 	assert_non_null(strstr(j, "\"reloads_ok\":2,\"reloads_failed\":1,\"kept_taken_back\":9}\n"));
 	assert_int_equal(strchr(j, '\n') - j + 1, strlen(j)); /* one line */
 	free(j);
@@ -124,12 +125,14 @@ test_metrics_formats(void **state)
 	assert_string_equal(o + strlen(o) - 6, "# EOF\n");
 	for (char *m = p; m; m = m == p ? o : NULL) {
 		assert_non_null(strstr(m, "echod_connections_total{result=\"served\"} 1234\n"));
-		assert_non_null(strstr(m, "echod_connections_total{result=\"refused\"} 4\n"));
+		assert_non_null(strstr(m, "echod_connections_total{result=\"refused\"} 6\n"));
 		assert_non_null(strstr(m, "echod_connections_total{result=\"lost\"} 3\n"));
 		assert_non_null(
 		    strstr(m, "echod_connections_refused_total{reason=\"per_source_limit\"} 3\n"));
 		assert_non_null(
 		    strstr(m, "echod_connections_refused_total{reason=\"access_list\"} 1\n"));
+		assert_non_null(
+		    strstr(m, "echod_connections_refused_total{reason=\"proxy\"} 2\n"));
 		assert_non_null(strstr(m, "echod_connections_active 50\n"));
 		assert_non_null(strstr(m, "echod_worker_connections_active{worker=\"5\",pid=\"101\"} 30\n"));
 		assert_non_null(strstr(m, "echod_workers{state=\"draining\"} 1\n"));
