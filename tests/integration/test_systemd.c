@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -391,6 +392,41 @@ test_reload_client_reports_outcome(void **state)
 	rmdir(dir);
 }
 
+/* echod --reload PID signals only an echod supervisor: a wrong PID (here a
+ * sleep, then an echod worker) is refused and left running. */
+static void
+test_reload_refuses_other_processes(void **state)
+{
+	char pid[16];
+	struct echod e, client;
+	pid_t other, kids[8];
+	int status;
+
+	other = fork();
+	assert_true(other >= 0);
+	if (other == 0) {
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	setenv("RUNTIME_DIRECTORY", "/tmp", 1);
+	snprintf(pid, sizeof(pid), "%d", (int)other);
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
+	assert_non_null(strstr(client.log, "not an echod process"));
+	usleep(100 * 1000);
+	assert_true(process_alive(other));
+	kill(other, SIGKILL);
+	waitpid(other, &status, 0);
+
+	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	assert_int_equal(process_children(e.pid, kids, 8), 1);
+	snprintf(pid, sizeof(pid), "%d", (int)kids[0]);
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
+	assert_non_null(strstr(client.log, "an echod worker"));
+	unsetenv("RUNTIME_DIRECTORY");
+	assert_true(process_alive(kids[0]));
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
 static void
 test_watchdog_pings_only_while_workers_progress(void **state)
 {
@@ -461,6 +497,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_reload_changes_model, harness_teardown),
 	    cmocka_unit_test_teardown(test_reload_gives_connections_back, harness_teardown),
 	    cmocka_unit_test_teardown(test_reload_client_reports_outcome, harness_teardown),
+	    cmocka_unit_test_teardown(test_reload_refuses_other_processes, harness_teardown),
 	    cmocka_unit_test_teardown(test_watchdog_pings_only_while_workers_progress,
 				      harness_teardown),
 	};
