@@ -11,6 +11,7 @@
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "peerproc.h"
 #include "reload.h"
 #include "report.h"
 #include "restart.h"
@@ -133,6 +134,15 @@ request_reload(const char *pid_text)
 
 	if (pid < 0)
 		return EXIT_USAGE;
+	r = peerproc_is_supervisor((pid_t)pid);
+	if (r < 0) {
+		log_error("--reload %ld: %s; not signalled", pid,
+			  r == -EMEDIUMTYPE ? "not an echod process"
+			  : r == -ECHILD    ? "an echod worker, not the supervisor"
+			  : r == -ESRCH     ? "no such process"
+					    : strerror(-r));
+		return EXIT_FAILURE;
+	}
 	r = reload_request((pid_t)pid, getenv("RUNTIME_DIRECTORY"), 30000, message,
 			   sizeof(message));
 	if (r < 0) {

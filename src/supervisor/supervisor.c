@@ -72,6 +72,10 @@ struct supervisor {
 	struct acceptor acceptor;
 	uint64_t refused_logged, refused_access_logged, pauses_logged, admission_logged_ms;
 	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
+	/* What the reload in progress did not apply, for its verdict: the
+	 * client (echod --reload) must not hear "applied" for a key that is
+	 * kept as it was. Empty when everything was applied. */
+	char reload_unapplied[128];
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
 	uint64_t watchdog_next_ms; /* when the next ping is due */
@@ -345,8 +349,12 @@ reload(struct supervisor *s, uint64_t now)
 		config_done(&next);
 		return;
 	}
-	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd)
-		log_notice("Listen= changed: sockets are kept as they are until a restart");
+	s->reload_unapplied[0] = '\0';
+	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd) {
+		snprintf(s->reload_unapplied, sizeof(s->reload_unapplied),
+			 "Listen= changed but not applied: sockets are kept as they are until a restart");
+		log_notice("%s", s->reload_unapplied);
+	}
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);
@@ -394,10 +402,16 @@ became_ready(struct supervisor *s)
 	notify_ready();
 	if (s->reloading) {
 		s->reloading = false;
+		char verdict[sizeof(s->reload_unapplied) + 64];
+
 		scoreboard_count_reload(&s->scoreboard, true);
 		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
-		reload_status_write(s->runtime_dir, s->generation, true,
-				    "configuration applied");
+		if (s->reload_unapplied[0])
+			snprintf(verdict, sizeof(verdict), "configuration applied, except: %s",
+				 s->reload_unapplied);
+		else
+			snprintf(verdict, sizeof(verdict), "configuration applied");
+		reload_status_write(s->runtime_dir, s->generation, true, verdict);
 		log_struct(LOG_INFO, ECHOD_MESSAGE_RELOADED, "reloaded: %s model, %u worker(s), "
 			   "generation %u", model_to_string(c->model), s->pool->n, s->generation);
 	} else {
