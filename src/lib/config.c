@@ -260,10 +260,64 @@ set_metrics_listen(struct config *c, const char *value, const char *where,
 	return 0;
 }
 
+/* An empty value sets a key back to its default, for every key: what an
+ * empty assignment does in systemd's unit files (and in the echod.socket
+ * drop-ins echod(8) shows), what lets the command line undo a line of the
+ * file, and what makes each "#Key=" line of the shipped file mean its
+ * default once uncommented. For the lists (Listen=, AllowFrom=, DenyFrom=)
+ * the default is empty, so the assignment empties them. -ENOENT for a key
+ * that does not exist. */
+static int
+reset_key(struct config *c, const char *key)
+{
+	struct config d;
+
+	config_init(&d);
+	if (strcasecmp(key, "AllowFrom") == 0 || strcasecmp(key, "DenyFrom") == 0) {
+		access_list_reset(&c->access, strcasecmp(key, "DenyFrom") == 0);
+		return 0;
+	}
+	if (strcasecmp(key, "MetricsListen") == 0) {
+		free(c->metrics_listen);
+		c->metrics_listen = NULL;
+		return 0;
+	}
+	if (strcasecmp(key, "Listen") == 0) {
+		config_clear_listen(c);
+		return 0;
+	}
+	if (strcasecmp(key, "Model") == 0) {
+		c->model = d.model;
+		return 0;
+	}
+	if (strcasecmp(key, "Workers") == 0) {
+		c->workers = d.workers;
+		return 0;
+	}
+	if (strcasecmp(key, "LogLevel") == 0) {
+		c->log_level = d.log_level;
+		return 0;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(number_keys); i++)
+		if (strcasecmp(key, number_keys[i].key) == 0) {
+			size_t off = number_keys[i].offset;
+
+			*(unsigned *)((char *)c + off) = *(unsigned *)((char *)&d + off);
+			return 0;
+		}
+	return -ENOENT;
+}
+
 int
 config_set(struct config *c, const char *key, const char *value, const char *where,
 	   struct config_error *err)
 {
+	if (value[0] == '\0') {
+		if (reset_key(c, key) == 0)
+			return 0;
+		config_fail(err, "%s: unknown key \"%s\"", where, key);
+		return -ENOENT;
+	}
 	if (strcasecmp(key, "AllowFrom") == 0)
 		return add_access(c, "AllowFrom", false, value, where, err);
 	if (strcasecmp(key, "DenyFrom") == 0)
@@ -276,14 +330,8 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 		return set_workers(c, value, where, err);
 	if (strcasecmp(key, "LogLevel") == 0)
 		return set_log_level(c, value, where, err);
-	if (strcasecmp(key, "Listen") == 0) {
-		/* An empty assignment resets the list, as in systemd's unit files. */
-		if (value[0] == '\0') {
-			config_clear_listen(c);
-			return 0;
-		}
+	if (strcasecmp(key, "Listen") == 0)
 		return add_listen(c, value, where, err);
-	}
 	for (size_t i = 0; i < ELEMENTSOF(number_keys); i++)
 		if (strcasecmp(key, number_keys[i].key) == 0)
 			return set_number(c, &number_keys[i], value, where, err);
@@ -300,6 +348,89 @@ struct file_parse {
 	int error;
 	unsigned error_line;
 };
+
+#define SYNTAX "syntax error: expected [echod] or Key=value"
+
+/* Records the first error, at the current line, and blanks the line so that
+ * inih does nothing with it. */
+static void
+line_fail(struct file_parse *p, char *str, const char *hint)
+{
+	if (!p->error) {
+		p->error = config_fail(p->err, "%s:%u: %s", p->path, p->line, hint);
+		p->error_line = p->line;
+	}
+	str[0] = '\0';
+}
+
+/* The grammar, one rule per line, enforced here because inih's defaults
+ * (Debian builds it with them) are looser: a line is empty, a comment
+ * ('#' or ';' first), "[section]" or "Key=value"; blanks around each part
+ * are ignored. What inih would otherwise do and we refuse: an indented
+ * line continuing the previous value (INI_ALLOW_MULTILINE), ':' for '='
+ * and " ;" starting a comment after a value (but not " #"): comments go on
+ * lines of their own, so '#' and ';' mean the same everywhere. The line is
+ * handed on unindented, so inih never sees a continuation. */
+static void
+check_line(struct file_parse *p, char *str)
+{
+	size_t indent, len, key_len;
+	const char *eq, *value;
+	char *s = str;
+
+	/* A UTF-8 byte order mark, which editors may write, opens line 1. */
+	if (p->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0)
+		memmove(s, s + 3, strlen(s + 3) + 1);
+	indent = strspn(s, " \t");
+	memmove(s, s + indent, strlen(s + indent) + 1);
+	len = strlen(s);
+	while (len > 0 && strchr(" \t\r\n", s[len - 1]))
+		len--;
+	if (len == 0 || s[0] == '#' || s[0] == ';')
+		return;
+	if (s[0] == '[') {
+		const char *end = memchr(s, ']', len);
+
+		if (!end)
+			line_fail(p, str, SYNTAX);
+		else if ((size_t)(end - s) + 1 != len)
+			line_fail(p, str, "syntax error: text after the section's ']' (comments go "
+					  "on lines of their own)");
+		return;
+	}
+	eq = memchr(s, '=', len);
+	key_len = eq ? (size_t)(eq - s) : len;
+	while (key_len > 0 && strchr(" \t", s[key_len - 1]))
+		key_len--;
+	if (memchr(s, ':', key_len)) {
+		line_fail(p, str, SYNTAX " (the separator is '=', not ':')");
+		return;
+	}
+	if (!eq) {
+		line_fail(p, str, indent > 0 ? SYNTAX " (an indented line does not continue the "
+						      "previous one)"
+					     : SYNTAX);
+		return;
+	}
+	for (size_t i = 0; i < key_len; i++)
+		if (!isalnum((unsigned char)s[i])) {
+			line_fail(p, str, SYNTAX " (a key is letters and digits)");
+			return;
+		}
+	if (key_len == 0) {
+		line_fail(p, str, SYNTAX " (no key before '=')");
+		return;
+	}
+	for (value = eq + 1; value < s + len; value++)
+		if ((*value == '#' || *value == ';') && strchr(" \t", value[-1])) {
+			char hint[160];
+
+			snprintf(hint, sizeof(hint), "%.*s=: '%c' after the value: comments go on "
+				 "lines of their own", (int)key_len, s, *value);
+			line_fail(p, str, hint);
+			return;
+		}
+}
 
 /* inih's reader callback: counting lines here is how we learn which line a
  * handler call comes from (Debian's libinih is built without
@@ -331,14 +462,18 @@ read_line(char *str, int num, void *stream)
 		p->error_line = p->line;
 		return str;
 	}
-	if (ch == EOF || ch == '\n')
+	if (ch == EOF || ch == '\n') {
+		check_line(p, str);
 		return str;
+	}
 	/* A line longer than inih's buffer: inih would take the rest for a
 	 * line of its own. The rest of a comment can go; anything else would
 	 * be cut short, so it is an error. */
 	ch = getc(p->f);
-	if (ch == EOF || ch == '\n')
+	if (ch == EOF || ch == '\n') {
+		check_line(p, str);
 		return str;
+	}
 	while (ch != EOF && ch != '\n')
 		ch = getc(p->f);
 	first = str + strspn(str, " \t");

@@ -200,7 +200,8 @@ test_comments(void **state)
 				   "#Colour=blue\n"
 				   ";IdleTimeoutSec=-1\n"
 				   "  # indented comment\n"
-				   "Workers=4 ; inline comment\n"
+				   "\t; indented comment\n"
+				   "Workers=4\n"
 				   "Model=fork\n";
 	char path[sizeof(TMP_TEMPLATE)];
 	struct config_error err = {{0}};
@@ -212,6 +213,140 @@ test_comments(void **state)
 	assert_int_equal(c.model, MODEL_FORK);
 	assert_int_equal(c.idle_timeout_sec, 300);
 	config_done(&c);
+}
+
+/* Blanks around each part are ignored; an indented Key=value is one, not
+ * a continuation; '#' and ';' inside a value (no blank before) are kept. */
+static void
+test_grammar_blanks(void **state)
+{
+	static const char text[] = "\xEF\xBB\xBF  [echod]  \r\n"
+				   "  Workers = 3\r\n"
+				   "\tModel=\tfork \n"
+				   "Listen=unix:/run/a;b#c\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.workers, 3);
+	assert_int_equal(c.model, MODEL_FORK);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "unix:/run/a;b#c");
+	config_done(&c);
+}
+
+/* An empty value sets any key back to its default; lists become empty. */
+static void
+test_empty_resets(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "Model=fork\nModel=\n"
+				   "Workers=3\nWorkers=\n"
+				   "MaxConnections=5\nMaxConnections=\n"
+				   "IdleTimeoutSec=7\nIdleTimeoutSec=\n"
+				   "LogLevel=debug\nLogLevel=\n"
+				   "AllowFrom=192.0.2.0/24\nDenyFrom=192.0.2.1\nDenyFrom=\n"
+				   "MetricsListen=127.0.0.1:9707\nMetricsListen=\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.model, MODEL_PREFORK);
+	assert_int_equal(c.workers, 0);
+	assert_int_equal(c.max_connections, 0);
+	assert_int_equal(c.idle_timeout_sec, 300);
+	assert_int_equal(c.log_level, LOG_INFO);
+	assert_int_equal(c.access.n_allow, 1);
+	assert_int_equal(c.access.n_deny, 0);
+	assert_null(c.metrics_listen);
+	assert_int_equal(load_text(&c, "[echod]\nAllowFrom=\n", path, &err), 0);
+	assert_false(access_list_active(&c.access));
+	config_done(&c);
+}
+
+static void
+assert_default_config(const struct config *c)
+{
+	struct config d;
+
+	config_init(&d);
+	assert_int_equal(c->model, d.model);
+	assert_int_equal(c->workers, d.workers);
+	assert_int_equal(c->worker_connections, d.worker_connections);
+	assert_int_equal(c->max_connections, d.max_connections);
+	assert_int_equal(c->idle_timeout_sec, d.idle_timeout_sec);
+	assert_int_equal(c->shutdown_timeout_sec, d.shutdown_timeout_sec);
+	assert_int_equal(c->datagram_rate_limit, d.datagram_rate_limit);
+	assert_int_equal(c->max_connections_per_source, d.max_connections_per_source);
+	assert_int_equal(c->connection_rate_limit, d.connection_rate_limit);
+	assert_int_equal(c->defer_accept_sec, d.defer_accept_sec);
+	assert_int_equal(c->log_level, d.log_level);
+	assert_int_equal(c->n_listen, 0);
+	assert_false(access_list_active(&c->access));
+	assert_null(c->metrics_listen);
+	config_done(&d);
+}
+
+/* The shipped etc/echod.conf shows every key commented out with its
+ * default: as shipped it means the defaults, and so it does with each
+ * "#Key=value" line uncommented. */
+static void
+test_shipped_file_round_trips(void **state)
+{
+	static const char *const keys[] = {
+	    "Model", "Workers", "WorkerConnections", "MaxConnections", "IdleTimeoutSec",
+	    "ShutdownTimeoutSec", "LogLevel", "DatagramRateLimit", "MaxConnectionsPerSource",
+	    "AllowFrom", "DenyFrom", "ConnectionRateLimit", "DeferAcceptSec", "Listen",
+	    "MetricsListen",
+	};
+	char path[sizeof(TMP_TEMPLATE)], line[512];
+	struct config_error err = {{0}};
+	char *text = NULL;
+	size_t size = 0, n_uncommented = 0;
+	struct config c;
+	FILE *in, *out;
+
+	in = fopen(SHIPPED_CONF, "re");
+	assert_non_null(in);
+	out = open_memstream(&text, &size);
+	assert_non_null(out);
+	while (fgets(line, sizeof(line), in)) {
+		size_t key = strspn(line + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+
+		if (line[0] == '#' && key > 0 && line[1 + key] == '=') {
+			fputs(line + 1, out);
+			n_uncommented++;
+		} else
+			fputs(line, out);
+	}
+	assert_false(ferror(in));
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char wanted[64];
+
+		snprintf(wanted, sizeof(wanted), "\n%s=", keys[i]);
+		if (!strstr(text, wanted))
+			fail_msg("%s has no #%s= line", SHIPPED_CONF, keys[i]);
+	}
+	assert_int_equal(n_uncommented, sizeof(keys) / sizeof(keys[0]));
+
+	config_init(&c);
+	assert_int_equal(config_load_file(&c, SHIPPED_CONF, &err), 0);
+	assert_default_config(&c);
+	config_done(&c);
+
+	config_init(&c);
+	if (load_text(&c, text, path, &err) != 0)
+		fail_msg("uncommented %s: %s", SHIPPED_CONF, err.message);
+	assert_default_config(&c);
+	config_done(&c);
+	free(text);
 }
 
 static void
@@ -272,8 +407,6 @@ static const struct bad_file bad_unknown_key = {"[echod]\nModel=fork\nColour=blu
 						"3: unknown key \"Colour\""};
 static const struct bad_file bad_number = {"[echod]\nWorkerConnections=12x\n", -EINVAL,
 					   "2: WorkerConnections=12x: not a whole number"};
-static const struct bad_file bad_number_empty = {"[echod]\nIdleTimeoutSec=\n", -EINVAL,
-						 "2: IdleTimeoutSec=: not a whole number"};
 static const struct bad_file bad_number_space = {"[echod]\nMaxConnections=1 000\n", -EINVAL,
 						 "2: MaxConnections=1 000: not a whole number"};
 static const struct bad_file bad_negative = {"[echod]\nShutdownTimeoutSec=-5\n", -EINVAL,
@@ -325,8 +458,6 @@ static const struct bad_file bad_allow_from = {
     "[echod]\nAllowFrom=127.0.0.0/8\nAllowFrom=10.0.0.0/8 10.1.0.0/8\n", -EINVAL,
     "3: AllowFrom=10.0.0.0/8 10.1.0.0/8: \"10.1.0.0/8\": address bits set beyond the /8 "
     "prefix (write the network's first address, or the address alone)"};
-static const struct bad_file bad_deny_from_empty = {"[echod]\nDenyFrom=\n", -EINVAL,
-						    "2: DenyFrom=: no address given"};
 static const struct bad_file bad_deny_from_name = {
     "[echod]\nDenyFrom=localhost\n", -EINVAL,
     "2: DenyFrom=localhost: \"localhost\": not an IPv4 or IPv6 address"};
@@ -345,6 +476,34 @@ static const struct bad_file bad_value_then_syntax = {
 static const struct bad_file bad_line_count = {
     "# one\n\n; three\n[echod]\n\nModel=fork\n   \nModel=nope\n", -EINVAL,
     "8: Model=nope: unknown model (prefork, passfd or fork)"};
+
+/* The grammar (echod.conf(5), "SYNTAX"): what inih would take and we do not. */
+static const struct bad_file bad_continuation = {
+    "[echod]\nWorkers=3\n  5\n", -EINVAL,
+    "3: syntax error: expected [echod] or Key=value (an indented line does not continue the "
+    "previous one)"};
+static const struct bad_file bad_colon = {
+    "[echod]\nWorkers: 3\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (the separator is '=', not ':')"};
+static const struct bad_file bad_colon_then_equals = {
+    "[echod]\nListen: unix:/a=b\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (the separator is '=', not ':')"};
+static const struct bad_file bad_inline_semicolon = {
+    "[echod]\nWorkers=3 ; note\n", -EINVAL,
+    "2: Workers=: ';' after the value: comments go on lines of their own"};
+static const struct bad_file bad_inline_hash = {
+    "[echod]\nWorkers=3\t# note\n", -EINVAL,
+    "2: Workers=: '#' after the value: comments go on lines of their own"};
+static const struct bad_file bad_section_comment = {
+    "[echod] # main\nWorkers=3\n", -EINVAL,
+    "1: syntax error: text after the section's ']' (comments go on lines of their own)"};
+static const struct bad_file bad_no_key = {
+    "[echod]\n=3\n", -EINVAL, "2: syntax error: expected [echod] or Key=value (no key before '=')"};
+static const struct bad_file bad_key_chars = {
+    "[echod]\nMax-Connections=3\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (a key is letters and digits)"};
+static const struct bad_file bad_empty_unknown = {"[echod]\nColour=\n", -EINVAL,
+						  "2: unknown key \"Colour\""};
 
 static void
 test_bad_file(void **state)
@@ -758,11 +917,13 @@ main(void)
 	    cmocka_unit_test(test_workers_auto),
 	    cmocka_unit_test(test_listen_reset),
 	    cmocka_unit_test(test_comments),
+	    cmocka_unit_test(test_grammar_blanks),
+	    cmocka_unit_test(test_empty_resets),
+	    cmocka_unit_test(test_shipped_file_round_trips),
 	    cmocka_unit_test(test_file_overrides_only_its_keys),
 	    cmocka_unit_test(test_copy),
 	    BAD_FILE(unknown_key),
 	    BAD_FILE(number),
-	    BAD_FILE(number_empty),
 	    BAD_FILE(number_space),
 	    BAD_FILE(negative),
 	    BAD_FILE(plus),
@@ -783,8 +944,16 @@ main(void)
 	    BAD_FILE(listen),
 	    BAD_FILE(listen_port),
 	    BAD_FILE(allow_from),
-	    BAD_FILE(deny_from_empty),
 	    BAD_FILE(deny_from_name),
+	    BAD_FILE(continuation),
+	    BAD_FILE(colon),
+	    BAD_FILE(colon_then_equals),
+	    BAD_FILE(inline_semicolon),
+	    BAD_FILE(inline_hash),
+	    BAD_FILE(section_comment),
+	    BAD_FILE(no_key),
+	    BAD_FILE(key_chars),
+	    BAD_FILE(empty_unknown),
 	    BAD_FILE(outside_section),
 	    BAD_FILE(section),
 	    BAD_FILE(syntax),
