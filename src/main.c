@@ -75,16 +75,21 @@ show_status(const struct options *o)
 	return EXIT_SUCCESS;
 }
 
-/* Defaults, then the file, then the command line. Used at start-up and
- * by the supervisor on every reload. */
-static int
-read_configuration(void *userdata, struct config *c, struct config_error *err)
+/* The file read_configuration() reads, and whether it was there. */
+static const char *
+config_path(const struct options *o)
 {
-	const struct options *o = userdata;
-	const char *path = o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+	return o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+}
+
+static int
+read_configuration_from(const struct options *o, struct config *c, struct config_error *err,
+			bool *ret_file_read)
+{
 	int r;
 
-	r = config_load_file(c, path, err);
+	r = config_load_file(c, config_path(o), err);
+	*ret_file_read = r != -ENOENT;
 	/* Only the default file may be absent: a named one is a promise. */
 	if (r == -ENOENT && !o->config_path)
 		r = 0;
@@ -93,17 +98,67 @@ read_configuration(void *userdata, struct config *c, struct config_error *err)
 	return r;
 }
 
+/* Defaults, then the file, then the command line. Used at start-up and
+ * by the supervisor on every reload. */
 static int
-load_configuration(const struct options *o, struct config *c)
+read_configuration(void *userdata, struct config *c, struct config_error *err)
+{
+	bool file_read;
+
+	return read_configuration_from(userdata, c, err, &file_read);
+}
+
+static int
+load_configuration(const struct options *o, struct config *c, bool *ret_file_read)
 {
 	struct config_error err = {{0}};
 	int r;
 
 	config_init(c);
-	r = read_configuration((void *)o, c, &err);
+	r = read_configuration_from(o, c, &err, ret_file_read);
 	if (r < 0)
 		log_error("%s", err.message);
 	return r;
+}
+
+static void
+print_note(void *userdata, const char *note)
+{
+	printf("note: %s\n", note);
+}
+
+static void
+log_note(void *userdata, const char *note)
+{
+	log_notice("%s", note);
+}
+
+/* --check-config: the file, the verdict, and what the keys will not do. */
+static void
+check_config(const struct options *o, const struct config *c, bool file_read)
+{
+	char ignored[128];
+
+	if (file_read)
+		printf("configuration file: %s\n", config_path(o));
+	else
+		printf("configuration file: no file: defaults (%s does not exist)\n",
+		       config_path(o));
+	if (c->model == MODEL_FORK)
+		printf("configuration OK: fork model, up to %u connection process(es), %zu listen "
+		       "address(es)\n", config_max_connections(c), c->n_listen);
+	else
+		printf("configuration OK: %s model, %u worker(s), up to %u connection(s), %zu "
+		       "listen address(es)\n", model_to_string(c->model), config_workers(c),
+		       config_max_connections(c), c->n_listen);
+	config_notes(c, print_note, NULL);
+	if (config_activation_ignored(c, ignored, sizeof(ignored)) > 0)
+		printf("note: under socket activation (echod.socket) these are ignored: %s; the "
+		       "socket unit's ListenStream=/ListenDatagram= decide (see echod(8))\n",
+		       ignored);
+	else
+		printf("note: under socket activation (echod.socket) Listen= and DeferAcceptSec= are "
+		       "ignored: the socket unit decides\n");
 }
 
 /* The $MAINPID a one-shot command was given, or -1 (said so). */
@@ -240,8 +295,10 @@ run(const struct config *c, const struct options *o)
 		listen_set_free(&sockets, false);
 		return EXIT_FAILURE;
 	}
-	if (n > 0 && c->n_listen > 0)
-		log_notice("sockets come from systemd: Listen= is ignored");
+	if (n > 0 && config_activation_ignored(c, reason, sizeof(reason)) > 0)
+		log_notice("sockets come from systemd: ignored: %s; change the socket unit "
+			   "instead (systemctl edit echod.socket)", reason);
+	config_notes(c, log_note, NULL);
 	if (n == 0) {
 		if (c->n_listen == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
 			return serve_one_connection(c, STDIN_FILENO);
@@ -267,6 +324,7 @@ main(int argc, char **argv)
 	struct options o;
 	struct config c;
 	struct config_error err = {{0}};
+	bool file_read;
 	int status;
 
 	if (options_parse(argc, argv, &o, &err) < 0) {
@@ -287,16 +345,22 @@ main(int argc, char **argv)
 		return before_stop(o.before_stop_pid);
 	if (o.status)
 		return show_status(&o);
-	if (load_configuration(&o, &c) < 0) {
+	if (load_configuration(&o, &c, &file_read) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;
 	}
 	log_set_max_level(c.log_level);
-	if (o.check_config) {
-		printf("configuration OK: %s model, %u worker(s), %zu listen address(es)\n",
-		       model_to_string(c.model), config_workers(&c), c.n_listen);
+	if (o.check_config || o.dump_config) {
+		if (o.check_config)
+			check_config(&o, &c, file_read);
+		if (o.dump_config) {
+			printf("# echod --dump-config: %s%s, then the command line\n",
+			       file_read ? "file " : "no file: defaults; ", config_path(&o));
+			status = config_dump(stdout, &c);
+		} else
+			status = 0;
 		config_done(&c);
-		return EXIT_SUCCESS;
+		return fflush(stdout) == 0 && status == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
 	raise_fd_limit();
 	status = run(&c, &o);

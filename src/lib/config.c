@@ -579,3 +579,114 @@ config_max_connections(const struct config *c)
 		return c->max_connections;
 	return all > UINT_MAX ? UINT_MAX : (unsigned)all;
 }
+
+/* The workers' slots, Workers x WorkerConnections (not for fork). */
+static unsigned long long
+config_slots(const struct config *c)
+{
+	return (unsigned long long)config_workers(c) * c->worker_connections;
+}
+
+void
+config_notes(const struct config *c, config_note_fn note, void *userdata)
+{
+	char text[CONFIG_NOTE_MAX];
+
+	if (c->model == MODEL_FORK) {
+		struct config d;
+
+		config_init(&d);
+		if (c->workers != d.workers || c->worker_connections != d.worker_connections) {
+			snprintf(text, sizeof(text), "Model=fork runs no worker pool (one process per "
+				 "connection): Workers= and WorkerConnections= are not used");
+			note(userdata, text);
+		}
+		return;
+	}
+	if (c->max_connections > 0 && c->max_connections > config_slots(c)) {
+		snprintf(text, sizeof(text), "MaxConnections=%u is more than Workers x "
+			 "WorkerConnections (%u%s x %u): capped at %u", c->max_connections,
+			 config_workers(c), c->workers ? "" : " for auto", c->worker_connections,
+			 config_max_connections(c));
+		note(userdata, text);
+	}
+}
+
+size_t
+config_activation_ignored(const struct config *c, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (c->n_listen > 0) {
+		snprintf(buf, size, "Listen= (%zu address%s)", c->n_listen,
+			 c->n_listen == 1 ? "" : "es");
+		n++;
+	}
+	if (c->defer_accept_sec > 0) {
+		size_t len = strlen(buf);
+
+		snprintf(buf + len, size - len, "%sDeferAcceptSec=%u", n ? ", " : "",
+			 c->defer_accept_sec);
+		n++;
+	}
+	return n;
+}
+
+int
+config_dump(FILE *f, const struct config *c)
+{
+	bool fork_model = c->model == MODEL_FORK;
+	char cidr[CIDR_TEXT_MAX];
+
+	fprintf(f, "[echod]\n");
+	fprintf(f, "Model=%s\n", model_to_string(c->model));
+	if (fork_model)
+		fprintf(f, "# Model=fork runs no worker pool, one process per connection:\n"
+			   "# Workers= and WorkerConnections= are not used.\n"
+			   "#Workers=");
+	else
+		fprintf(f, "Workers=");
+	if (c->workers)
+		fprintf(f, "%u\n", c->workers);
+	else
+		fprintf(f, "auto\n# auto: %u here, one per online CPU\n", config_workers(c));
+	fprintf(f, "%sWorkerConnections=%u\n", fork_model ? "#" : "", c->worker_connections);
+	if (fork_model)
+		fprintf(f, "# In the fork model MaxConnections= caps the children.\n");
+	if (c->max_connections)
+		fprintf(f, "MaxConnections=%u\n", c->max_connections);
+	else
+		fprintf(f, "MaxConnections=\n");
+	if (config_max_connections(c) != c->max_connections)
+		fprintf(f, "# in effect: %u%s\n", config_max_connections(c),
+			fork_model ? " (the fork model's default)"
+			: c->max_connections ? " (Workers x WorkerConnections: the workers hold no more)"
+					     : " (Workers x WorkerConnections)");
+	fprintf(f, "IdleTimeoutSec=%u\n", c->idle_timeout_sec);
+	fprintf(f, "ShutdownTimeoutSec=%u\n", c->shutdown_timeout_sec);
+	fprintf(f, "LogLevel=%s\n", log_level_to_string(c->log_level));
+	fprintf(f, "DatagramRateLimit=%u\n", c->datagram_rate_limit);
+	fprintf(f, "MaxConnectionsPerSource=%u\n", c->max_connections_per_source);
+	if (c->access.n_allow == 0)
+		fprintf(f, "AllowFrom=\n");
+	for (size_t i = 0; i < c->access.n_allow; i++) {
+		access_cidr_format(&c->access.allow[i], cidr, sizeof(cidr));
+		fprintf(f, "AllowFrom=%s\n", cidr);
+	}
+	if (c->access.n_deny == 0)
+		fprintf(f, "DenyFrom=\n");
+	for (size_t i = 0; i < c->access.n_deny; i++) {
+		access_cidr_format(&c->access.deny[i], cidr, sizeof(cidr));
+		fprintf(f, "DenyFrom=%s\n", cidr);
+	}
+	fprintf(f, "ConnectionRateLimit=%u\n", c->connection_rate_limit);
+	fprintf(f, "DeferAcceptSec=%u\n", c->defer_accept_sec);
+	fprintf(f, "# Listen= and DeferAcceptSec= are ignored when systemd passes the sockets.\n");
+	if (c->n_listen == 0)
+		fprintf(f, "Listen=\n");
+	for (size_t i = 0; i < c->n_listen; i++)
+		fprintf(f, "Listen=%s\n", c->listen[i]);
+	fprintf(f, "MetricsListen=%s\n", c->metrics_listen ? c->metrics_listen : "");
+	return ferror(f) ? -EIO : 0;
+}

@@ -70,3 +70,19 @@ int config_load_stream(struct config *c, FILE *f, const char *name, struct confi
 unsigned config_workers(const struct config *c);
 /* The cap on connections across all workers (fork: on live children). */
 unsigned config_max_connections(const struct config *c);
+
+#define CONFIG_NOTE_MAX 256
+typedef void (*config_note_fn)(void *userdata, const char *note);
+/* Calls note() once for each way the configuration does not do what its
+ * keys say: a MaxConnections= above what the workers can hold (capped),
+ * keys the model does not use. What --check-config prints and the
+ * supervisor logs at start. */
+void config_notes(const struct config *c, config_note_fn note, void *userdata);
+/* The keys set in c that sockets from systemd make void, as a list for a
+ * message ("Listen= (2 addresses), DeferAcceptSec=5"); returns how many. */
+size_t config_activation_ignored(const struct config *c, char *buf, size_t size);
+/* Writes the effective configuration in the file's syntax, with comments
+ * where a key is capped or resolved (auto), and the keys the model does
+ * not use commented out: it reads back as the same configuration, those
+ * aside. What --dump-config prints. 0 or -EIO. */
+int config_dump(FILE *f, const struct config *c);

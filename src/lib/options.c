@@ -18,6 +18,7 @@ enum {
 	OPT_CONNECTION_RATE_LIMIT,
 	OPT_DEFER_ACCEPT,
 	OPT_CHECK_CONFIG,
+	OPT_DUMP_CONFIG,
 	OPT_RELOAD,
 	OPT_VERSION,
 	OPT_BEFORE_STOP,
@@ -44,6 +45,7 @@ static const struct option long_options[] = {
 	{"defer-accept", required_argument, NULL, OPT_DEFER_ACCEPT},
 	{"listen", required_argument, NULL, 'l'},
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+	{"dump-config", no_argument, NULL, OPT_DUMP_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
@@ -102,7 +104,8 @@ options_print_help(void)
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
 	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
 	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
-	       "      --check-config           validate the configuration and exit\n"
+	       "      --check-config           validate the configuration, say what it means, exit\n"
+	       "      --dump-config            print the effective configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
 	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"
 	       "                               keep its connections in systemd's fd store\n"
@@ -155,6 +158,9 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 			break;
 		case OPT_CHECK_CONFIG:
 			o.check_config = true;
+			break;
+		case OPT_DUMP_CONFIG:
+			o.dump_config = true;
 			break;
 		case OPT_RELOAD:
 			o.reload_pid = optarg;

@@ -315,6 +315,77 @@ test_check_config_binds_nothing(void **state)
 	unlink(path);
 }
 
+/* --check-config names the file it read and says what the keys will not
+ * do: a capped MaxConnections=, the keys socket activation ignores, and
+ * the pool keys fork does not use; --dump-config prints the effective
+ * configuration as a file, which reads back. */
+static void
+test_check_config_explains(void **state)
+{
+	char path[64], dumped[64];
+	struct echod e;
+
+	write_config(path, sizeof(path),
+		     "[echod]\nWorkers=2\nWorkerConnections=10\nMaxConnections=50\n"
+		     "Listen=127.0.0.1:7\n");
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--check-config", NULL}, 5000),
+			 0);
+	print_message("# %s", e.out);
+	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "configuration file: "));
+	assert_non_null(strstr(e.out, path));
+	assert_non_null(strstr(e.out, "up to 20 connection(s)"));
+	assert_non_null(strstr(e.out, "MaxConnections=50 is more than Workers x WorkerConnections "
+				      "(2 x 10): capped at 20"));
+	assert_non_null(strstr(e.out, "under socket activation (echod.socket) these are ignored: "
+				      "Listen= (1 address)"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "-m", "fork", "-w", "4",
+							 "--check-config", NULL},
+				   5000),
+			 0);
+	assert_non_null(strstr(e.out, "fork model, up to 50 connection process(es)"));
+	assert_null(strstr(e.out, "worker(s)"));
+	assert_non_null(strstr(e.out, "Model=fork runs no worker pool"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--idle-timeout", "7",
+							 "--dump-config", NULL},
+				   5000),
+			 0);
+	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "\nIdleTimeoutSec=7\n"));
+	assert_non_null(strstr(e.out, "\nMaxConnections=50\n# in effect: 20"));
+	write_config(dumped, sizeof(dumped), e.out);
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", dumped, "--dump-config", NULL}, 5000),
+			 0);
+	assert_non_null(strstr(e.out, "\nIdleTimeoutSec=7\n"));
+	assert_non_null(strstr(e.out, "\nListen=127.0.0.1:7\n"));
+	unlink(dumped);
+	unlink(path);
+	assert_true(nothing_left_behind());
+}
+
+/* At start the cap is logged, as is what sockets from systemd make void. */
+static void
+test_start_logs_caps_and_ignored_keys(void **state)
+{
+	char other[64];
+	struct echod e;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--worker-connections", "8",
+					 "--max-connections", "100", NULL});
+	assert_true(echod_wait_log(&e, "MaxConnections=100 is more than Workers x "
+				      "WorkerConnections (1 x 8): capped at 8", 2000));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	snprintf(other, sizeof(other), "127.0.0.1:%d", free_port());
+	echod_start_activated(&e, NULL, (const char *[]){"--workers", "1", "--listen", other, NULL});
+	assert_true(echod_wait_log(&e, "sockets come from systemd: ignored: Listen= (1 address)",
+				   2000));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 static void
 test_default_config_may_be_missing(void **state)
 {
@@ -332,6 +403,7 @@ test_default_config_may_be_missing(void **state)
 	}
 	assert_int_equal(echod_run(&e, (const char *[]){"--check-config", NULL}, 5000), 0);
 	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "configuration file: no file: defaults"));
 
 	/* And it really starts without one. */
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -953,6 +1025,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_address_in_use_exits_1, harness_teardown),
 	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, harness_teardown),
 	    cmocka_unit_test_teardown(test_check_config_binds_nothing, harness_teardown),
+	    cmocka_unit_test_teardown(test_check_config_explains, harness_teardown),
+	    cmocka_unit_test_teardown(test_start_logs_caps_and_ignored_keys, harness_teardown),
 	    cmocka_unit_test_teardown(test_default_config_may_be_missing, harness_teardown),
 	    cmocka_unit_test_teardown(test_command_line_wins_over_file, harness_teardown),
 	    cmocka_unit_test_teardown(test_respawn_backoff, harness_teardown),

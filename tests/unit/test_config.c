@@ -349,6 +349,132 @@ test_shipped_file_round_trips(void **state)
 	free(text);
 }
 
+/* --dump-config's text reads back as the configuration it shows. */
+static void
+test_dump_reads_back(void **state)
+{
+	static const char text[] = "[echod]\nModel=passfd\nWorkers=3\nWorkerConnections=10\n"
+				   "MaxConnections=20\nIdleTimeoutSec=0\nLogLevel=warn\n"
+				   "AllowFrom=192.0.2.0/24 2001:db8::/32\nDenyFrom=192.0.2.1\n"
+				   "DeferAcceptSec=2\nListen=127.0.0.1:7\nListen=unix:@x\n"
+				   "MetricsListen=127.0.0.1:9707\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config a, b;
+	char *dump = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	config_init(&a);
+	config_init(&b);
+	assert_int_equal(load_text(&a, text, path, &err), 0);
+	f = open_memstream(&dump, &size);
+	assert_int_equal(config_dump(f, &a), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(dump, "\nWorkers=3\n"));
+	assert_non_null(strstr(dump, "\nLogLevel=warning\n"));
+	/* Set to their defaults first: the dump must say every key. */
+	b.model = MODEL_FORK;
+	b.workers = 9;
+	b.shutdown_timeout_sec = 1;
+	if (load_text(&b, dump, path, &err) != 0)
+		fail_msg("%s\n%s", err.message, dump);
+	assert_int_equal(b.model, MODEL_PASSFD);
+	assert_int_equal(b.workers, 3);
+	assert_int_equal(b.worker_connections, 10);
+	assert_int_equal(b.max_connections, 20);
+	assert_int_equal(b.idle_timeout_sec, 0);
+	assert_int_equal(b.shutdown_timeout_sec, 10);
+	assert_int_equal(b.log_level, LOG_WARNING);
+	assert_int_equal(b.access.n_allow, 2);
+	assert_int_equal(b.access.n_deny, 1);
+	assert_int_equal(b.defer_accept_sec, 2);
+	assert_int_equal(b.n_listen, 2);
+	assert_string_equal(b.listen[1], "unix:@x");
+	assert_string_equal(b.metrics_listen, "127.0.0.1:9707");
+	free(dump);
+	config_done(&a);
+	config_done(&b);
+}
+
+/* Fork runs no pool: its dump comments the pool's keys out. */
+static void
+test_dump_fork(void **state)
+{
+	struct config c;
+	char *dump = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	config_init(&c);
+	c.model = MODEL_FORK;
+	c.workers = 4;
+	f = open_memstream(&dump, &size);
+	assert_int_equal(config_dump(f, &c), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(dump, "no worker pool"));
+	assert_non_null(strstr(dump, "\n#Workers=4\n"));
+	assert_non_null(strstr(dump, "\n#WorkerConnections=4096\n"));
+	assert_null(strstr(dump, "\nWorkers="));
+	assert_non_null(strstr(dump, "# in effect: 1024"));
+	free(dump);
+	config_done(&c);
+}
+
+struct notes {
+	unsigned n;
+	char last[CONFIG_NOTE_MAX];
+};
+
+static void
+collect_note(void *userdata, const char *note)
+{
+	struct notes *n = userdata;
+
+	n->n++;
+	snprintf(n->last, sizeof(n->last), "%s", note);
+}
+
+/* A MaxConnections= the workers cannot hold is named, with the cap. */
+static void
+test_notes(void **state)
+{
+	struct notes n = {0};
+	char buf[128];
+	struct config c;
+
+	config_init(&c);
+	c.workers = 2;
+	c.worker_connections = 100;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 0);
+	c.max_connections = 200;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 0);
+	c.max_connections = 201;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 1);
+	assert_string_equal(n.last, "MaxConnections=201 is more than Workers x WorkerConnections "
+				    "(2 x 100): capped at 200");
+	assert_int_equal(config_max_connections(&c), 200);
+	/* Fork: the cap is the key itself; the pool's keys are unused. */
+	c.model = MODEL_FORK;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 2);
+	assert_non_null(strstr(n.last, "Model=fork runs no worker pool"));
+	assert_int_equal(config_max_connections(&c), 201);
+
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "");
+	assert_int_equal(config_set(&c, "Listen", "127.0.0.1:7", "x", NULL), 0);
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "Listen= (1 address)");
+	c.defer_accept_sec = 5;
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "Listen= (1 address), DeferAcceptSec=5");
+	config_done(&c);
+}
+
 static void
 test_file_overrides_only_its_keys(void **state)
 {
@@ -920,6 +1046,9 @@ main(void)
 	    cmocka_unit_test(test_grammar_blanks),
 	    cmocka_unit_test(test_empty_resets),
 	    cmocka_unit_test(test_shipped_file_round_trips),
+	    cmocka_unit_test(test_dump_reads_back),
+	    cmocka_unit_test(test_dump_fork),
+	    cmocka_unit_test(test_notes),
 	    cmocka_unit_test(test_file_overrides_only_its_keys),
 	    cmocka_unit_test(test_copy),
 	    BAD_FILE(unknown_key),
