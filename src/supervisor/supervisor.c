@@ -62,7 +62,10 @@ struct supervisor {
 	const char *runtime_dir; /* NULL: none */
 	uint64_t queue_sampled_ms;
 	struct metrics metrics;
-	unsigned generation;
+	unsigned generation; /* of the configuration in use: a rejected reload leaves it */
+	/* Reload attempts, taken or not: what reload-status counts (reload.h),
+	 * so that echod --reload hears of a rejected one too. */
+	unsigned long long reload_seq;
 	bool ready;	/* READY=1 sent for the current generation */
 	bool reloading; /* a reload waits for its new generation */
 	bool stopping;
@@ -71,11 +74,11 @@ struct supervisor {
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
 	uint64_t refused_logged, refused_access_logged, pauses_logged, admission_logged_ms;
-	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
+	char status_note[640]; /* shown in STATUS=, e.g. a rejected reload */
 	/* What the reload in progress did not apply, for its verdict: the
 	 * client (echod --reload) must not hear "applied" for a key that is
 	 * kept as it was. Empty when everything was applied. */
-	char reload_unapplied[128];
+	char reload_unapplied[512];
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
 	uint64_t watchdog_next_ms; /* when the next ping is due */
@@ -308,9 +311,8 @@ reload_reject(struct supervisor *s, const char *why)
 	log_struct(LOG_ERR, ECHOD_MESSAGE_RELOAD_REJECTED,
 		   "reload rejected, the running configuration stays: %s", why);
 	snprintf(s->status_note, sizeof(s->status_note), "reload rejected: %s", why);
-	s->generation++;
 	scoreboard_count_reload(&s->scoreboard, false);
-	reload_status_write(s->runtime_dir, s->generation, false, why);
+	reload_status_write(s->runtime_dir, s->reload_seq, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
 	status_update(s, true);
@@ -327,6 +329,40 @@ listen_changed(const struct config *a, const struct config *b)
 	return false;
 }
 
+static void
+unapplied_add(struct supervisor *s, const char *what)
+{
+	size_t len = strlen(s->reload_unapplied);
+
+	snprintf(s->reload_unapplied + len, sizeof(s->reload_unapplied) - len, "%s%s",
+		 len ? "; " : "", what);
+	log_notice("reload: %s", what);
+}
+
+/* What a reload to next leaves as it is, and why, for its verdict: the
+ * keys read at start only (echod.conf(5) lists them). */
+static void
+unapplied_find(struct supervisor *s, const struct config *next)
+{
+	const struct config *cur = current_config(s);
+	const char *a = next->metrics_listen ? next->metrics_listen : "";
+	const char *b = cur->metrics_listen ? cur->metrics_listen : "";
+
+	s->reload_unapplied[0] = '\0';
+	if (listen_changed(next, cur))
+		unapplied_add(s, s->sockets->from_systemd
+				     ? "Listen= changed but not applied: the sockets come from "
+				       "systemd (change echod.socket)"
+				     : "Listen= changed but not applied: sockets are kept as they are "
+				       "until a restart");
+	if (strcmp(a, b) != 0)
+		unapplied_add(s, "MetricsListen= changed but not applied: it is read at start, "
+				 "restart to apply");
+	if (next->defer_accept_sec != cur->defer_accept_sec && s->sockets->from_systemd)
+		unapplied_add(s, "DeferAcceptSec= changed but not applied: sockets from systemd "
+				 "keep the socket unit's options");
+}
+
 /* A new generation of workers starts with the new configuration; the old
  * one stops taking connections and finishes what it holds. READY=1 follows
  * once the new generation is up (see supervisor_loop). */
@@ -341,6 +377,7 @@ reload(struct supervisor *s, uint64_t now)
 	int r;
 
 	notify_reloading(now * 1000);
+	s->reload_seq++;
 	log_info("SIGHUP: reloading the configuration");
 	config_init(&next);
 	r = s->reread(s->reread_userdata, &next, &err);
@@ -349,12 +386,7 @@ reload(struct supervisor *s, uint64_t now)
 		config_done(&next);
 		return;
 	}
-	s->reload_unapplied[0] = '\0';
-	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd) {
-		snprintf(s->reload_unapplied, sizeof(s->reload_unapplied),
-			 "Listen= changed but not applied: sockets are kept as they are until a restart");
-		log_notice("%s", s->reload_unapplied);
-	}
+	unapplied_find(s, &next);
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);
@@ -406,14 +438,17 @@ became_ready(struct supervisor *s)
 
 		scoreboard_count_reload(&s->scoreboard, true);
 		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
-		if (s->reload_unapplied[0])
+		if (s->reload_unapplied[0]) {
 			snprintf(verdict, sizeof(verdict), "configuration applied, except: %s",
 				 s->reload_unapplied);
-		else
+			snprintf(s->status_note, sizeof(s->status_note), "reload not applied: %s",
+				 s->reload_unapplied);
+		} else
 			snprintf(verdict, sizeof(verdict), "configuration applied");
-		reload_status_write(s->runtime_dir, s->generation, true, verdict);
+		reload_status_write(s->runtime_dir, s->reload_seq, true, verdict);
 		log_struct(LOG_INFO, ECHOD_MESSAGE_RELOADED, "reloaded: %s model, %u worker(s), "
-			   "generation %u", model_to_string(c->model), s->pool->n, s->generation);
+			   "generation %u%s%s", model_to_string(c->model), s->pool->n, s->generation,
+			   s->reload_unapplied[0] ? "; not applied: " : "", s->reload_unapplied);
 	} else {
 		log_struct(LOG_INFO, ECHOD_MESSAGE_STARTED, "%s: %u worker(s) ready",
 			   model_to_string(c->model), s->pool->n);
@@ -810,7 +845,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	}
 	struct model_ctx m = model_ctx(&s);
 	s.model->log_start(&m);
-	reload_status_write(s.runtime_dir, s.generation, true, "started");
+	reload_status_write(s.runtime_dir, s.reload_seq, true, "started");
 	status = supervisor_loop(&s);
 	log_struct(LOG_INFO, ECHOD_MESSAGE_STOPPED, "stopped");
 out:
