@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "options.h"
 #include "peerproc.h"
+#include "privdrop.h"
 #include "reload.h"
 #include "report.h"
 #include "restart.h"
@@ -271,12 +273,43 @@ bind_configured(const struct config *c, struct listen_set *set)
 	return 0;
 }
 
+/* User=, Group=: once the sockets are bound and before anything is
+ * forked, so that no worker or connection process ever runs as root.
+ * Only root can switch; anyone else runs as they are (under systemd the
+ * unit's User=/DynamicUser= decides). Returns an exit status, or -1 to go
+ * on. */
+static int
+drop_privileges(const struct config *c)
+{
+	struct privdrop p;
+	char reason[256];
+
+	if (!c->user)
+		return -1;
+	if (geteuid() != 0) {
+		log_notice("User=%s: not started as root, so running as uid %u as started", c->user,
+			   (unsigned)geteuid());
+		return -1;
+	}
+	if (privdrop_resolve(c->user, c->group, &p, reason, sizeof(reason)) < 0) {
+		log_error("%s", reason);
+		return EXIT_USAGE;
+	}
+	if (privdrop_apply(&p, reason, sizeof(reason)) < 0) {
+		log_error("dropping root for User=%s: %s", c->user, reason);
+		return EXIT_FAILURE;
+	}
+	log_info("running as user %s (uid %u, gid %u)", p.name[0] ? p.name : c->user,
+		 (unsigned)p.uid, (unsigned)p.gid);
+	return -1;
+}
+
 static int
 run(const struct config *c, const struct options *o)
 {
 	struct listen_set sockets = {0};
 	char reason[256];
-	int n;
+	int n, status;
 
 	n = listen_from_systemd(&sockets, reason, sizeof(reason));
 	if (n < 0) {
@@ -286,7 +319,8 @@ run(const struct config *c, const struct options *o)
 	if (n == 1 && sockets.items[0].kind == SOCKET_CONNECTED) {
 		int fd = sockets.items[0].fd;
 		free(sockets.items);
-		return serve_one_connection(c, fd);
+		status = drop_privileges(c);
+		return status >= 0 ? status : serve_one_connection(c, fd);
 	}
 	if (listen_set_count(&sockets, SOCKET_CONNECTED) > 0) {
 		log_error("systemd passed a connected socket among %d sockets: per-connection "
@@ -300,8 +334,10 @@ run(const struct config *c, const struct options *o)
 			   "instead (systemctl edit echod.socket)", reason);
 	config_notes(c, log_note, NULL);
 	if (n == 0) {
-		if (c->n_listen == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
-			return serve_one_connection(c, STDIN_FILENO);
+		if (c->n_listen == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED) {
+			status = drop_privileges(c);
+			return status >= 0 ? status : serve_one_connection(c, STDIN_FILENO);
+		}
 		if (c->n_listen == 0) {
 			log_error("no sockets: not started by systemd socket activation (LISTEN_FDS "
 				  "unset) and no --listen/Listen= address given");
@@ -315,6 +351,11 @@ run(const struct config *c, const struct options *o)
 	for (size_t i = 0; i < sockets.n; i++)
 		log_info("listening on %s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
 			 sockets.items[i].name);
+	status = drop_privileges(c);
+	if (status >= 0) {
+		listen_set_free(&sockets, true);
+		return status;
+	}
 	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o));
 }
 
@@ -350,6 +391,11 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_set_max_level(c.log_level);
+	if (c.group && !c.user) {
+		log_error("Group=%s without User=: echod would stay root; set User= too", c.group);
+		config_done(&c);
+		return EXIT_USAGE;
+	}
 	if (o.check_config || o.dump_config) {
 		if (o.check_config)
 			check_config(&o, &c, file_read);

@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -61,6 +63,10 @@ config_done(struct config *c)
 	access_list_clear(&c->access);
 	free(c->metrics_listen);
 	c->metrics_listen = NULL;
+	free(c->user);
+	c->user = NULL;
+	free(c->group);
+	c->group = NULL;
 }
 
 int
@@ -70,10 +76,14 @@ config_copy(struct config *dst, const struct config *src)
 	*dst = *src;
 	dst->n_listen = 0;
 	dst->access = (struct access_list){0};
-	dst->metrics_listen = NULL;
+	dst->metrics_listen = dst->user = dst->group = NULL;
 	if (access_list_copy(&dst->access, &src->access) < 0)
 		return -ENOMEM;
 	if (src->metrics_listen && !(dst->metrics_listen = strdup(src->metrics_listen)))
+		return -ENOMEM;
+	if (src->user && !(dst->user = strdup(src->user)))
+		return -ENOMEM;
+	if (src->group && !(dst->group = strdup(src->group)))
 		return -ENOMEM;
 	for (size_t i = 0; i < src->n_listen; i++) {
 		dst->listen[i] = strdup(src->listen[i]);
@@ -286,6 +296,13 @@ reset_key(struct config *c, const char *key)
 		config_clear_listen(c);
 		return 0;
 	}
+	if (strcasecmp(key, "User") == 0 || strcasecmp(key, "Group") == 0) {
+		char **field = strcasecmp(key, "User") == 0 ? &c->user : &c->group;
+
+		free(*field);
+		*field = NULL;
+		return 0;
+	}
 	if (strcasecmp(key, "Model") == 0) {
 		c->model = d.model;
 		return 0;
@@ -308,6 +325,32 @@ reset_key(struct config *c, const char *key)
 	return -ENOENT;
 }
 
+/* User= and Group=: a name, or a number (a uid or gid with no name is
+ * allowed, as with systemd). Checked now, so that --check-config and the
+ * start-up fail with file:line:key for a user that does not exist. */
+static int
+set_identity(char **field, bool group, const char *value, const char *where,
+	     struct config_error *err)
+{
+	const char *key = group ? "Group" : "User";
+	unsigned id;
+	char *copy;
+
+	errno = 0;
+	if (parse_unsigned(value, 0, UINT_MAX - 1, &id) < 0 &&
+	    (group ? getgrnam(value) == NULL : getpwnam(value) == NULL))
+		return config_fail(err, "%s: %s=%s: %s", where, key, value,
+				   errno && errno != ENOENT && errno != ESRCH
+				       ? strerror(errno)
+				       : group ? "no such group" : "no such user");
+	copy = strdup(value);
+	if (!copy)
+		return config_fail(err, "%s: out of memory", where);
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
 int
 config_set(struct config *c, const char *key, const char *value, const char *where,
 	   struct config_error *err)
@@ -324,6 +367,10 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 		return add_access(c, "DenyFrom", true, value, where, err);
 	if (strcasecmp(key, "MetricsListen") == 0)
 		return set_metrics_listen(c, value, where, err);
+	if (strcasecmp(key, "User") == 0)
+		return set_identity(&c->user, false, value, where, err);
+	if (strcasecmp(key, "Group") == 0)
+		return set_identity(&c->group, true, value, where, err);
 	if (strcasecmp(key, "Model") == 0)
 		return set_model(c, value, where, err);
 	if (strcasecmp(key, "Workers") == 0)
@@ -688,5 +735,7 @@ config_dump(FILE *f, const struct config *c)
 	for (size_t i = 0; i < c->n_listen; i++)
 		fprintf(f, "Listen=%s\n", c->listen[i]);
 	fprintf(f, "MetricsListen=%s\n", c->metrics_listen ? c->metrics_listen : "");
+	fprintf(f, "User=%s\n", c->user ? c->user : "");
+	fprintf(f, "Group=%s\n", c->group ? c->group : "");
 	return ferror(f) ? -EIO : 0;
 }

@@ -33,6 +33,8 @@ struct config {
 	char *listen[CONFIG_MAX_LISTEN];
 	struct access_list access; /* AllowFrom=, DenyFrom= */
 	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
+	char *user;  /* User=: who to run as once the sockets are bound (name or uid); NULL: stay */
+	char *group; /* Group=: NULL: the user's primary group */
 };
 
 /* An error found while reading a configuration: where, and what. */

@@ -25,6 +25,8 @@ enum {
 	OPT_RUNTIME_DIR,
 	OPT_JSON,
 	OPT_METRICS_LISTEN,
+	OPT_USER,
+	OPT_GROUP,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -49,6 +51,8 @@ static const struct option long_options[] = {
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"user", required_argument, NULL, OPT_USER},
+	{"group", required_argument, NULL, OPT_GROUP},
 	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -75,6 +79,8 @@ static const struct {
 	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
 	{OPT_METRICS_LISTEN, "MetricsListen", "--metrics-listen"},
+	{OPT_USER, "User", "--user"},
+	{OPT_GROUP, "Group", "--group"},
 };
 
 void
@@ -104,6 +110,9 @@ options_print_help(void)
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
 	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
 	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
+	       "      --user USER              started as root: run as USER once the sockets\n"
+	       "                               are bound (under systemd use the unit's User=)\n"
+	       "      --group GROUP            with --user: that group, not USER's own\n"
 	       "      --check-config           validate the configuration, say what it means, exit\n"
 	       "      --dump-config            print the effective configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"

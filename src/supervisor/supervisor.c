@@ -71,6 +71,7 @@ struct supervisor {
 	bool stopping;
 	uint64_t kill_at_ms;
 	bool killed;
+	bool keeping; /* this stop hands the connections to the fd store */
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
 	uint64_t refused_logged, refused_access_logged, pauses_logged, admission_logged_ms;
@@ -266,14 +267,35 @@ abandon(struct supervisor *s)
 		ledger_lost_here(&s->scoreboard, (unsigned)s->children.slot, s->model->abandon(&m));
 }
 
+/* A second SIGTERM or SIGINT during the drain (Ctrl-C again, as nginx and
+ * most daemons take it): the open connections are closed now, not after
+ * ShutdownTimeoutSec=. Not while connections go to the fd store: killing
+ * the workers then would lose the very connections a restart keeps. */
+static void
+fast_stop(struct supervisor *s, const char *signame)
+{
+	if (s->killed)
+		return;
+	if (s->keeping) {
+		log_notice("SIG%s again: ignored while the connections go to the fd store", signame);
+		return;
+	}
+	log_notice("SIG%s again: fast stop, closing %u open connection(s) now", signame,
+		   connections_active(s));
+	signal_all(s, SIGKILL);
+	s->killed = true;
+}
+
 static void
 begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 {
 	unsigned timeout = current_config(s)->shutdown_timeout_sec;
 	bool keep;
 
-	if (s->stopping)
+	if (s->stopping) {
+		fast_stop(s, signame);
 		return;
+	}
 	/* systemd sends SIGTERM right after ExecStop= ends: a stale
 	 * announcement (a stop job that never came) does not count. */
 	keep = restart_wanted(s->sockets->from_systemd,
@@ -281,6 +303,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 					  now - s->restart_announced_ms < RESTART_ANNOUNCE_VALID_MS,
 				  s->restart_store_max, connections_active(s));
 	s->stopping = true;
+	s->keeping = keep;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
 	notify_stopping();
 	/* Tell systemd how long the drain may take, so it does not kill us
@@ -358,6 +381,10 @@ unapplied_find(struct supervisor *s, const struct config *next)
 	if (strcmp(a, b) != 0)
 		unapplied_add(s, "MetricsListen= changed but not applied: it is read at start, "
 				 "restart to apply");
+	if (strcmp(next->user ? next->user : "", cur->user ? cur->user : "") != 0 ||
+	    strcmp(next->group ? next->group : "", cur->group ? cur->group : "") != 0)
+		unapplied_add(s, "User=/Group= changed but not applied: root, once dropped, "
+				 "cannot be taken back; restart to apply");
 	if (next->defer_accept_sec != cur->defer_accept_sec && s->sockets->from_systemd)
 		unapplied_add(s, "DeferAcceptSec= changed but not applied: sockets from systemd "
 				 "keep the socket unit's options");

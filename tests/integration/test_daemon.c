@@ -4,6 +4,7 @@
  * and socket activation with several sockets. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -578,6 +579,98 @@ test_sigint_drains(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* A second SIGINT during the drain is a fast stop: the open connection is
+ * closed at once, long before ShutdownTimeoutSec=, and echod exits 0. */
+static void
+test_second_sigint_fast_stop(void **state)
+{
+	char buf[16];
+	struct echod e;
+	uint64_t start;
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--shutdown-timeout", "60", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 3000), 0);
+	kill(e.pid, SIGINT);
+	assert_true(echod_wait_log(&e, "SIGINT: stopping", 3000));
+	assert_int_equal(echo_roundtrip(fd, "during", 6, 3000), 0);
+	start = monotonic_ms();
+	kill(e.pid, SIGINT);
+	assert_true(echod_wait_log(&e, "SIGINT again: fast stop, closing 1 open connection(s) now",
+				   3000));
+	assert_true(read_until_eof(fd, buf, sizeof(buf), 5000) >= 0);
+	close(fd);
+	assert_int_equal(echod_wait_exit(&e, 5000), 0);
+	assert_true(monotonic_ms() - start < 5000);
+	assert_true(nothing_left_behind());
+}
+
+/* Reads "Uid:" or "Gid:" (real, effective, saved, fs) of pid. */
+static bool
+process_ids(pid_t pid, const char *field, unsigned ids[4])
+{
+	char path[64], line[256];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strncmp(line, field, strlen(field)) == 0 &&
+			sscanf(line + strlen(field), "%u %u %u %u", &ids[0], &ids[1], &ids[2],
+			       &ids[3]) == 4;
+	fclose(f);
+	return found;
+}
+
+/* User=/--user: started as root, echod binds, then the supervisor and so
+ * every worker run as that user, with its group, for good. An unknown user
+ * is a configuration error (2). */
+static void
+test_user_drops_root(void **state)
+{
+	struct passwd *pw = getpwnam("nobody");
+	unsigned ids[4];
+	pid_t kids[8];
+	struct echod e;
+	size_t n;
+	int fd;
+
+	assert_int_equal(echod_run(&e, (const char *[]){"--user", "no-such-user-echod", NULL}, 5000),
+			 2);
+	echod_collect_log(&e);
+	assert_non_null(strstr(e.log, "--user: User=no-such-user-echod: no such user"));
+	if (geteuid() != 0 || !pw) {
+		print_message("# not root, or no user nobody: cannot test dropping root\n");
+		skip();
+	}
+	/* Port 7 would need root to bind: a low port shows the order. */
+	echod_start(&e, (const char *[]){"--workers", "2", "--user", "nobody", NULL});
+	assert_true(echod_wait_log(&e, "running as user nobody", 3000));
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "as nobody", 9, 3000), 0);
+	close(fd);
+	assert_true(process_ids(e.pid, "Uid:", ids));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(ids[i], pw->pw_uid);
+	assert_true(process_ids(e.pid, "Gid:", ids));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(ids[i], pw->pw_gid);
+	n = process_children(e.pid, kids, 8);
+	assert_int_equal(n, 2);
+	for (size_t k = 0; k < n; k++) {
+		assert_true(process_ids(kids[k], "Uid:", ids));
+		assert_int_equal(ids[0], pw->pw_uid);
+		assert_int_equal(ids[2], pw->pw_uid);
+	}
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 /* --before-stop PID runs from ExecStop=: it never fails the stop. A bad
  * PID is a usage error (2); with no systemd to ask (an unreachable bus)
  * it says so, exits 0, and leaves echod to drain. */
@@ -1032,6 +1125,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_respawn_backoff, harness_teardown),
 	    cmocka_unit_test_teardown(test_respawn_backoff_resets, harness_teardown),
 	    cmocka_unit_test_teardown(test_sigint_drains, harness_teardown),
+	    cmocka_unit_test_teardown(test_second_sigint_fast_stop, harness_teardown),
+	    cmocka_unit_test_teardown(test_user_drops_root, harness_teardown),
 	    cmocka_unit_test_teardown(test_before_stop, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, harness_teardown),

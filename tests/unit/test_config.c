@@ -237,6 +237,29 @@ test_grammar_blanks(void **state)
 	config_done(&c);
 }
 
+/* User= and Group= take names or numbers; copied; empty: stay as started. */
+static void
+test_user_group(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c, d;
+
+	config_init(&c);
+	config_init(&d);
+	assert_int_equal(load_text(&c, "[echod]\nUser=root\nGroup=0\n", path, &err), 0);
+	assert_string_equal(c.user, "root");
+	assert_string_equal(c.group, "0");
+	assert_int_equal(config_copy(&d, &c), 0);
+	assert_string_equal(d.user, "root");
+	assert_ptr_not_equal(d.user, c.user);
+	assert_int_equal(load_text(&c, "[echod]\nUser=\nGroup=\n", path, &err), 0);
+	assert_null(c.user);
+	assert_null(c.group);
+	config_done(&c);
+	config_done(&d);
+}
+
 /* An empty value sets any key back to its default; lists become empty. */
 static void
 test_empty_resets(void **state)
@@ -288,6 +311,8 @@ assert_default_config(const struct config *c)
 	assert_int_equal(c->n_listen, 0);
 	assert_false(access_list_active(&c->access));
 	assert_null(c->metrics_listen);
+	assert_null(c->user);
+	assert_null(c->group);
 	config_done(&d);
 }
 
@@ -301,7 +326,7 @@ test_shipped_file_round_trips(void **state)
 	    "Model", "Workers", "WorkerConnections", "MaxConnections", "IdleTimeoutSec",
 	    "ShutdownTimeoutSec", "LogLevel", "DatagramRateLimit", "MaxConnectionsPerSource",
 	    "AllowFrom", "DenyFrom", "ConnectionRateLimit", "DeferAcceptSec", "Listen",
-	    "MetricsListen",
+	    "MetricsListen", "User", "Group",
 	};
 	char path[sizeof(TMP_TEMPLATE)], line[512];
 	struct config_error err = {{0}};
@@ -628,6 +653,10 @@ static const struct bad_file bad_no_key = {
 static const struct bad_file bad_key_chars = {
     "[echod]\nMax-Connections=3\n", -EINVAL,
     "2: syntax error: expected [echod] or Key=value (a key is letters and digits)"};
+static const struct bad_file bad_user = {"[echod]\nUser=no-such-user-echod\n", -EINVAL,
+					 "2: User=no-such-user-echod: no such user"};
+static const struct bad_file bad_group = {"[echod]\nUser=root\nGroup=no-such-group-echod\n",
+					  -EINVAL, "3: Group=no-such-group-echod: no such group"};
 static const struct bad_file bad_empty_unknown = {"[echod]\nColour=\n", -EINVAL,
 						  "2: unknown key \"Colour\""};
 
@@ -1045,6 +1074,7 @@ main(void)
 	    cmocka_unit_test(test_comments),
 	    cmocka_unit_test(test_grammar_blanks),
 	    cmocka_unit_test(test_empty_resets),
+	    cmocka_unit_test(test_user_group),
 	    cmocka_unit_test(test_shipped_file_round_trips),
 	    cmocka_unit_test(test_dump_reads_back),
 	    cmocka_unit_test(test_dump_fork),
@@ -1083,6 +1113,8 @@ main(void)
 	    BAD_FILE(no_key),
 	    BAD_FILE(key_chars),
 	    BAD_FILE(empty_unknown),
+	    BAD_FILE(user),
+	    BAD_FILE(group),
 	    BAD_FILE(outside_section),
 	    BAD_FILE(section),
 	    BAD_FILE(syntax),
