@@ -8,12 +8,14 @@
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
+#include "address.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
 #include "options.h"
 #include "peerproc.h"
 #include "privdrop.h"
+#include "proctitle.h"
 #include "reload.h"
 #include "report.h"
 #include "restart.h"
@@ -244,6 +246,10 @@ raise_fd_limit(void)
 static int
 serve_one_connection(const struct config *c, int fd)
 {
+	char peer[128];
+
+	address_format_peer(fd, peer, sizeof(peer));
+	proctitle_set("echod conn", "echod: connection %s", peer);
 	struct worker_setup setup = {
 	    .config = c,
 	    .slot = -1,
@@ -368,6 +374,8 @@ main(int argc, char **argv)
 	bool file_read;
 	int status;
 
+	/* Before anything keeps a pointer into argv (the options do). */
+	proctitle_init(argc, argv);
 	if (options_parse(argc, argv, &o, &err) < 0) {
 		log_error("%s", err.message);
 		return EXIT_USAGE;

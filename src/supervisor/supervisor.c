@@ -19,6 +19,7 @@
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
+#include "proctitle.h"
 #include "reload.h"
 #include "restart.h"
 #include "scoreboard.h"
@@ -128,6 +129,14 @@ defer_accept_apply(const struct supervisor *s, const struct config *c)
 }
 
 /* --- status --- */
+
+/* The supervisor's title in ps: model, generation in use, and a stop. */
+static void
+title_update(const struct supervisor *s)
+{
+	proctitle_set(NULL, "echod: supervisor (%s, generation %u%s)", s->model->name,
+		      s->generation, s->stopping ? ", stopping" : "");
+}
 
 static void
 status_update(struct supervisor *s, bool force)
@@ -312,6 +321,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	if (!keep)
 		log_info("SIG%s: stopping; open connections get up to %u s to finish", signame,
 			 timeout);
+	title_update(s);
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
 	acceptor_stop(&s->acceptor);
@@ -480,6 +490,7 @@ became_ready(struct supervisor *s)
 		log_struct(LOG_INFO, ECHOD_MESSAGE_STARTED, "%s: %u worker(s) ready",
 			   model_to_string(c->model), s->pool->n);
 	}
+	title_update(s);
 	status_update(s, true);
 }
 
@@ -871,6 +882,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		goto out;
 	}
 	struct model_ctx m = model_ctx(&s);
+	title_update(&s);
 	s.model->log_start(&m);
 	reload_status_write(s.runtime_dir, s.reload_seq, true, "started");
 	status = supervisor_loop(&s);

@@ -4,7 +4,6 @@
  * and socket activation with several sockets. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <sched.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -671,6 +671,104 @@ test_user_drops_root(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* /proc/PID/cmdline up to its first NUL, and /proc/PID/comm; false for a
+ * process gone (or a zombie: it has no command line). */
+static bool
+read_title(pid_t pid, char *title, size_t size, char *comm, size_t comm_size)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, title, size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	title[n] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, comm, comm_size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	comm[n] = '\0';
+	comm[strcspn(comm, "\n")] = '\0';
+	return true;
+}
+
+static void
+process_title(pid_t pid, char *title, size_t size, char *comm, size_t comm_size)
+{
+	if (!read_title(pid, title, size, comm, comm_size))
+		fail_msg("pid %d: no command line", (int)pid);
+}
+
+/* Process titles tell the processes apart in ps and top, as nginx's do:
+ * the supervisor (model, generation, which a reload raises), each worker,
+ * and fork's connection processes with their client. The supervisor's
+ * comm stays "echod"; MAINPID is untouched (a title is not a process). */
+static void
+test_process_titles(void **state)
+{
+	char title[256], comm[32], want[128];
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	pid_t kids[8];
+	struct echod e;
+	size_t n;
+	int fd;
+
+	echod_start(&e, (const char *[]){"-m", "prefork", "--workers", "2", NULL});
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (prefork, generation 0)");
+	assert_string_equal(comm, "echod");
+	n = process_children(e.pid, kids, 8);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		process_title(kids[i], title, sizeof(title), comm, sizeof(comm));
+		if (strcmp(title, "echod: worker 0") != 0 && strcmp(title, "echod: worker 1") != 0)
+			fail_msg("worker title: \"%s\"", title);
+		assert_string_equal(comm, "echod worker");
+	}
+	/* The options still work after their memory was taken for titles. */
+	kill(e.pid, SIGHUP);
+	assert_true(echod_wait_log(&e, "generation 1", 5000));
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (prefork, generation 1)");
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "titled", 6, 3000), 0);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	echod_start(&e, (const char *[]){"-m", "fork", NULL});
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "titled", 6, 3000), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
+	snprintf(want, sizeof(want), "echod: connection 127.0.0.1:%u", ntohs(local.sin_port));
+	n = process_children(e.pid, kids, 8);
+	assert_true(n >= 1);
+	for (size_t i = 0; i < n; i++) {
+		if (!read_title(kids[i], title, sizeof(title), comm, sizeof(comm)))
+			continue;
+		print_message("# fork child %d: %s (%s)\n", (int)kids[i], title, comm);
+		if (strcmp(title, want) == 0)
+			break;
+	}
+	assert_string_equal(title, want);
+	assert_string_equal(comm, "echod conn");
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (fork, generation 0)");
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 /* --before-stop PID runs from ExecStop=: it never fails the stop. A bad
  * PID is a usage error (2); with no systemd to ask (an unreachable bus)
  * it says so, exits 0, and leaves echod to drain. */
@@ -1127,6 +1225,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_sigint_drains, harness_teardown),
 	    cmocka_unit_test_teardown(test_second_sigint_fast_stop, harness_teardown),
 	    cmocka_unit_test_teardown(test_user_drops_root, harness_teardown),
+	    cmocka_unit_test_teardown(test_process_titles, harness_teardown),
 	    cmocka_unit_test_teardown(test_before_stop, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, harness_teardown),
