@@ -63,8 +63,8 @@ privdrop_resolve(const char *user, const char *group, struct privdrop *ret, char
 	} else if (parse_id(user, &id) == 0) {
 		/* A uid with no name, as systemd allows: its group must be given. */
 		if (!group)
-			return fail(-EINVAL, reason, size, "User=%s: uid without a name: set Group= too",
-				    user);
+			return fail(-EINVAL, reason, size,
+				    "User=%s: uid without a name: set Group= too", user);
 		p.uid = (uid_t)id;
 	} else
 		return fail(-ENOENT, reason, size, "User=%s: no such user", user);

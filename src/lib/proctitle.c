@@ -9,7 +9,7 @@
 
 extern char **environ;
 
-static char *area;     /* argv[0] and what follows it contiguously */
+static char *area; /* argv[0] and what follows it contiguously */
 static size_t area_size;
 
 void

@@ -363,6 +363,12 @@ listen_changed(const struct config *a, const struct config *b)
 }
 
 static void
+log_config_note(void *userdata, const char *note)
+{
+	log_notice("reload: %s", note);
+}
+
+static void
 unapplied_add(struct supervisor *s, const char *what)
 {
 	size_t len = strlen(s->reload_unapplied);
@@ -424,6 +430,8 @@ reload(struct supervisor *s, uint64_t now)
 		return;
 	}
 	unapplied_find(s, &next);
+	/* As at start: a cap or an unused key is said, not kept quiet. */
+	config_notes(&next, log_config_note, NULL);
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);

@@ -405,7 +405,7 @@ test_reload_client_reports_outcome(void **state)
 static void
 test_reload_names_what_was_not_applied(void **state)
 {
-	char dir[64], conf[96], rt[96], pid[16], text[128], status[128];
+	char dir[64], conf[96], rt[96], pid[16], text[256], status[128];
 	struct echod e, client;
 	int port = free_port(), other = free_port();
 
@@ -421,8 +421,9 @@ test_reload_names_what_was_not_applied(void **state)
 	setenv("RUNTIME_DIRECTORY", dir, 1);
 
 	snprintf(text, sizeof(text),
-		 "[echod]\nWorkers=1\nListen=127.0.0.1:%d\nMetricsListen=127.0.0.1:%d\n", other,
-		 other);
+		 "[echod]\nWorkers=1\nListen=127.0.0.1:%d\nMetricsListen=127.0.0.1:%d\n"
+		 "WorkerConnections=20\nMaxConnections=50\n",
+		 other, other);
 	harness_write_config(conf, text);
 	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 0);
 	print_message("# %s", client.log);
@@ -430,6 +431,8 @@ test_reload_names_what_was_not_applied(void **state)
 					   "applied: sockets are kept as they are until a restart; "
 					   "MetricsListen= changed but not applied"));
 	assert_true(echod_wait_log(&e, "generation 1; not applied: Listen=", 2000));
+	assert_true(echod_wait_log(&e, "reload: MaxConnections=50 is more than Workers x "
+				      "WorkerConnections (1 x 20): capped at 20", 1000));
 	unsetenv("RUNTIME_DIRECTORY");
 	assert_true(tcp_wait_accepting(port, 1000));
 	assert_int_equal(echod_stop(&e, 15000), 0);
