@@ -470,10 +470,10 @@ check_line(struct file_parse *p, char *str)
 	}
 	for (value = eq + 1; value < s + len; value++)
 		if ((*value == '#' || *value == ';') && strchr(" \t", value[-1])) {
-			char hint[160];
+			char hint[320];
 
-			snprintf(hint, sizeof(hint), "%.*s=: '%c' after the value: comments go on "
-				 "lines of their own", (int)key_len, s, *value);
+			snprintf(hint, sizeof(hint), "%.*s: a '%c' after a value starts no comment "
+				 "(comments go on lines of their own)", (int)len, s, *value);
 			line_fail(p, str, hint);
 			return;
 		}

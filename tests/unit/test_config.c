@@ -641,10 +641,12 @@ static const struct bad_file bad_colon_then_equals = {
     "2: syntax error: expected [echod] or Key=value (the separator is '=', not ':')"};
 static const struct bad_file bad_inline_semicolon = {
     "[echod]\nWorkers=3 ; note\n", -EINVAL,
-    "2: Workers=: ';' after the value: comments go on lines of their own"};
+    "2: Workers=3 ; note: a ';' after a value starts no comment (comments go on lines of "
+    "their own)"};
 static const struct bad_file bad_inline_hash = {
     "[echod]\nWorkers=3\t# note\n", -EINVAL,
-    "2: Workers=: '#' after the value: comments go on lines of their own"};
+    "2: Workers=3\t# note: a '#' after a value starts no comment (comments go on lines of "
+    "their own)"};
 static const struct bad_file bad_section_comment = {
     "[echod] # main\nWorkers=3\n", -EINVAL,
     "1: syntax error: text after the section's ']' (comments go on lines of their own)"};
