@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
@@ -269,9 +271,24 @@ bind_configured(const struct config *c, struct listen_set *set)
 		struct listen_address a;
 		char reason[256];
 
+		bool path = false;
+		mode_t umask_was = 0;
+		int r;
+
 		/* Already validated when the configuration was read. */
-		if (address_parse(c->listen[i], &a, reason, sizeof(reason)) < 0 ||
-		    listen_bind(set, c->listen[i], &a, reason, sizeof(reason)) < 0) {
+		if (address_parse(c->listen[i], &a, reason, sizeof(reason)) < 0) {
+			log_error("cannot listen on %s", reason);
+			return -1;
+		}
+		/* SocketMode=: the umask bind() applies, so that the file
+		 * never exists with a wider mode, even for a moment. */
+		path = a.sa.ss_family == AF_UNIX && ((struct sockaddr_un *)&a.sa)->sun_path[0];
+		if (path && c->socket_mode >= 0)
+			umask_was = umask(~(mode_t)c->socket_mode & 0777);
+		r = listen_bind(set, c->listen[i], &a, reason, sizeof(reason));
+		if (path && c->socket_mode >= 0)
+			umask(umask_was);
+		if (r < 0) {
 			log_error("cannot listen on %s", reason);
 			return -1;
 		}

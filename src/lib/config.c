@@ -45,6 +45,7 @@ config_init(struct config *c)
 		.shutdown_timeout_sec = 10,
 		.datagram_rate_limit = 1000,
 		.log_level = LOG_INFO,
+		.socket_mode = -1,
 	};
 }
 
@@ -307,6 +308,10 @@ reset_key(struct config *c, const char *key)
 		c->model = d.model;
 		return 0;
 	}
+	if (strcasecmp(key, "SocketMode") == 0) {
+		c->socket_mode = d.socket_mode;
+		return 0;
+	}
 	if (strcasecmp(key, "Workers") == 0) {
 		c->workers = d.workers;
 		return 0;
@@ -323,6 +328,25 @@ reset_key(struct config *c, const char *key)
 			return 0;
 		}
 	return -ENOENT;
+}
+
+/* SocketMode=: octal, as chmod(1) and systemd's SocketMode= take it. */
+static int
+set_socket_mode(struct config *c, const char *value, const char *where,
+		struct config_error *err)
+{
+	unsigned long v;
+	char *end;
+
+	if (strspn(value, "01234567") != strlen(value) || strlen(value) > 4)
+		return config_fail(err, "%s: SocketMode=%s: not an octal mode (such as 0660)", where,
+				   value);
+	v = strtoul(value, &end, 8);
+	if (v > 0777)
+		return config_fail(err, "%s: SocketMode=%s: out of range (0000..0777: no set-id or "
+				   "sticky bits)", where, value);
+	c->socket_mode = (int)v;
+	return 0;
 }
 
 /* User= and Group=: a name, or a number (a uid or gid with no name is
@@ -367,6 +391,8 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 		return add_access(c, "DenyFrom", true, value, where, err);
 	if (strcasecmp(key, "MetricsListen") == 0)
 		return set_metrics_listen(c, value, where, err);
+	if (strcasecmp(key, "SocketMode") == 0)
+		return set_socket_mode(c, value, where, err);
 	if (strcasecmp(key, "User") == 0)
 		return set_identity(&c->user, false, value, where, err);
 	if (strcasecmp(key, "Group") == 0)
@@ -734,6 +760,10 @@ config_dump(FILE *f, const struct config *c)
 		fprintf(f, "Listen=\n");
 	for (size_t i = 0; i < c->n_listen; i++)
 		fprintf(f, "Listen=%s\n", c->listen[i]);
+	if (c->socket_mode >= 0)
+		fprintf(f, "SocketMode=%04o\n", (unsigned)c->socket_mode);
+	else
+		fprintf(f, "SocketMode=\n");
 	fprintf(f, "MetricsListen=%s\n", c->metrics_listen ? c->metrics_listen : "");
 	fprintf(f, "User=%s\n", c->user ? c->user : "");
 	fprintf(f, "Group=%s\n", c->group ? c->group : "");

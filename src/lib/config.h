@@ -35,6 +35,7 @@ struct config {
 	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
 	char *user;  /* User=: who to run as once the sockets are bound (name or uid); NULL: stay */
 	char *group; /* Group=: NULL: the user's primary group */
+	int socket_mode; /* SocketMode=: of the unix: sockets echod binds; -1: the umask's */
 };
 
 /* An error found while reading a configuration: where, and what. */

@@ -27,6 +27,7 @@ enum {
 	OPT_METRICS_LISTEN,
 	OPT_USER,
 	OPT_GROUP,
+	OPT_SOCKET_MODE,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -51,6 +52,7 @@ static const struct option long_options[] = {
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
 	{"user", required_argument, NULL, OPT_USER},
 	{"group", required_argument, NULL, OPT_GROUP},
 	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
@@ -79,6 +81,7 @@ static const struct {
 	{OPT_DEFER_ACCEPT, "DeferAcceptSec", "--defer-accept"},
 	{'l', "Listen", "--listen"},
 	{OPT_METRICS_LISTEN, "MetricsListen", "--metrics-listen"},
+	{OPT_SOCKET_MODE, "SocketMode", "--socket-mode"},
 	{OPT_USER, "User", "--user"},
 	{OPT_GROUP, "Group", "--group"},
 };
@@ -110,6 +113,7 @@ options_print_help(void)
 	       "                               [::1]:7007, udp:127.0.0.1:7007, unix:/run/echod.sock\n"
 	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
 	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
+	       "      --socket-mode MODE       mode of the unix: sockets echod binds (0660)\n"
 	       "      --user USER              started as root: run as USER once the sockets\n"
 	       "                               are bound (under systemd use the unit's User=)\n"
 	       "      --group GROUP            with --user: that group, not USER's own\n"

@@ -394,6 +394,9 @@ unapplied_find(struct supervisor *s, const struct config *next)
 				       "systemd (change echod.socket)"
 				     : "Listen= changed but not applied: sockets are kept as they are "
 				       "until a restart");
+	if (next->socket_mode != cur->socket_mode && !s->sockets->from_systemd)
+		unapplied_add(s, "SocketMode= changed but not applied: it is set when the sockets "
+				 "are bound, at start");
 	if (strcmp(a, b) != 0)
 		unapplied_add(s, "MetricsListen= changed but not applied: it is read at start, "
 				 "restart to apply");

@@ -1117,6 +1117,40 @@ test_multiple_listeners(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* SocketMode=: the unix: socket file gets that mode, whatever the umask;
+ * without it, the umask's (as before). Abstract sockets have no file. */
+static void
+test_socket_mode(void **state)
+{
+	char sock[108], unix_listen[128];
+	struct echod e;
+	struct stat st;
+	mode_t was;
+	int fd;
+
+	unix_path(sock, sizeof(sock), "mode");
+	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", sock);
+	was = umask(022);
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen,
+					 "--socket-mode", "0660", NULL});
+	umask(was);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0660);
+	fd = unix_connect(sock);
+	assert_echoes(fd, 1000, 1);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	was = umask(077);
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen, NULL});
+	umask(was);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 static void
 test_stale_unix_socket(void **state)
 {
@@ -1235,6 +1269,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, harness_teardown),
 	    cmocka_unit_test_teardown(test_journal_fields, harness_teardown),
 	    cmocka_unit_test_teardown(test_multiple_listeners, harness_teardown),
+	    cmocka_unit_test_teardown(test_socket_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_stale_unix_socket, harness_teardown),
 	    cmocka_unit_test_teardown(test_activation_two_sockets, harness_teardown),
 	    cmocka_unit_test_teardown(test_defer_accept_leaves_systemd_sockets_alone,

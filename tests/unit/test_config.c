@@ -256,6 +256,14 @@ test_user_group(void **state)
 	assert_int_equal(load_text(&c, "[echod]\nUser=\nGroup=\n", path, &err), 0);
 	assert_null(c.user);
 	assert_null(c.group);
+	/* SocketMode=: octal, 3 or 4 digits; empty: the umask decides. */
+	assert_int_equal(c.socket_mode, -1);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=660\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, 0660);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=0600\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, 0600);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, -1);
 	config_done(&c);
 	config_done(&d);
 }
@@ -313,6 +321,7 @@ assert_default_config(const struct config *c)
 	assert_null(c->metrics_listen);
 	assert_null(c->user);
 	assert_null(c->group);
+	assert_int_equal(c->socket_mode, d.socket_mode);
 	config_done(&d);
 }
 
@@ -326,7 +335,7 @@ test_shipped_file_round_trips(void **state)
 	    "Model", "Workers", "WorkerConnections", "MaxConnections", "IdleTimeoutSec",
 	    "ShutdownTimeoutSec", "LogLevel", "DatagramRateLimit", "MaxConnectionsPerSource",
 	    "AllowFrom", "DenyFrom", "ConnectionRateLimit", "DeferAcceptSec", "Listen",
-	    "MetricsListen", "User", "Group",
+	    "MetricsListen", "SocketMode", "User", "Group",
 	};
 	char path[sizeof(TMP_TEMPLATE)], line[512];
 	struct config_error err = {{0}};
@@ -382,7 +391,7 @@ test_dump_reads_back(void **state)
 				   "MaxConnections=20\nIdleTimeoutSec=0\nLogLevel=warn\n"
 				   "AllowFrom=192.0.2.0/24 2001:db8::/32\nDenyFrom=192.0.2.1\n"
 				   "DeferAcceptSec=2\nListen=127.0.0.1:7\nListen=unix:@x\n"
-				   "MetricsListen=127.0.0.1:9707\n";
+				   "MetricsListen=127.0.0.1:9707\nSocketMode=0640\n";
 	char path[sizeof(TMP_TEMPLATE)];
 	struct config_error err = {{0}};
 	struct config a, b;
@@ -417,6 +426,7 @@ test_dump_reads_back(void **state)
 	assert_int_equal(b.n_listen, 2);
 	assert_string_equal(b.listen[1], "unix:@x");
 	assert_string_equal(b.metrics_listen, "127.0.0.1:9707");
+	assert_int_equal(b.socket_mode, 0640);
 	free(dump);
 	config_done(&a);
 	config_done(&b);
@@ -659,6 +669,12 @@ static const struct bad_file bad_user = {"[echod]\nUser=no-such-user-echod\n", -
 					 "2: User=no-such-user-echod: no such user"};
 static const struct bad_file bad_group = {"[echod]\nUser=root\nGroup=no-such-group-echod\n",
 					  -EINVAL, "3: Group=no-such-group-echod: no such group"};
+static const struct bad_file bad_socket_mode_digit = {
+    "[echod]\nSocketMode=0689\n", -EINVAL,
+    "2: SocketMode=0689: not an octal mode (such as 0660)"};
+static const struct bad_file bad_socket_mode_setid = {
+    "[echod]\nSocketMode=4755\n", -EINVAL,
+    "2: SocketMode=4755: out of range (0000..0777: no set-id or sticky bits)"};
 static const struct bad_file bad_empty_unknown = {"[echod]\nColour=\n", -EINVAL,
 						  "2: unknown key \"Colour\""};
 
@@ -1116,6 +1132,8 @@ main(void)
 	    BAD_FILE(key_chars),
 	    BAD_FILE(empty_unknown),
 	    BAD_FILE(user),
+	    BAD_FILE(socket_mode_digit),
+	    BAD_FILE(socket_mode_setid),
 	    BAD_FILE(group),
 	    BAD_FILE(outside_section),
 	    BAD_FILE(section),
