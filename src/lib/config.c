@@ -447,16 +447,18 @@ line_fail(struct file_parse *p, char *str, const char *hint)
 static void
 check_line(struct file_parse *p, char *str)
 {
-	size_t indent, len, key_len;
+	size_t indent, len, key_len, skip = 0, total = strlen(str);
 	const char *eq, *value;
 	char *s = str;
 
 	/* A UTF-8 byte order mark, which editors may write, opens line 1. */
-	if (p->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0)
-		memmove(s, s + 3, strlen(s + 3) + 1);
-	indent = strspn(s, " \t");
-	memmove(s, s + indent, strlen(s + indent) + 1);
-	len = strlen(s);
+	if (p->line == 1 && total >= 3 && (unsigned char)str[0] == 0xEF &&
+	    (unsigned char)str[1] == 0xBB && (unsigned char)str[2] == 0xBF)
+		skip = 3;
+	indent = strspn(str + skip, " \t");
+	skip += indent;
+	memmove(str, str + skip, total - skip + 1);
+	len = total - skip;
 	while (len > 0 && strchr(" \t\r\n", s[len - 1]))
 		len--;
 	if (len == 0 || s[0] == '#' || s[0] == ';')

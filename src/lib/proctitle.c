@@ -11,6 +11,10 @@ extern char **environ;
 
 static char *area; /* argv[0] and what follows it contiguously */
 static size_t area_size;
+/* The heap copies, held here for good: argv[] may be permuted (getopt),
+ * and environ changed (sd_listen_fds() unsets LISTEN_FDS) or replaced
+ * (setenv), and the strings must outlive both. */
+static char **argv_copy, **environ_held;
 
 void
 proctitle_init(int argc, char **argv)
@@ -32,18 +36,18 @@ proctitle_init(int argc, char **argv)
 			end = environ[n_env] + strlen(environ[n_env]) + 1;
 
 	env = calloc(n_env + 1, sizeof(*env));
-	if (!env)
+	environ_held = calloc(n_env + 1, sizeof(*environ_held));
+	argv_copy = calloc((size_t)argc + 1, sizeof(*argv_copy));
+	if (!env || !environ_held || !argv_copy)
 		return;
 	for (size_t i = 0; i < n_env; i++)
-		if (!(env[i] = strdup(environ[i])))
+		if (!(env[i] = environ_held[i] = strdup(environ[i])))
 			return; /* leaves everything where it was: no title */
-	for (int i = 0; i < argc; i++) {
-		char *copy = strdup(argv[i]);
-
-		if (!copy)
+	for (int i = 0; i < argc; i++)
+		if (!(argv_copy[i] = strdup(argv[i])))
 			return;
-		argv[i] = copy;
-	}
+	for (int i = 0; i < argc; i++)
+		argv[i] = argv_copy[i];
 	area = start;
 	/* glibc's own pointers into argv[0] (error(), getopt's messages). */
 	program_invocation_name = argv[0];
