@@ -481,9 +481,9 @@ became_ready(struct supervisor *s)
 	s->ready = true;
 	notify_ready();
 	if (s->reloading) {
-		s->reloading = false;
 		char verdict[sizeof(s->reload_unapplied) + 64];
 
+		s->reloading = false;
 		scoreboard_count_reload(&s->scoreboard, true);
 		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
 		if (s->reload_unapplied[0]) {
