@@ -5,12 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
+#include "address.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "peerproc.h"
+#include "privdrop.h"
+#include "proctitle.h"
 #include "reload.h"
 #include "report.h"
 #include "restart.h"
@@ -74,37 +81,94 @@ show_status(const struct options *o)
 	return EXIT_SUCCESS;
 }
 
-/* Defaults, then the file, then the command line. Used at start-up and
- * by the supervisor on every reload. */
-static int
-read_configuration(void *userdata, struct config *c, struct config_error *err)
+/* The file read_configuration() reads, and whether it was there. */
+static const char *
+config_path(const struct options *o)
 {
-	const struct options *o = userdata;
-	const char *path = o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+	return o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+}
+
+static int
+read_configuration_from(const struct options *o, struct config *c, struct config_error *err,
+			bool *ret_file_read)
+{
 	int r;
 
-	r = config_load_file(c, path, err);
+	r = config_load_file(c, config_path(o), err);
+	*ret_file_read = r != -ENOENT;
 	/* Only the default file may be absent: a named one is a promise. */
 	if (r == -ENOENT && !o->config_path)
 		r = 0;
 	if (r >= 0)
 		r = options_apply(o, c, err);
 	if (r >= 0)
-		r = config_validate(c, path, err);
+		r = config_validate(c, config_path(o), err);
 	return r;
 }
 
+/* Defaults, then the file, then the command line. Used at start-up and
+ * by the supervisor on every reload. */
 static int
-load_configuration(const struct options *o, struct config *c)
+read_configuration(void *userdata, struct config *c, struct config_error *err)
+{
+	bool file_read;
+
+	return read_configuration_from(userdata, c, err, &file_read);
+}
+
+static int
+load_configuration(const struct options *o, struct config *c, bool *ret_file_read)
 {
 	struct config_error err = {{0}};
 	int r;
 
 	config_init(c);
-	r = read_configuration((void *)o, c, &err);
+	r = read_configuration_from(o, c, &err, ret_file_read);
 	if (r < 0)
 		log_error("%s", err.message);
 	return r;
+}
+
+static void
+print_note(void *userdata, const char *note)
+{
+	printf("note: %s\n", note);
+}
+
+static void
+log_note(void *userdata, const char *note)
+{
+	log_notice("%s", note);
+}
+
+/* --check-config: the file, the verdict, and what the keys will not do. */
+static void
+check_config(const struct options *o, const struct config *c, bool file_read)
+{
+	const char *proxy_note = c->n_proxy_listen ? " (some for the PROXY protocol)" : "";
+	char ignored[192];
+
+	if (file_read)
+		printf("configuration file: %s\n", config_path(o));
+	else
+		printf("configuration file: no file: defaults (%s does not exist)\n",
+		       config_path(o));
+	if (c->model == MODEL_FORK)
+		printf("configuration OK: fork model, up to %u connection process(es), %zu listen "
+		       "address(es)%s\n", config_max_connections(c), c->n_listen + c->n_proxy_listen,
+		       proxy_note);
+	else
+		printf("configuration OK: %s model, %u worker(s), up to %u connection(s), %zu "
+		       "listen address(es)%s\n", model_to_string(c->model), config_workers(c),
+		       config_max_connections(c), c->n_listen + c->n_proxy_listen, proxy_note);
+	config_notes(c, print_note, NULL);
+	if (config_activation_ignored(c, ignored, sizeof(ignored)) > 0)
+		printf("note: under socket activation (echod.socket) these are ignored: %s; the "
+		       "socket unit's ListenStream=/ListenDatagram= decide (see echod(8))\n",
+		       ignored);
+	else
+		printf("note: under socket activation (echod.socket) Listen=, ProxyListen= and "
+		       "DeferAcceptSec= are ignored: the socket unit decides\n");
 }
 
 /* The $MAINPID a one-shot command was given, or -1 (said so). */
@@ -135,6 +199,15 @@ request_reload(const char *pid_text)
 
 	if (pid < 0)
 		return EXIT_USAGE;
+	r = peerproc_is_supervisor((pid_t)pid);
+	if (r < 0) {
+		log_error("--reload %ld: %s; not signalled", pid,
+			  r == -EMEDIUMTYPE ? "not an echod process"
+			  : r == -ECHILD    ? "an echod worker, not the supervisor"
+			  : r == -ESRCH     ? "no such process"
+					    : strerror(-r));
+		return EXIT_FAILURE;
+	}
 	r = reload_request((pid_t)pid, getenv("RUNTIME_DIRECTORY"), 30000, message,
 			   sizeof(message));
 	if (r < 0) {
@@ -180,6 +253,10 @@ raise_fd_limit(void)
 static int
 serve_one_connection(const struct config *c, int fd, bool proxy)
 {
+	char peer[128];
+
+	address_format_peer(fd, peer, sizeof(peer));
+	proctitle_set("echod conn", "echod: connection %s", peer);
 	struct worker_setup setup = {
 	    .config = c,
 	    .slot = -1,
@@ -194,15 +271,29 @@ serve_one_connection(const struct config *c, int fd, bool proxy)
 }
 
 static int
-bind_list(char *const *list, size_t n, bool proxy, struct listen_set *set)
+bind_list(char *const *list, size_t n, bool proxy, int socket_mode, struct listen_set *set)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct listen_address a;
 		char reason[256];
+		mode_t umask_was = 0;
+		bool path;
+		int r;
 
 		/* Already validated when the configuration was read. */
-		if (address_parse(list[i], &a, reason, sizeof(reason)) < 0 ||
-		    listen_bind(set, list[i], &a, proxy, reason, sizeof(reason)) < 0) {
+		if (address_parse(list[i], &a, reason, sizeof(reason)) < 0) {
+			log_error("cannot listen on %s", reason);
+			return -1;
+		}
+		/* SocketMode=: the umask bind() applies, so that the file
+		 * never exists with a wider mode, even for a moment. */
+		path = a.sa.ss_family == AF_UNIX && ((struct sockaddr_un *)&a.sa)->sun_path[0];
+		if (path && socket_mode >= 0)
+			umask_was = umask(~(mode_t)socket_mode & 0777);
+		r = listen_bind(set, list[i], &a, proxy, reason, sizeof(reason));
+		if (path && socket_mode >= 0)
+			umask(umask_was);
+		if (r < 0) {
 			log_error("cannot listen on %s%s", reason, proxy ? " (ProxyListen=)" : "");
 			return -1;
 		}
@@ -210,12 +301,43 @@ bind_list(char *const *list, size_t n, bool proxy, struct listen_set *set)
 	return 0;
 }
 
+/* User=, Group=: once the sockets are bound and before anything is
+ * forked, so that no worker or connection process ever runs as root.
+ * Only root can switch; anyone else runs as they are (under systemd the
+ * unit's User=/DynamicUser= decides). Returns an exit status, or -1 to go
+ * on. */
+static int
+drop_privileges(const struct config *c)
+{
+	struct privdrop p;
+	char reason[256];
+
+	if (!c->user)
+		return -1;
+	if (geteuid() != 0) {
+		log_notice("User=%s: not started as root, so running as uid %u as started", c->user,
+			   (unsigned)geteuid());
+		return -1;
+	}
+	if (privdrop_resolve(c->user, c->group, &p, reason, sizeof(reason)) < 0) {
+		log_error("%s", reason);
+		return EXIT_USAGE;
+	}
+	if (privdrop_apply(&p, reason, sizeof(reason)) < 0) {
+		log_error("dropping root for User=%s: %s", c->user, reason);
+		return EXIT_FAILURE;
+	}
+	log_info("running as user %s (uid %u, gid %u)", p.name[0] ? p.name : c->user,
+		 (unsigned)p.uid, (unsigned)p.gid);
+	return -1;
+}
+
 static int
 bind_configured(const struct config *c, struct listen_set *set)
 {
-	if (bind_list(c->listen, c->n_listen, false, set) < 0)
+	if (bind_list(c->listen, c->n_listen, false, c->socket_mode, set) < 0)
 		return -1;
-	return bind_list(c->proxy_listen, c->n_proxy_listen, true, set);
+	return bind_list(c->proxy_listen, c->n_proxy_listen, true, c->socket_mode, set);
 }
 
 static int
@@ -223,7 +345,7 @@ run(const struct config *c, const struct options *o)
 {
 	struct listen_set sockets = {0};
 	char reason[256];
-	int n;
+	int n, status;
 
 	n = listen_from_systemd(&sockets, reason, sizeof(reason));
 	if (n < 0) {
@@ -242,7 +364,8 @@ run(const struct config *c, const struct options *o)
 		int fd = sockets.items[0].fd;
 		bool proxy = sockets.items[0].proxy;
 		free(sockets.items);
-		return serve_one_connection(c, fd, proxy);
+		status = drop_privileges(c);
+		return status >= 0 ? status : serve_one_connection(c, fd, proxy);
 	}
 	if (listen_set_count(&sockets, SOCKET_CONNECTED) > 0) {
 		log_error("systemd passed a connected socket among %d sockets: per-connection "
@@ -251,13 +374,17 @@ run(const struct config *c, const struct options *o)
 		listen_set_free(&sockets, false);
 		return EXIT_FAILURE;
 	}
-	if (n > 0 && c->n_listen + c->n_proxy_listen > 0)
-		log_notice("sockets come from systemd: Listen= and ProxyListen= are ignored");
+	if (n > 0 && config_activation_ignored(c, reason, sizeof(reason)) > 0)
+		log_notice("sockets come from systemd: ignored: %s; change the socket unit "
+			   "instead (systemctl edit echod.socket)", reason);
+	config_notes(c, log_note, NULL);
 	if (n == 0) {
 		size_t wanted = c->n_listen + c->n_proxy_listen;
 
-		if (wanted == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED)
-			return serve_one_connection(c, STDIN_FILENO, false);
+		if (wanted == 0 && listen_classify(STDIN_FILENO) == SOCKET_CONNECTED) {
+			status = drop_privileges(c);
+			return status >= 0 ? status : serve_one_connection(c, STDIN_FILENO, false);
+		}
 		if (wanted == 0) {
 			log_error("no sockets: not started by systemd socket activation (LISTEN_FDS "
 				  "unset) and no --listen/Listen= address given");
@@ -272,6 +399,11 @@ run(const struct config *c, const struct options *o)
 		log_info("listening on %s%s%s", sockets.items[i].kind == SOCKET_DATAGRAM ? "udp:" : "",
 			 sockets.items[i].name,
 			 sockets.items[i].proxy ? " (PROXY protocol)" : "");
+	status = drop_privileges(c);
+	if (status >= 0) {
+		listen_set_free(&sockets, true);
+		return status;
+	}
 	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o));
 }
 
@@ -281,8 +413,11 @@ main(int argc, char **argv)
 	struct options o;
 	struct config c;
 	struct config_error err = {{0}};
+	bool file_read;
 	int status;
 
+	/* Before anything keeps a pointer into argv (the options do). */
+	proctitle_init(argc, argv);
 	if (options_parse(argc, argv, &o, &err) < 0) {
 		log_error("%s", err.message);
 		return EXIT_USAGE;
@@ -301,17 +436,27 @@ main(int argc, char **argv)
 		return before_stop(o.before_stop_pid);
 	if (o.status)
 		return show_status(&o);
-	if (load_configuration(&o, &c) < 0) {
+	if (load_configuration(&o, &c, &file_read) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;
 	}
 	log_set_max_level(c.log_level);
-	if (o.check_config) {
-		printf("configuration OK: %s model, %u worker(s), %zu listen address(es)%s\n",
-		       model_to_string(c.model), config_workers(&c), c.n_listen + c.n_proxy_listen,
-		       c.n_proxy_listen ? " (some for the PROXY protocol)" : "");
+	if (c.group && !c.user) {
+		log_error("Group=%s without User=: echod would stay root; set User= too", c.group);
 		config_done(&c);
-		return EXIT_SUCCESS;
+		return EXIT_USAGE;
+	}
+	if (o.check_config || o.dump_config) {
+		if (o.check_config)
+			check_config(&o, &c, file_read);
+		if (o.dump_config) {
+			printf("# echod --dump-config: %s%s, then the command line\n",
+			       file_read ? "file " : "no file: defaults; ", config_path(&o));
+			status = config_dump(stdout, &c);
+		} else
+			status = 0;
+		config_done(&c);
+		return fflush(stdout) == 0 && status == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
 	raise_fd_limit();
 	status = run(&c, &o);

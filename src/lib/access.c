@@ -176,6 +176,20 @@ access_list_clear(struct access_list *l)
 	*l = (struct access_list){0};
 }
 
+void
+access_list_reset(struct access_list *l, bool deny)
+{
+	if (deny) {
+		free(l->deny);
+		l->deny = NULL;
+		l->n_deny = 0;
+	} else {
+		free(l->allow);
+		l->allow = NULL;
+		l->n_allow = 0;
+	}
+}
+
 int
 access_list_copy(struct access_list *dst, const struct access_list *src)
 {

@@ -44,6 +44,8 @@ void access_cidr_format(const struct cidr *c, char *buf, size_t size);
 int access_list_add(struct access_list *l, bool deny, const char *value, char *reason,
 		    size_t size);
 void access_list_clear(struct access_list *l);
+/* Empties the deny or the allow list alone (an empty AllowFrom=/DenyFrom=). */
+void access_list_reset(struct access_list *l, bool deny);
 /* Deep copy into dst (emptied first): 0 or -ENOMEM. */
 int access_list_copy(struct access_list *dst, const struct access_list *src);
 /* Whether either list has anything in it. */

@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -44,6 +46,7 @@ config_init(struct config *c)
 		.datagram_rate_limit = 1000,
 		.proxy_header_timeout_sec = 3,
 		.log_level = LOG_INFO,
+		.socket_mode = -1,
 	};
 }
 
@@ -72,6 +75,10 @@ config_done(struct config *c)
 	access_list_clear(&c->proxy_from);
 	free(c->metrics_listen);
 	c->metrics_listen = NULL;
+	free(c->user);
+	c->user = NULL;
+	free(c->group);
+	c->group = NULL;
 }
 
 int
@@ -83,7 +90,7 @@ config_copy(struct config *dst, const struct config *src)
 	dst->n_proxy_listen = 0;
 	dst->access = (struct access_list){0};
 	dst->proxy_from = (struct access_list){0};
-	dst->metrics_listen = NULL;
+	dst->metrics_listen = dst->user = dst->group = NULL;
 	if (access_list_copy(&dst->access, &src->access) < 0 ||
 	    access_list_copy(&dst->proxy_from, &src->proxy_from) < 0) {
 		config_done(dst);
@@ -98,6 +105,10 @@ config_copy(struct config *dst, const struct config *src)
 		dst->n_proxy_listen++;
 	}
 	if (src->metrics_listen && !(dst->metrics_listen = strdup(src->metrics_listen)))
+		return -ENOMEM;
+	if (src->user && !(dst->user = strdup(src->user)))
+		return -ENOMEM;
+	if (src->group && !(dst->group = strdup(src->group)))
 		return -ENOMEM;
 	for (size_t i = 0; i < src->n_listen; i++) {
 		dst->listen[i] = strdup(src->listen[i]);
@@ -274,18 +285,14 @@ add_proxy_listen(struct config *c, const char *value, const char *where,
 	return 0;
 }
 
-/* ProxyFrom=: the balancers' prefixes, an allow list of its own. An
- * empty assignment empties it. */
+/* ProxyFrom=: the balancers' prefixes, an allow list of its own. (An
+ * empty assignment, which empties it, is reset_key's.) */
 static int
 add_proxy_from(struct config *c, const char *value, const char *where, struct config_error *err)
 {
 	char reason[160];
 	int r;
 
-	if (value[0] == '\0') {
-		access_list_clear(&c->proxy_from);
-		return 0;
-	}
 	r = access_list_add(&c->proxy_from, false, value, reason, sizeof(reason));
 	if (r == -ENOMEM)
 		return config_fail(err, "%s: out of memory", where);
@@ -340,39 +347,152 @@ set_metrics_listen(struct config *c, const char *value, const char *where,
 	return 0;
 }
 
+/* An empty value sets a key back to its default, for every key: what an
+ * empty assignment does in systemd's unit files (and in the echod.socket
+ * drop-ins echod(8) shows), what lets the command line undo a line of the
+ * file, and what makes each "#Key=" line of the shipped file mean its
+ * default once uncommented. For the lists (Listen=, AllowFrom=, DenyFrom=)
+ * the default is empty, so the assignment empties them. -ENOENT for a key
+ * that does not exist. */
+static int
+reset_key(struct config *c, const char *key)
+{
+	struct config d;
+
+	config_init(&d);
+	if (strcasecmp(key, "AllowFrom") == 0 || strcasecmp(key, "DenyFrom") == 0) {
+		access_list_reset(&c->access, strcasecmp(key, "DenyFrom") == 0);
+		return 0;
+	}
+	if (strcasecmp(key, "MetricsListen") == 0) {
+		free(c->metrics_listen);
+		c->metrics_listen = NULL;
+		return 0;
+	}
+	if (strcasecmp(key, "Listen") == 0) {
+		config_clear_listen(c);
+		return 0;
+	}
+	if (strcasecmp(key, "ProxyListen") == 0) {
+		config_clear_proxy_listen(c);
+		return 0;
+	}
+	if (strcasecmp(key, "ProxyFrom") == 0) {
+		access_list_clear(&c->proxy_from);
+		return 0;
+	}
+	if (strcasecmp(key, "User") == 0 || strcasecmp(key, "Group") == 0) {
+		char **field = strcasecmp(key, "User") == 0 ? &c->user : &c->group;
+
+		free(*field);
+		*field = NULL;
+		return 0;
+	}
+	if (strcasecmp(key, "Model") == 0) {
+		c->model = d.model;
+		return 0;
+	}
+	if (strcasecmp(key, "SocketMode") == 0) {
+		c->socket_mode = d.socket_mode;
+		return 0;
+	}
+	if (strcasecmp(key, "Workers") == 0) {
+		c->workers = d.workers;
+		return 0;
+	}
+	if (strcasecmp(key, "LogLevel") == 0) {
+		c->log_level = d.log_level;
+		return 0;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(number_keys); i++)
+		if (strcasecmp(key, number_keys[i].key) == 0) {
+			size_t off = number_keys[i].offset;
+
+			*(unsigned *)((char *)c + off) = *(unsigned *)((char *)&d + off);
+			return 0;
+		}
+	return -ENOENT;
+}
+
+/* SocketMode=: octal, as chmod(1) and systemd's SocketMode= take it. */
+static int
+set_socket_mode(struct config *c, const char *value, const char *where,
+		struct config_error *err)
+{
+	unsigned long v;
+	char *end;
+
+	if (strspn(value, "01234567") != strlen(value) || strlen(value) > 4)
+		return config_fail(err, "%s: SocketMode=%s: not an octal mode (such as 0660)", where,
+				   value);
+	v = strtoul(value, &end, 8);
+	if (v > 0777)
+		return config_fail(err, "%s: SocketMode=%s: out of range (0000..0777: no set-id or "
+				   "sticky bits)", where, value);
+	c->socket_mode = (int)v;
+	return 0;
+}
+
+/* User= and Group=: a name, or a number (a uid or gid with no name is
+ * allowed, as with systemd). Checked now, so that --check-config and the
+ * start-up fail with file:line:key for a user that does not exist. */
+static int
+set_identity(char **field, bool group, const char *value, const char *where,
+	     struct config_error *err)
+{
+	const char *key = group ? "Group" : "User";
+	unsigned id;
+	char *copy;
+
+	errno = 0;
+	if (parse_unsigned(value, 0, UINT_MAX - 1, &id) < 0 &&
+	    (group ? getgrnam(value) == NULL : getpwnam(value) == NULL))
+		return config_fail(err, "%s: %s=%s: %s", where, key, value,
+				   errno && errno != ENOENT && errno != ESRCH
+				       ? strerror(errno)
+				       : group ? "no such group" : "no such user");
+	copy = strdup(value);
+	if (!copy)
+		return config_fail(err, "%s: out of memory", where);
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
 int
 config_set(struct config *c, const char *key, const char *value, const char *where,
 	   struct config_error *err)
 {
+	if (value[0] == '\0') {
+		if (reset_key(c, key) == 0)
+			return 0;
+		config_fail(err, "%s: unknown key \"%s\"", where, key);
+		return -ENOENT;
+	}
 	if (strcasecmp(key, "AllowFrom") == 0)
 		return add_access(c, "AllowFrom", false, value, where, err);
 	if (strcasecmp(key, "DenyFrom") == 0)
 		return add_access(c, "DenyFrom", true, value, where, err);
 	if (strcasecmp(key, "ProxyFrom") == 0)
 		return add_proxy_from(c, value, where, err);
-	if (strcasecmp(key, "ProxyListen") == 0) {
-		if (value[0] == '\0') {
-			config_clear_proxy_listen(c);
-			return 0;
-		}
+	if (strcasecmp(key, "ProxyListen") == 0)
 		return add_proxy_listen(c, value, where, err);
-	}
 	if (strcasecmp(key, "MetricsListen") == 0)
 		return set_metrics_listen(c, value, where, err);
+	if (strcasecmp(key, "SocketMode") == 0)
+		return set_socket_mode(c, value, where, err);
+	if (strcasecmp(key, "User") == 0)
+		return set_identity(&c->user, false, value, where, err);
+	if (strcasecmp(key, "Group") == 0)
+		return set_identity(&c->group, true, value, where, err);
 	if (strcasecmp(key, "Model") == 0)
 		return set_model(c, value, where, err);
 	if (strcasecmp(key, "Workers") == 0)
 		return set_workers(c, value, where, err);
 	if (strcasecmp(key, "LogLevel") == 0)
 		return set_log_level(c, value, where, err);
-	if (strcasecmp(key, "Listen") == 0) {
-		/* An empty assignment resets the list, as in systemd's unit files. */
-		if (value[0] == '\0') {
-			config_clear_listen(c);
-			return 0;
-		}
+	if (strcasecmp(key, "Listen") == 0)
 		return add_listen(c, value, where, err);
-	}
 	for (size_t i = 0; i < ELEMENTSOF(number_keys); i++)
 		if (strcasecmp(key, number_keys[i].key) == 0)
 			return set_number(c, &number_keys[i], value, where, err);
@@ -389,6 +509,91 @@ struct file_parse {
 	int error;
 	unsigned error_line;
 };
+
+#define SYNTAX "syntax error: expected [echod] or Key=value"
+
+/* Records the first error, at the current line, and blanks the line so that
+ * inih does nothing with it. */
+static void
+line_fail(struct file_parse *p, char *str, const char *hint)
+{
+	if (!p->error) {
+		p->error = config_fail(p->err, "%s:%u: %s", p->path, p->line, hint);
+		p->error_line = p->line;
+	}
+	str[0] = '\0';
+}
+
+/* The grammar, one rule per line, enforced here because inih's defaults
+ * (Debian builds it with them) are looser: a line is empty, a comment
+ * ('#' or ';' first), "[section]" or "Key=value"; blanks around each part
+ * are ignored. What inih would otherwise do and we refuse: an indented
+ * line continuing the previous value (INI_ALLOW_MULTILINE), ':' for '='
+ * and " ;" starting a comment after a value (but not " #"): comments go on
+ * lines of their own, so '#' and ';' mean the same everywhere. The line is
+ * handed on unindented, so inih never sees a continuation. */
+static void
+check_line(struct file_parse *p, char *str)
+{
+	size_t indent, len, key_len, skip = 0, total = strlen(str);
+	const char *eq, *value;
+	char *s = str;
+
+	/* A UTF-8 byte order mark, which editors may write, opens line 1. */
+	if (p->line == 1 && total >= 3 && (unsigned char)str[0] == 0xEF &&
+	    (unsigned char)str[1] == 0xBB && (unsigned char)str[2] == 0xBF)
+		skip = 3;
+	indent = strspn(str + skip, " \t");
+	skip += indent;
+	memmove(str, str + skip, total - skip + 1);
+	len = total - skip;
+	while (len > 0 && strchr(" \t\r\n", s[len - 1]))
+		len--;
+	if (len == 0 || s[0] == '#' || s[0] == ';')
+		return;
+	if (s[0] == '[') {
+		const char *end = memchr(s, ']', len);
+
+		if (!end)
+			line_fail(p, str, SYNTAX);
+		else if ((size_t)(end - s) + 1 != len)
+			line_fail(p, str, "syntax error: text after the section's ']' (comments go "
+					  "on lines of their own)");
+		return;
+	}
+	eq = memchr(s, '=', len);
+	key_len = eq ? (size_t)(eq - s) : len;
+	while (key_len > 0 && strchr(" \t", s[key_len - 1]))
+		key_len--;
+	if (memchr(s, ':', key_len)) {
+		line_fail(p, str, SYNTAX " (the separator is '=', not ':')");
+		return;
+	}
+	if (!eq) {
+		line_fail(p, str, indent > 0 ? SYNTAX " (an indented line does not continue the "
+						      "previous one)"
+					     : SYNTAX);
+		return;
+	}
+	for (size_t i = 0; i < key_len; i++)
+		if (!isalnum((unsigned char)s[i])) {
+			line_fail(p, str, SYNTAX " (a key is letters and digits)");
+			return;
+		}
+	if (key_len == 0) {
+		line_fail(p, str, SYNTAX " (no key before '=')");
+		return;
+	}
+	for (value = eq + 1; value < s + len; value++)
+		if ((*value == '#' || *value == ';') && strchr(" \t", value[-1])) {
+			char hint[320];
+
+			snprintf(hint, sizeof(hint), "%.*s: a '%c' after a value starts no comment "
+				 "(comments go on lines of their own)", (int)len, s, *value);
+			line_fail(p, str, hint);
+			return;
+		}
+}
 
 /* inih's reader callback: counting lines here is how we learn which line a
  * handler call comes from (Debian's libinih is built without
@@ -420,14 +625,18 @@ read_line(char *str, int num, void *stream)
 		p->error_line = p->line;
 		return str;
 	}
-	if (ch == EOF || ch == '\n')
+	if (ch == EOF || ch == '\n') {
+		check_line(p, str);
 		return str;
+	}
 	/* A line longer than inih's buffer: inih would take the rest for a
 	 * line of its own. The rest of a comment can go; anything else would
 	 * be cut short, so it is an error. */
 	ch = getc(p->f);
-	if (ch == EOF || ch == '\n')
+	if (ch == EOF || ch == '\n') {
+		check_line(p, str);
 		return str;
+	}
 	while (ch != EOF && ch != '\n')
 		ch = getc(p->f);
 	first = str + strspn(str, " \t");
@@ -532,4 +741,140 @@ config_max_connections(const struct config *c)
 	if (c->max_connections > 0 && c->max_connections < all)
 		return c->max_connections;
 	return all > UINT_MAX ? UINT_MAX : (unsigned)all;
+}
+
+/* The workers' slots, Workers x WorkerConnections (not for fork). */
+static unsigned long long
+config_slots(const struct config *c)
+{
+	return (unsigned long long)config_workers(c) * c->worker_connections;
+}
+
+void
+config_notes(const struct config *c, config_note_fn note, void *userdata)
+{
+	char text[CONFIG_NOTE_MAX];
+
+	if (c->model == MODEL_FORK) {
+		struct config d;
+
+		config_init(&d);
+		if (c->workers != d.workers || c->worker_connections != d.worker_connections) {
+			snprintf(text, sizeof(text), "Model=fork runs no worker pool (one process per "
+				 "connection): Workers= and WorkerConnections= are not used");
+			note(userdata, text);
+		}
+		return;
+	}
+	if (c->max_connections > 0 && c->max_connections > config_slots(c)) {
+		snprintf(text, sizeof(text), "MaxConnections=%u is more than Workers x "
+			 "WorkerConnections (%u%s x %u): capped at %u", c->max_connections,
+			 config_workers(c), c->workers ? "" : " for auto", c->worker_connections,
+			 config_max_connections(c));
+		note(userdata, text);
+	}
+}
+
+size_t
+config_activation_ignored(const struct config *c, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (c->n_listen > 0) {
+		snprintf(buf, size, "Listen= (%zu address%s)", c->n_listen,
+			 c->n_listen == 1 ? "" : "es");
+		n++;
+	}
+	if (c->n_proxy_listen > 0) {
+		size_t len = strlen(buf);
+
+		snprintf(buf + len, size - len, "%sProxyListen= (%zu address%s)", n ? ", " : "",
+			 c->n_proxy_listen, c->n_proxy_listen == 1 ? "" : "es");
+		n++;
+	}
+	if (c->defer_accept_sec > 0) {
+		size_t len = strlen(buf);
+
+		snprintf(buf + len, size - len, "%sDeferAcceptSec=%u", n ? ", " : "",
+			 c->defer_accept_sec);
+		n++;
+	}
+	return n;
+}
+
+int
+config_dump(FILE *f, const struct config *c)
+{
+	bool fork_model = c->model == MODEL_FORK;
+	char cidr[CIDR_TEXT_MAX];
+
+	fprintf(f, "[echod]\n");
+	fprintf(f, "Model=%s\n", model_to_string(c->model));
+	if (fork_model)
+		fprintf(f, "# Model=fork runs no worker pool, one process per connection:\n"
+			   "# Workers= and WorkerConnections= are not used.\n"
+			   "#Workers=");
+	else
+		fprintf(f, "Workers=");
+	if (c->workers)
+		fprintf(f, "%u\n", c->workers);
+	else
+		fprintf(f, "auto\n# auto: %u here, one per online CPU\n", config_workers(c));
+	fprintf(f, "%sWorkerConnections=%u\n", fork_model ? "#" : "", c->worker_connections);
+	if (fork_model)
+		fprintf(f, "# In the fork model MaxConnections= caps the children.\n");
+	if (c->max_connections)
+		fprintf(f, "MaxConnections=%u\n", c->max_connections);
+	else
+		fprintf(f, "MaxConnections=\n");
+	if (config_max_connections(c) != c->max_connections)
+		fprintf(f, "# in effect: %u%s\n", config_max_connections(c),
+			fork_model ? " (the fork model's default)"
+			: c->max_connections ? " (Workers x WorkerConnections: the workers hold no more)"
+					     : " (Workers x WorkerConnections)");
+	fprintf(f, "IdleTimeoutSec=%u\n", c->idle_timeout_sec);
+	fprintf(f, "ShutdownTimeoutSec=%u\n", c->shutdown_timeout_sec);
+	fprintf(f, "LogLevel=%s\n", log_level_to_string(c->log_level));
+	fprintf(f, "DatagramRateLimit=%u\n", c->datagram_rate_limit);
+	fprintf(f, "MaxConnectionsPerSource=%u\n", c->max_connections_per_source);
+	if (c->access.n_allow == 0)
+		fprintf(f, "AllowFrom=\n");
+	for (size_t i = 0; i < c->access.n_allow; i++) {
+		access_cidr_format(&c->access.allow[i], cidr, sizeof(cidr));
+		fprintf(f, "AllowFrom=%s\n", cidr);
+	}
+	if (c->access.n_deny == 0)
+		fprintf(f, "DenyFrom=\n");
+	for (size_t i = 0; i < c->access.n_deny; i++) {
+		access_cidr_format(&c->access.deny[i], cidr, sizeof(cidr));
+		fprintf(f, "DenyFrom=%s\n", cidr);
+	}
+	fprintf(f, "ConnectionRateLimit=%u\n", c->connection_rate_limit);
+	fprintf(f, "DeferAcceptSec=%u\n", c->defer_accept_sec);
+	fprintf(f, "# Listen=, ProxyListen= and DeferAcceptSec= are ignored when systemd passes "
+		   "the sockets.\n");
+	if (c->n_listen == 0)
+		fprintf(f, "Listen=\n");
+	for (size_t i = 0; i < c->n_listen; i++)
+		fprintf(f, "Listen=%s\n", c->listen[i]);
+	if (c->n_proxy_listen == 0)
+		fprintf(f, "ProxyListen=\n");
+	for (size_t i = 0; i < c->n_proxy_listen; i++)
+		fprintf(f, "ProxyListen=%s\n", c->proxy_listen[i]);
+	if (c->proxy_from.n_allow == 0)
+		fprintf(f, "ProxyFrom=\n");
+	for (size_t i = 0; i < c->proxy_from.n_allow; i++) {
+		access_cidr_format(&c->proxy_from.allow[i], cidr, sizeof(cidr));
+		fprintf(f, "ProxyFrom=%s\n", cidr);
+	}
+	fprintf(f, "ProxyHeaderTimeoutSec=%u\n", c->proxy_header_timeout_sec);
+	if (c->socket_mode >= 0)
+		fprintf(f, "SocketMode=%04o\n", (unsigned)c->socket_mode);
+	else
+		fprintf(f, "SocketMode=\n");
+	fprintf(f, "MetricsListen=%s\n", c->metrics_listen ? c->metrics_listen : "");
+	fprintf(f, "User=%s\n", c->user ? c->user : "");
+	fprintf(f, "Group=%s\n", c->group ? c->group : "");
+	return ferror(f) ? -EIO : 0;
 }

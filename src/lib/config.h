@@ -40,6 +40,9 @@ struct config {
 	struct access_list proxy_from;
 	unsigned proxy_header_timeout_sec; /* a whole header within this, or closed */
 	char *metrics_listen; /* MetricsListen=: where GET /metrics is served; NULL: nowhere */
+	char *user;  /* User=: who to run as once the sockets are bound (name or uid); NULL: stay */
+	char *group; /* Group=: NULL: the user's primary group */
+	int socket_mode; /* SocketMode=: of the unix: sockets echod binds; -1: the umask's */
 };
 
 /* An error found while reading a configuration: where, and what. */
@@ -81,3 +84,19 @@ int config_validate(const struct config *c, const char *origin, struct config_er
 unsigned config_workers(const struct config *c);
 /* The cap on connections across all workers (fork: on live children). */
 unsigned config_max_connections(const struct config *c);
+
+#define CONFIG_NOTE_MAX 256
+typedef void (*config_note_fn)(void *userdata, const char *note);
+/* Calls note() once for each way the configuration does not do what its
+ * keys say: a MaxConnections= above what the workers can hold (capped),
+ * keys the model does not use. What --check-config prints and the
+ * supervisor logs at start. */
+void config_notes(const struct config *c, config_note_fn note, void *userdata);
+/* The keys set in c that sockets from systemd make void, as a list for a
+ * message ("Listen= (2 addresses), DeferAcceptSec=5"); returns how many. */
+size_t config_activation_ignored(const struct config *c, char *buf, size_t size);
+/* Writes the effective configuration in the file's syntax, with comments
+ * where a key is capped or resolved (auto), and the keys the model does
+ * not use commented out: it reads back as the same configuration, those
+ * aside. What --dump-config prints. 0 or -EIO. */
+int config_dump(FILE *f, const struct config *c);

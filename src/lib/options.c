@@ -18,6 +18,7 @@ enum {
 	OPT_CONNECTION_RATE_LIMIT,
 	OPT_DEFER_ACCEPT,
 	OPT_CHECK_CONFIG,
+	OPT_DUMP_CONFIG,
 	OPT_RELOAD,
 	OPT_VERSION,
 	OPT_BEFORE_STOP,
@@ -27,6 +28,9 @@ enum {
 	OPT_PROXY_LISTEN,
 	OPT_PROXY_FROM,
 	OPT_PROXY_HEADER_TIMEOUT,
+	OPT_USER,
+	OPT_GROUP,
+	OPT_SOCKET_MODE,
 };
 
 /* The leading ':' makes a missing value ':' rather than '?'. */
@@ -47,12 +51,16 @@ static const struct option long_options[] = {
 	{"defer-accept", required_argument, NULL, OPT_DEFER_ACCEPT},
 	{"listen", required_argument, NULL, 'l'},
 	{"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+	{"dump-config", no_argument, NULL, OPT_DUMP_CONFIG},
 	{"reload", required_argument, NULL, OPT_RELOAD},
 	{"before-stop", required_argument, NULL, OPT_BEFORE_STOP},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"proxy-listen", required_argument, NULL, OPT_PROXY_LISTEN},
 	{"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
 	{"proxy-header-timeout", required_argument, NULL, OPT_PROXY_HEADER_TIMEOUT},
+	{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+	{"user", required_argument, NULL, OPT_USER},
+	{"group", required_argument, NULL, OPT_GROUP},
 	{"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"version", no_argument, NULL, OPT_VERSION},
@@ -82,6 +90,9 @@ static const struct {
 	{OPT_PROXY_LISTEN, "ProxyListen", "--proxy-listen"},
 	{OPT_PROXY_FROM, "ProxyFrom", "--proxy-from"},
 	{OPT_PROXY_HEADER_TIMEOUT, "ProxyHeaderTimeoutSec", "--proxy-header-timeout"},
+	{OPT_SOCKET_MODE, "SocketMode", "--socket-mode"},
+	{OPT_USER, "User", "--user"},
+	{OPT_GROUP, "Group", "--group"},
 };
 
 void
@@ -117,7 +128,12 @@ options_print_help(void)
 	       "                               a whole header within this, or closed (3)\n"
 	       "      --metrics-listen ADDR    serve GET /metrics (Prometheus, OpenMetrics) there:\n"
 	       "                               127.0.0.1:9707, unix:/run/echod/metrics.sock\n"
-	       "      --check-config           validate the configuration and exit\n"
+	       "      --socket-mode MODE       mode of the unix: sockets echod binds (0660)\n"
+	       "      --user USER              started as root: run as USER once the sockets\n"
+	       "                               are bound (under systemd use the unit's User=)\n"
+	       "      --group GROUP            with --user: that group, not USER's own\n"
+	       "      --check-config           validate the configuration, say what it means, exit\n"
+	       "      --dump-config            print the effective configuration and exit\n"
 	       "      --reload PID             reload the echod with that PID; wait for the outcome\n"
 	       "      --before-stop PID        (ExecStop=) on a restart, make the echod with that PID\n"
 	       "                               keep its connections in systemd's fd store\n"
@@ -170,6 +186,9 @@ options_parse(int argc, char **argv, struct options *ret, struct config_error *e
 			break;
 		case OPT_CHECK_CONFIG:
 			o.check_config = true;
+			break;
+		case OPT_DUMP_CONFIG:
+			o.dump_config = true;
 			break;
 		case OPT_RELOAD:
 			o.reload_pid = optarg;

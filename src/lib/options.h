@@ -19,6 +19,7 @@ struct option_setting {
 struct options {
 	const char *config_path; /* NULL: the default, which may be missing */
 	bool check_config;
+	bool dump_config; /* --dump-config */
 	bool help;
 	bool version;
 	const char *reload_pid; /* --reload PID */

@@ -20,6 +20,7 @@
  *   generation one higher, whether the new configuration was taken or not.
  *   It is a count of reload attempts, not of configurations in use: a
  *   rejected reload must still raise it, or the client waits in vain.
+ *   (So it is not STATUS='s "gen N", which a rejected reload leaves.)
  * - The file is replaced atomically (temporary file + rename): a reader sees
  *   the old answer or the new one, never half of one.
  * - The client reads the generation (a missing or malformed file, or one

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include "accept.h"
+#include "address.h"
 #include "fdpass.h"
 #include "ledger.h"
 #include "log.h"
+#include "proctitle.h"
 #include "util.h"
 #include "worker.h"
 
@@ -64,6 +66,8 @@ static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
 	   bool proxy, int owed_fd, pid_t parent)
 {
+	char peer[128];
+
 	pool_env_enter_child(env, parent, fd, owed_fd);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
@@ -71,6 +75,8 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
 	log_set_context("connection");
+	address_format_peer(fd, peer, sizeof(peer));
+	proctitle_set("echod conn", "echod: connection %s", peer);
 	struct worker_setup setup = {
 	    .config = config,
 	    .scoreboard = env->scoreboard,

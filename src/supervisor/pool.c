@@ -16,6 +16,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
+#include "proctitle.h"
 #include "util.h"
 #include "worker.h"
 
@@ -143,6 +144,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 		close(env->returns[FDPASS_WORKER]);
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
+	proctitle_set("echod worker", "echod: %s", context);
 
 	struct worker_setup setup = {
 	    .config = &p->config,

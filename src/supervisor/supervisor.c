@@ -19,6 +19,7 @@
 #include "log.h"
 #include "notify.h"
 #include "pool.h"
+#include "proctitle.h"
 #include "reload.h"
 #include "restart.h"
 #include "scoreboard.h"
@@ -62,17 +63,25 @@ struct supervisor {
 	const char *runtime_dir; /* NULL: none */
 	uint64_t queue_sampled_ms;
 	struct metrics metrics;
-	unsigned generation;
+	unsigned generation; /* of the configuration in use: a rejected reload leaves it */
+	/* Reload attempts, taken or not: what reload-status counts (reload.h),
+	 * so that echod --reload hears of a rejected one too. */
+	unsigned long long reload_seq;
 	bool ready;	/* READY=1 sent for the current generation */
 	bool reloading; /* a reload waits for its new generation */
 	bool stopping;
 	uint64_t kill_at_ms;
 	bool killed;
+	bool keeping; /* this stop hands the connections to the fd store */
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
 	uint64_t refused_logged, refused_access_logged, refused_proxy_logged, pauses_logged;
 	uint64_t admission_logged_ms;
-	char status_note[256]; /* shown in STATUS=, e.g. a rejected reload */
+	char status_note[640]; /* shown in STATUS=, e.g. a rejected reload */
+	/* What the reload in progress did not apply, for its verdict: the
+	 * client (echod --reload) must not hear "applied" for a key that is
+	 * kept as it was. Empty when everything was applied. */
+	char reload_unapplied[512];
 	struct notify_status_limiter status_limiter;
 	uint64_t watchdog_usec; /* 0: no watchdog */
 	uint64_t watchdog_next_ms; /* when the next ping is due */
@@ -121,6 +130,14 @@ defer_accept_apply(const struct supervisor *s, const struct config *c)
 }
 
 /* --- status --- */
+
+/* The supervisor's title in ps: model, generation in use, and a stop. */
+static void
+title_update(const struct supervisor *s)
+{
+	proctitle_set(NULL, "echod: supervisor (%s, generation %u%s)", s->model->name,
+		      s->generation, s->stopping ? ", stopping" : "");
+}
 
 static void
 status_update(struct supervisor *s, bool force)
@@ -267,14 +284,35 @@ abandon(struct supervisor *s)
 		ledger_lost_here(&s->scoreboard, (unsigned)s->children.slot, s->model->abandon(&m));
 }
 
+/* A second SIGTERM or SIGINT during the drain (Ctrl-C again, as nginx and
+ * most daemons take it): the open connections are closed now, not after
+ * ShutdownTimeoutSec=. Not while connections go to the fd store: killing
+ * the workers then would lose the very connections a restart keeps. */
+static void
+fast_stop(struct supervisor *s, const char *signame)
+{
+	if (s->killed)
+		return;
+	if (s->keeping) {
+		log_notice("SIG%s again: ignored while the connections go to the fd store", signame);
+		return;
+	}
+	log_notice("SIG%s again: fast stop, closing %u open connection(s) now", signame,
+		   connections_active(s));
+	signal_all(s, SIGKILL);
+	s->killed = true;
+}
+
 static void
 begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 {
 	unsigned timeout = current_config(s)->shutdown_timeout_sec;
 	bool keep;
 
-	if (s->stopping)
+	if (s->stopping) {
+		fast_stop(s, signame);
 		return;
+	}
 	/* systemd sends SIGTERM right after ExecStop= ends: a stale
 	 * announcement (a stop job that never came) does not count. */
 	keep = restart_wanted(s->sockets->from_systemd,
@@ -282,6 +320,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 					  now - s->restart_announced_ms < RESTART_ANNOUNCE_VALID_MS,
 				  s->restart_store_max, connections_active(s));
 	s->stopping = true;
+	s->keeping = keep;
 	s->kill_at_ms = now + (uint64_t)timeout * 1000 + KILL_GRACE_MS;
 	notify_stopping();
 	/* Tell systemd how long the drain may take, so it does not kill us
@@ -290,6 +329,7 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	if (!keep)
 		log_info("SIG%s: stopping; open connections get up to %u s to finish", signame,
 			 timeout);
+	title_update(s);
 	for (struct pool *p = s->pool; p; p = p->next)
 		pool_cancel_respawns(p);
 	acceptor_stop(&s->acceptor);
@@ -312,26 +352,76 @@ reload_reject(struct supervisor *s, const char *why)
 	log_struct(LOG_ERR, ECHOD_MESSAGE_RELOAD_REJECTED,
 		   "reload rejected, the running configuration stays: %s", why);
 	snprintf(s->status_note, sizeof(s->status_note), "reload rejected: %s", why);
-	s->generation++;
 	scoreboard_count_reload(&s->scoreboard, false);
-	reload_status_write(s->runtime_dir, s->generation, false, why);
+	reload_status_write(s->runtime_dir, s->reload_seq, false, why);
 	/* systemd waits for READY=1 after RELOADING=1, whatever the outcome. */
 	notify_ready();
 	status_update(s, true);
 }
 
 static bool
-listen_changed(const struct config *a, const struct config *b)
+addresses_changed(char *const *a, size_t n_a, char *const *b, size_t n_b)
 {
-	if (a->n_listen != b->n_listen || a->n_proxy_listen != b->n_proxy_listen)
+	if (n_a != n_b)
 		return true;
-	for (size_t i = 0; i < a->n_listen; i++)
-		if (strcmp(a->listen[i], b->listen[i]) != 0)
-			return true;
-	for (size_t i = 0; i < a->n_proxy_listen; i++)
-		if (strcmp(a->proxy_listen[i], b->proxy_listen[i]) != 0)
+	for (size_t i = 0; i < n_a; i++)
+		if (strcmp(a[i], b[i]) != 0)
 			return true;
 	return false;
+}
+
+static void
+log_config_note(void *userdata, const char *note)
+{
+	log_notice("reload: %s", note);
+}
+
+static void
+unapplied_add(struct supervisor *s, const char *what)
+{
+	size_t len = strlen(s->reload_unapplied);
+
+	snprintf(s->reload_unapplied + len, sizeof(s->reload_unapplied) - len, "%s%s",
+		 len ? "; " : "", what);
+	log_notice("reload: %s", what);
+}
+
+/* What a reload to next leaves as it is, and why, for its verdict: the
+ * keys read at start only (echod.conf(5) lists them). */
+static void
+unapplied_find(struct supervisor *s, const struct config *next)
+{
+	const struct config *cur = current_config(s);
+	const char *a = next->metrics_listen ? next->metrics_listen : "";
+	const char *b = cur->metrics_listen ? cur->metrics_listen : "";
+
+	s->reload_unapplied[0] = '\0';
+	if (addresses_changed(next->listen, next->n_listen, cur->listen, cur->n_listen))
+		unapplied_add(s, s->sockets->from_systemd
+				     ? "Listen= changed but not applied: the sockets come from "
+				       "systemd (change echod.socket)"
+				     : "Listen= changed but not applied: sockets are kept as they are "
+				       "until a restart");
+	if (addresses_changed(next->proxy_listen, next->n_proxy_listen, cur->proxy_listen,
+			      cur->n_proxy_listen))
+		unapplied_add(s, s->sockets->from_systemd
+				     ? "ProxyListen= changed but not applied: the sockets come from "
+				       "systemd (change echod.socket)"
+				     : "ProxyListen= changed but not applied: sockets are kept as they "
+				       "are until a restart");
+	if (next->socket_mode != cur->socket_mode && !s->sockets->from_systemd)
+		unapplied_add(s, "SocketMode= changed but not applied: it is set when the sockets "
+				 "are bound, at start");
+	if (strcmp(a, b) != 0)
+		unapplied_add(s, "MetricsListen= changed but not applied: it is read at start, "
+				 "restart to apply");
+	if (strcmp(next->user ? next->user : "", cur->user ? cur->user : "") != 0 ||
+	    strcmp(next->group ? next->group : "", cur->group ? cur->group : "") != 0)
+		unapplied_add(s, "User=/Group= changed but not applied: root, once dropped, "
+				 "cannot be taken back; restart to apply");
+	if (next->defer_accept_sec != cur->defer_accept_sec && s->sockets->from_systemd)
+		unapplied_add(s, "DeferAcceptSec= changed but not applied: sockets from systemd "
+				 "keep the socket unit's options");
 }
 
 /* A new generation of workers starts with the new configuration; the old
@@ -348,6 +438,7 @@ reload(struct supervisor *s, uint64_t now)
 	int r;
 
 	notify_reloading(now * 1000);
+	s->reload_seq++;
 	log_info("SIGHUP: reloading the configuration");
 	config_init(&next);
 	r = s->reread(s->reread_userdata, &next, &err);
@@ -356,8 +447,9 @@ reload(struct supervisor *s, uint64_t now)
 		config_done(&next);
 		return;
 	}
-	if (listen_changed(&next, current_config(s)) && !s->sockets->from_systemd)
-		log_notice("Listen= or ProxyListen= changed: sockets are kept as they are until a restart");
+	unapplied_find(s, &next);
+	/* As at start: a cap or an unused key is said, not kept quiet. */
+	config_notes(&next, log_config_note, NULL);
 	if (next.defer_accept_sec != current_config(s)->defer_accept_sec)
 		(void)defer_accept_apply(s, &next);
 	model = model_get(next.model);
@@ -404,17 +496,27 @@ became_ready(struct supervisor *s)
 	s->ready = true;
 	notify_ready();
 	if (s->reloading) {
+		char verdict[sizeof(s->reload_unapplied) + 64];
+
 		s->reloading = false;
 		scoreboard_count_reload(&s->scoreboard, true);
 		scoreboard_set_model(&s->scoreboard, model_to_string(c->model), s->generation);
-		reload_status_write(s->runtime_dir, s->generation, true,
-				    "configuration applied");
+		if (s->reload_unapplied[0]) {
+			snprintf(verdict, sizeof(verdict), "configuration applied, except: %s",
+				 s->reload_unapplied);
+			snprintf(s->status_note, sizeof(s->status_note), "reload not applied: %s",
+				 s->reload_unapplied);
+		} else
+			snprintf(verdict, sizeof(verdict), "configuration applied");
+		reload_status_write(s->runtime_dir, s->reload_seq, true, verdict);
 		log_struct(LOG_INFO, ECHOD_MESSAGE_RELOADED, "reloaded: %s model, %u worker(s), "
-			   "generation %u", model_to_string(c->model), s->pool->n, s->generation);
+			   "generation %u%s%s", model_to_string(c->model), s->pool->n, s->generation,
+			   s->reload_unapplied[0] ? "; not applied: " : "", s->reload_unapplied);
 	} else {
 		log_struct(LOG_INFO, ECHOD_MESSAGE_STARTED, "%s: %u worker(s) ready",
 			   model_to_string(c->model), s->pool->n);
 	}
+	title_update(s);
 	status_update(s, true);
 }
 
@@ -806,8 +908,9 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		goto out;
 	}
 	struct model_ctx m = model_ctx(&s);
+	title_update(&s);
 	s.model->log_start(&m);
-	reload_status_write(s.runtime_dir, s.generation, true, "started");
+	reload_status_write(s.runtime_dir, s.reload_seq, true, "started");
 	status = supervisor_loop(&s);
 	log_struct(LOG_INFO, ECHOD_MESSAGE_STOPPED, "stopped");
 out:

@@ -29,7 +29,8 @@ check_valid(const struct config *c)
 	    c->idle_timeout_sec > 86400 || c->shutdown_timeout_sec > 3600 ||
 	    c->datagram_rate_limit > 10000000 || c->max_connections_per_source > 16777216 ||
 	    c->connection_rate_limit > 10000000 || c->defer_accept_sec > 3600 ||
-	    c->log_level < LOG_ERR || c->log_level > LOG_DEBUG || c->n_listen > CONFIG_MAX_LISTEN)
+	    c->log_level < LOG_ERR || c->log_level > LOG_DEBUG || c->n_listen > CONFIG_MAX_LISTEN ||
+	    c->socket_mode < -1 || c->socket_mode > 0777)
 		abort();
 	for (size_t i = 0; i < c->n_listen; i++)
 		if (!c->listen[i] || address_parse(c->listen[i], &a, reason, sizeof(reason)) < 0)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sched.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -315,6 +316,77 @@ test_check_config_binds_nothing(void **state)
 	unlink(path);
 }
 
+/* --check-config names the file it read and says what the keys will not
+ * do: a capped MaxConnections=, the keys socket activation ignores, and
+ * the pool keys fork does not use; --dump-config prints the effective
+ * configuration as a file, which reads back. */
+static void
+test_check_config_explains(void **state)
+{
+	char path[64], dumped[64];
+	struct echod e;
+
+	write_config(path, sizeof(path),
+		     "[echod]\nWorkers=2\nWorkerConnections=10\nMaxConnections=50\n"
+		     "Listen=127.0.0.1:7\n");
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--check-config", NULL}, 5000),
+			 0);
+	print_message("# %s", e.out);
+	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "configuration file: "));
+	assert_non_null(strstr(e.out, path));
+	assert_non_null(strstr(e.out, "up to 20 connection(s)"));
+	assert_non_null(strstr(e.out, "MaxConnections=50 is more than Workers x WorkerConnections "
+				      "(2 x 10): capped at 20"));
+	assert_non_null(strstr(e.out, "under socket activation (echod.socket) these are ignored: "
+				      "Listen= (1 address)"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "-m", "fork", "-w", "4",
+							 "--check-config", NULL},
+				   5000),
+			 0);
+	assert_non_null(strstr(e.out, "fork model, up to 50 connection process(es)"));
+	assert_null(strstr(e.out, "worker(s)"));
+	assert_non_null(strstr(e.out, "Model=fork runs no worker pool"));
+
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--idle-timeout", "7",
+							 "--dump-config", NULL},
+				   5000),
+			 0);
+	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "\nIdleTimeoutSec=7\n"));
+	assert_non_null(strstr(e.out, "\nMaxConnections=50\n# in effect: 20"));
+	write_config(dumped, sizeof(dumped), e.out);
+	assert_int_equal(echod_run(&e, (const char *[]){"-c", dumped, "--dump-config", NULL}, 5000),
+			 0);
+	assert_non_null(strstr(e.out, "\nIdleTimeoutSec=7\n"));
+	assert_non_null(strstr(e.out, "\nListen=127.0.0.1:7\n"));
+	unlink(dumped);
+	unlink(path);
+	assert_true(nothing_left_behind());
+}
+
+/* At start the cap is logged, as is what sockets from systemd make void. */
+static void
+test_start_logs_caps_and_ignored_keys(void **state)
+{
+	char other[64];
+	struct echod e;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--worker-connections", "8",
+					 "--max-connections", "100", NULL});
+	assert_true(echod_wait_log(&e, "MaxConnections=100 is more than Workers x "
+				      "WorkerConnections (1 x 8): capped at 8", 2000));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	snprintf(other, sizeof(other), "127.0.0.1:%d", free_port());
+	echod_start_activated(&e, NULL, (const char *[]){"--workers", "1", "--listen", other, NULL});
+	assert_true(echod_wait_log(&e, "sockets come from systemd: ignored: Listen= (1 address)",
+				   2000));
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 static void
 test_default_config_may_be_missing(void **state)
 {
@@ -332,6 +404,7 @@ test_default_config_may_be_missing(void **state)
 	}
 	assert_int_equal(echod_run(&e, (const char *[]){"--check-config", NULL}, 5000), 0);
 	assert_int_equal(e.log_len, 0);
+	assert_non_null(strstr(e.out, "configuration file: no file: defaults"));
 
 	/* And it really starts without one. */
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -503,6 +576,196 @@ test_sigint_drains(void **state)
 	}
 	close(fd);
 	assert_int_equal(echod_wait_exit(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* A second SIGINT during the drain is a fast stop: the open connection is
+ * closed at once, long before ShutdownTimeoutSec=, and echod exits 0. */
+static void
+test_second_sigint_fast_stop(void **state)
+{
+	char buf[16];
+	struct echod e;
+	uint64_t start;
+	int fd;
+
+	echod_start(&e, (const char *[]){"--workers", "1", "--shutdown-timeout", "60", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_int_equal(echo_roundtrip(fd, "before", 6, 3000), 0);
+	kill(e.pid, SIGINT);
+	assert_true(echod_wait_log(&e, "SIGINT: stopping", 3000));
+	assert_int_equal(echo_roundtrip(fd, "during", 6, 3000), 0);
+	start = monotonic_ms();
+	kill(e.pid, SIGINT);
+	assert_true(echod_wait_log(&e, "SIGINT again: fast stop, closing 1 open connection(s) now",
+				   3000));
+	assert_true(read_until_eof(fd, buf, sizeof(buf), 5000) >= 0);
+	close(fd);
+	assert_int_equal(echod_wait_exit(&e, 5000), 0);
+	assert_true(monotonic_ms() - start < 5000);
+	assert_true(nothing_left_behind());
+}
+
+/* Reads "Uid:" or "Gid:" (real, effective, saved, fs) of pid. */
+static bool
+process_ids(pid_t pid, const char *field, unsigned ids[4])
+{
+	char path[64], line[256];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strncmp(line, field, strlen(field)) == 0 &&
+			sscanf(line + strlen(field), "%u %u %u %u", &ids[0], &ids[1], &ids[2],
+			       &ids[3]) == 4;
+	fclose(f);
+	return found;
+}
+
+/* User=/--user: started as root, echod binds, then the supervisor and so
+ * every worker run as that user, with its group, for good. An unknown user
+ * is a configuration error (2). */
+static void
+test_user_drops_root(void **state)
+{
+	struct passwd *pw = getpwnam("nobody");
+	unsigned ids[4];
+	pid_t kids[8];
+	struct echod e;
+	size_t n;
+	int fd;
+
+	assert_int_equal(echod_run(&e, (const char *[]){"--user", "no-such-user-echod", NULL}, 5000),
+			 2);
+	echod_collect_log(&e);
+	assert_non_null(strstr(e.log, "--user: User=no-such-user-echod: no such user"));
+	if (geteuid() != 0 || !pw) {
+		print_message("# not root, or no user nobody: cannot test dropping root\n");
+		skip();
+	}
+	/* Port 7 would need root to bind: a low port shows the order. */
+	echod_start(&e, (const char *[]){"--workers", "2", "--user", "nobody", NULL});
+	assert_true(echod_wait_log(&e, "running as user nobody", 3000));
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "as nobody", 9, 3000), 0);
+	close(fd);
+	assert_true(process_ids(e.pid, "Uid:", ids));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(ids[i], pw->pw_uid);
+	assert_true(process_ids(e.pid, "Gid:", ids));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(ids[i], pw->pw_gid);
+	n = process_children(e.pid, kids, 8);
+	assert_int_equal(n, 2);
+	for (size_t k = 0; k < n; k++) {
+		assert_true(process_ids(kids[k], "Uid:", ids));
+		assert_int_equal(ids[0], pw->pw_uid);
+		assert_int_equal(ids[2], pw->pw_uid);
+	}
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
+/* /proc/PID/cmdline up to its first NUL, and /proc/PID/comm; false for a
+ * process gone (or a zombie: it has no command line). */
+static bool
+read_title(pid_t pid, char *title, size_t size, char *comm, size_t comm_size)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, title, size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	title[n] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, comm, comm_size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	comm[n] = '\0';
+	comm[strcspn(comm, "\n")] = '\0';
+	return true;
+}
+
+static void
+process_title(pid_t pid, char *title, size_t size, char *comm, size_t comm_size)
+{
+	if (!read_title(pid, title, size, comm, comm_size))
+		fail_msg("pid %d: no command line", (int)pid);
+}
+
+/* Process titles tell the processes apart in ps and top, as nginx's do:
+ * the supervisor (model, generation, which a reload raises), each worker,
+ * and fork's connection processes with their client. The supervisor's
+ * comm stays "echod"; MAINPID is untouched (a title is not a process). */
+static void
+test_process_titles(void **state)
+{
+	char title[256], comm[32], want[128];
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	pid_t kids[8];
+	struct echod e;
+	size_t n;
+	int fd;
+
+	echod_start(&e, (const char *[]){"-m", "prefork", "--workers", "2", NULL});
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (prefork, generation 0)");
+	assert_string_equal(comm, "echod");
+	n = process_children(e.pid, kids, 8);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		process_title(kids[i], title, sizeof(title), comm, sizeof(comm));
+		if (strcmp(title, "echod: worker 0") != 0 && strcmp(title, "echod: worker 1") != 0)
+			fail_msg("worker title: \"%s\"", title);
+		assert_string_equal(comm, "echod worker");
+	}
+	/* The options still work after their memory was taken for titles. */
+	kill(e.pid, SIGHUP);
+	assert_true(echod_wait_log(&e, "generation 1", 5000));
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (prefork, generation 1)");
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "titled", 6, 3000), 0);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	echod_start(&e, (const char *[]){"-m", "fork", NULL});
+	fd = tcp_connect(e.port);
+	assert_int_equal(echo_roundtrip(fd, "titled", 6, 3000), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
+	snprintf(want, sizeof(want), "echod: connection 127.0.0.1:%u", ntohs(local.sin_port));
+	n = process_children(e.pid, kids, 8);
+	assert_true(n >= 1);
+	for (size_t i = 0; i < n; i++) {
+		if (!read_title(kids[i], title, sizeof(title), comm, sizeof(comm)))
+			continue;
+		print_message("# fork child %d: %s (%s)\n", (int)kids[i], title, comm);
+		if (strcmp(title, want) == 0)
+			break;
+	}
+	assert_string_equal(title, want);
+	assert_string_equal(comm, "echod conn");
+	process_title(e.pid, title, sizeof(title), comm, sizeof(comm));
+	assert_string_equal(title, "echod: supervisor (fork, generation 0)");
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
 	assert_true(nothing_left_behind());
 }
 
@@ -873,6 +1136,40 @@ test_multiple_listeners(void **state)
 	assert_true(nothing_left_behind());
 }
 
+/* SocketMode=: the unix: socket file gets that mode, whatever the umask;
+ * without it, the umask's (as before). Abstract sockets have no file. */
+static void
+test_socket_mode(void **state)
+{
+	char sock[108], unix_listen[128];
+	struct echod e;
+	struct stat st;
+	mode_t was;
+	int fd;
+
+	unix_path(sock, sizeof(sock), "mode");
+	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", sock);
+	was = umask(022);
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen,
+					 "--socket-mode", "0660", NULL});
+	umask(was);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0660);
+	fd = unix_connect(sock);
+	assert_echoes(fd, 1000, 1);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+
+	was = umask(077);
+	echod_start(&e, (const char *[]){"--workers", "1", "--listen", unix_listen, NULL});
+	umask(was);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_true(nothing_left_behind());
+}
+
 static void
 test_stale_unix_socket(void **state)
 {
@@ -972,11 +1269,16 @@ main(void)
 	    cmocka_unit_test_teardown(test_address_in_use_exits_1, harness_teardown),
 	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, harness_teardown),
 	    cmocka_unit_test_teardown(test_check_config_binds_nothing, harness_teardown),
+	    cmocka_unit_test_teardown(test_check_config_explains, harness_teardown),
+	    cmocka_unit_test_teardown(test_start_logs_caps_and_ignored_keys, harness_teardown),
 	    cmocka_unit_test_teardown(test_default_config_may_be_missing, harness_teardown),
 	    cmocka_unit_test_teardown(test_command_line_wins_over_file, harness_teardown),
 	    cmocka_unit_test_teardown(test_respawn_backoff, harness_teardown),
 	    cmocka_unit_test_teardown(test_respawn_backoff_resets, harness_teardown),
 	    cmocka_unit_test_teardown(test_sigint_drains, harness_teardown),
+	    cmocka_unit_test_teardown(test_second_sigint_fast_stop, harness_teardown),
+	    cmocka_unit_test_teardown(test_user_drops_root, harness_teardown),
+	    cmocka_unit_test_teardown(test_process_titles, harness_teardown),
 	    cmocka_unit_test_teardown(test_before_stop, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_accept_mode_idle_timeout, harness_teardown),
@@ -986,6 +1288,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_journal_stream_not_stderr, harness_teardown),
 	    cmocka_unit_test_teardown(test_journal_fields, harness_teardown),
 	    cmocka_unit_test_teardown(test_multiple_listeners, harness_teardown),
+	    cmocka_unit_test_teardown(test_socket_mode, harness_teardown),
 	    cmocka_unit_test_teardown(test_stale_unix_socket, harness_teardown),
 	    cmocka_unit_test_teardown(test_activation_two_sockets, harness_teardown),
 	    cmocka_unit_test_teardown(test_defer_accept_leaves_systemd_sockets_alone,

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -140,10 +141,18 @@ test_reload_changes_workers_keeps_connections(void **state)
 	assert_true(echod_wait_log(&e, ":3: unknown key", 1000));
 	m = notify_wait(&n, "reload rejected", 3000);
 	assert_non_null(m);
+	/* The generation counts configurations in use: the rejected one is
+	 * not, so it stays; the next good reload takes the next number. */
+	if (!strstr(m, ", gen 1"))
+		fail_msg("after a rejected reload: %s", m);
 	assert_int_equal(worker_count(&e), 3);
 	fd = tcp_connect(e.port);
 	assert_int_equal(echo_roundtrip(fd, "still", 5, 2000), 0);
 	close(fd);
+	harness_write_config(conf, "[echod]\nWorkers=2\n");
+	kill(e.pid, SIGHUP);
+	assert_true(echod_wait_log(&e, "generation 2", 5000));
+	assert_non_null(notify_wait(&n, ", gen 2", 5000));
 	assert_int_equal(echod_stop(&e, 15000), 0);
 	notify_close(&n);
 	unlink(conf);
@@ -392,6 +401,83 @@ test_reload_client_reports_outcome(void **state)
 	rmdir(dir);
 }
 
+/* A reload that changes Listen= outside systemd keeps the sockets: its
+ * verdict, and so echod --reload's output, says so instead of "applied". */
+static void
+test_reload_names_what_was_not_applied(void **state)
+{
+	char dir[64], conf[96], rt[96], pid[16], text[256], status[128];
+	struct echod e, client;
+	int port = free_port(), other = free_port();
+
+	snprintf(dir, sizeof(dir), "/tmp/echod-test-rtl-%d", (int)getpid());
+	mkdir(dir, 0700);
+	snprintf(conf, sizeof(conf), "%s/echod.conf", dir);
+	snprintf(rt, sizeof(rt), "RUNTIME_DIRECTORY=%s", dir);
+	snprintf(text, sizeof(text), "[echod]\nWorkers=1\nListen=127.0.0.1:%d\n", port);
+	harness_write_config(conf, text);
+	echod_spawn(&e, (const char *[]){rt, NULL}, (const char *[]){"--config", conf, NULL}, -1);
+	assert_true(tcp_wait_accepting(port, 10000));
+	snprintf(pid, sizeof(pid), "%d", (int)e.pid);
+	setenv("RUNTIME_DIRECTORY", dir, 1);
+
+	snprintf(text, sizeof(text),
+		 "[echod]\nWorkers=1\nListen=127.0.0.1:%d\nMetricsListen=127.0.0.1:%d\n"
+		 "WorkerConnections=20\nMaxConnections=50\n",
+		 other, other);
+	harness_write_config(conf, text);
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 0);
+	print_message("# %s", client.log);
+	assert_non_null(strstr(client.log, "configuration applied, except: Listen= changed but not "
+					   "applied: sockets are kept as they are until a restart; "
+					   "MetricsListen= changed but not applied"));
+	assert_true(echod_wait_log(&e, "generation 1; not applied: Listen=", 2000));
+	assert_true(echod_wait_log(&e, "reload: MaxConnections=50 is more than Workers x "
+				      "WorkerConnections (1 x 20): capped at 20", 1000));
+	unsetenv("RUNTIME_DIRECTORY");
+	assert_true(tcp_wait_accepting(port, 1000));
+	assert_int_equal(echod_stop(&e, 15000), 0);
+	snprintf(status, sizeof(status), "%s/reload-status", dir);
+	unlink(status);
+	unlink(conf);
+	rmdir(dir);
+}
+
+/* echod --reload PID signals only an echod supervisor: a wrong PID (here a
+ * sleep, then an echod worker) is refused and left running. */
+static void
+test_reload_refuses_other_processes(void **state)
+{
+	char pid[16];
+	struct echod e, client;
+	pid_t other, kids[8];
+	int status;
+
+	other = fork();
+	assert_true(other >= 0);
+	if (other == 0) {
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	setenv("RUNTIME_DIRECTORY", "/tmp", 1);
+	snprintf(pid, sizeof(pid), "%d", (int)other);
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
+	assert_non_null(strstr(client.log, "not an echod process"));
+	usleep(100 * 1000);
+	assert_true(process_alive(other));
+	kill(other, SIGKILL);
+	waitpid(other, &status, 0);
+
+	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	assert_int_equal(process_children(e.pid, kids, 8), 1);
+	snprintf(pid, sizeof(pid), "%d", (int)kids[0]);
+	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 1);
+	assert_non_null(strstr(client.log, "an echod worker"));
+	unsetenv("RUNTIME_DIRECTORY");
+	assert_true(process_alive(kids[0]));
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
 static void
 test_watchdog_pings_only_while_workers_progress(void **state)
 {
@@ -462,6 +548,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_reload_changes_model, harness_teardown),
 	    cmocka_unit_test_teardown(test_reload_gives_connections_back, harness_teardown),
 	    cmocka_unit_test_teardown(test_reload_client_reports_outcome, harness_teardown),
+	    cmocka_unit_test_teardown(test_reload_refuses_other_processes, harness_teardown),
+	    cmocka_unit_test_teardown(test_reload_names_what_was_not_applied, harness_teardown),
 	    cmocka_unit_test_teardown(test_watchdog_pings_only_while_workers_progress,
 				      harness_teardown),
 	};

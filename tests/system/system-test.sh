@@ -295,6 +295,7 @@ refused() {
 
 # No process NAME runs in the container: pgrep says 1 for none, 0 when
 # one runs, anything else (procps missing: 127) when it could not look.
+# NAME is a regular expression the whole comm must match (pgrep -x).
 no_process() {
 	local rc=0
 	ct pgrep -x "$1" || rc=$?
@@ -803,7 +804,8 @@ check_purge() {
 		'[ "$(prop echod.service NFileDescriptorStore)" = 0 ]' || rc=1
 	expect "no echod user" eval '! ct getent passwd echod >/dev/null' || rc=1
 	expect "no catalog entries" eval "! ct_sh 'journalctl --list-catalog | grep -q \" echod:\"'" || rc=1
-	expect "no echod processes" no_process echod || rc=1
+	# comm: "echod" (supervisor), "echod worker", "echod conn" (fork).
+	expect "no echod processes" no_process 'echod( worker| conn)?' || rc=1
 	return "$rc"
 }
 

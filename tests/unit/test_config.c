@@ -200,7 +200,8 @@ test_comments(void **state)
 				   "#Colour=blue\n"
 				   ";IdleTimeoutSec=-1\n"
 				   "  # indented comment\n"
-				   "Workers=4 ; inline comment\n"
+				   "\t; indented comment\n"
+				   "Workers=4\n"
 				   "Model=fork\n";
 	char path[sizeof(TMP_TEMPLATE)];
 	struct config_error err = {{0}};
@@ -211,6 +212,302 @@ test_comments(void **state)
 	assert_int_equal(c.workers, 4);
 	assert_int_equal(c.model, MODEL_FORK);
 	assert_int_equal(c.idle_timeout_sec, 300);
+	config_done(&c);
+}
+
+/* Blanks around each part are ignored; an indented Key=value is one, not
+ * a continuation; '#' and ';' inside a value (no blank before) are kept. */
+static void
+test_grammar_blanks(void **state)
+{
+	static const char text[] = "\xEF\xBB\xBF  [echod]  \r\n"
+				   "  Workers = 3\r\n"
+				   "\tModel=\tfork \n"
+				   "Listen=unix:/run/a;b#c\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.workers, 3);
+	assert_int_equal(c.model, MODEL_FORK);
+	assert_int_equal(c.n_listen, 1);
+	assert_string_equal(c.listen[0], "unix:/run/a;b#c");
+	config_done(&c);
+}
+
+/* User= and Group= take names or numbers; copied; empty: stay as started. */
+static void
+test_user_group(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c, d;
+
+	config_init(&c);
+	config_init(&d);
+	assert_int_equal(load_text(&c, "[echod]\nUser=root\nGroup=0\n", path, &err), 0);
+	assert_string_equal(c.user, "root");
+	assert_string_equal(c.group, "0");
+	assert_int_equal(config_copy(&d, &c), 0);
+	assert_string_equal(d.user, "root");
+	assert_ptr_not_equal(d.user, c.user);
+	assert_int_equal(load_text(&c, "[echod]\nUser=\nGroup=\n", path, &err), 0);
+	assert_null(c.user);
+	assert_null(c.group);
+	/* SocketMode=: octal, 3 or 4 digits; empty: the umask decides. */
+	assert_int_equal(c.socket_mode, -1);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=660\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, 0660);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=0600\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, 0600);
+	assert_int_equal(load_text(&c, "[echod]\nSocketMode=\n", path, &err), 0);
+	assert_int_equal(c.socket_mode, -1);
+	config_done(&c);
+	config_done(&d);
+}
+
+/* An empty value sets any key back to its default; lists become empty. */
+static void
+test_empty_resets(void **state)
+{
+	static const char text[] = "[echod]\n"
+				   "Model=fork\nModel=\n"
+				   "Workers=3\nWorkers=\n"
+				   "MaxConnections=5\nMaxConnections=\n"
+				   "IdleTimeoutSec=7\nIdleTimeoutSec=\n"
+				   "LogLevel=debug\nLogLevel=\n"
+				   "AllowFrom=192.0.2.0/24\nDenyFrom=192.0.2.1\nDenyFrom=\n"
+				   "MetricsListen=127.0.0.1:9707\nMetricsListen=\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(load_text(&c, text, path, &err), 0);
+	assert_int_equal(c.model, MODEL_PREFORK);
+	assert_int_equal(c.workers, 0);
+	assert_int_equal(c.max_connections, 0);
+	assert_int_equal(c.idle_timeout_sec, 300);
+	assert_int_equal(c.log_level, LOG_INFO);
+	assert_int_equal(c.access.n_allow, 1);
+	assert_int_equal(c.access.n_deny, 0);
+	assert_null(c.metrics_listen);
+	assert_int_equal(load_text(&c, "[echod]\nAllowFrom=\n", path, &err), 0);
+	assert_false(access_list_active(&c.access));
+	config_done(&c);
+}
+
+static void
+assert_default_config(const struct config *c)
+{
+	struct config d;
+
+	config_init(&d);
+	assert_int_equal(c->model, d.model);
+	assert_int_equal(c->workers, d.workers);
+	assert_int_equal(c->worker_connections, d.worker_connections);
+	assert_int_equal(c->max_connections, d.max_connections);
+	assert_int_equal(c->idle_timeout_sec, d.idle_timeout_sec);
+	assert_int_equal(c->shutdown_timeout_sec, d.shutdown_timeout_sec);
+	assert_int_equal(c->datagram_rate_limit, d.datagram_rate_limit);
+	assert_int_equal(c->max_connections_per_source, d.max_connections_per_source);
+	assert_int_equal(c->connection_rate_limit, d.connection_rate_limit);
+	assert_int_equal(c->defer_accept_sec, d.defer_accept_sec);
+	assert_int_equal(c->log_level, d.log_level);
+	assert_int_equal(c->n_listen, 0);
+	assert_false(access_list_active(&c->access));
+	assert_null(c->metrics_listen);
+	assert_null(c->user);
+	assert_null(c->group);
+	assert_int_equal(c->socket_mode, d.socket_mode);
+	config_done(&d);
+}
+
+/* The shipped etc/echod.conf shows every key commented out with its
+ * default: as shipped it means the defaults, and so it does with each
+ * "#Key=value" line uncommented. */
+static void
+test_shipped_file_round_trips(void **state)
+{
+	static const char *const keys[] = {
+	    "Model", "Workers", "WorkerConnections", "MaxConnections", "IdleTimeoutSec",
+	    "ShutdownTimeoutSec", "LogLevel", "DatagramRateLimit", "MaxConnectionsPerSource",
+	    "AllowFrom", "DenyFrom", "ConnectionRateLimit", "DeferAcceptSec", "Listen",
+	    "ProxyListen", "ProxyFrom", "ProxyHeaderTimeoutSec", "MetricsListen", "SocketMode",
+	    "User", "Group",
+	};
+	char path[sizeof(TMP_TEMPLATE)], line[512];
+	struct config_error err = {{0}};
+	char *text = NULL;
+	size_t size = 0, n_uncommented = 0;
+	struct config c;
+	FILE *in, *out;
+
+	in = fopen(SHIPPED_CONF, "re");
+	assert_non_null(in);
+	out = open_memstream(&text, &size);
+	assert_non_null(out);
+	while (fgets(line, sizeof(line), in)) {
+		size_t key = strspn(line + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+
+		if (line[0] == '#' && key > 0 && line[1 + key] == '=') {
+			fputs(line + 1, out);
+			n_uncommented++;
+		} else
+			fputs(line, out);
+	}
+	assert_false(ferror(in));
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char wanted[64];
+
+		snprintf(wanted, sizeof(wanted), "\n%s=", keys[i]);
+		if (!strstr(text, wanted))
+			fail_msg("%s has no #%s= line", SHIPPED_CONF, keys[i]);
+	}
+	assert_int_equal(n_uncommented, sizeof(keys) / sizeof(keys[0]));
+
+	config_init(&c);
+	assert_int_equal(config_load_file(&c, SHIPPED_CONF, &err), 0);
+	assert_default_config(&c);
+	config_done(&c);
+
+	config_init(&c);
+	if (load_text(&c, text, path, &err) != 0)
+		fail_msg("uncommented %s: %s", SHIPPED_CONF, err.message);
+	assert_default_config(&c);
+	config_done(&c);
+	free(text);
+}
+
+/* --dump-config's text reads back as the configuration it shows. */
+static void
+test_dump_reads_back(void **state)
+{
+	static const char text[] = "[echod]\nModel=passfd\nWorkers=3\nWorkerConnections=10\n"
+				   "MaxConnections=20\nIdleTimeoutSec=0\nLogLevel=warn\n"
+				   "AllowFrom=192.0.2.0/24 2001:db8::/32\nDenyFrom=192.0.2.1\n"
+				   "DeferAcceptSec=2\nListen=127.0.0.1:7\nListen=unix:@x\n"
+				   "MetricsListen=127.0.0.1:9707\nSocketMode=0640\n";
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config a, b;
+	char *dump = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	config_init(&a);
+	config_init(&b);
+	assert_int_equal(load_text(&a, text, path, &err), 0);
+	f = open_memstream(&dump, &size);
+	assert_int_equal(config_dump(f, &a), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(dump, "\nWorkers=3\n"));
+	assert_non_null(strstr(dump, "\nLogLevel=warning\n"));
+	/* Set to their defaults first: the dump must say every key. */
+	b.model = MODEL_FORK;
+	b.workers = 9;
+	b.shutdown_timeout_sec = 1;
+	if (load_text(&b, dump, path, &err) != 0)
+		fail_msg("%s\n%s", err.message, dump);
+	assert_int_equal(b.model, MODEL_PASSFD);
+	assert_int_equal(b.workers, 3);
+	assert_int_equal(b.worker_connections, 10);
+	assert_int_equal(b.max_connections, 20);
+	assert_int_equal(b.idle_timeout_sec, 0);
+	assert_int_equal(b.shutdown_timeout_sec, 10);
+	assert_int_equal(b.log_level, LOG_WARNING);
+	assert_int_equal(b.access.n_allow, 2);
+	assert_int_equal(b.access.n_deny, 1);
+	assert_int_equal(b.defer_accept_sec, 2);
+	assert_int_equal(b.n_listen, 2);
+	assert_string_equal(b.listen[1], "unix:@x");
+	assert_string_equal(b.metrics_listen, "127.0.0.1:9707");
+	assert_int_equal(b.socket_mode, 0640);
+	free(dump);
+	config_done(&a);
+	config_done(&b);
+}
+
+/* Fork runs no pool: its dump comments the pool's keys out. */
+static void
+test_dump_fork(void **state)
+{
+	struct config c;
+	char *dump = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	config_init(&c);
+	c.model = MODEL_FORK;
+	c.workers = 4;
+	f = open_memstream(&dump, &size);
+	assert_int_equal(config_dump(f, &c), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(dump, "no worker pool"));
+	assert_non_null(strstr(dump, "\n#Workers=4\n"));
+	assert_non_null(strstr(dump, "\n#WorkerConnections=4096\n"));
+	assert_null(strstr(dump, "\nWorkers="));
+	assert_non_null(strstr(dump, "# in effect: 1024"));
+	free(dump);
+	config_done(&c);
+}
+
+struct notes {
+	unsigned n;
+	char last[CONFIG_NOTE_MAX];
+};
+
+static void
+collect_note(void *userdata, const char *note)
+{
+	struct notes *n = userdata;
+
+	n->n++;
+	snprintf(n->last, sizeof(n->last), "%s", note);
+}
+
+/* A MaxConnections= the workers cannot hold is named, with the cap. */
+static void
+test_notes(void **state)
+{
+	struct notes n = {0};
+	char buf[128];
+	struct config c;
+
+	config_init(&c);
+	c.workers = 2;
+	c.worker_connections = 100;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 0);
+	c.max_connections = 200;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 0);
+	c.max_connections = 201;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 1);
+	assert_string_equal(n.last, "MaxConnections=201 is more than Workers x WorkerConnections "
+				    "(2 x 100): capped at 200");
+	assert_int_equal(config_max_connections(&c), 200);
+	/* Fork: the cap is the key itself; the pool's keys are unused. */
+	c.model = MODEL_FORK;
+	config_notes(&c, collect_note, &n);
+	assert_int_equal(n.n, 2);
+	assert_non_null(strstr(n.last, "Model=fork runs no worker pool"));
+	assert_int_equal(config_max_connections(&c), 201);
+
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "");
+	assert_int_equal(config_set(&c, "Listen", "127.0.0.1:7", "x", NULL), 0);
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "Listen= (1 address)");
+	c.defer_accept_sec = 5;
+	assert_int_equal(config_activation_ignored(&c, buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "Listen= (1 address), DeferAcceptSec=5");
 	config_done(&c);
 }
 
@@ -272,8 +569,6 @@ static const struct bad_file bad_unknown_key = {"[echod]\nModel=fork\nColour=blu
 						"3: unknown key \"Colour\""};
 static const struct bad_file bad_number = {"[echod]\nWorkerConnections=12x\n", -EINVAL,
 					   "2: WorkerConnections=12x: not a whole number"};
-static const struct bad_file bad_number_empty = {"[echod]\nIdleTimeoutSec=\n", -EINVAL,
-						 "2: IdleTimeoutSec=: not a whole number"};
 static const struct bad_file bad_number_space = {"[echod]\nMaxConnections=1 000\n", -EINVAL,
 						 "2: MaxConnections=1 000: not a whole number"};
 static const struct bad_file bad_negative = {"[echod]\nShutdownTimeoutSec=-5\n", -EINVAL,
@@ -325,8 +620,6 @@ static const struct bad_file bad_allow_from = {
     "[echod]\nAllowFrom=127.0.0.0/8\nAllowFrom=10.0.0.0/8 10.1.0.0/8\n", -EINVAL,
     "3: AllowFrom=10.0.0.0/8 10.1.0.0/8: \"10.1.0.0/8\": address bits set beyond the /8 "
     "prefix (write the network's first address, or the address alone)"};
-static const struct bad_file bad_deny_from_empty = {"[echod]\nDenyFrom=\n", -EINVAL,
-						    "2: DenyFrom=: no address given"};
 static const struct bad_file bad_deny_from_name = {
     "[echod]\nDenyFrom=localhost\n", -EINVAL,
     "2: DenyFrom=localhost: \"localhost\": not an IPv4 or IPv6 address"};
@@ -345,6 +638,46 @@ static const struct bad_file bad_value_then_syntax = {
 static const struct bad_file bad_line_count = {
     "# one\n\n; three\n[echod]\n\nModel=fork\n   \nModel=nope\n", -EINVAL,
     "8: Model=nope: unknown model (prefork, passfd or fork)"};
+
+/* The grammar (echod.conf(5), "SYNTAX"): what inih would take and we do not. */
+static const struct bad_file bad_continuation = {
+    "[echod]\nWorkers=3\n  5\n", -EINVAL,
+    "3: syntax error: expected [echod] or Key=value (an indented line does not continue the "
+    "previous one)"};
+static const struct bad_file bad_colon = {
+    "[echod]\nWorkers: 3\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (the separator is '=', not ':')"};
+static const struct bad_file bad_colon_then_equals = {
+    "[echod]\nListen: unix:/a=b\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (the separator is '=', not ':')"};
+static const struct bad_file bad_inline_semicolon = {
+    "[echod]\nWorkers=3 ; note\n", -EINVAL,
+    "2: Workers=3 ; note: a ';' after a value starts no comment (comments go on lines of "
+    "their own)"};
+static const struct bad_file bad_inline_hash = {
+    "[echod]\nWorkers=3\t# note\n", -EINVAL,
+    "2: Workers=3\t# note: a '#' after a value starts no comment (comments go on lines of "
+    "their own)"};
+static const struct bad_file bad_section_comment = {
+    "[echod] # main\nWorkers=3\n", -EINVAL,
+    "1: syntax error: text after the section's ']' (comments go on lines of their own)"};
+static const struct bad_file bad_no_key = {
+    "[echod]\n=3\n", -EINVAL, "2: syntax error: expected [echod] or Key=value (no key before '=')"};
+static const struct bad_file bad_key_chars = {
+    "[echod]\nMax-Connections=3\n", -EINVAL,
+    "2: syntax error: expected [echod] or Key=value (a key is letters and digits)"};
+static const struct bad_file bad_user = {"[echod]\nUser=no-such-user-echod\n", -EINVAL,
+					 "2: User=no-such-user-echod: no such user"};
+static const struct bad_file bad_group = {"[echod]\nUser=root\nGroup=no-such-group-echod\n",
+					  -EINVAL, "3: Group=no-such-group-echod: no such group"};
+static const struct bad_file bad_socket_mode_digit = {
+    "[echod]\nSocketMode=0689\n", -EINVAL,
+    "2: SocketMode=0689: not an octal mode (such as 0660)"};
+static const struct bad_file bad_socket_mode_setid = {
+    "[echod]\nSocketMode=4755\n", -EINVAL,
+    "2: SocketMode=4755: out of range (0000..0777: no set-id or sticky bits)"};
+static const struct bad_file bad_empty_unknown = {"[echod]\nColour=\n", -EINVAL,
+						  "2: unknown key \"Colour\""};
 
 static void
 test_bad_file(void **state)
@@ -846,11 +1179,17 @@ main(void)
 	    cmocka_unit_test(test_workers_auto),
 	    cmocka_unit_test(test_listen_reset),
 	    cmocka_unit_test(test_comments),
+	    cmocka_unit_test(test_grammar_blanks),
+	    cmocka_unit_test(test_empty_resets),
+	    cmocka_unit_test(test_user_group),
+	    cmocka_unit_test(test_shipped_file_round_trips),
+	    cmocka_unit_test(test_dump_reads_back),
+	    cmocka_unit_test(test_dump_fork),
+	    cmocka_unit_test(test_notes),
 	    cmocka_unit_test(test_file_overrides_only_its_keys),
 	    cmocka_unit_test(test_copy),
 	    BAD_FILE(unknown_key),
 	    BAD_FILE(number),
-	    BAD_FILE(number_empty),
 	    BAD_FILE(number_space),
 	    BAD_FILE(negative),
 	    BAD_FILE(plus),
@@ -871,8 +1210,20 @@ main(void)
 	    BAD_FILE(listen),
 	    BAD_FILE(listen_port),
 	    BAD_FILE(allow_from),
-	    BAD_FILE(deny_from_empty),
 	    BAD_FILE(deny_from_name),
+	    BAD_FILE(continuation),
+	    BAD_FILE(colon),
+	    BAD_FILE(colon_then_equals),
+	    BAD_FILE(inline_semicolon),
+	    BAD_FILE(inline_hash),
+	    BAD_FILE(section_comment),
+	    BAD_FILE(no_key),
+	    BAD_FILE(key_chars),
+	    BAD_FILE(empty_unknown),
+	    BAD_FILE(user),
+	    BAD_FILE(socket_mode_digit),
+	    BAD_FILE(socket_mode_setid),
+	    BAD_FILE(group),
 	    BAD_FILE(outside_section),
 	    BAD_FILE(section),
 	    BAD_FILE(syntax),
