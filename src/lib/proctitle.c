@@ -13,8 +13,11 @@ static char *area; /* argv[0] and what follows it contiguously */
 static size_t area_size;
 /* The heap copies, held here for good: argv[] may be permuted (getopt),
  * and environ changed (sd_listen_fds() unsets LISTEN_FDS) or replaced
- * (setenv), and the strings must outlive both. */
-static char **argv_copy, **environ_held;
+ * (setenv, which leaves our array for one of its own), and the strings
+ * must outlive all that. Nothing reads these three,
+ * so without volatile the compiler drops the stores, and valgrind calls
+ * the copies lost. */
+static char **volatile argv_copy, **volatile environ_held, **volatile environ_array;
 
 void
 proctitle_init(int argc, char **argv)
@@ -35,7 +38,7 @@ proctitle_init(int argc, char **argv)
 		if (environ[n_env] == end)
 			end = environ[n_env] + strlen(environ[n_env]) + 1;
 
-	env = calloc(n_env + 1, sizeof(*env));
+	environ_array = env = calloc(n_env + 1, sizeof(*env));
 	environ_held = calloc(n_env + 1, sizeof(*environ_held));
 	argv_copy = calloc((size_t)argc + 1, sizeof(*argv_copy));
 	if (!env || !environ_held || !argv_copy)
