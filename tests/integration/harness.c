@@ -36,6 +36,20 @@ fatal(const char *fmt, ...)
 	abort();
 }
 
+void
+print_comment(const char *text)
+{
+	while (*text) {
+		size_t len = strcspn(text, "\n");
+
+		printf("# %.*s\n", (int)len, text);
+		text += len;
+		if (*text == '\n')
+			text++;
+	}
+	fflush(stdout);
+}
+
 uint64_t
 monotonic_ms(void)
 {

@@ -131,6 +131,9 @@ bool process_alive(pid_t pid);
 /* Children of pid that have exited but not been reaped. */
 unsigned zombie_children(pid_t pid);
 uint64_t monotonic_ms(void);
+/* Prints text, a line at a time, as TAP comments ("# ..."): a line of a
+ * program's output printed bare would be read as a broken TAP line. */
+void print_comment(const char *text);
 
 /* Connects from the local address src (e.g. "127.0.0.2") to 127.0.0.1:port,
  * as tcp_connect() does. */

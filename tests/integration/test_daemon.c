@@ -159,7 +159,7 @@ expect_bad_usage(const char *const *args, const char *const *want)
 	struct echod e;
 	int status = echod_run(&e, args, 5000);
 
-	print_message("# %s", e.log);
+	print_comment(e.log);
 	assert_int_equal(status, 2);
 	assert_int_equal(e.out_len, 0);
 	assert_int_equal(count_lines(e.log), 1);
@@ -258,7 +258,7 @@ test_address_in_use_exits_1(void **state)
 						    "--listen", want, NULL},
 				   5000),
 			 1);
-	print_message("# %s", e.log);
+	print_comment(e.log);
 	assert_int_equal(count_lines(e.log), 1);
 	assert_non_null(strstr(e.log, want));
 	assert_non_null(strstr(e.log, "in use"));
@@ -304,7 +304,7 @@ test_check_config_binds_nothing(void **state)
 	write_config(path, sizeof(path), text);
 	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--check-config", NULL}, 5000),
 			 0);
-	print_message("# %s", e.out);
+	print_comment(e.out);
 	assert_non_null(strstr(e.out, "OK"));
 	assert_int_equal(e.log_len, 0);
 	/* Nothing was bound: the port and the path are still free. */
@@ -331,7 +331,7 @@ test_check_config_explains(void **state)
 		     "Listen=127.0.0.1:7\n");
 	assert_int_equal(echod_run(&e, (const char *[]){"-c", path, "--check-config", NULL}, 5000),
 			 0);
-	print_message("# %s", e.out);
+	print_comment(e.out);
 	assert_int_equal(e.log_len, 0);
 	assert_non_null(strstr(e.out, "configuration file: "));
 	assert_non_null(strstr(e.out, path));

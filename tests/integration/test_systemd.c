@@ -427,7 +427,7 @@ test_reload_names_what_was_not_applied(void **state)
 		 other, other);
 	harness_write_config(conf, text);
 	assert_int_equal(echod_run(&client, (const char *[]){"--reload", pid, NULL}, 10000), 0);
-	print_message("# %s", client.log);
+	print_comment(client.log);
 	assert_non_null(strstr(client.log, "configuration applied, except: Listen= changed but not "
 					   "applied: sockets are kept as they are until a restart; "
 					   "MetricsListen= changed but not applied"));
