@@ -1,6 +1,7 @@
 /* echod: decides what this process is (per-connection server, supervisor,
  * or a one-shot command) from the command line and the inherited fds. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,28 @@ parse_pid(const char *option, const char *text)
 	return pid;
 }
 
+/* Whether pid is an echod supervisor (peerproc_is_supervisor()'s
+ * answers). /proc says, when it shows the process. Under the packaged
+ * unit's ProtectProc=invisible, though, ExecReload= runs in a user
+ * namespace of its own and /proc hides the supervisor from it: then the
+ * runtime directory's scoreboard, which names the supervisor that keeps
+ * it, says. */
+static int
+check_supervisor(pid_t pid, const char *runtime_dir)
+{
+	struct scoreboard sb;
+	pid_t keeper;
+	int r = peerproc_is_supervisor(pid);
+
+	if (r != -ESRCH || !runtime_dir || kill(pid, 0) < 0)
+		return r;
+	if (scoreboard_open(&sb, runtime_dir) < 0)
+		return r;
+	keeper = sb.header->supervisor;
+	scoreboard_free(&sb);
+	return keeper == pid ? 0 : -EMEDIUMTYPE;
+}
+
 /* ExecReload=echod --reload $MAINPID: asks the running supervisor to
  * reload and waits for the outcome, so `systemctl reload` fails when the
  * new configuration is rejected. */
@@ -199,7 +222,7 @@ request_reload(const char *pid_text)
 
 	if (pid < 0)
 		return EXIT_USAGE;
-	r = peerproc_is_supervisor((pid_t)pid);
+	r = check_supervisor((pid_t)pid, getenv("RUNTIME_DIRECTORY"));
 	if (r < 0) {
 		log_error("--reload %ld: %s; not signalled", pid,
 			  r == -EMEDIUMTYPE ? "not an echod process"
