@@ -17,6 +17,7 @@
 
 #define OWED_MAGIC "echodOW1"
 #define STATE_MAGIC "echodOW2"
+#define CONFIG_MAGIC "echodCF1"
 #define OWED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
 struct owed_header {
@@ -35,6 +36,8 @@ kept_name_parse(const char *name, uint64_t *ret_id)
 		return KEPT_OTHER;
 	if (strcmp(name, KEPT_CONN_NAME) == 0)
 		return KEPT_CONN;
+	if (strcmp(name, KEPT_CONFIG_NAME) == 0)
+		return KEPT_CONFIG;
 	if (strncmp(name, KEPT_OWED_PREFIX, strlen(KEPT_OWED_PREFIX)) != 0)
 		return KEPT_OTHER;
 	digits = name + strlen(KEPT_OWED_PREFIX);
@@ -159,6 +162,24 @@ read_at(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
+/* The size of a memfd nobody can change any more (what the encoders
+ * seal), or -EBADMSG for anything else. */
+static int
+sealed_size(int fd, uint64_t *ret_size)
+{
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	if (seals < 0)
+		return errno == EINVAL ? -EBADMSG : negative_errno();
+	if ((seals & OWED_SEALS) != OWED_SEALS)
+		return -EBADMSG;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	*ret_size = (uint64_t)st.st_size;
+	return 0;
+}
+
 int
 kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len,
 		  struct sockaddr_storage *ret_client, socklen_t *ret_client_len)
@@ -167,18 +188,14 @@ kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len,
 	struct sockaddr_storage client = {0};
 	uint64_t peer_len = 0;
 	off_t off = sizeof(h);
-	struct stat st;
+	uint64_t size;
 	_cleanup_free_ char *data = NULL;
 	bool state;
-	int seals, r;
+	int r;
 
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0)
-		return errno == EINVAL ? -EBADMSG : negative_errno();
-	if ((seals & OWED_SEALS) != OWED_SEALS)
-		return -EBADMSG;
-	if (fstat(fd, &st) < 0)
-		return negative_errno();
+	r = sealed_size(fd, &size);
+	if (r < 0)
+		return r;
 	r = read_at(fd, &h, sizeof(h), 0);
 	if (r < 0)
 		return r;
@@ -198,7 +215,7 @@ kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len,
 	}
 	if (h.len > KEPT_OWED_MAX)
 		return -E2BIG;
-	if ((!state && h.len == 0) || (uint64_t)st.st_size != (uint64_t)off + h.len)
+	if ((!state && h.len == 0) || size != (uint64_t)off + h.len)
 		return -EBADMSG;
 	if (!ret_data) {
 		*ret_id = h.id;
@@ -257,6 +274,67 @@ int
 kept_owed_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len)
 {
 	return kept_state_take(owed_fd, conn_fd, ret_data, ret_len, NULL, NULL);
+}
+
+struct config_header {
+	char magic[8];
+	uint64_t len;
+};
+
+int
+kept_config_encode(const char *text, size_t len, int *ret_fd)
+{
+	struct config_header h = {.len = len};
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (len == 0 || len > KEPT_CONFIG_MAX || !text)
+		return -EINVAL;
+	memcpy(h.magic, CONFIG_MAGIC, sizeof(h.magic));
+	fd = memfd_create("echod-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return negative_errno();
+	r = write_all(fd, &h, sizeof(h));
+	if (r >= 0)
+		r = write_all(fd, text, len);
+	if (r < 0)
+		return r;
+	if (fcntl(fd, F_ADD_SEALS, OWED_SEALS) < 0)
+		return negative_errno();
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int
+kept_config_decode(int fd, char **ret_text, size_t *ret_len)
+{
+	struct config_header h;
+	_cleanup_free_ char *text = NULL;
+	uint64_t size;
+	int r;
+
+	r = sealed_size(fd, &size);
+	if (r < 0)
+		return r;
+	r = read_at(fd, &h, sizeof(h), 0);
+	if (r < 0)
+		return r;
+	if (memcmp(h.magic, CONFIG_MAGIC, sizeof(h.magic)) != 0)
+		return -EBADMSG;
+	if (h.len > KEPT_CONFIG_MAX)
+		return -E2BIG;
+	if (h.len == 0 || size != sizeof(h) + h.len)
+		return -EBADMSG;
+	text = malloc(h.len + 1);
+	if (!text)
+		return -ENOMEM;
+	r = read_at(fd, text, h.len, sizeof(h));
+	if (r < 0)
+		return r;
+	text[h.len] = '\0';
+	*ret_text = TAKE_PTR(text);
+	*ret_len = h.len;
+	return 0;
 }
 
 int

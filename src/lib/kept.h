@@ -27,6 +27,14 @@
  *                sockaddr_storage))
  *   bytes 32..   the client's address, then the owed bytes
  *
+ * A restart also keeps the configuration the supervisor ran, so that the
+ * next echod can go on with it when the file was broken in between: one
+ * sealed memfd named "config", its text as --dump-config prints it:
+ *
+ *   bytes 0..7   "echodCF1"
+ *   bytes 8..15  length of the text that follows, native byte order
+ *   bytes 16..   the text (no NUL)
+ *
  * Mechanism only: nothing here logs; errors are negative errno. */
 #pragma once
 
@@ -37,6 +45,7 @@
 
 #define KEPT_CONN_NAME "conn"
 #define KEPT_OWED_PREFIX "owed-"
+#define KEPT_CONFIG_NAME "config"
 /* The kernel's SCM_MAX_FD: more fds in one message fail with EINVAL. */
 #define KEPT_BATCH_MAX 253
 /* Longest name "owed-<id>" plus NUL. */
@@ -45,11 +54,14 @@
  * one read (64 KiB); the margin admits an older or newer echod's. The one
  * limit every decoder applies. */
 #define KEPT_OWED_MAX (1024 * 1024)
+/* The longest configuration text kept (a dump is a few KiB). */
+#define KEPT_CONFIG_MAX (1024 * 1024)
 
 enum kept_kind {
 	KEPT_OTHER, /* not ours: a listening socket, or unnamed */
 	KEPT_CONN,
 	KEPT_OWED,
+	KEPT_CONFIG,
 };
 
 /* Classifies an FDNAME= / $LISTEN_FDNAMES entry; for KEPT_OWED stores
@@ -99,6 +111,15 @@ int kept_state_decode(int fd, uint64_t *ret_id, char **ret_data, size_t *ret_len
 		      struct sockaddr_storage *ret_client, socklen_t *ret_client_len);
 int kept_state_take(int owed_fd, int conn_fd, char **ret_data, size_t *ret_len,
 		    struct sockaddr_storage *ret_client, socklen_t *ret_client_len);
+
+/* The configuration's text (1 .. KEPT_CONFIG_MAX bytes, else -EINVAL) in
+ * a sealed close-on-exec memfd. Returns 0 and *ret_fd, or -errno. */
+int kept_config_encode(const char *text, size_t len, int *ret_fd);
+
+/* Reads it back: *ret_text is a malloc()ed, NUL-terminated copy. Does not
+ * take fd. -EBADMSG for a memfd that is not one, or not sealed; -E2BIG
+ * for one longer than KEPT_CONFIG_MAX. */
+int kept_config_decode(int fd, char **ret_text, size_t *ret_len);
 
 /* Sends kept connection fd over channel, preceded by its owed bytes unless
  * owed_fd is -1: they come first, because once the receiver has the

@@ -1,5 +1,5 @@
-/* kept.c: the names connections and owed bytes carry in systemd's fd
- * store, and the sealed memfd that holds owed bytes. The store itself is
+/* kept.c: the names connections, owed bytes and the configuration carry
+ * in systemd's fd store, and the sealed memfds that hold them. The store itself is
  * exercised against an AF_UNIX datagram socket standing in for systemd. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +30,8 @@ test_name_conn(void **state)
 	(void)state;
 	assert_int_equal(kept_name_parse("conn", &id), KEPT_CONN);
 	assert_int_equal(id, 7); /* untouched */
+	assert_int_equal(kept_name_parse("config", &id), KEPT_CONFIG);
+	assert_int_equal(id, 7);
 }
 
 static void
@@ -57,7 +59,7 @@ test_name_other(void **state)
 	    "",		  "echod.socket", "conn-1", "Conn",
 	    "owed-",	  "owed-0",	  "owed-01", "owed-+1",
 	    "owed--1",	  "owed-1x",	  "owed-1 ", "owed-18446744073709551616",
-	    "owed-99999999999999999999", "xowed-1", "owed",
+	    "owed-99999999999999999999", "xowed-1", "owed", "config ", "Config", "configs",
 	};
 	uint64_t id = 5;
 
@@ -445,6 +447,63 @@ test_state_carries_client(void **state)
 	close(a[1]);
 }
 
+/* The kept configuration reads back as written; what is not exactly
+ * that (unsealed, another magic, a length that is not the file's, over
+ * the limit) is refused. */
+static void
+test_config_roundtrip(void **state)
+{
+	const int all = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+	const char text[] = "[echod]\nWorkers=3\n";
+	struct {
+		char magic[8];
+		uint64_t len;
+		char text[4];
+	} h = {.len = 4, .text = "ab\nc"};
+	const size_t size = offsetof(__typeof__(h), text) + sizeof(h.text);
+	char *got = NULL;
+	size_t len = 0;
+	int fd;
+
+	(void)state;
+	assert_int_equal(kept_config_encode(text, strlen(text), &fd), 0);
+	assert_int_equal(kept_config_decode(fd, &got, &len), 0);
+	assert_int_equal(len, strlen(text));
+	assert_string_equal(got, text);
+	free(got);
+	got = NULL;
+	/* Sealed: nobody holding a copy can change it. */
+	assert_int_equal(write(fd, "x", 1), -1);
+	close(fd);
+	assert_int_equal(kept_config_encode(text, 0, &fd), -EINVAL);
+	assert_int_equal(kept_config_encode(NULL, 3, &fd), -EINVAL);
+	assert_int_equal(kept_config_encode(text, KEPT_CONFIG_MAX + 1, &fd), -EINVAL);
+
+	memcpy(h.magic, "echodCF1", 8);
+	fd = forged(&h, size, all);
+	assert_int_equal(kept_config_decode(fd, &got, &len), 0);
+	assert_int_equal(len, 4);
+	free(got);
+	got = NULL;
+	close(fd);
+	fd = forged(&h, size, F_SEAL_SHRINK | F_SEAL_GROW); /* writable */
+	assert_int_equal(kept_config_decode(fd, &got, &len), -EBADMSG);
+	close(fd);
+	fd = forged(&h, size - 1, all); /* shorter than it says */
+	assert_int_equal(kept_config_decode(fd, &got, &len), -EBADMSG);
+	close(fd);
+	h.len = KEPT_CONFIG_MAX + 1;
+	fd = forged(&h, size, all);
+	assert_int_equal(kept_config_decode(fd, &got, &len), -E2BIG);
+	close(fd);
+	h.len = 4;
+	memcpy(h.magic, "echodOW1", 8); /* owed bytes, not a configuration */
+	fd = forged(&h, size, all);
+	assert_int_equal(kept_config_decode(fd, &got, &len), -EBADMSG);
+	close(fd);
+	assert_null(got);
+}
+
 int
 main(void)
 {
@@ -464,6 +523,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_store_remove, setup_sink, teardown_sink),
 	    cmocka_unit_test(test_store_without_systemd),
 	    cmocka_unit_test(test_state_carries_client),
+	    cmocka_unit_test(test_config_roundtrip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
