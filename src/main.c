@@ -117,17 +117,59 @@ read_configuration(void *userdata, struct config *c, struct config_error *err)
 	return read_configuration_from(userdata, c, err, &file_read);
 }
 
+/* A restart after a broken edit of the file: the previous echod kept the
+ * configuration it ran in systemd's fd store, and going on with it (then
+ * the command line) keeps the connections the restart kept, which a
+ * failed start would lose. broken: why the file was refused. Logs either
+ * way; on success *note says it for STATUS=. Returns 0, -ENOENT when
+ * nothing was kept, or another negative errno. */
 static int
-load_configuration(const struct options *o, struct config *c, bool *ret_file_read)
+recover_configuration(const struct options *o, struct config *c, const char *broken, char *note,
+		      size_t note_size)
+{
+	struct config_error err = {{0}};
+	int r;
+
+	config_done(c);
+	config_init(c);
+	r = restart_config_load(c, &err);
+	if (r == 0)
+		return -ENOENT;
+	if (r > 0)
+		r = options_apply(o, c, &err);
+	if (r >= 0)
+		r = config_validate(c, RESTART_CONFIG_ORIGIN, &err);
+	if (r < 0) {
+		log_error("%s; and %s", broken, err.message);
+		return r;
+	}
+	log_struct(LOG_ERR, ECHOD_MESSAGE_CONFIG_KEPT,
+		   "%s; restarted with the configuration the previous echod ran, so that the "
+		   "connections it kept stay open: fix the file, then systemctl reload echod",
+		   broken);
+	snprintf(note, note_size, "configuration file rejected, running the previous one: %s",
+		 broken);
+	return 0;
+}
+
+/* The configuration to start with; *note (empty: none) is for STATUS=. */
+static int
+load_configuration(const struct options *o, struct config *c, bool *ret_file_read, char *note,
+		   size_t note_size)
 {
 	struct config_error err = {{0}};
 	int r;
 
 	config_init(c);
+	note[0] = '\0';
 	r = read_configuration_from(o, c, &err, ret_file_read);
-	if (r < 0)
+	if (r >= 0)
+		return r;
+	/* A command that only reads the file says what is wrong with it. */
+	if (o->check_config || o->dump_config ||
+	    recover_configuration(o, c, err.message, note, note_size) == -ENOENT)
 		log_error("%s", err.message);
-	return r;
+	return note[0] ? 0 : r;
 }
 
 static void
@@ -364,7 +406,7 @@ bind_configured(const struct config *c, struct listen_set *set)
 }
 
 static int
-run(const struct config *c, const struct options *o)
+run(const struct config *c, const struct options *o, const char *status_note)
 {
 	struct listen_set sockets = {0};
 	char reason[256];
@@ -427,7 +469,8 @@ run(const struct config *c, const struct options *o)
 		listen_set_free(&sockets, true);
 		return status;
 	}
-	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o));
+	return supervisor_run(c, &sockets, read_configuration, (void *)o, runtime_dir(o),
+			      status_note[0] ? status_note : NULL);
 }
 
 int
@@ -436,6 +479,7 @@ main(int argc, char **argv)
 	struct options o;
 	struct config c;
 	struct config_error err = {{0}};
+	char status_note[600];
 	bool file_read;
 	int status;
 
@@ -459,7 +503,7 @@ main(int argc, char **argv)
 		return before_stop(o.before_stop_pid);
 	if (o.status)
 		return show_status(&o);
-	if (load_configuration(&o, &c, &file_read) < 0) {
+	if (load_configuration(&o, &c, &file_read, status_note, sizeof(status_note)) < 0) {
 		config_done(&c);
 		return EXIT_USAGE;
 	}
@@ -482,7 +526,7 @@ main(int argc, char **argv)
 		return fflush(stdout) == 0 && status == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 	}
 	raise_fd_limit();
-	status = run(&c, &o);
+	status = run(&c, &o, status_note);
 	config_done(&c);
 	return status;
 }

@@ -34,6 +34,7 @@ bool log_is_journal(void);
 #define ECHOD_MESSAGE_RELOADED "1dbe40775eb04e2bb98741d49b4270d4"
 #define ECHOD_MESSAGE_RELOAD_REJECTED "50cb68a85e144ba29d97027468e93550"
 #define ECHOD_MESSAGE_WORKER_CRASHED "f2b0fd16c8dc4655befb4286f3b469f0"
+#define ECHOD_MESSAGE_CONFIG_KEPT "3107b4a86d6744eeb9f171343beda350"
 
 #define log_full_errno(level, error, ...) log_internal(level, error, NULL, __VA_ARGS__)
 #define log_debug(...) log_internal(LOG_DEBUG, 0, NULL, __VA_ARGS__)

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 
 #include "kept.h"
 #include "log.h"
@@ -49,7 +51,7 @@ connection_usable(int fd)
 static void
 forget_store(const struct listen_set *set)
 {
-	bool conns = false;
+	bool conns = false, config = false;
 
 	for (size_t i = 0; i < set->n_stored; i++) {
 		uint64_t id;
@@ -58,9 +60,12 @@ forget_store(const struct listen_set *set)
 		if (kind == KEPT_OWED)
 			(void)kept_store_remove(set->stored[i].name);
 		conns |= kind == KEPT_CONN;
+		config |= kind == KEPT_CONFIG;
 	}
 	if (conns)
 		(void)kept_store_remove(KEPT_CONN_NAME);
+	if (config)
+		(void)kept_store_remove(KEPT_CONFIG_NAME);
 }
 
 int
@@ -98,12 +103,16 @@ restart_take(struct listen_set *set, struct restart_queue *q)
 		q->owed += owed != NULL;
 		n++;
 	}
-	/* Left over: owed bytes whose connection did not come back. */
-	for (size_t i = 0; i < set->n_stored; i++)
-		if (set->stored[i].fd >= 0) {
-			close_stored(&set->stored[i]);
-			dropped++;
-		}
+	/* Left over: the kept configuration (read at start, if it was
+	 * needed), and owed bytes whose connection did not come back. */
+	for (size_t i = 0; i < set->n_stored; i++) {
+		uint64_t unused;
+
+		if (set->stored[i].fd < 0)
+			continue;
+		dropped += kept_name_parse(set->stored[i].name, &unused) != KEPT_CONFIG;
+		close_stored(&set->stored[i]);
+	}
 	q->n = n;
 	log_info("restart: took back %zu connection(s) from systemd's fd store, %u of them owing "
 		 "bytes%s",
@@ -221,6 +230,83 @@ restart_queue_free(struct restart_queue *q)
 	}
 	free(q->items);
 	*q = (struct restart_queue){0};
+}
+
+int
+restart_config_keep(const struct config *c, unsigned store_max, unsigned active)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_close_ int fd = -1;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	/* The connections come first: systemd refuses what does not fit. */
+	if ((uint64_t)store_max < 2 * (uint64_t)active + 1) {
+		log_notice("restart: FileDescriptorStoreMax=%u leaves no room for the configuration "
+			   "next to %u connection(s): a broken configuration file would fail the "
+			   "next start", store_max, active);
+		return -ENOSPC;
+	}
+	f = open_memstream(&text, &len);
+	if (!f) {
+		r = negative_errno();
+		goto fail;
+	}
+	r = config_dump(f, c);
+	if (fclose(f) != 0 && r >= 0)
+		r = -EIO;
+	if (r >= 0)
+		r = kept_config_encode(text, len, &fd);
+	if (r >= 0)
+		r = kept_store(KEPT_CONFIG_NAME, &fd, 1);
+	/* The supervisor may exit before systemd reads the message. */
+	if (r > 0)
+		(void)kept_store_sync(5 * 1000 * 1000);
+	if (r >= 0)
+		return r;
+fail:
+	log_warning_errno(r, "restart: keeping the configuration in systemd's fd store: %m; a "
+			     "broken configuration file would fail the next start");
+	return r;
+}
+
+int
+restart_config_load(struct config *c, struct config_error *err)
+{
+	char **names = NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int n, fd = -1, r;
+
+	n = sd_listen_fds_with_names(false, &names);
+	for (int i = 0; i < n; i++) {
+		uint64_t unused;
+
+		if (fd < 0 && names && kept_name_parse(names[i], &unused) == KEPT_CONFIG)
+			fd = SD_LISTEN_FDS_START + i;
+		free(names ? names[i] : NULL);
+	}
+	free(names);
+	if (fd < 0)
+		return 0;
+	r = kept_config_decode(fd, &text, &len);
+	if (r < 0) {
+		snprintf(err->message, sizeof(err->message), "%s (fd %d): %s", RESTART_CONFIG_ORIGIN,
+			 fd, r == -EBADMSG ? "not a configuration echod kept" : strerror(-r));
+		return r;
+	}
+	f = fmemopen(text, len, "r");
+	if (!f) {
+		r = negative_errno();
+		snprintf(err->message, sizeof(err->message), "%s: %s", RESTART_CONFIG_ORIGIN,
+			 strerror(-r));
+		return r;
+	}
+	r = config_load_stream(c, f, RESTART_CONFIG_ORIGIN, err);
+	fclose(f);
+	return r < 0 ? r : 1;
 }
 
 void

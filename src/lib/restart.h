@@ -5,7 +5,12 @@
  * in the store (a restart) and draining them (a stop). On start,
  * restart_take() collects what the previous echod stored, pairing each
  * connection with its owed bytes, and empties the store; the supervisor
- * then delivers the connections to its workers. */
+ * then delivers the connections to its workers.
+ *
+ * The configuration the supervisor ran goes into the store too: when the
+ * file was broken meanwhile, the next echod goes on with it rather than
+ * fail its start (systemd 252 empties the store when a start fails, and
+ * every kept connection with it). */
 #pragma once
 
 #include <stdbool.h>
@@ -13,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "listen.h"
 
 struct kept_conn {
@@ -54,6 +60,21 @@ int restart_queue_store(struct restart_queue *q);
 
 /* Closes every connection not delivered yet. */
 void restart_queue_free(struct restart_queue *q);
+
+/* On a restart: puts c, as --dump-config writes it, into the store, if
+ * it holds store_max fds and room is left once the `active` connections
+ * and their owed bytes are in (-ENOSPC otherwise). Logs a failure.
+ * Returns > 0 when stored, 0 without $NOTIFY_SOCKET, or -errno. */
+int restart_config_keep(const struct config *c, unsigned store_max, unsigned active);
+
+/* What error messages call the kept configuration. */
+#define RESTART_CONFIG_ORIGIN "the configuration kept by the previous echod"
+
+/* At start, before the sockets are taken: whether systemd passed a kept
+ * configuration, and if so, reads it into c (over what c holds).
+ * Returns 1 when read, 0 when none was passed, or a negative errno with
+ * the reason in err. Leaves $LISTEN_FDS for listen_from_systemd(). */
+int restart_config_load(struct config *c, struct config_error *err);
 
 /* Run by ExecStop= (as root, since a DynamicUser= cannot use the system
  * bus): asks systemd whether the job stopping the unit is a restart, and if

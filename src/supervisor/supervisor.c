@@ -335,12 +335,15 @@ begin_stop(struct supervisor *s, const char *signame, uint64_t now)
 	acceptor_stop(&s->acceptor);
 	/* Never served, like the clients still in the backlog. */
 	abandon(s);
-	/* Sent back by connection processes on a reload, not read yet. */
-	if (keep)
+	if (keep) {
+		/* Sent back by connection processes on a reload, not read yet. */
 		keeper_receive(&s->keeper, s->env.returns[FDPASS_SUPERVISOR], UINT_MAX);
-	/* Not delivered to a worker yet: back into the store. */
-	if (keep)
+		/* For the next echod, should the file be broken by then. */
+		(void)restart_config_keep(current_config(s), s->restart_store_max,
+					  connections_active(s));
+		/* Not delivered to a worker yet: back into the store. */
 		keeper_store(&s->keeper);
+	}
 	signal_all(s, keep ? SIGUSR1 : SIGTERM);
 }
 
@@ -875,7 +878,7 @@ abort_start(struct supervisor *s)
 
 int
 supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
-	       void *userdata, const char *runtime_dir)
+	       void *userdata, const char *runtime_dir, const char *status_note)
 {
 	struct supervisor s = {
 	    .env = {.epoll_fd = -1,
@@ -892,6 +895,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	};
 	int r, status = EXIT_FAILURE;
 
+	if (status_note)
+		snprintf(s.status_note, sizeof(s.status_note), "%s", status_note);
 	log_set_model(model_to_string(config->model));
 	r = keeper_init(&s.keeper, sockets);
 	s.env.waiting = &s.keeper.queue;

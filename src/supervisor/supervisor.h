@@ -13,6 +13,7 @@ typedef int (*config_reader)(void *userdata, struct config *ret, struct config_e
 
 /* Runs until stopped. Takes sockets (closed on return). runtime_dir (NULL:
  * none) gets the reload-status file and the scoreboard that `echod status`
- * reads. Returns the process's exit status. */
+ * reads. status_note (NULL: none) is shown in STATUS= until a reload
+ * succeeds. Returns the process's exit status. */
 int supervisor_run(const struct config *config, struct listen_set *sockets, config_reader reread,
-		   void *userdata, const char *runtime_dir);
+		   void *userdata, const char *runtime_dir, const char *status_note);

@@ -1,8 +1,8 @@
 /* Restart without systemd, in the model $ECHOD_MODEL: the test plays the
  * fd store. It gives echod connections the way systemd does after a
- * restart ($LISTEN_FDS with FDNAME "conn" and "owed-<id>" memfds, see
- * src/lib/kept.h), and, the other way, takes what a restarting echod
- * stores (FDSTORE=1 on the test's own NOTIFY_SOCKET, after the
+ * restart ($LISTEN_FDS with FDNAME "conn", "owed-<id>" memfds and the
+ * "config" one, see src/lib/kept.h), and, the other way, takes what a
+ * restarting echod stores (FDSTORE=1 on the test's own NOTIFY_SOCKET, after the
  * RESTART_SIGNAL that `echod --before-stop` would send) and starts a
  * second echod with it. The clients never notice. Runs sanitized too. */
 #include <stdarg.h>
@@ -135,6 +135,17 @@ store_receive(int notify_fd, pid_t pid, struct store *st, int timeout_ms)
 		}
 	}
 	fail_msg("echod did not exit within %d ms of SIGTERM", timeout_ms);
+}
+
+/* How many of the stored fds are named name. */
+static size_t
+store_count(const struct store *st, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < st->n; i++)
+		n += strcmp(st->names[i], name) == 0;
+	return n;
 }
 
 /* Starts echod with fds at 3, 4, ... named by names (colon-separated),
@@ -297,7 +308,9 @@ test_restart_round_trip(void **state)
 	echod_collect_log(&first);
 	if (!strstr(first.log, "restart: keeping 4 connection(s)"))
 		fail_msg("the first echod did not keep its connections: %s", first.log);
-	assert_int_equal(st.n, CLIENTS);
+	assert_int_equal(store_count(&st, KEPT_CONN_NAME), CLIENTS);
+	assert_int_equal(store_count(&st, KEPT_CONFIG_NAME), 1);
+	assert_int_equal(st.n, CLIENTS + 1);
 
 	fds[0] = l;
 	for (size_t i = 0; i < st.n; i++) {
@@ -309,6 +322,10 @@ test_restart_round_trip(void **state)
 	start_with(&second, &n2, fds, 1 + st.n, names, port);
 	store_close(&st);
 	assert_true(echod_wait_log(&second, "took back 4 connection(s)", 5000));
+	/* The file was fine: the kept configuration was not needed. */
+	echod_collect_log(&second);
+	if (strstr(second.log, "stale") || strstr(second.log, "previous echod ran"))
+		fail_msg("the kept configuration was not simply dropped: %s", second.log);
 	for (int i = 0; i < CLIENTS; i++) {
 		assert_int_equal(echo_roundtrip(clients[i], "after", 5, 3000), 0);
 		close(clients[i]);
@@ -369,8 +386,9 @@ test_proxied_restart(void **state)
 	usleep(100000);
 	kill(first.pid, SIGTERM);
 	store_receive(n1.fd, first.pid, &st, 15000);
-	/* Each connection, and a record naming its client. */
-	assert_int_equal(st.n, 4);
+	/* Each connection, a record naming its client, the configuration. */
+	assert_int_equal(st.n, 5);
+	assert_int_equal(store_count(&st, KEPT_CONFIG_NAME), 1);
 	for (size_t i = 0; i < st.n; i++) {
 		struct sockaddr_storage client;
 		struct sockaddr_in *in = (struct sockaddr_in *)&client;
@@ -379,7 +397,8 @@ test_proxied_restart(void **state)
 		size_t len = 0;
 		uint64_t id;
 
-		if (strcmp(st.names[i], KEPT_CONN_NAME) == 0)
+		if (strcmp(st.names[i], KEPT_CONN_NAME) == 0 ||
+		    strcmp(st.names[i], KEPT_CONFIG_NAME) == 0)
 			continue;
 		assert_int_equal(
 		    kept_state_decode(st.fds[i], &id, &data, &len, &client, &client_len), 0);
@@ -422,6 +441,133 @@ test_proxied_restart(void **state)
 	notify_socket_close(&n2);
 }
 
+/* Restarts the first echod into a second one with everything it stored
+ * and the file conf: returns the second's notify socket and process. */
+static void
+restart_into(struct echod *first, struct notify_socket *n1, struct store *st, int l, int port,
+	     const char *conf, struct echod *second, struct notify_socket *n2)
+{
+	static char names[STORE_MAX * (KEPT_NAME_MAX + 1) + 32];
+	static int fds[STORE_MAX + 1];
+	union sigval value = {.sival_int = STORE_MAX};
+
+	assert_int_equal(sigqueue(first->pid, RESTART_SIGNAL, value), 0);
+	usleep(100000);
+	kill(first->pid, SIGTERM);
+	store_receive(n1->fd, first->pid, st, 15000);
+	snprintf(names, sizeof(names), "echod.socket");
+	fds[0] = l;
+	for (size_t i = 0; i < st->n; i++) {
+		fds[1 + i] = st->fds[i];
+		strcat(names, ":");
+		strcat(names, st->names[i]);
+	}
+	notify_socket_open(n2);
+	harness_pass_fds(fds, 1 + st->n, names);
+	second->port = port;
+	echod_spawn(second, (const char *[]){n2->env, NULL},
+		    (const char *[]){"--config", conf, "--model", harness_model(), NULL}, -1);
+}
+
+/* A restart after a broken edit of the file: the first echod kept the
+ * configuration it ran next to its connections, and the second, finding
+ * the file broken, goes on with that one (loudly: the log and STATUS=
+ * name the file, line and key) rather than fail and lose every kept
+ * connection; a reload with the file fixed clears the note. Without a
+ * kept configuration, or with one that is not echod's, the broken file
+ * fails the start as ever. */
+static void
+test_broken_file_restart(void **state)
+{
+	int port, l = listener(&port), clients[2], status, bogus;
+	char conf[64], *text = NULL;
+	struct notify_socket n1, n2, n3;
+	struct store st = {0};
+	struct echod first, second, plain, faked;
+	const char *note;
+	size_t len;
+
+	snprintf(conf, sizeof(conf), "/tmp/echod-test-fdstore-%d.conf", (int)getpid());
+	harness_write_config(conf, "[echod]\nIdleTimeoutSec=77\n");
+	notify_socket_open(&n1);
+	harness_pass_fds(&l, 1, "echod.socket");
+	first.port = port;
+	echod_spawn(&first, (const char *[]){n1.env, NULL},
+		    (const char *[]){"--config", conf, "--model", harness_model(), NULL}, -1);
+	assert_non_null(notify_status_wait(&n1, " connections,", 5000));
+	for (int i = 0; i < 2; i++) {
+		clients[i] = tcp_connect(port);
+		assert_int_equal(echo_roundtrip(clients[i], "before", 6, 3000), 0);
+	}
+	assert_non_null(notify_status_wait(&n1, " 2 connections,", 5000));
+
+	harness_write_config(conf, "[echod]\nIdleTimeoutSec=77\nWorkers=lots\n");
+	restart_into(&first, &n1, &st, l, port, conf, &second, &n2);
+	/* What the first one ran, in the file's syntax. */
+	for (size_t i = 0; i < st.n; i++)
+		if (strcmp(st.names[i], KEPT_CONFIG_NAME) == 0)
+			assert_int_equal(kept_config_decode(st.fds[i], &text, &len), 0);
+	assert_non_null(text);
+	if (!strstr(text, "\nIdleTimeoutSec=77\n"))
+		fail_msg("the kept configuration is not the one that ran:\n%s", text);
+	free(text);
+	note = notify_status_wait(&n2, "configuration file rejected, running the previous one: ",
+				  5000);
+	if (!note || !strstr(note, conf) || !strstr(note, ":3: Workers="))
+		fail_msg("STATUS= does not name the file, line and key: %s", note ? note : "none");
+	store_close(&st);
+	assert_true(echod_wait_log(&second, "took back 2 connection(s)", 5000));
+	echod_collect_log(&second);
+	if (!strstr(second.log, ":3: Workers=") ||
+	    !strstr(second.log, "restarted with the configuration the previous echod ran"))
+		fail_msg("the log does not say it: %s", second.log);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(echo_roundtrip(clients[i], "after", 5, 3000), 0);
+	/* Fixed and reloaded: the note goes. */
+	harness_write_config(conf, "[echod]\nIdleTimeoutSec=77\n");
+	kill(second.pid, SIGHUP);
+	note = notify_status_wait(&n2, "gen 1", 10000);
+	assert_non_null(note);
+	if (strstr(note, "rejected"))
+		fail_msg("still said after a good reload: %s", note);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(echo_roundtrip(clients[i], "again", 5, 3000), 0);
+		close(clients[i]);
+	}
+	assert_int_equal(echod_stop(&second, 10000), 0);
+
+	/* Nothing kept: the broken file fails the start. */
+	harness_write_config(conf, "[echod]\nWorkers=lots\n");
+	notify_socket_open(&n3);
+	harness_pass_fds(&l, 1, "echod.socket");
+	echod_spawn(&plain, (const char *[]){n3.env, NULL}, (const char *[]){"--config", conf, NULL},
+		    -1);
+	status = echod_wait_exit(&plain, 5000);
+	echod_collect_log(&plain);
+	assert_int_equal(status, 2);
+	if (!strstr(plain.log, ":2: Workers="))
+		fail_msg("unexpected message: %s", plain.log);
+	/* Something else under the name: said, and the start fails. */
+	bogus = memfd_create("not-ours", MFD_CLOEXEC);
+	assert_true(bogus >= 0);
+	assert_int_equal(write(bogus, "[echod]\n", 8), 8);
+	harness_pass_fds((int[]){l, bogus}, 2, "echod.socket:" KEPT_CONFIG_NAME);
+	echod_spawn(&faked, (const char *[]){n3.env, NULL}, (const char *[]){"--config", conf, NULL},
+		    -1);
+	status = echod_wait_exit(&faked, 5000);
+	echod_collect_log(&faked);
+	assert_int_equal(status, 2);
+	if (!strstr(faked.log, ":2: Workers=") ||
+	    !strstr(faked.log, "not a configuration echod kept"))
+		fail_msg("unexpected message: %s", faked.log);
+	close(bogus);
+	close(l);
+	unlink(conf);
+	notify_socket_close(&n1);
+	notify_socket_close(&n2);
+	notify_socket_close(&n3);
+}
+
 int
 main(void)
 {
@@ -430,6 +576,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_bad_owed_entries, harness_teardown),
 	    cmocka_unit_test_teardown(test_restart_round_trip, harness_teardown),
 	    cmocka_unit_test_teardown(test_proxied_restart, harness_teardown),
+	    cmocka_unit_test_teardown(test_broken_file_restart, harness_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
