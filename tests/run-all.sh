@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: a -Werror build and an ASan+UBSan build, each
-# running every meson test, and a clang build that runs the fuzzers.
+# The whole test suite: a -Werror build, an ASan+UBSan build and a clang
+# build that runs the fuzzers. Every meson test runs, each in the build
+# where it checks most: the integration and chaos suites sanitized, the
+# suites that need the plain binary (system, memcheck, rss, bench,
+# balancers) in the -Werror build, the unit suites in both.
 # Ends with the counts from meson's test logs, so a run that ran nothing
 # can't look green: the test cases (TAP subtests) passed, failed and
 # skipped, then, as the very last line, "N passed, M failed" over the
@@ -32,18 +35,28 @@ run_build() {
 	failed=$((failed + $(grep -vc '"result": "\(OK\|SKIP\)"' "$log" || true)))
 }
 
+# The plain build: the system test boots a container with the packaged
+# (unsanitized) build; valgrind (memcheck) cannot run sanitized binaries;
+# ASan's quarantine keeps freed memory resident on purpose (rss); the
+# benchmark's smoke run checks the harness, not echod; and the run behind
+# real balancers is end to end (the PROXY code runs sanitized in the proxy
+# tests). Each once.
+PLAIN_SUITES=(system memcheck rss bench balancers)
+UNIT_SUITES=(unit unit-no-pidfd unit-no-ipv6 units man catalog)
 MESON_TEST_ARGS=(--num-processes 1)
+for suite in "${UNIT_SUITES[@]}" "${PLAIN_SUITES[@]}"; do
+	MESON_TEST_ARGS+=(--suite "$suite")
+done
 run_build build-ci || { status=1; failed=$((failed + 1)); }
-# The system test boots a container with the packaged (unsanitized) build:
-# once is enough. valgrind (memcheck) cannot run sanitized binaries, and
-# ASan's quarantine keeps freed memory resident on purpose (rss).
-# The benchmark's smoke run checks the harness, not echod: once is enough
-# too, as is the run behind real balancers (the PROXY code runs sanitized
-# in the proxy tests). Chaos runs shorter here: what it finds shows in the
-# first kills.
-MESON_TEST_ARGS=(--num-processes 1 --no-suite system --no-suite memcheck --no-suite rss
-	--no-suite bench --no-suite balancers)
-export ECHOD_CHAOS_SECONDS=6
+# The sanitized build: everything else, and the unit suites again. The
+# integration tests run here only: against the same code, the sanitizers
+# see what the plain run would, and more. Chaos runs shorter than its
+# default: what it finds shows in the first kills.
+MESON_TEST_ARGS=(--num-processes 1)
+for suite in "${PLAIN_SUITES[@]}"; do
+	MESON_TEST_ARGS+=(--no-suite "$suite")
+done
+export ECHOD_CHAOS_SECONDS=10
 # The sanitizers abort on the first error and report leaks at exit.
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -53,7 +66,7 @@ run_build build-ci-asan -Db_sanitize=address,undefined -Db_lundef=false ||
 # libFuzzer needs clang; gcc builds everything else. This build holds
 # only the fuzzers (with ASan+UBSan), which run side by side for
 # fuzz_seconds each after replaying their corpus.
-MESON_TEST_ARGS=(--suite fuzz --num-processes 3)
+MESON_TEST_ARGS=(--suite fuzz --num-processes 4)
 CC=clang run_build build-fuzz -Dtests=false -Dfuzz=true -Dfuzz_seconds=20 \
 	-Db_sanitize=address,undefined -Db_lundef=false ||
 	{ status=1; failed=$((failed + 1)); }
