@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "address.h"
@@ -39,7 +40,7 @@ config_init(struct config *c)
 	*c = (struct config){
 		.model = MODEL_PREFORK,
 		.workers = 0,
-		.worker_connections = 4096,
+		.worker_connections = 0,
 		.max_connections = 0,
 		.idle_timeout_sec = 300,
 		.shutdown_timeout_sec = 10,
@@ -166,7 +167,6 @@ struct key_spec {
 	}
 
 static const struct key_spec number_keys[] = {
-	NUMBER_KEY("WorkerConnections", "--worker-connections", 1, 1048576, worker_connections),
 	NUMBER_KEY("MaxConnections", "--max-connections", 1, 16777216, max_connections),
 	NUMBER_KEY("IdleTimeoutSec", "--idle-timeout", 0, 86400, idle_timeout_sec),
 	NUMBER_KEY("ShutdownTimeoutSec", "--shutdown-timeout", 0, 3600, shutdown_timeout_sec),
@@ -198,24 +198,26 @@ set_number(struct config *c, const struct key_spec *k, const char *value, const 
 	return 0;
 }
 
+/* A key that takes a whole number in lo..hi or "auto" (stored as 0). */
 static int
-set_workers(struct config *c, const char *value, const char *where, struct config_error *err)
+set_auto_number(unsigned *field, const char *key, unsigned lo, unsigned hi, const char *value,
+		const char *where, struct config_error *err)
 {
 	unsigned v;
 	int r;
 
 	if (strcasecmp(value, "auto") == 0) {
-		c->workers = 0;
+		*field = 0;
 		return 0;
 	}
-	r = parse_unsigned(value, 1, WORKERS_MAX, &v);
+	r = parse_unsigned(value, lo, hi, &v);
 	if (r == -EINVAL)
-		return config_fail(err, "%s: Workers=%s: not a whole number or \"auto\"", where,
+		return config_fail(err, "%s: %s=%s: not a whole number or \"auto\"", where, key,
 				   value);
 	if (r == -ERANGE)
-		return config_fail(err, "%s: Workers=%s: out of range (1..%u or auto)", where, value,
-				   WORKERS_MAX);
-	c->workers = v;
+		return config_fail(err, "%s: %s=%s: out of range (%u..%u or auto)", where, key, value,
+				   lo, hi);
+	*field = v;
 	return 0;
 }
 
@@ -488,7 +490,10 @@ config_set(struct config *c, const char *key, const char *value, const char *whe
 	if (strcasecmp(key, "Model") == 0)
 		return set_model(c, value, where, err);
 	if (strcasecmp(key, "Workers") == 0)
-		return set_workers(c, value, where, err);
+		return set_auto_number(&c->workers, "Workers", 1, WORKERS_MAX, value, where, err);
+	if (strcasecmp(key, "WorkerConnections") == 0)
+		return set_auto_number(&c->worker_connections, "WorkerConnections", 1,
+				       WORKER_CONNECTIONS_MAX, value, where, err);
 	if (strcasecmp(key, "LogLevel") == 0)
 		return set_log_level(c, value, where, err);
 	if (strcasecmp(key, "Listen") == 0)
@@ -730,6 +735,73 @@ config_workers(const struct config *c)
 }
 
 unsigned
+config_worker_connections_for(const struct config *c, uint64_t fd_limit)
+{
+	if (c->worker_connections > 0)
+		return c->worker_connections;
+	if (fd_limit <= WORKER_FD_RESERVE)
+		return 1;
+	fd_limit -= WORKER_FD_RESERVE;
+	return fd_limit > WORKER_CONNECTIONS_MAX ? WORKER_CONNECTIONS_MAX : (unsigned)fd_limit;
+}
+
+/* The open-files limit a worker runs with: echod raises its soft limit to
+ * the hard one at start, and workers inherit it. Read once: the hard
+ * limit does not change under a running echod, and the pool asks on
+ * every connection it places. */
+static uint64_t
+worker_fd_limit(void)
+{
+	static uint64_t limit;
+	struct rlimit rl;
+
+	if (limit)
+		return limit;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	limit = rl.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_max;
+	return limit;
+}
+
+unsigned
+config_worker_connections(const struct config *c)
+{
+	return config_worker_connections_for(c, worker_fd_limit());
+}
+
+unsigned
+config_fd_store_max(void)
+{
+	const char *text = getenv("FDSTORE");
+	unsigned v;
+
+	if (!text || parse_unsigned(text, 1, UINT_MAX, &v) < 0)
+		return 0;
+	return v;
+}
+
+/* The workers' slots, Workers x WorkerConnections (not for fork). */
+static unsigned long long
+config_slots(const struct config *c)
+{
+	return (unsigned long long)config_workers(c) * config_worker_connections(c);
+}
+
+/* What an unset MaxConnections= means: the slots, and no more than a
+ * restart can keep (two store entries a connection) when the fd store's
+ * size is known. */
+static unsigned long long
+config_default_max(const struct config *c)
+{
+	unsigned long long all = config_slots(c);
+	unsigned store = config_fd_store_max();
+
+	if (store > 0 && store / 2 < all)
+		return store / 2 > 0 ? store / 2 : 1;
+	return all;
+}
+
+unsigned
 config_max_connections(const struct config *c)
 {
 	unsigned long long all;
@@ -737,17 +809,10 @@ config_max_connections(const struct config *c)
 	if (c->model == MODEL_FORK)
 		return c->max_connections > 0 ? c->max_connections : FORK_DEFAULT_MAX_CONNECTIONS;
 	/* The workers cannot hold more than their slots, whatever the key says. */
-	all = (unsigned long long)config_workers(c) * c->worker_connections;
+	all = c->max_connections > 0 ? config_slots(c) : config_default_max(c);
 	if (c->max_connections > 0 && c->max_connections < all)
 		return c->max_connections;
 	return all > UINT_MAX ? UINT_MAX : (unsigned)all;
-}
-
-/* The workers' slots, Workers x WorkerConnections (not for fork). */
-static unsigned long long
-config_slots(const struct config *c)
-{
-	return (unsigned long long)config_workers(c) * c->worker_connections;
 }
 
 void
@@ -768,9 +833,9 @@ config_notes(const struct config *c, config_note_fn note, void *userdata)
 	}
 	if (c->max_connections > 0 && c->max_connections > config_slots(c)) {
 		snprintf(text, sizeof(text), "MaxConnections=%u is more than Workers x "
-			 "WorkerConnections (%u%s x %u): capped at %u", c->max_connections,
-			 config_workers(c), c->workers ? "" : " for auto", c->worker_connections,
-			 config_max_connections(c));
+			 "WorkerConnections (%u%s x %u%s): capped at %u", c->max_connections,
+			 config_workers(c), c->workers ? "" : " for auto", config_worker_connections(c),
+			 c->worker_connections ? "" : " for auto", config_max_connections(c));
 		note(userdata, text);
 	}
 }
@@ -821,7 +886,11 @@ config_dump(FILE *f, const struct config *c)
 		fprintf(f, "%u\n", c->workers);
 	else
 		fprintf(f, "auto\n# auto: %u here, one per online CPU\n", config_workers(c));
-	fprintf(f, "%sWorkerConnections=%u\n", fork_model ? "#" : "", c->worker_connections);
+	if (c->worker_connections)
+		fprintf(f, "%sWorkerConnections=%u\n", fork_model ? "#" : "", c->worker_connections);
+	else
+		fprintf(f, "%sWorkerConnections=auto\n# auto: %u here, the open-files limit less %u\n",
+			fork_model ? "#" : "", config_worker_connections(c), WORKER_FD_RESERVE);
 	if (fork_model)
 		fprintf(f, "# In the fork model MaxConnections= caps the children.\n");
 	if (c->max_connections)
@@ -832,7 +901,9 @@ config_dump(FILE *f, const struct config *c)
 		fprintf(f, "# in effect: %u%s\n", config_max_connections(c),
 			fork_model ? " (the fork model's default)"
 			: c->max_connections ? " (Workers x WorkerConnections: the workers hold no more)"
-					     : " (Workers x WorkerConnections)");
+			: config_default_max(c) < config_slots(c)
+			    ? " (half the fd store, $FDSTORE: what a restart can keep)"
+			    : " (Workers x WorkerConnections)");
 	fprintf(f, "IdleTimeoutSec=%u\n", c->idle_timeout_sec);
 	fprintf(f, "ShutdownTimeoutSec=%u\n", c->shutdown_timeout_sec);
 	fprintf(f, "LogLevel=%s\n", log_level_to_string(c->log_level));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -20,7 +21,7 @@ enum model {
 struct config {
 	enum model model;
 	unsigned workers; /* 0 = auto: one per online CPU */
-	unsigned worker_connections;
+	unsigned worker_connections; /* 0 = auto: see config_worker_connections() */
 	unsigned max_connections; /* 0 = unset: see config_max_connections() */
 	unsigned idle_timeout_sec; /* 0 = never */
 	unsigned shutdown_timeout_sec;
@@ -82,7 +83,24 @@ int config_validate(const struct config *c, const char *origin, struct config_er
 
 /* What the keys mean once "auto" and "unset" are resolved. */
 unsigned config_workers(const struct config *c);
-/* The cap on connections across all workers (fork: on live children). */
+/* WorkerConnections=auto: the open-files limit a worker gets (echod
+ * raises its soft limit to the hard one, the unit's LimitNOFILE=), less
+ * WORKER_FD_RESERVE for what else a worker holds (listeners, its channel,
+ * epoll, the journal), at most WORKER_CONNECTIONS_MAX. A worker trims its
+ * share further to the fds it really has free (worker-intake.c). */
+#define WORKER_FD_RESERVE 64u
+#define WORKER_CONNECTIONS_MAX 1048576u
+unsigned config_worker_connections(const struct config *c);
+/* The same for a given hard limit (UINT64_MAX: unlimited). */
+unsigned config_worker_connections_for(const struct config *c, uint64_t fd_limit);
+/* The size of the unit's fd store, from $FDSTORE (systemd 254 and later
+ * set it; echod.service sets it for systemd 252, equal to its
+ * FileDescriptorStoreMax=); 0 when unknown. */
+unsigned config_fd_store_max(void);
+/* The cap on connections across all workers (fork: on live children).
+ * MaxConnections= unset: Workers x WorkerConnections, and at most half
+ * the fd store when its size is known, so that a restart can keep every
+ * connection and the bytes it is owed. */
 unsigned config_max_connections(const struct config *c);
 
 #define CONFIG_NOTE_MAX 256

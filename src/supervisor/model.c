@@ -65,6 +65,6 @@ model_pool_log_start(const struct model_ctx *m)
 	const struct config *c = &m->pool->config;
 
 	log_info("%s model, %u worker(s), up to %u connection(s) each, %u in all",
-		 model_to_string(c->model), m->pool->n, c->worker_connections,
+		 model_to_string(c->model), m->pool->n, config_worker_connections(c),
 		 config_max_connections(c));
 }

@@ -407,8 +407,9 @@ static uint64_t
 worker_capacity(const struct pool_env *env, const struct pool *p, const struct position *pos)
 {
 	uint32_t fds = SB_GET(env->scoreboard->slots[pos->slot].capacity);
+	unsigned wanted = config_worker_connections(&p->config);
 
-	return fds && fds < p->config.worker_connections ? fds : p->config.worker_connections;
+	return fds && fds < wanted ? fds : wanted;
 }
 
 /* The worker that should take the next connection: running, not full, not

@@ -383,7 +383,7 @@ fd_capacity(unsigned wanted)
 void
 intake_set_capacity(struct intake *in)
 {
-	unsigned wanted = in->config->worker_connections;
+	unsigned wanted = config_worker_connections(in->config);
 
 	/* Only a worker that takes connections has room to find: a
 	 * connection process has its one, fork's datagram worker none. */

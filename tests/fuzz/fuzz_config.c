@@ -24,8 +24,10 @@ check_valid(const struct config *c)
 
 	/* The ranges of echod.conf(5), written out here rather than taken
 	 * from config.c: every key of struct config. */
-	if (c->model > MODEL_FORK || c->workers > 1024 || c->worker_connections < 1 ||
-	    c->worker_connections > 1048576 || c->max_connections > 16777216 ||
+	/* 0 is auto for Workers= and WorkerConnections=, unset for
+	 * MaxConnections=. */
+	if (c->model > MODEL_FORK || c->workers > 1024 || c->worker_connections > 1048576 ||
+	    c->max_connections > 16777216 ||
 	    c->idle_timeout_sec > 86400 || c->shutdown_timeout_sec > 3600 ||
 	    c->datagram_rate_limit > 10000000 || c->max_connections_per_source > 16777216 ||
 	    c->connection_rate_limit > 10000000 || c->defer_accept_sec > 3600 ||

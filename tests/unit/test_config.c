@@ -56,7 +56,7 @@ test_defaults(void **state)
 	config_init(&c);
 	assert_int_equal(c.model, MODEL_PREFORK);
 	assert_int_equal(c.workers, 0);
-	assert_int_equal(c.worker_connections, 4096);
+	assert_int_equal(c.worker_connections, 0); /* auto */
 	assert_int_equal(c.max_connections, 0);
 	assert_int_equal(c.idle_timeout_sec, 300);
 	assert_int_equal(c.shutdown_timeout_sec, 10);
@@ -450,7 +450,7 @@ test_dump_fork(void **state)
 	assert_int_equal(fclose(f), 0);
 	assert_non_null(strstr(dump, "no worker pool"));
 	assert_non_null(strstr(dump, "\n#Workers=4\n"));
-	assert_non_null(strstr(dump, "\n#WorkerConnections=4096\n"));
+	assert_non_null(strstr(dump, "\n#WorkerConnections=auto\n"));
 	assert_null(strstr(dump, "\nWorkers="));
 	assert_non_null(strstr(dump, "# in effect: 1024"));
 	free(dump);
@@ -568,7 +568,7 @@ struct bad_file {
 static const struct bad_file bad_unknown_key = {"[echod]\nModel=fork\nColour=blue\n", -EINVAL,
 						"3: unknown key \"Colour\""};
 static const struct bad_file bad_number = {"[echod]\nWorkerConnections=12x\n", -EINVAL,
-					   "2: WorkerConnections=12x: not a whole number"};
+					   "2: WorkerConnections=12x: not a whole number or \"auto\""};
 static const struct bad_file bad_number_space = {"[echod]\nMaxConnections=1 000\n", -EINVAL,
 						 "2: MaxConnections=1 000: not a whole number"};
 static const struct bad_file bad_negative = {"[echod]\nShutdownTimeoutSec=-5\n", -EINVAL,
@@ -576,7 +576,7 @@ static const struct bad_file bad_negative = {"[echod]\nShutdownTimeoutSec=-5\n",
 static const struct bad_file bad_plus = {"[echod]\nIdleTimeoutSec=+5\n", -EINVAL,
 					 "2: IdleTimeoutSec=+5: not a whole number"};
 static const struct bad_file bad_below_min = {"[echod]\nWorkerConnections=0\n", -EINVAL,
-					      "2: WorkerConnections=0: out of range (1..1048576)"};
+					      "2: WorkerConnections=0: out of range (1..1048576 or auto)"};
 static const struct bad_file bad_max_connections_zero = {
     "[echod]\nMaxConnections=0\n", -EINVAL, "2: MaxConnections=0: out of range (1..16777216)"};
 static const struct bad_file bad_above_max = {"[echod]\nIdleTimeoutSec=86401\n", -EINVAL,
@@ -851,6 +851,52 @@ test_resolve_max_connections(void **state)
 	c.max_connections = 0;
 	c.worker_connections = 3;
 	assert_int_equal(config_max_connections(&c), config_workers(&c) * 3);
+	config_done(&c);
+}
+
+/* WorkerConnections=auto: the fd limit a worker gets, less a reserve,
+ * within the key's range; and an unset MaxConnections= no more than half
+ * the fd store ($FDSTORE) when its size is known, so that a restart can
+ * keep every connection. A value set by hand wins over both. */
+static void
+test_resolve_auto_worker_connections(void **state)
+{
+	struct config c;
+	struct config_error err = {{0}};
+
+	(void)state;
+	config_init(&c);
+	assert_int_equal(config_worker_connections_for(&c, 65536), 65536 - WORKER_FD_RESERVE);
+	assert_int_equal(config_worker_connections_for(&c, 1024), 1024 - WORKER_FD_RESERVE);
+	assert_int_equal(config_worker_connections_for(&c, WORKER_FD_RESERVE), 1);
+	assert_int_equal(config_worker_connections_for(&c, 0), 1);
+	assert_int_equal(config_worker_connections_for(&c, UINT64_MAX), WORKER_CONNECTIONS_MAX);
+	assert_int_equal(config_set(&c, "WorkerConnections", "AUTO", "test", &err), 0);
+	assert_int_equal(c.worker_connections, 0);
+	assert_int_equal(config_set(&c, "WorkerConnections", "100", "test", &err), 0);
+	assert_int_equal(config_worker_connections_for(&c, 65536), 100);
+
+	c.workers = 4;
+	assert_int_equal(unsetenv("FDSTORE"), 0);
+	assert_int_equal(config_fd_store_max(), 0);
+	assert_int_equal(config_max_connections(&c), 400);
+	assert_int_equal(setenv("FDSTORE", "300", 1), 0);
+	assert_int_equal(config_fd_store_max(), 300);
+	assert_int_equal(config_max_connections(&c), 150);
+	/* Room for more than the workers hold: the workers decide. */
+	assert_int_equal(setenv("FDSTORE", "65536", 1), 0);
+	assert_int_equal(config_max_connections(&c), 400);
+	/* Set by hand: the administrator decides (a restart above half the
+	 * store drains, and says so). */
+	assert_int_equal(setenv("FDSTORE", "300", 1), 0);
+	c.max_connections = 390;
+	assert_int_equal(config_max_connections(&c), 390);
+	/* Not a size: unknown. */
+	c.max_connections = 0;
+	assert_int_equal(setenv("FDSTORE", "lots", 1), 0);
+	assert_int_equal(config_fd_store_max(), 0);
+	assert_int_equal(config_max_connections(&c), 400);
+	assert_int_equal(unsetenv("FDSTORE"), 0);
 	config_done(&c);
 }
 
@@ -1237,6 +1283,7 @@ main(void)
 	    cmocka_unit_test(test_empty_file),
 	    cmocka_unit_test(test_resolve_workers),
 	    cmocka_unit_test(test_resolve_max_connections),
+	    cmocka_unit_test(test_resolve_auto_worker_connections),
 	    cmocka_unit_test(test_options_flags),
 	    cmocka_unit_test(test_options_settings),
 	    cmocka_unit_test(test_options_win_over_file),
