@@ -49,6 +49,7 @@ CHECKS=(
 	echo_udp_ipv6
 	service_status
 	status_as_root
+	idle_clients_at_defaults
 	journal_started
 	workers_auto
 	reload_workers
@@ -269,6 +270,7 @@ boot() {
 	fi
 	cp "$HERE/echo-client.py" "$ROOT/root/echo-client.py"
 	cp "$HERE/restart-clients.py" "$ROOT/root/restart-clients.py"
+	cp "$HERE/idle-clients.py" "$ROOT/root/idle-clients.py"
 	cp "$HERE/connect-loop.py" "$ROOT/root/connect-loop.py"
 }
 
@@ -405,6 +407,16 @@ check_status_as_root() {
 	expect "and served connections" grep -Eq '^served: [1-9][0-9]* connections' <<<"$out" || return 1
 	expect "echod status --json is one JSON object" \
 		ct_sh "echod status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"model\"] == \"prefork\" and d[\"served\"] > 0'"
+}
+
+# The packaged unit and echod.conf, untouched: 10,000 idle clients are all
+# served at once (not left in the listen backlog), then each is echoed.
+check_idle_clients_at_defaults() {
+	local out rc=0
+	out=$(ct python3 /root/idle-clients.py 127.0.0.1 7 10000 echod status --json 2>&1) || rc=$?
+	echo "$out"
+	log "idle clients: $(printf '%s\n' "$out" | tr '\n' ' ')"
+	expect "10000 idle clients held and echoed" test "$rc" = 0
 }
 
 # The start-up message, with its structured fields and catalog text.
