@@ -739,8 +739,10 @@ config_worker_connections_for(const struct config *c, uint64_t fd_limit)
 {
 	if (c->worker_connections > 0)
 		return c->worker_connections;
-	if (fd_limit <= WORKER_FD_RESERVE)
-		return 1;
+	/* Under a limit too small for the reserve (a test, a tight
+	 * container), half of it still serves clients. */
+	if (fd_limit < 2 * WORKER_FD_RESERVE)
+		return fd_limit < 2 ? 1 : (unsigned)(fd_limit / 2);
 	fd_limit -= WORKER_FD_RESERVE;
 	return fd_limit > WORKER_CONNECTIONS_MAX ? WORKER_CONNECTIONS_MAX : (unsigned)fd_limit;
 }
@@ -889,8 +891,10 @@ config_dump(FILE *f, const struct config *c)
 	if (c->worker_connections)
 		fprintf(f, "%sWorkerConnections=%u\n", fork_model ? "#" : "", c->worker_connections);
 	else
-		fprintf(f, "%sWorkerConnections=auto\n# auto: %u here, the open-files limit less %u\n",
-			fork_model ? "#" : "", config_worker_connections(c), WORKER_FD_RESERVE);
+		fprintf(f, "%sWorkerConnections=auto\n# auto: %u here, the open-files limit less %u "
+			"(half of it under %u)\n",
+			fork_model ? "#" : "", config_worker_connections(c), WORKER_FD_RESERVE,
+			2 * WORKER_FD_RESERVE);
 	if (fork_model)
 		fprintf(f, "# In the fork model MaxConnections= caps the children.\n");
 	if (c->max_connections)

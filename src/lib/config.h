@@ -86,7 +86,8 @@ unsigned config_workers(const struct config *c);
 /* WorkerConnections=auto: the open-files limit a worker gets (echod
  * raises its soft limit to the hard one, the unit's LimitNOFILE=), less
  * WORKER_FD_RESERVE for what else a worker holds (listeners, its channel,
- * epoll, the journal), at most WORKER_CONNECTIONS_MAX. A worker trims its
+ * epoll, the journal), or half of a limit under twice that, at most
+ * WORKER_CONNECTIONS_MAX. A worker trims its
  * share further to the fds it really has free (worker-intake.c). */
 #define WORKER_FD_RESERVE 64u
 #define WORKER_CONNECTIONS_MAX 1048576u

@@ -105,7 +105,7 @@ options_print_help(void)
 	       "  -c, --config FILE            configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 	       "  -m, --model MODEL            prefork (default), passfd or fork\n"
 	       "  -w, --workers N|auto         worker processes (default auto: one per CPU)\n"
-	       "      --worker-connections N   connections one worker serves at once (4096)\n"
+	       "      --worker-connections N   connections one worker serves at once (auto)\n"
 	       "      --max-connections N      connections across all workers (fork: processes)\n"
 	       "      --idle-timeout SEC       close connections idle this long; 0 = never (300)\n"
 	       "      --shutdown-timeout SEC   time open connections get on stop (10)\n"

@@ -607,9 +607,10 @@ test_udp_socket_activation(void **state)
 	assert_int_equal(echod_stop(&e, 15000), 0);
 }
 
-/* With fds running out (RLIMIT_NOFILE 64, 150 clients), echod keeps the
+/* With fds running out (RLIMIT_NOFILE 64, 150 clients, and a
+ * WorkerConnections= set by hand beyond what that allows), echod keeps the
  * clients it holds, takes no more than its fds allow (the rest wait in the
- * backlog), and serves newcomers again once fds free up. test_hostile does
+ * backlog), says so, and serves newcomers again once fds free up. test_hostile does
  * the same with 1,000 clients, checking that none is lost and that the
  * wait costs no CPU. */
 #define FD_LIMIT_CLIENTS 150
@@ -622,7 +623,7 @@ test_fd_exhaustion_survived(void **state)
 	int served = 0;
 
 	harness_limit_fds(64);
-	echod_start(&e, (const char *[]){"--workers", "1", NULL});
+	echod_start(&e, (const char *[]){"--workers", "1", "--worker-connections", "4096", NULL});
 	for (int i = 0; i < FD_LIMIT_CLIENTS; i++) {
 		fds[i] = tcp_connect(e.port);
 		if (fds[i] >= 0)

@@ -868,7 +868,11 @@ test_resolve_auto_worker_connections(void **state)
 	config_init(&c);
 	assert_int_equal(config_worker_connections_for(&c, 65536), 65536 - WORKER_FD_RESERVE);
 	assert_int_equal(config_worker_connections_for(&c, 1024), 1024 - WORKER_FD_RESERVE);
-	assert_int_equal(config_worker_connections_for(&c, WORKER_FD_RESERVE), 1);
+	assert_int_equal(config_worker_connections_for(&c, 2 * WORKER_FD_RESERVE), WORKER_FD_RESERVE);
+	assert_int_equal(config_worker_connections_for(&c, 2 * WORKER_FD_RESERVE - 2),
+			 WORKER_FD_RESERVE - 1);
+	assert_int_equal(config_worker_connections_for(&c, 64), 32);
+	assert_int_equal(config_worker_connections_for(&c, 1), 1);
 	assert_int_equal(config_worker_connections_for(&c, 0), 1);
 	assert_int_equal(config_worker_connections_for(&c, UINT64_MAX), WORKER_CONNECTIONS_MAX);
 	assert_int_equal(config_set(&c, "WorkerConnections", "AUTO", "test", &err), 0);
