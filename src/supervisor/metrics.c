@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -13,11 +14,74 @@
 #define OPENMETRICS_TYPE "application/openmetrics-text"
 #define TIMEOUT_CHECK_MS 250
 
+/* libmicrohttpd is loaded when metrics are first served, not linked:
+ * it brings GnuTLS and nine more libraries, some fifty mappings, and
+ * with Model=fork the supervisor forks once per connection, so that each
+ * connection paid for copying and tearing down mappings it never uses
+ * (and for GnuTLS's fork handlers). Loaded once, it stays. */
+static struct {
+	bool loaded;
+	__typeof__(MHD_start_daemon) *start_daemon;
+	__typeof__(MHD_stop_daemon) *stop_daemon;
+	__typeof__(MHD_run) *run;
+	__typeof__(MHD_get_daemon_info) *get_daemon_info;
+	__typeof__(MHD_get_connection_info) *get_connection_info;
+	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
+	__typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+	__typeof__(MHD_add_response_header) *add_response_header;
+	__typeof__(MHD_queue_response) *queue_response;
+	__typeof__(MHD_destroy_response) *destroy_response;
+} mhd;
+
+/* dlsym() returns a data pointer; POSIX guarantees it converts to a
+ * function pointer, which is what writing through void ** says. */
+static bool
+mhd_resolve(void *lib, const char *name, void *ret)
+{
+	void *sym = dlsym(lib, name);
+
+	if (!sym) {
+		log_error("metrics: %s has no %s: %s", MHD_SONAME, name, dlerror());
+		return false;
+	}
+	*(void **)ret = sym;
+	return true;
+}
+
+static int
+mhd_load(void)
+{
+	void *lib;
+
+	if (mhd.loaded)
+		return 0;
+	lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!lib)
+		return log_error("metrics: cannot load %s (Debian: apt install libmicrohttpd12): %s",
+				 MHD_SONAME, dlerror()),
+		       -ENOENT;
+	if (!mhd_resolve(lib, "MHD_start_daemon", &mhd.start_daemon) ||
+	    !mhd_resolve(lib, "MHD_stop_daemon", &mhd.stop_daemon) ||
+	    !mhd_resolve(lib, "MHD_run", &mhd.run) ||
+	    !mhd_resolve(lib, "MHD_get_daemon_info", &mhd.get_daemon_info) ||
+	    !mhd_resolve(lib, "MHD_get_connection_info", &mhd.get_connection_info) ||
+	    !mhd_resolve(lib, "MHD_lookup_connection_value", &mhd.lookup_connection_value) ||
+	    !mhd_resolve(lib, "MHD_create_response_from_buffer", &mhd.create_response_from_buffer) ||
+	    !mhd_resolve(lib, "MHD_add_response_header", &mhd.add_response_header) ||
+	    !mhd_resolve(lib, "MHD_queue_response", &mhd.queue_response) ||
+	    !mhd_resolve(lib, "MHD_destroy_response", &mhd.destroy_response)) {
+		dlclose(lib);
+		return -ENOENT;
+	}
+	mhd.loaded = true;
+	return 0;
+}
+
 /* The client asked for OpenMetrics (Prometheus does, first, in Accept:). */
 static bool
 wants_openmetrics(struct MHD_Connection *c)
 {
-	const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	const char *accept = mhd.lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
 
 	return accept && strstr(accept, OPENMETRICS_TYPE);
 }
@@ -25,16 +89,16 @@ wants_openmetrics(struct MHD_Connection *c)
 static enum MHD_Result
 reply(struct MHD_Connection *c, unsigned code, const char *type, char *body, size_t len)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r = mhd.create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	enum MHD_Result ret;
 
 	if (!r) {
 		free(body);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	ret = MHD_queue_response(c, code, r);
-	MHD_destroy_response(r);
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	ret = mhd.queue_response(c, code, r);
+	mhd.destroy_response(r);
 	return ret;
 }
 
@@ -95,7 +159,7 @@ track(void *cls, struct MHD_Connection *c, void **socket_context,
 {
 	struct metrics *m = cls;
 	const union MHD_ConnectionInfo *info =
-	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	    mhd.get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	int fd = info ? (int)info->connect_fd : -1;
 
 	for (unsigned i = 0; fd >= 0 && i < METRICS_CONNECTIONS; i++) {
@@ -163,7 +227,11 @@ metrics_start(struct metrics *m, struct listen_set *sockets, const char *address
 	} else {
 		return 0;
 	}
-	m->daemon = MHD_start_daemon(
+	if (mhd_load() < 0) {
+		listen_set_free(&m->bound, true);
+		return -ENOENT;
+	}
+	m->daemon = mhd.start_daemon(
 	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, m,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONNECTIONS,
@@ -192,7 +260,7 @@ metrics_fd(const struct metrics *m)
 
 	if (!m->daemon)
 		return -1;
-	info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+	info = mhd.get_daemon_info(m->daemon, MHD_DAEMON_INFO_EPOLL_FD);
 	return info ? info->epoll_fd : -1;
 }
 
@@ -202,7 +270,7 @@ metrics_run(struct metrics *m, uint64_t now_ms)
 	if (!m->daemon)
 		return;
 	m->last_run_ms = now_ms;
-	MHD_run(m->daemon);
+	mhd.run(m->daemon);
 }
 
 void
@@ -216,7 +284,7 @@ void
 metrics_stop(struct metrics *m)
 {
 	if (m->daemon)
-		MHD_stop_daemon(m->daemon);
+		mhd.stop_daemon(m->daemon);
 	m->daemon = NULL;
 	listen_set_free(&m->bound, true);
 }
@@ -228,7 +296,7 @@ metrics_close_in_child(const struct metrics *m)
 
 	if (!m || !m->daemon)
 		return;
-	info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+	info = mhd.get_daemon_info(m->daemon, MHD_DAEMON_INFO_LISTEN_FD);
 	if (info)
 		close((int)info->listen_fd);
 	if (metrics_fd(m) >= 0)

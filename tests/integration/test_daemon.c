@@ -267,6 +267,47 @@ test_address_in_use_exits_1(void **state)
 	close(busy);
 }
 
+/* Metrics asked for on a system without libmicrohttpd (a Recommends: of
+ * the package, loaded only then): exit 1 naming the library and the
+ * package, with neither the echo nor the metrics address left bound. */
+static void
+test_metrics_without_libmicrohttpd_exits_1(void **state)
+{
+	static char preload[PATH_MAX + 16], asan_options[512];
+	const char *shim = getenv("ECHOD_NO_MICROHTTPD");
+	const char *asan = getenv("ASAN_OPTIONS");
+	char listen[64], metrics[64];
+	int port = free_port(), metrics_port = free_port();
+	struct echod e;
+	int probe;
+
+	if (!shim)
+		fail_msg("ECHOD_NO_MICROHTTPD (the no-microhttpd shim) is not set");
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim);
+	snprintf(asan_options, sizeof(asan_options), "ASAN_OPTIONS=verify_asan_link_order=0%s%s",
+		 asan ? ":" : "", asan ? asan : "");
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(metrics, sizeof(metrics), "127.0.0.1:%d", metrics_port);
+	echod_spawn(&e, (const char *[]){preload, asan_options, NULL},
+		    (const char *[]){"--config", "/dev/null", "--listen", listen, "--metrics-listen",
+				     metrics, NULL},
+		    -1);
+	assert_int_equal(echod_wait_exit(&e, 5000), 1);
+	echod_collect_log(&e);
+	print_comment(e.log);
+	assert_non_null(strstr(e.log, "cannot load libmicrohttpd.so.12"));
+	assert_non_null(strstr(e.log, "apt install libmicrohttpd12"));
+	assert_non_null(strstr(e.log, "cannot open shared object file"));
+	/* Nothing half-started: both ports are free again. */
+	probe = tcp_listen(port);
+	assert_true(probe >= 0);
+	close(probe);
+	probe = tcp_listen(metrics_port);
+	assert_true(probe >= 0);
+	close(probe);
+	assert_true(nothing_left_behind());
+}
+
 /* ---- one-shot commands ---- */
 
 static void
@@ -1267,6 +1308,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_bad_config_file, harness_teardown),
 	    cmocka_unit_test_teardown(test_no_sockets_exits_1, harness_teardown),
 	    cmocka_unit_test_teardown(test_address_in_use_exits_1, harness_teardown),
+	    cmocka_unit_test_teardown(test_metrics_without_libmicrohttpd_exits_1, harness_teardown),
 	    cmocka_unit_test_teardown(test_help_and_version_on_stdout, harness_teardown),
 	    cmocka_unit_test_teardown(test_check_config_binds_nothing, harness_teardown),
 	    cmocka_unit_test_teardown(test_check_config_explains, harness_teardown),
