@@ -97,8 +97,10 @@ count_failure(struct bench_stats *st, int err, int connecting)
 		st->refused++;
 	else if (err == ETIMEDOUT)
 		st->timeouts++;
-	else if (connecting)
-		st->connfails++;
+	else if (connecting) {
+		if (st->connfails++ == 0)
+			st->connfail_errno = err;
+	}
 	else
 		st->resets++;
 }

@@ -248,13 +248,16 @@ udp_worker(void *arg)
 		abort();
 	for (unsigned i = 0; i < w->n; i++) {
 		struct usock *us = &u->s[i];
+		int r;
 
 		us->id = w->first + i;
 		us->slots = calloc(u->o->window, sizeof(*us->slots));
 		if (!us->slots)
 			abort();
-		if (open_socket(u, us) < 0) {
-			w->st.connfails++;
+		r = open_socket(u, us);
+		if (r < 0) {
+			if (w->st.connfails++ == 0)
+				w->st.connfail_errno = -r;
 			failed = 1;
 		}
 	}

@@ -59,6 +59,7 @@ struct bench_stats {
 	uint64_t refused;  /* ECONNREFUSED (TCP connect or UDP ICMP) */
 	uint64_t timeouts; /* connect or request not done within --timeout */
 	uint64_t connfails; /* any other connect failure (EADDRNOTAVAIL: out of ports) */
+	int connfail_errno; /* the first of those, to say which it was */
 	uint64_t lost;      /* udp: datagrams not echoed within --udp-timeout */
 	uint64_t late;      /* udp: echoes that arrived after being counted lost */
 	uint64_t held;      /* hold: connections established */

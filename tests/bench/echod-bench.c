@@ -316,6 +316,8 @@ merge_stats(struct bench_stats *dst, const struct bench_stats *src)
 	dst->resets += src->resets;
 	dst->refused += src->refused;
 	dst->timeouts += src->timeouts;
+	if (!dst->connfail_errno)
+		dst->connfail_errno = src->connfail_errno;
 	dst->connfails += src->connfails;
 	dst->lost += src->lost;
 	dst->late += src->late;
@@ -385,6 +387,10 @@ report(const struct bench_opts *o, const struct bench_stats *st, double secs,
 			" timeouts, %" PRIu64 " other connect failures\n",
 			st->mismatches, st->eofs, st->resets, st->refused, st->timeouts,
 			st->connfails);
+	/* Out of local ports (EADDRNOTAVAIL) is this machine's, not the server's. */
+	if (st->connfails)
+		fprintf(stderr, "echod-bench: the first other connect failure: %s\n",
+			strerror(st->connfail_errno));
 }
 
 /* hold's phases: the workers stop at each barrier so the server is
