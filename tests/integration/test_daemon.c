@@ -75,6 +75,28 @@ nothing_left_behind(void)
 	return wait_children(getpid(), 0, 3000);
 }
 
+/* The environment entries that preload into echod the test shim whose
+ * path the variable var holds (set by meson). */
+struct preload {
+	char ld_preload[PATH_MAX + 16];
+	char asan_options[512];
+};
+
+static void
+preload_shim(struct preload *p, const char *var)
+{
+	const char *shim = getenv(var);
+	const char *asan = getenv("ASAN_OPTIONS");
+
+	if (!shim)
+		fail_msg("%s (the path of a test shim to preload) is not set", var);
+	snprintf(p->ld_preload, sizeof(p->ld_preload), "LD_PRELOAD=%s", shim);
+	/* A sanitized echod wants its runtime first among the libraries;
+	 * the shim comes first here on purpose. */
+	snprintf(p->asan_options, sizeof(p->asan_options),
+		 "ASAN_OPTIONS=verify_asan_link_order=0%s%s", asan ? ":" : "", asan ? asan : "");
+}
+
 static unsigned
 count_lines(const char *s)
 {
@@ -273,22 +295,16 @@ test_address_in_use_exits_1(void **state)
 static void
 test_metrics_without_libmicrohttpd_exits_1(void **state)
 {
-	static char preload[PATH_MAX + 16], asan_options[512];
-	const char *shim = getenv("ECHOD_NO_MICROHTTPD");
-	const char *asan = getenv("ASAN_OPTIONS");
+	static struct preload preload;
 	char listen[64], metrics[64];
 	int port = free_port(), metrics_port = free_port();
 	struct echod e;
 	int probe;
 
-	if (!shim)
-		fail_msg("ECHOD_NO_MICROHTTPD (the no-microhttpd shim) is not set");
-	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim);
-	snprintf(asan_options, sizeof(asan_options), "ASAN_OPTIONS=verify_asan_link_order=0%s%s",
-		 asan ? ":" : "", asan ? asan : "");
+	preload_shim(&preload, "ECHOD_NO_MICROHTTPD");
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(metrics, sizeof(metrics), "127.0.0.1:%d", metrics_port);
-	echod_spawn(&e, (const char *[]){preload, asan_options, NULL},
+	echod_spawn(&e, (const char *[]){preload.ld_preload, preload.asan_options, NULL},
 		    (const char *[]){"--config", "/dev/null", "--listen", listen, "--metrics-listen",
 				     metrics, NULL},
 		    -1);
@@ -489,23 +505,17 @@ static void
 spawn_failing_workers(struct echod *e, const char *listen, const char *first,
 		      const char *counter)
 {
-	static char preload[PATH_MAX + 16], asan_options[512], first_env[64],
-	    counter_env[PATH_MAX + 32];
-	const char *shim = getenv("ECHOD_FAIL_WORKERS");
-	const char *asan = getenv("ASAN_OPTIONS");
+	static struct preload preload;
+	static char first_env[64], counter_env[PATH_MAX + 32];
 
-	if (!shim)
-		fail_msg("ECHOD_FAIL_WORKERS (the fail-workers shim) is not set");
-	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim);
-	/* A sanitized echod wants its runtime first among the libraries;
-	 * the shim comes first here on purpose. */
-	snprintf(asan_options, sizeof(asan_options), "ASAN_OPTIONS=verify_asan_link_order=0%s%s",
-		 asan ? ":" : "", asan ? asan : "");
+	preload_shim(&preload, "ECHOD_FAIL_WORKERS");
 	snprintf(first_env, sizeof(first_env), "FAIL_WORKERS_FIRST=%s", first ? first : "");
 	snprintf(counter_env, sizeof(counter_env), "FAIL_WORKERS_COUNTER=%s",
 		 counter ? counter : "");
 	echod_spawn(
-	    e, (const char *[]){preload, asan_options, first ? first_env : NULL, counter_env, NULL},
+	    e,
+	    (const char *[]){preload.ld_preload, preload.asan_options, first ? first_env : NULL,
+			     counter_env, NULL},
 	    (const char *[]){"--listen", listen, "--config", "/dev/null", "--workers", "1", NULL},
 	    -1);
 }
