@@ -33,20 +33,25 @@ static struct {
 	__typeof__(MHD_destroy_response) *destroy_response;
 } mhd;
 
-/* dlsym() returns a data pointer; POSIX guarantees it converts to a
- * function pointer, which is what writing through void ** says. */
-static bool
-mhd_resolve(void *lib, const char *name, void *ret)
-{
-	void *sym = dlsym(lib, name);
-
-	if (!sym) {
-		log_error("metrics: %s has no %s: %s", MHD_SONAME, name, dlerror());
-		return false;
-	}
-	*(void **)ret = sym;
-	return true;
-}
+/* Each symbol with the field it goes into, named once so that the two
+ * cannot drift apart. dlsym() returns a data pointer; POSIX guarantees it
+ * converts to a function pointer, which writing through void ** says. */
+#define MHD_SYMBOL(field) {"MHD_" #field, (void **)&mhd.field}
+static const struct {
+	const char *name;
+	void **slot;
+} mhd_symbols[] = {
+    MHD_SYMBOL(start_daemon),
+    MHD_SYMBOL(stop_daemon),
+    MHD_SYMBOL(run),
+    MHD_SYMBOL(get_daemon_info),
+    MHD_SYMBOL(get_connection_info),
+    MHD_SYMBOL(lookup_connection_value),
+    MHD_SYMBOL(create_response_from_buffer),
+    MHD_SYMBOL(add_response_header),
+    MHD_SYMBOL(queue_response),
+    MHD_SYMBOL(destroy_response),
+};
 
 static int
 mhd_load(void)
@@ -60,18 +65,16 @@ mhd_load(void)
 		return log_error("metrics: cannot load %s (Debian: apt install libmicrohttpd12): %s",
 				 MHD_SONAME, dlerror()),
 		       -ENOENT;
-	if (!mhd_resolve(lib, "MHD_start_daemon", &mhd.start_daemon) ||
-	    !mhd_resolve(lib, "MHD_stop_daemon", &mhd.stop_daemon) ||
-	    !mhd_resolve(lib, "MHD_run", &mhd.run) ||
-	    !mhd_resolve(lib, "MHD_get_daemon_info", &mhd.get_daemon_info) ||
-	    !mhd_resolve(lib, "MHD_get_connection_info", &mhd.get_connection_info) ||
-	    !mhd_resolve(lib, "MHD_lookup_connection_value", &mhd.lookup_connection_value) ||
-	    !mhd_resolve(lib, "MHD_create_response_from_buffer", &mhd.create_response_from_buffer) ||
-	    !mhd_resolve(lib, "MHD_add_response_header", &mhd.add_response_header) ||
-	    !mhd_resolve(lib, "MHD_queue_response", &mhd.queue_response) ||
-	    !mhd_resolve(lib, "MHD_destroy_response", &mhd.destroy_response)) {
-		dlclose(lib);
-		return -ENOENT;
+	for (size_t i = 0; i < ELEMENTSOF(mhd_symbols); i++) {
+		void *sym = dlsym(lib, mhd_symbols[i].name);
+
+		if (!sym) {
+			log_error("metrics: %s has no %s: %s", MHD_SONAME, mhd_symbols[i].name,
+				  dlerror());
+			dlclose(lib);
+			return -ENOENT;
+		}
+		*mhd_symbols[i].slot = sym;
 	}
 	mhd.loaded = true;
 	return 0;
