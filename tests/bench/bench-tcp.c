@@ -97,10 +97,8 @@ count_failure(struct bench_stats *st, int err, int connecting)
 		st->refused++;
 	else if (err == ETIMEDOUT)
 		st->timeouts++;
-	else if (connecting) {
-		if (st->connfails++ == 0)
-			st->connfail_errno = err;
-	}
+	else if (connecting)
+		stats_connfail(st, err);
 	else
 		st->resets++;
 }

@@ -256,8 +256,7 @@ udp_worker(void *arg)
 			abort();
 		r = open_socket(u, us);
 		if (r < 0) {
-			if (w->st.connfails++ == 0)
-				w->st.connfail_errno = -r;
+			stats_connfail(&w->st, -r);
 			failed = 1;
 		}
 	}

@@ -71,6 +71,13 @@ hist_quantile(const struct hist *h, double q)
 }
 
 void
+stats_connfail(struct bench_stats *st, int err)
+{
+	if (st->connfails++ == 0)
+		st->connfail_errno = err;
+}
+
+void
 rng_fill(uint64_t *s, uint8_t *buf, size_t len)
 {
 	while (len >= 8) {

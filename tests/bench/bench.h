@@ -67,6 +67,10 @@ struct bench_stats {
 	struct hist hist;
 };
 
+/* Counts a connect failure of none of the kinds above (err: a positive
+ * errno), keeping the first one's errno to report. */
+void stats_connfail(struct bench_stats *st, int err);
+
 /* One client thread: its own epoll set, connections and counters. */
 struct worker {
 	const struct bench_opts *o;
