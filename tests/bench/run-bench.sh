@@ -231,24 +231,8 @@ remove_cgroup() {
 	return 0
 }
 
-# Prints a port in 20000-32767 that nothing uses over TCP or UDP: below
-# the ephemeral range, so client connections cannot take it meanwhile.
-free_port() {
-	local i port
-
-	for ((i = 0; i < 100; i++)); do
-		port=$((20000 + RANDOM % 12768))
-		if [ -z "$(ss -Htuan "( sport = :$port )" 2>/dev/null)" ]; then
-			echo "$port"
-			return 0
-		fi
-	done
-	return 1
-}
-
-listening() {
-	[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]
-}
+# free_port, listening
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # An echod server's model: prefork-before is the --echod-before build's
 # prefork.

@@ -45,20 +45,19 @@ for ((i = 0; i < PRESSURE; i++)); do
 	pids+=($!)
 done
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# free_port, listening
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 failed=0
 echo "soak-bulk.sh: $RUNS bulk runs of ${SECS} s per model, $PRESSURE busy loop(s); logs in $LOG"
 uptime
 for model in ${MODELS//,/ }; do
-	port=$(free_port)
+	port=$(free_port) || { echo "soak-bulk.sh: no free port found" >&2; exit 1; }
 	"$ECHOD" -c /dev/null -m "$model" --listen "127.0.0.1:$port" 2>"$LOG/echod-$model.log" &
 	server=$!
 	pids+=("$server")
 	for ((t = 0; t < 50; t++)); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		listening "$port" && break
 		sleep 0.1
 	done
 	errors=0 stalls=0 ran=0
