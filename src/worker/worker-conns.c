@@ -31,6 +31,7 @@ conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct l
 	    .ledger = ledger,
 	    .sources = sources,
 	    .pid = getpid(),
+	    .lifetime_ms = CONNS_LIFETIME_START_MS,
 	};
 	cs->buffer = malloc(WORKER_BUFFER_SIZE);
 	return cs->buffer ? 0 : -ENOMEM;
@@ -130,7 +131,19 @@ forget(struct conns *cs, struct connection *c, bool shared)
 void
 conns_close(struct conns *cs, struct connection *c)
 {
+	uint64_t now = now_ms();
+	uint64_t lived = now > c->opened_ms ? now - c->opened_ms : 0;
+
+	/* Each close weighs an eighth: a few dozen short ones after a held
+	 * one make the average short again. */
+	cs->lifetime_ms = cs->lifetime_ms - cs->lifetime_ms / 8 + lived / 8;
 	forget(cs, c, false);
+}
+
+bool
+conns_short_lived(const struct conns *cs)
+{
+	return cs->lifetime_ms < CONNS_SHORT_LIVED_MS;
 }
 
 void
@@ -304,7 +317,7 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 	}
 	c->ticket = ticket;
 	c->origin = a->origin;
-	c->last_active_ms = c->queued_ms = now_ms();
+	c->last_active_ms = c->queued_ms = c->opened_ms = now_ms();
 	if (a->proxy) {
 		proxy_parser_init(&proxy->parser);
 		proxy->deadline_ms =

@@ -47,6 +47,7 @@ struct connection {
 	struct echo_conn echo;
 	enum echo_want want;
 	uint64_t last_active_ms;
+	uint64_t opened_ms;		/* when this process took it */
 	struct admission_ticket ticket; /* MaxConnectionsPerSource= */
 	enum ledger_origin origin;
 	/* Through a proxy listener, or kept after it: else NULL. */
@@ -76,7 +77,16 @@ struct conns {
 	 * once per turn, not with an atomic per event. */
 	struct echo_io io_pending;
 	char *buffer;
+	/* How long connections closed here lately had lived: a moving
+	 * average, CONNS_LIFETIME_START_MS before the first one. */
+	uint64_t lifetime_ms;
 };
+
+/* Connections that live shorter lives than this, on average, are short
+ * lived (see conns_short_lived()); one that never closed counts as long
+ * lived, and so does a worker that has closed none yet. */
+#define CONNS_SHORT_LIVED_MS 100
+#define CONNS_LIFETIME_START_MS (10 * CONNS_SHORT_LIVED_MS)
 
 int conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
 	       struct admission_table *sources);
@@ -111,6 +121,10 @@ int conns_add(struct conns *cs, int fd, const struct conn_arrival *a);
 const struct sockaddr *conns_client(const struct connection *c, socklen_t *ret_len);
 /* Ends c: the socket is closed. */
 void conns_close(struct conns *cs, struct connection *c);
+/* Whether the connections closed here lately lived short lives (a busy
+ * client connecting, echoing once and closing, or a health check), as
+ * opposed to being held: prefork's fair share looks at it. */
+bool conns_short_lived(const struct conns *cs);
 /* Lets c go to another process that now holds its socket too (the fd
  * store, the supervisor): this process forgets it. */
 void conns_give_away(struct conns *cs, struct connection *c);
