@@ -331,6 +331,7 @@ slot_copy(struct scoreboard_slot *d, const struct scoreboard_slot *s)
 	*d = (struct scoreboard_slot){
 	    .pid = SB_GET(s->pid),
 	    .state = SB_GET(s->state),
+	    .watching = SB_GET(s->watching),
 	    .generation = SB_GET(s->generation),
 	    .active = SB_GET(s->active),
 	    .served = SB_GET(s->served),

@@ -20,9 +20,9 @@
 
 #define SCOREBOARD_SLOTS 2048
 #define SCOREBOARD_FILE "scoreboard"
-/* "echodSB2": a file of another layout is not read as this one (2:
- * refused_proxy). */
-#define SCOREBOARD_MAGIC UINT64_C(0x3242536468636f65)
+/* "echodSB3": a file of another layout is not read as this one (2:
+ * refused_proxy; 3: watching). */
+#define SCOREBOARD_MAGIC UINT64_C(0x3342536468636f65)
 #define SCOREBOARD_MODEL_MAX 16
 
 /* Why a datagram was dropped (udp.h's dropped_*). */
@@ -41,6 +41,17 @@ enum slot_state {
 	SLOT_STARTING, /* forked, loop not yet up */
 	SLOT_RUNNING,  /* taking connections */
 	SLOT_DRAINING, /* finishing its connections, taking no new ones */
+};
+
+/* Whether a prefork worker watches the listening sockets, as it last said
+ * (see worker-intake.c: a worker stands by while one before it watches
+ * alone). */
+enum slot_watching {
+	WATCHING_NONE = 0, /* not watching: full, over its share, paused, standing by */
+	WATCHING_ALONE,	   /* watching, keeping up with short-lived connections:
+			    * workers after it may stand by */
+	WATCHING_SHARED,   /* watching, and wants the others watching too: it is
+			    * busy, or its connections are held */
 };
 
 /* Counters are updated with relaxed atomics: each is exact on its own,
@@ -64,6 +75,7 @@ struct scoreboard_slot {
 	uint64_t dgrams_out;
 	uint64_t dgrams_dropped[DROP_REASONS];
 	uint64_t heartbeat;	/* bumped by every turn of the worker's loop */
+	uint32_t watching;	/* enum slot_watching */
 	uint32_t capacity;	/* connections its fd limit leaves room for, 0: unknown */
 	uint64_t started_usec;	/* CLOCK_MONOTONIC, when the slot was filled */
 } __attribute__((aligned(64)));

@@ -265,6 +265,8 @@ static void
 release_position(const struct pool_env *env, struct position *pos)
 {
 	ledger_settle(env->scoreboard, (unsigned)pos->slot, pos->sent);
+	/* A prefork worker standing by behind this one takes over now. */
+	scoreboard_ring(env->scoreboard);
 	close_channel(env, pos);
 	pos->sent = 0;
 	pos->hung_up = false;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "accept.h"
 #include "admission.h"
@@ -47,6 +48,13 @@ intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
 			};
 		}
 	}
+	if (in->n_listeners > 0 && in->scoreboard && ledger->slot >= in->scoreboard->slots &&
+	    ledger->slot < in->scoreboard->slots + in->scoreboard->n_slots) {
+		in->n_peers = (size_t)(ledger->slot - in->scoreboard->slots);
+		in->peers = calloc(in->n_peers ? in->n_peers : 1, sizeof(*in->peers));
+		if (!in->peers)
+			return -ENOMEM;
+	}
 	if (in->n_listeners > 0) {
 		/* Edge-triggered and not exclusive: a ring wakes every worker. */
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
@@ -69,15 +77,40 @@ intake_done(struct intake *in)
 {
 	free(in->listeners);
 	in->listeners = NULL;
+	free(in->peers);
+	in->peers = NULL;
 	if (in->pending_owed_fd >= 0)
 		close(TAKE_FD(in->pending_owed_fd));
 }
 
 /* --- listeners in and out of the epoll set --- */
 
+/* Says in the scoreboard whether this worker watches the listeners and
+ * keeps up, and rings the doorbell when that changed: a worker standing
+ * by behind this one looks again at once, rather than at its next turn.
+ * The store comes before the ring, so a peer woken by it reads the new
+ * value. */
+static void
+intake_publish(struct intake *in)
+{
+	/* Peers stand by only for a worker that watches every listener. */
+	uint32_t watching = !in->accepting ? WATCHING_NONE
+			    : in->load.busy || !in->polled_all || !conns_short_lived(in->conns)
+				? WATCHING_SHARED
+				: WATCHING_ALONE;
+
+	if (!in->scoreboard || watching == in->watching)
+		return;
+	in->watching = watching;
+	__atomic_store_n(&in->ledger->slot->watching, watching, __ATOMIC_RELEASE);
+	if (scoreboard_workers(in->scoreboard) > 1)
+		scoreboard_ring(in->scoreboard);
+}
+
 static void
 intake_poll(struct intake *in, bool on)
 {
+	in->polled_all = true;
 	for (size_t i = 0; i < in->n_listeners; i++) {
 		struct listener_source *l = &in->listeners[i];
 		if (l->polled == on)
@@ -90,6 +123,7 @@ intake_poll(struct intake *in, bool on)
 						 .data.ptr = &l->source};
 			if (epoll_ctl(in->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
 				log_warning_errno(errno, "watching %s: %m", l->listener->name);
+				in->polled_all = false;
 				continue;
 			}
 		} else {
@@ -98,6 +132,7 @@ intake_poll(struct intake *in, bool on)
 		l->polled = on;
 	}
 	in->accepting = on;
+	intake_publish(in);
 }
 
 static bool
@@ -122,16 +157,115 @@ bool
 intake_over_fair_share(const struct intake *in)
 {
 	const struct scoreboard *sb = in->scoreboard;
-	uint32_t workers, total, mean;
+	uint32_t workers, total, mean, active;
 
 	if (!sb)
 		return false;
 	workers = scoreboard_workers(sb);
-	if (workers < 2)
+	active = SB_GET(in->ledger->slot->active);
+	if (workers < 2 || (conns_short_lived(in->conns) && active < INTAKE_SHARE_FLOOR))
 		return false;
 	total = ledger_reserved(sb);
 	mean = (total + 1) / workers;
-	return SB_GET(in->ledger->slot->active) + 1 > mean + mean / 8 + 1;
+	return active + 1 > mean + mean / 8 + 1;
+}
+
+/* --- standing by --- */
+
+/* Every worker in the accept wait is a process the kernel may wake for a
+ * new connection (EPOLLEXCLUSIVE wakes one that is waiting, passing over
+ * a busy one): with two workers watching, clients that connect, echo and
+ * close keep both waking by turns, each for a batch half as large, and
+ * that costs 10-20% more CPU per connection than one worker taking them
+ * all while it keeps up. So a worker stands by (keeps its listeners out
+ * of its epoll set) while a worker before it, in scoreboard order,
+ * watches alone: it keeps up, and the connections it closed lately lived
+ * short lives (conns_short_lived()). It joins when that one is busy
+ * (INTAKE_BUSY_PERCENT of a core), holds long-lived connections (those
+ * spread evenly, as before), stops watching (full, over its share,
+ * paused, draining; it rings the doorbell then), dies (the supervisor
+ * rings), or has a loop that stood still for INTAKE_LEADER_STALE_MS
+ * (stopped, or stuck). No wakeup is lost meanwhile: the worker standing
+ * by relies on one that is in the accept wait itself, and a listener put
+ * back into an epoll set reports what is already queued on it. */
+
+void
+intake_account_cpu(struct intake *in, uint64_t now_us, uint64_t cpu_us)
+{
+	struct intake_load *l = &in->load;
+	uint64_t elapsed, percent;
+	bool busy;
+
+	if (l->window_start_us == 0 || now_us <= l->window_start_us ||
+	    cpu_us < l->window_start_cpu_us) {
+		*l = (struct intake_load){
+		    .window_start_us = now_us, .window_start_cpu_us = cpu_us, .busy = l->busy};
+		return;
+	}
+	elapsed = now_us - l->window_start_us;
+	if (elapsed < INTAKE_BUSY_WINDOW_US)
+		return;
+	percent = (cpu_us - l->window_start_cpu_us) * 100 / elapsed;
+	busy = percent >= (l->busy ? INTAKE_KEEPING_UP_PERCENT : INTAKE_BUSY_PERCENT);
+	l->window_start_us = now_us;
+	l->window_start_cpu_us = cpu_us;
+	l->busy = busy;
+	/* What the connections' lifetimes say may have changed too. */
+	intake_publish(in);
+}
+
+/* The CPU clock is a system call, not a vDSO read: looked at once a
+ * window, not every turn. */
+void
+intake_account(struct intake *in, uint64_t now_us)
+{
+	struct timespec ts;
+
+	if (in->n_listeners == 0)
+		return;
+	if (in->load.window_start_us && now_us >= in->load.window_start_us &&
+	    now_us - in->load.window_start_us < INTAKE_BUSY_WINDOW_US)
+		return;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+		return;
+	intake_account_cpu(in, now_us, (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+}
+
+/* Whether the loop of the worker in slot i turned lately, as far as this
+ * worker has watched it. */
+static bool
+peer_turning(struct intake *in, size_t i, uint64_t now)
+{
+	struct intake_peer *p = &in->peers[i];
+	uint64_t beat = SB_GET(in->scoreboard->slots[i].heartbeat);
+
+	if (beat != p->heartbeat || p->moved_ms == 0) {
+		p->heartbeat = beat;
+		p->moved_ms = now;
+		return true;
+	}
+	return now - p->moved_ms < INTAKE_LEADER_STALE_MS;
+}
+
+bool
+intake_standing_by(struct intake *in, uint64_t now)
+{
+	const struct scoreboard *sb = in->scoreboard;
+	bool relied_on = false;
+
+	if (!sb || in->n_listeners == 0 || scoreboard_workers(sb) < 2)
+		return false;
+	/* Every peer is looked at, so that each one's heartbeat is followed
+	 * from turn to turn. */
+	for (size_t i = 0; i < in->n_peers; i++) {
+		const struct scoreboard_slot *s = &sb->slots[i];
+		bool turning = peer_turning(in, i, now);
+
+		if (SB_GET(s->state) == SLOT_RUNNING &&
+		    __atomic_load_n(&s->watching, __ATOMIC_ACQUIRE) == WATCHING_ALONE && turning)
+			relied_on = true;
+	}
+	return relied_on;
 }
 
 /* Whether this worker could accept now, whatever its share. */
@@ -163,6 +297,8 @@ intake_update(struct intake *in, uint64_t now)
 		else
 			in->hold = HOLD_NONE;
 	}
+	if (want && intake_standing_by(in, now))
+		want = false;
 	if (want != in->accepting)
 		intake_poll(in, want);
 }

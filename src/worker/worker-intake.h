@@ -26,6 +26,23 @@ enum intake_hold {
 	HOLD_LIMIT, /* MaxConnections= was reached when it was woken */
 };
 
+/* How busy the worker has been, over windows of INTAKE_BUSY_WINDOW_US: the
+ * CPU time it used (not the time it spent outside epoll_wait(), which
+ * also counts the time it was runnable but waiting for a core). */
+struct intake_load {
+	uint64_t window_start_us; /* CLOCK_MONOTONIC, 0: none yet */
+	uint64_t window_start_cpu_us;
+	bool busy; /* the last window's verdict, with hysteresis */
+};
+
+/* A worker before this one (a lower scoreboard slot), as last seen: its
+ * heartbeat and when that last moved. One whose loop stands still is not
+ * relied on to accept (see intake_standing_by()). */
+struct intake_peer {
+	uint64_t heartbeat;
+	uint64_t moved_ms;
+};
+
 struct intake {
 	enum intake_kind kind;
 	int epoll_fd; /* the worker's */
@@ -39,12 +56,33 @@ struct intake {
 	struct listener_source *listeners; /* INTAKE_LISTENERS */
 	size_t n_listeners;
 	bool accepting;		   /* listeners are in the epoll set */
+	bool polled_all;	   /* all of them: none failed to go in */
 	uint64_t accept_resume_ms; /* after an fd shortage or the rate limit, 0 if none */
 	enum intake_hold hold;
-	bool stopped;		   /* draining: nothing more is taken */
-	unsigned capacity;	   /* WorkerConnections=, or fewer if fds are short */
-	int pending_owed_fd;	   /* owed bytes for the kept connection to come next, or -1 */
+	bool stopped;	     /* draining: nothing more is taken */
+	unsigned capacity;   /* WorkerConnections=, or fewer if fds are short */
+	int pending_owed_fd; /* owed bytes for the kept connection to come next, or -1 */
+	struct intake_load load;
+	struct intake_peer *peers; /* one per slot before this worker's, INTAKE_LISTENERS */
+	size_t n_peers;
+	uint32_t watching; /* enum slot_watching, as last published */
 };
+
+/* While the connections a worker closes live short lives, it has no share
+ * to keep to below this many: one worker serving a few dozen clients that
+ * connect, echo and close costs less CPU than two woken by turns, and
+ * where they land matters for no longer than they live. Held connections
+ * (long lived, or none closed yet) always spread evenly
+ * (intake_over_fair_share()). */
+#define INTAKE_SHARE_FLOOR 128
+/* A worker that used this share of a core over a window is busy; it is
+ * keeping up again below the lower figure. */
+#define INTAKE_BUSY_WINDOW_US 100000
+#define INTAKE_BUSY_PERCENT 80
+#define INTAKE_KEEPING_UP_PERCENT 50
+/* A worker before this one whose loop has not turned for this long (it
+ * turns every HEARTBEAT_MS when idle) is not relied on to accept. */
+#define INTAKE_LEADER_STALE_MS 1000
 
 /* What intake_decide() says of one more connection. */
 enum intake_decision {
@@ -71,6 +109,16 @@ bool intake_over_fair_share(const struct intake *in);
 /* Sets capacity from WorkerConnections= and the fd limit; logs when the
  * limit leaves less. */
 void intake_set_capacity(struct intake *in);
+
+/* A turn of the loop at now_us: once a window is over, the CPU time used
+ * over it says whether this worker is busy (INTAKE_LISTENERS). */
+void intake_account(struct intake *in, uint64_t now_us);
+/* The same, given the process's CPU time cpu_us (for tests). */
+void intake_account_cpu(struct intake *in, uint64_t now_us, uint64_t cpu_us);
+/* Whether a worker before this one (a lower scoreboard slot) watches the
+ * listeners and keeps up, so that this one need not (INTAKE_LISTENERS,
+ * two workers or more). */
+bool intake_standing_by(struct intake *in, uint64_t now);
 
 /* Whether to be accepting now, and makes it so (INTAKE_LISTENERS). */
 void intake_update(struct intake *in, uint64_t now);

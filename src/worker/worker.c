@@ -287,7 +287,7 @@ worker_loop(struct worker *w)
 	struct epoll_event events[WORKER_EVENTS];
 
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = now_ms(), woke_us;
 		int n;
 
 		conns_flush_io(&w->conns);
@@ -311,7 +311,10 @@ worker_loop(struct worker *w)
 				continue;
 			return log_error_errno(errno, "epoll_wait: %m"), EXIT_FAILURE;
 		}
-		now = now_ms();
+		woke_us = now_usec();
+		now = woke_us / 1000;
+		/* How busy this worker is decides whether peers stand by. */
+		intake_account(&w->intake, woke_us);
 		for (int i = 0; i < n; i++)
 			dispatch(w, &events[i], now);
 	}

@@ -1,6 +1,7 @@
 /* worker-intake.c: when a worker takes one more connection — room under
  * WorkerConnections= and its fd limit, MaxConnections= across the service,
- * ConnectionRateLimit=, and its fair share — decided against a scoreboard
+ * ConnectionRateLimit=, its fair share, and whether it stands by for a
+ * worker before it — decided against a scoreboard
  * made here, with no listener, channel or event loop behind it. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -179,27 +180,58 @@ test_room_before_cap(void **state)
 	assert_int_equal(f->in.hold, HOLD_NONE);
 }
 
+/* The service holds total connections, this worker mine of them. */
+static void
+hold(struct fixture *f, uint32_t mine, uint32_t total)
+{
+	SB_SET(f->sb.slots[SLOT].active, mine);
+	SB_SET(f->sb.header->active_total, total);
+	SB_SET(f->sb.header->max_connections, 100000);
+}
+
 static void
 test_fair_share(void **state)
 {
 	struct fixture *f = *state;
+	const uint32_t n = 2 * INTAKE_SHARE_FLOOR;
 
-	/* Two workers, this one holding 3 of 3: over its share. */
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(intake_decide(&f->in, NOW_MS), INTAKE_TAKE);
-		take(f);
-	}
+	/* Two workers, this one holding all n: over its share. */
+	hold(f, n, n);
 	assert_true(intake_over_fair_share(&f->in));
-	/* The other worker takes 3 more: 3 of 6 is the mean. */
-	for (int i = 0; i < 3; i++)
-		assert_true(ledger_reserve(&f->sb));
+	/* The other worker takes n more: n of 2n is the mean. */
+	hold(f, n, 2 * n);
 	assert_false(intake_over_fair_share(&f->in));
-	/* The other worker's close: over again. The fair share is never a
-	 * reason to refuse what the kernel woke this worker for. */
-	for (int i = 0; i < 3; i++)
-		ledger_release(&f->sb);
+	/* An eighth over the mean is slack, not yet over. */
+	hold(f, n + n / 8, 2 * n);
+	assert_false(intake_over_fair_share(&f->in));
+	/* The other worker's connections close: over again. The fair share
+	 * is never a reason to refuse what the kernel woke this worker for. */
+	hold(f, n, n + 1);
 	assert_true(intake_over_fair_share(&f->in));
 	assert_int_equal(intake_decide(&f->in, NOW_MS), INTAKE_TAKE);
+}
+
+/* While its connections live short lives, a worker has no share to keep
+ * to below INTAKE_SHARE_FLOOR connections, whatever its peers hold. Held
+ * ones (long lived, or none closed yet) spread from the first. */
+static void
+test_share_floor(void **state)
+{
+	struct fixture *f = *state;
+
+	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS - 1;
+	assert_true(conns_short_lived(&f->conns));
+	hold(f, INTAKE_SHARE_FLOOR - 1, INTAKE_SHARE_FLOOR - 1);
+	assert_false(intake_over_fair_share(&f->in));
+	hold(f, INTAKE_SHARE_FLOOR, INTAKE_SHARE_FLOOR);
+	assert_true(intake_over_fair_share(&f->in));
+
+	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS;
+	assert_false(conns_short_lived(&f->conns));
+	hold(f, 3, 3);
+	assert_true(intake_over_fair_share(&f->in));
+	hold(f, 3, 6);
+	assert_false(intake_over_fair_share(&f->in));
 }
 
 static void
@@ -213,6 +245,131 @@ test_alone_has_no_share(void **state)
 		take(f);
 	}
 	assert_false(intake_over_fair_share(&f->in));
+}
+
+/* --- standing by --- */
+
+#define PEER 0
+#define BEHIND 1
+
+/* This worker in slot BEHIND, watching a listener (none is polled here),
+ * with the worker in slot PEER before it, running and keeping up. */
+static void
+behind_peer(struct fixture *f)
+{
+	f->ledger.slot = &f->sb.slots[BEHIND];
+	f->in.n_listeners = 1;
+	f->in.n_peers = BEHIND;
+	f->in.peers = calloc(BEHIND, sizeof(*f->in.peers));
+	assert_non_null(f->in.peers);
+	SB_SET(f->sb.slots[PEER].state, SLOT_RUNNING);
+	SB_SET(f->sb.slots[PEER].watching, WATCHING_ALONE);
+}
+
+static void
+test_stands_by_while_peer_keeps_up(void **state)
+{
+	struct fixture *f = *state;
+
+	behind_peer(f);
+	assert_true(intake_standing_by(&f->in, NOW_MS));
+	/* Busy nearly all the time, or holding long-lived connections: this
+	 * worker watches too. */
+	SB_SET(f->sb.slots[PEER].watching, WATCHING_SHARED);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	/* Not watching (full, over its share, paused): this worker takes. */
+	SB_SET(f->sb.slots[PEER].watching, WATCHING_NONE);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	/* Draining, or gone (its slot emptied): the same. */
+	SB_SET(f->sb.slots[PEER].watching, WATCHING_ALONE);
+	SB_SET(f->sb.slots[PEER].state, SLOT_DRAINING);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	SB_SET(f->sb.slots[PEER].state, SLOT_EMPTY);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	free(f->in.peers);
+}
+
+/* A peer whose loop stands still (stopped, stuck) is not relied on; once
+ * it turns again, it is. */
+static void
+test_peer_standing_still_is_not_relied_on(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t t = NOW_MS;
+
+	behind_peer(f);
+	assert_true(intake_standing_by(&f->in, t));
+	t += INTAKE_LEADER_STALE_MS - 1;
+	assert_true(intake_standing_by(&f->in, t));
+	t += 1;
+	assert_false(intake_standing_by(&f->in, t));
+	SB_ADD(f->sb.slots[PEER].heartbeat, 1);
+	assert_true(intake_standing_by(&f->in, t));
+	free(f->in.peers);
+}
+
+/* The first worker has nobody before it; a worker alone stands by for
+ * nobody; and peers behind this one do not count. */
+static void
+test_who_stands_by(void **state)
+{
+	struct fixture *f = *state;
+
+	f->in.n_listeners = 1;
+	SB_SET(f->sb.slots[BEHIND].state, SLOT_RUNNING);
+	SB_SET(f->sb.slots[BEHIND].watching, WATCHING_ALONE);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	behind_peer(f);
+	scoreboard_set_workers(&f->sb, 1);
+	assert_false(intake_standing_by(&f->in, NOW_MS));
+	free(f->in.peers);
+}
+
+/* Busy from INTAKE_BUSY_PERCENT of a core over a window, keeping up again
+ * below INTAKE_KEEPING_UP_PERCENT, and what the scoreboard says of it,
+ * with the lifetimes of the worker's connections. */
+static void
+test_busy_with_hysteresis(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t w = INTAKE_BUSY_WINDOW_US;
+	uint64_t t = 5000000, cpu = 70000;
+
+	f->in.n_listeners = 1;
+	f->in.accepting = true;
+	f->in.polled_all = true;
+	intake_account_cpu(&f->in, t, cpu);
+	intake_account_cpu(&f->in, t += w, cpu += w * (INTAKE_BUSY_PERCENT - 1) / 100);
+	assert_false(f->in.load.busy);
+	intake_account_cpu(&f->in, t += w, cpu += w * INTAKE_BUSY_PERCENT / 100);
+	assert_true(f->in.load.busy);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_SHARED);
+	/* Between the two figures: still busy. */
+	intake_account_cpu(&f->in, t += w, cpu += w * INTAKE_KEEPING_UP_PERCENT / 100);
+	assert_true(f->in.load.busy);
+	/* A window is over only once it has lasted: half of one decides
+	 * nothing, and its CPU time counts in the whole. */
+	intake_account_cpu(&f->in, t += w / 2, cpu);
+	assert_true(f->in.load.busy);
+	intake_account_cpu(&f->in, t += w / 2, cpu += w * (INTAKE_KEEPING_UP_PERCENT - 1) / 100);
+	assert_false(f->in.load.busy);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_ALONE);
+	/* A long sleep in epoll_wait() is idle time. */
+	intake_account_cpu(&f->in, t += 10 * w, cpu += w * 9 / 10);
+	assert_false(f->in.load.busy);
+	/* Keeping up, but with connections that live long lives: they are
+	 * to spread, so peers watch too. */
+	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS;
+	intake_account_cpu(&f->in, t += w, cpu);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_SHARED);
+	f->conns.lifetime_ms = 0;
+	intake_account_cpu(&f->in, t += w, cpu);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_ALONE);
+	/* Not watching: nothing to say of it, whatever the load. */
+	f->in.accepting = false;
+	intake_account_cpu(&f->in, t += w, cpu += w);
+	assert_true(f->in.load.busy);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_NONE);
 }
 
 static unsigned
@@ -287,7 +444,14 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_rate_limit, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_room_before_cap, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_fair_share, setup_two, teardown),
+	    cmocka_unit_test_setup_teardown(test_share_floor, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_alone_has_no_share, setup_two, teardown),
+	    cmocka_unit_test_setup_teardown(test_stands_by_while_peer_keeps_up, setup_two,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_peer_standing_still_is_not_relied_on, setup_two,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_who_stands_by, setup_two, teardown),
+	    cmocka_unit_test_setup_teardown(test_busy_with_hysteresis, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_capacity_from_fd_limit, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_capacity_of_a_connection_process, setup_two,
 					    teardown),
