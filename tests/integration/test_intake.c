@@ -301,6 +301,40 @@ test_rate_limited_clients_served(void **state)
 	}
 }
 
+/* prefork: short-lived clients first, so that the worker first in
+ * scoreboard order watches alone and the other stands by; then each
+ * worker in turn is stopped (SIGSTOP, as a debugger or a stalled machine
+ * would) while exactly one more client connects. It is served either way:
+ * by the worker still running at once, or, when the stopped one was
+ * watching alone, by the one standing by once the stopped one's loop has
+ * stood still for a second. */
+static void
+test_one_more_with_a_worker_stopped(void **state)
+{
+	static struct rig r; /* outlives a failure, for the teardown */
+	pid_t kids[4];
+
+	(void)state;
+	rig_start(&r, 2, "");
+	/* Enough closes on both workers for their average lifetime to read
+	 * short: clients eight at a time, so that both take some. */
+	for (int round = 0; round < 10; round++) {
+		for (int i = 0; i < 8; i++)
+			rig_hold(&r);
+		rig_release(&r);
+	}
+	/* A load window (100 ms) passes, and the verdicts are published. */
+	usleep(300 * 1000);
+	rig_one_more(&r, "a short-lived client");
+	assert_int_equal(process_children(r.e.pid, kids, 4), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(kill(kids[i], SIGSTOP), 0);
+		rig_one_more(&r, "a worker stopped");
+		assert_int_equal(kill(kids[i], SIGCONT), 0);
+	}
+	rig_stop(&r);
+}
+
 int
 main(void)
 {
@@ -310,7 +344,12 @@ main(void)
 	    cmocka_unit_test_teardown(test_waiting_client_served_when_room_frees, teardown),
 	    cmocka_unit_test_teardown(test_burst_fills_every_worker, teardown),
 	    cmocka_unit_test_teardown(test_rate_limited_clients_served, teardown),
+	    /* Last, as only prefork's workers stand by for each other. */
+	    cmocka_unit_test_teardown(test_one_more_with_a_worker_stopped, teardown),
 	};
+	size_t n = sizeof(tests) / sizeof(tests[0]);
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	if (strcmp(harness_model(), "prefork") != 0)
+		n--;
+	return _cmocka_run_group_tests("tests", tests, n, NULL, NULL);
 }
