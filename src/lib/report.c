@@ -23,6 +23,14 @@ static const char *const state_names[] = {
 };
 #define N_STATES ELEMENTSOF(state_names)
 
+/* Whether a prefork worker accepts: alone (the others stand by), shared
+ * with them, or not at all (standing by, full, or not a prefork worker). */
+static const char *const watching_names[] = {
+	[WATCHING_NONE] = "no",
+	[WATCHING_ALONE] = "alone",
+	[WATCHING_SHARED] = "shared",
+};
+
 const char *
 report_drop_reason(enum scoreboard_drop d)
 {
@@ -34,6 +42,12 @@ static const char *
 state_name(uint32_t state)
 {
 	return state < N_STATES ? state_names[state] : "unknown";
+}
+
+static const char *
+watching_name(uint32_t watching)
+{
+	return watching < ELEMENTSOF(watching_names) ? watching_names[watching] : "unknown";
 }
 
 static double
@@ -65,16 +79,16 @@ report_text(FILE *f, const struct scoreboard_snapshot *snap)
 
 	fprintf(f, "echod %s model, generation %u, supervisor pid %d, up %.0f s\n", snap->model,
 		snap->generation, (int)snap->supervisor, seconds(snap->now_usec, snap->started_usec));
-	fprintf(f, "%5s %8s %4s %-9s %7s %10s %8s %12s %12s %10s %10s %9s\n", "SLOT", "PID", "GEN",
-		"STATE", "ACTIVE", "SERVED", "REFUSED", "BYTES-IN", "BYTES-OUT", "DGRAMS-IN",
-		"DGRAMS-OUT", "UPTIME");
+	fprintf(f, "%5s %8s %4s %-9s %-7s %7s %10s %8s %12s %12s %10s %10s %9s\n", "SLOT", "PID",
+		"GEN", "STATE", "ACCEPTS", "ACTIVE", "SERVED", "REFUSED", "BYTES-IN", "BYTES-OUT",
+		"DGRAMS-IN", "DGRAMS-OUT", "UPTIME");
 	for (size_t i = 0; i < snap->n_slots; i++) {
 		const struct scoreboard_slot *s = &snap->slots[i].s;
 
-		fprintf(f, "%5u %8d %4u %-9s %7u %10" PRIu64 " %8" PRIu64 " %12" PRIu64
+		fprintf(f, "%5u %8d %4u %-9s %-7s %7u %10" PRIu64 " %8" PRIu64 " %12" PRIu64
 			   " %12" PRIu64 " %10" PRIu64 " %10" PRIu64 " %8.0fs\n",
 			snap->slots[i].index, (int)s->pid, s->generation, state_name(s->state),
-			s->active, s->served, s->refused, s->bytes_in, s->bytes_out, s->dgrams_in,
+			watching_name(s->watching), s->active, s->served, s->refused, s->bytes_in, s->bytes_out, s->dgrams_in,
 			s->dgrams_out, seconds(snap->now_usec, s->started_usec));
 	}
 	fprintf(f, "processes: %zu, %u running\n", snap->n_slots, t->workers_running);
@@ -140,6 +154,8 @@ report_json(FILE *f, const struct scoreboard_snapshot *snap)
 		fprintf(f, "%s{\"slot\":%u,\"pid\":%d,\"generation\":%u,\"state\":", i ? "," : "",
 			snap->slots[i].index, (int)s->pid, s->generation);
 		json_string(f, state_name(s->state));
+		fputs(",\"accepts\":", f);
+		json_string(f, watching_name(s->watching));
 		fprintf(f, ",\"active\":%u,\"served\":%" PRIu64 ",\"refused\":%" PRIu64
 			   ",\"lost\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
 			   ",\"datagrams_in\":%" PRIu64 ",\"datagrams_out\":%" PRIu64

@@ -40,7 +40,7 @@ snapshot(void)
 	};
 	slots[0] = (struct scoreboard_snapshot_slot){
 	    .index = 1, .s = {.pid = 100, .state = SLOT_RUNNING, .generation = 3, .active = 20,
-			      .served = 1000, .started_usec = 9000000}};
+			      .served = 1000, .started_usec = 9000000, .watching = WATCHING_ALONE}};
 	slots[1] = (struct scoreboard_snapshot_slot){
 	    .index = 5, .s = {.pid = 101, .state = SLOT_DRAINING, .generation = 2, .active = 30,
 			      .served = 234, .dgrams_dropped = {[DROP_RATELIMIT] = 9}}};
@@ -79,8 +79,8 @@ test_text(void **state)
 	char *t = render(report_text, &s);
 
 	assert_non_null(strstr(t, "echod passfd model, generation 3, supervisor pid 42, up 6 s"));
-	assert_non_null(strstr(t, "    1      100    3 running        20       1000"));
-	assert_non_null(strstr(t, "    5      101    2 draining       30        234"));
+	assert_non_null(strstr(t, "    1      100    3 running   alone        20       1000"));
+	assert_non_null(strstr(t, "    5      101    2 draining  no           30        234"));
 	assert_non_null(strstr(t, "connections: 50 active, 50 of MaxConnections=200 reserved (25%)"));
 	assert_non_null(strstr(t, "accept queue: 7 waiting (room for 128)"));
 	assert_non_null(strstr(t, "6 refused (3 over MaxConnectionsPerSource=, 1 by AllowFrom=/DenyFrom=, "
@@ -101,7 +101,8 @@ test_json(void **state)
 	j = render(report_json, &s);
 	assert_true(strncmp(j, "{\"model\":\"a\\\"b\\\\c\\u000a\",", 24) == 0);
 	assert_non_null(strstr(j, "{\"slot\":5,\"pid\":101,\"generation\":2,\"state\":\"draining\","
-				  "\"active\":30,\"served\":234,"));
+				  "\"accepts\":\"no\",\"active\":30,\"served\":234,"));
+	assert_non_null(strstr(j, "\"state\":\"running\",\"accepts\":\"alone\","));
 	assert_non_null(strstr(j, "\"datagrams_dropped\":9,"));
 	assert_non_null(strstr(j, "\"max_connections\":200,\"reserved\":50,\"active\":50,"));
 	assert_non_null(strstr(j, "\"datagrams_dropped\":{\"source_port\":1,\"source_address\":0,"
