@@ -88,8 +88,9 @@ report_text(FILE *f, const struct scoreboard_snapshot *snap)
 		fprintf(f, "%5u %8d %4u %-9s %-7s %7u %10" PRIu64 " %8" PRIu64 " %12" PRIu64
 			   " %12" PRIu64 " %10" PRIu64 " %10" PRIu64 " %8.0fs\n",
 			snap->slots[i].index, (int)s->pid, s->generation, state_name(s->state),
-			watching_name(s->watching), s->active, s->served, s->refused, s->bytes_in, s->bytes_out, s->dgrams_in,
-			s->dgrams_out, seconds(snap->now_usec, s->started_usec));
+			watching_name(s->watching), s->active, s->served, s->refused, s->bytes_in,
+			s->bytes_out, s->dgrams_in, s->dgrams_out,
+			seconds(snap->now_usec, s->started_usec));
 	}
 	fprintf(f, "processes: %zu, %u running\n", snap->n_slots, t->workers_running);
 	if (snap->max_connections)
