@@ -99,9 +99,9 @@ intake_publish(struct intake *in)
 				? WATCHING_SHARED
 				: WATCHING_ALONE;
 
-	if (!in->scoreboard || watching == in->watching)
+	/* This worker alone writes its slot: what is there is what it said. */
+	if (!in->scoreboard || watching == SB_GET(in->ledger->slot->watching))
 		return;
-	in->watching = watching;
 	__atomic_store_n(&in->ledger->slot->watching, watching, __ATOMIC_RELEASE);
 	if (scoreboard_workers(in->scoreboard) > 1)
 		scoreboard_ring(in->scoreboard);

@@ -65,7 +65,6 @@ struct intake {
 	struct intake_load load;
 	struct intake_peer *peers; /* one per slot before this worker's, INTAKE_LISTENERS */
 	size_t n_peers;
-	uint32_t watching; /* enum slot_watching, as last published */
 };
 
 /* While the connections a worker closes live short lives, it has no share
