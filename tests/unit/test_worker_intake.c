@@ -70,6 +70,8 @@ teardown(void **state)
 {
 	struct fixture *f = *state;
 
+	/* behind_peer()'s, freed here so that a failed test leaks nothing. */
+	free(f->in.peers);
 	scoreboard_free(&f->sb);
 	config_done(&f->config);
 	free(f);
@@ -286,7 +288,6 @@ test_stands_by_while_peer_keeps_up(void **state)
 	assert_false(intake_standing_by(&f->in, NOW_MS));
 	SB_SET(f->sb.slots[PEER].state, SLOT_EMPTY);
 	assert_false(intake_standing_by(&f->in, NOW_MS));
-	free(f->in.peers);
 }
 
 /* A peer whose loop stands still (stopped, stuck) is not relied on; once
@@ -305,7 +306,6 @@ test_peer_standing_still_is_not_relied_on(void **state)
 	assert_false(intake_standing_by(&f->in, t));
 	SB_ADD(f->sb.slots[PEER].heartbeat, 1);
 	assert_true(intake_standing_by(&f->in, t));
-	free(f->in.peers);
 }
 
 /* The first worker has nobody before it; a worker alone stands by for
@@ -322,7 +322,6 @@ test_who_stands_by(void **state)
 	behind_peer(f);
 	scoreboard_set_workers(&f->sb, 1);
 	assert_false(intake_standing_by(&f->in, NOW_MS));
-	free(f->in.peers);
 }
 
 /* Busy from INTAKE_BUSY_PERCENT of a core over a window, keeping up again
