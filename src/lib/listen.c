@@ -43,11 +43,15 @@ listen_socket_is_tcp(int fd)
 	return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, -1, 0) > 0;
 }
 
+/* On failure *ret_step says what failed. */
 static int
-listen_set_add(struct listen_set *set, int fd, enum socket_kind kind)
+listen_set_add(struct listen_set *set, int fd, enum socket_kind kind, const char **ret_step)
 {
 	struct listener *items = realloc(set->items, (set->n + 1) * sizeof(*items));
+	bool is_tcp = listen_socket_is_tcp(fd);
+	int one = 1;
 
+	*ret_step = "out of memory";
 	if (!items)
 		return -ENOMEM;
 	set->items = items;
@@ -55,10 +59,20 @@ listen_set_add(struct listen_set *set, int fd, enum socket_kind kind)
 	 * addresses and answer from the address the client used. */
 	if (kind == SOCKET_DATAGRAM) {
 		int r = udp_socket_setup(fd);
+		*ret_step = "setting up datagram echo";
 		if (r < 0)
 			return r;
 	}
-	items[set->n] = (struct listener){.fd = fd, .kind = kind, .is_tcp = listen_socket_is_tcp(fd)};
+	/* Echoes go out as they are read, not held back by Nagle's algorithm
+	 * until the client acknowledges the last. Set once here, as systemd's
+	 * NoDelay= would: every connection accepted from it inherits it, so no
+	 * process sets it again per connection. */
+	if (kind == SOCKET_LISTENING && is_tcp &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+		*ret_step = "setting TCP_NODELAY";
+		return negative_errno();
+	}
+	items[set->n] = (struct listener){.fd = fd, .kind = kind, .is_tcp = is_tcp};
 	address_format_local(fd, items[set->n].name, sizeof(items[set->n].name));
 	set->n++;
 	return 0;
@@ -155,9 +169,12 @@ listen_from_systemd(struct listen_set *set, char *reason, size_t size)
 			r = -EINVAL;
 		}
 		if (r == 0) {
-			r = listen_set_add(set, fd, (enum socket_kind)kind);
+			const char *step;
+
+			r = listen_set_add(set, fd, (enum socket_kind)kind, &step);
 			if (r < 0)
-				snprintf(reason, size, "out of memory");
+				snprintf(reason, size, "fd %d from systemd: %s: %s", fd, step,
+					 strerror(-r));
 			else
 				set->items[set->n - 1].proxy =
 				    names && strcmp(names[i], LISTEN_PROXY_NAME) == 0;
@@ -237,10 +254,11 @@ listen_bind(struct listen_set *set, const char *text, const struct listen_addres
 		snprintf(reason, size, "%s: %s: %s", text, step, strerror(-fd));
 		return fd;
 	}
-	r = listen_set_add(set, fd, a->type == SOCK_DGRAM ? SOCKET_DATAGRAM : SOCKET_LISTENING);
+	r = listen_set_add(set, fd, a->type == SOCK_DGRAM ? SOCKET_DATAGRAM : SOCKET_LISTENING,
+			   &step);
 	if (r < 0) {
 		close(fd);
-		snprintf(reason, size, "%s: out of memory", text);
+		snprintf(reason, size, "%s: %s: %s", text, step, strerror(-r));
 		return r;
 	}
 	set->items[set->n - 1].proxy = proxy && a->type == SOCK_STREAM;

@@ -16,7 +16,8 @@ enum socket_kind {
 struct listener {
 	int fd;
 	enum socket_kind kind;
-	bool is_tcp;		 /* TCP_NODELAY applies to what it accepts */
+	bool is_tcp;		 /* TCP: TCP_NODELAY is set on it (a listening socket),
+				  * and what it accepts inherits it */
 	bool proxy;		 /* its connections begin with a PROXY header */
 	char name[ADDRESS_MAX];	 /* the local address, for logs */
 	char *unlink_path;	 /* a UNIX socket file we created: removed at exit */

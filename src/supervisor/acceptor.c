@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -107,7 +106,6 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 {
 	const struct config *c = &m->pool->config;
 	unsigned rate = c->connection_rate_limit;
-	int one = 1;
 
 	for (int i = 0; i < ACCEPT_BATCH && !a->resume_ms && model->has_room(m); i++) {
 		struct sockaddr_storage peer;
@@ -137,8 +135,6 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 				ledger_release(a->sb);
 			continue;
 		}
-		if (l->is_tcp)
-			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		r = model->deliver(m, fd, l->proxy, now_ms());
 		if (r == 0)
 			continue;

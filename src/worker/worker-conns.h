@@ -96,7 +96,7 @@ void conns_done(struct conns *cs);
 /* How a connection arrives. */
 struct conn_arrival {
 	enum ledger_origin origin;
-	bool is_tcp; /* set TCP_NODELAY */
+	bool is_tcp; /* set TCP_NODELAY: not accepted from a listener of ours */
 	/* To a proxy listener: from a balancer in ProxyFrom=, and a PROXY
 	 * header comes before the client's bytes. */
 	bool proxy;

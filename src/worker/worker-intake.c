@@ -379,7 +379,6 @@ intake_accept(struct intake *in, const struct listener *l, uint64_t now)
 			ledger_take(in->ledger, LEDGER_ACCEPTED);
 			conns_add(in->conns, fd,
 				  &(struct conn_arrival){.origin = LEDGER_ACCEPTED,
-							 .is_tcp = l->is_tcp,
 							 .proxy = l->proxy,
 							 .from = (struct sockaddr *)&peer});
 			continue;
@@ -474,8 +473,7 @@ intake_receive(struct intake *in)
 			break;
 		case FDPASS_CONN:
 		case FDPASS_PROXY:
-			/* The supervisor set TCP_NODELAY already: it knows the
-			 * listener. */
+			/* TCP_NODELAY came with it from the listener. */
 			ledger_take(in->ledger, LEDGER_SENT);
 			conns_add(in->conns, fd,
 				  &(struct conn_arrival){.origin = LEDGER_SENT,

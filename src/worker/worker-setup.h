@@ -35,8 +35,9 @@ struct worker_setup {
 	 * hang-up means nothing), or -1. */
 	int returns;
 	int connection; /* INTAKE_ONE: the one connection to serve */
-	/* Whoever accepted `connection` already set it up (TCP_NODELAY), as the
-	 * supervisor does: no need to look at what kind of socket it is. */
+	/* `connection` was accepted from a listener of ours, and inherited
+	 * TCP_NODELAY from it (listen.c): no need to look at what kind of
+	 * socket it is. */
 	bool connection_tuned;
 	/* `connection` came to a proxy listener: a PROXY header comes first. */
 	bool connection_proxy;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -870,6 +871,59 @@ process_alive(pid_t pid)
 		state = 0;
 	fclose(f);
 	return state != 0 && state != 'Z' && state != 'X';
+}
+
+/* Of pid's fds, a copy of the socket connected to the address `client`. */
+static int
+socket_connected_to(pid_t pid, const struct sockaddr_storage *client, socklen_t client_len)
+{
+	char path[64];
+	struct dirent *d;
+	int pidfd, found = -1;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	pidfd = pidfd_open(pid, 0);
+	dir = opendir(path);
+	while (pidfd >= 0 && dir && found < 0 && (d = readdir(dir))) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd;
+
+		if (d->d_name[0] == '.')
+			continue;
+		fd = pidfd_getfd(pidfd, atoi(d->d_name), 0);
+		if (fd < 0)
+			continue;
+		if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 && len == client_len &&
+		    memcmp(&peer, client, len) == 0)
+			found = fd;
+		else
+			close(fd);
+	}
+	if (dir)
+		closedir(dir);
+	if (pidfd >= 0)
+		close(pidfd);
+	return found;
+}
+
+int
+served_socket(pid_t pid, int client_fd)
+{
+	struct sockaddr_storage client;
+	socklen_t len = sizeof(client);
+	pid_t kids[64];
+	size_t n;
+	int fd;
+
+	if (getsockname(client_fd, (struct sockaddr *)&client, &len) < 0)
+		return -1;
+	fd = socket_connected_to(pid, &client, len);
+	n = process_children(pid, kids, 64);
+	for (size_t i = 0; fd < 0 && i < n; i++)
+		fd = socket_connected_to(kids[i], &client, len);
+	return fd;
 }
 
 unsigned

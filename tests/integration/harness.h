@@ -128,6 +128,11 @@ int process_fd_count(pid_t pid);
 /* Of those, the sockets; -1 when pid's fds cannot be read (it is gone). */
 int process_socket_count(pid_t pid);
 bool process_alive(pid_t pid);
+/* The server's end of the client's connection client_fd, looked for among
+ * the fds of pid and its children and copied into this process
+ * (pidfd_getfd()): what the server set on it can be read there. -1 if no
+ * such process holds it. */
+int served_socket(pid_t pid, int client_fd);
 /* Children of pid that have exited but not been reaped. */
 unsigned zombie_children(pid_t pid);
 uint64_t monotonic_ms(void);

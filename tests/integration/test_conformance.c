@@ -10,6 +10,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -399,6 +400,66 @@ test_socket_activation(void **state)
 	assert_true(fd >= 0);
 	fill_random(buf, sizeof(buf), 5);
 	assert_int_equal(echo_roundtrip(fd, buf, sizeof(buf), 5000), 0);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+}
+
+/* The connection's socket in echod, while it is open, has TCP_NODELAY set:
+ * an echo goes out as it is read, not held back until the client
+ * acknowledges the previous one. */
+static void
+assert_served_without_nagle(struct echod *e, int client)
+{
+	int served = -1, nodelay = 0;
+	socklen_t len = sizeof(nodelay);
+	uint64_t deadline = monotonic_ms() + 5000;
+
+	assert_int_equal(echo_roundtrip(client, "ping", 4, 5000), 0);
+	/* fork, passfd: held by a process the supervisor handed it to. */
+	while ((served = served_socket(e->pid, client)) < 0 && monotonic_ms() < deadline)
+		usleep(20 * 1000);
+	if (served < 0)
+		fail_msg("no echod process holds the server's end of the connection");
+	assert_int_equal(getsockopt(served, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+	close(served);
+	if (!nodelay)
+		fail_msg("the server's end of the connection has TCP_NODELAY off");
+}
+
+/* Whether echod bound the listener or systemd passed it, over IPv4 and
+ * IPv6. */
+static void
+test_served_without_nagle(void **state)
+{
+	struct echod e;
+	char v6[64];
+	int fd, port6;
+
+	(void)state;
+	echod_start(&e, (const char *[]){"--workers", "2", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_served_without_nagle(&e, fd);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+
+	echod_start_activated(&e, NULL, (const char *[]){"--workers", "2", NULL});
+	fd = tcp_connect(e.port);
+	assert_true(fd >= 0);
+	assert_served_without_nagle(&e, fd);
+	close(fd);
+	assert_int_equal(echod_stop(&e, 15000), 0);
+
+	if (!ipv6_loopback_available()) {
+		print_message("# no IPv6 loopback here: the IPv6 listener is not tried\n");
+		return;
+	}
+	port6 = free_port();
+	snprintf(v6, sizeof(v6), "[::1]:%d", port6);
+	echod_start(&e, (const char *[]){"--workers", "2", "--listen", v6, NULL});
+	fd = tcp6_connect(port6);
+	assert_true(fd >= 0);
+	assert_served_without_nagle(&e, fd);
 	close(fd);
 	assert_int_equal(echod_stop(&e, 15000), 0);
 }
@@ -868,6 +929,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_sigterm_drains_open_connection, harness_teardown),
 	    cmocka_unit_test_teardown(test_sigterm_closes_at_shutdown_timeout, harness_teardown),
 	    cmocka_unit_test_teardown(test_socket_activation, harness_teardown),
+	    cmocka_unit_test_teardown(test_served_without_nagle, harness_teardown),
 	    cmocka_unit_test_teardown(test_short_connections_leave_nothing, harness_teardown),
 	    cmocka_unit_test_teardown(test_udp_echo, harness_teardown),
 	    cmocka_unit_test_teardown(test_udp_rate_limit_per_source, harness_teardown),
