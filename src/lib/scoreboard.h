@@ -43,16 +43,26 @@ enum slot_state {
 	SLOT_DRAINING, /* finishing its connections, taking no new ones */
 };
 
-/* Whether a prefork worker watches the listening sockets, as it last said
- * (see worker-intake.c: a worker stands by while one before it watches
- * alone). */
+/* Whether a worker takes new connections, and whether alone, as it last
+ * said. A prefork worker watches the listening sockets, and one after it
+ * stands by while it watches alone (worker-intake.c); to a passfd worker
+ * that takes them alone the supervisor sends every new connection, and to
+ * none other (pool.c). */
 enum slot_watching {
-	WATCHING_NONE = 0, /* not watching: full, over its share, paused, standing by */
-	WATCHING_ALONE,	   /* watching, keeping up with short-lived connections:
-			    * workers after it may stand by */
-	WATCHING_SHARED,   /* watching, and wants the others watching too: it is
-			    * busy, or its connections are held */
+	WATCHING_NONE = 0, /* taking none: full, over its share, paused, standing
+			    * by, draining; or not said yet */
+	WATCHING_ALONE,	   /* taking them, keeping up with short-lived
+			    * connections: the others may stand by */
+	WATCHING_SHARED,   /* taking them, and wants the others taking them too:
+			    * it is busy, or its connections are held */
 };
+
+/* While the connections a worker closes live short lives, it has no share
+ * to keep to below this many: one worker serving a few dozen clients that
+ * connect, echo and close costs less CPU than two woken by turns, and
+ * where they land matters for no longer than they live. Held connections
+ * (long lived, or none closed yet) always spread evenly. */
+#define SHARE_FLOOR 128
 
 /* Counters are updated with relaxed atomics: each is exact on its own,
  * a set of them read together is only a snapshot. */

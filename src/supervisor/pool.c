@@ -414,9 +414,24 @@ worker_capacity(const struct pool_env *env, const struct pool *p, const struct p
 	return fds && fds < wanted ? fds : wanted;
 }
 
-/* The worker that should take the next connection: running, not full, not
- * hung up, not refused this round, fewest connections counting those in
- * flight. -1 if none can. */
+/* Whether worker i can take one more connection: running, not full, not
+ * hung up, not refused this round. Its connections, counting those in
+ * flight, go to *ret_load. */
+static bool
+can_take(const struct pool_env *env, const struct pool *p, unsigned i, const bool *skip,
+	 uint64_t *ret_load)
+{
+	const struct position *pos = &p->positions[i];
+
+	if (pos->pid == 0 || pos->hung_up || pos->channel < 0 || (skip && skip[i]) ||
+	    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
+		return false;
+	*ret_load = SB_GET(env->scoreboard->slots[pos->slot].active) + in_flight(env, pos);
+	return *ret_load < worker_capacity(env, p, pos);
+}
+
+/* The worker that should take the next connection: of those that can, the
+ * one with the fewest. -1 if none can. */
 static int
 pick_worker(const struct pool_env *env, const struct pool *p, const bool *skip)
 {
@@ -424,19 +439,44 @@ pick_worker(const struct pool_env *env, const struct pool *p, const bool *skip)
 	int best = -1;
 
 	for (unsigned i = 0; i < p->n; i++) {
-		const struct position *pos = &p->positions[i];
 		uint64_t load;
 
-		if (pos->pid == 0 || pos->hung_up || pos->channel < 0 || (skip && skip[i]) ||
-		    SB_GET(env->scoreboard->slots[pos->slot].state) != SLOT_RUNNING)
-			continue;
-		load = SB_GET(env->scoreboard->slots[pos->slot].active) + in_flight(env, pos);
-		if (load >= worker_capacity(env, p, pos) || load >= best_load)
+		if (!can_take(env, p, i, skip, &load) || load >= best_load)
 			continue;
 		best_load = load;
 		best = (int)i;
 	}
 	return best;
+}
+
+/* The worker that takes a new connection alone, if one does: the first,
+ * in position order, that says it would (it keeps up, and the connections
+ * it closed lately lived short lives: worker-intake.c), while it holds
+ * fewer than SHARE_FLOOR and takes what is sent as it comes. Its peers'
+ * loops sleep meanwhile: clients that connect, echo and close sent by
+ * turns to two workers wake both, each for half as many, and that costs
+ * more CPU per connection than one worker taking them all. Held
+ * connections spread evenly, as the worker says "shared" then. -1 if none
+ * is to take it alone. */
+static int
+pick_alone(const struct pool_env *env, const struct pool *p, const bool *skip)
+{
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct scoreboard_slot *s;
+		uint64_t load;
+
+		if (!can_take(env, p, i, skip, &load))
+			continue;
+		s = &env->scoreboard->slots[p->positions[i].slot];
+		if (__atomic_load_n(&s->watching, __ATOMIC_ACQUIRE) != WATCHING_ALONE)
+			continue;
+		/* More on its way than a worker keeping up leaves between two
+		 * turns: it is stopped or stuck, and not relied on alone. */
+		if (load >= SHARE_FLOOR || in_flight(env, &p->positions[i]) >= POOL_ALONE_IN_FLIGHT)
+			return -1;
+		return (int)i;
+	}
+	return -1;
 }
 
 bool
@@ -445,13 +485,22 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
+/* Kept connections were held before they were kept: they spread. */
+static int
+pick_to_send(const struct pool_env *env, const struct pool *p, bool kept)
+{
+	int i = kept ? -1 : pick_alone(env, p, p->skip);
+
+	return i >= 0 ? i : pick_worker(env, p, p->skip);
+}
+
 int
 pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool proxy, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
 	memset(p->skip, 0, p->n * sizeof(*p->skip));
-	while ((i = pick_worker(env, p, p->skip)) >= 0) {
+	while ((i = pick_to_send(env, p, kept)) >= 0) {
 		struct position *pos = &p->positions[i];
 
 		r = kept ? kept_send(pos->channel, fd, owed_fd)

@@ -43,6 +43,12 @@ struct pool_env {
 
 /* One place in the pool ("worker 0" .. "worker N-1"): the process that
  * fills it now and how often processes in it failed to start. */
+/* A passfd worker that takes new connections alone has no more than this
+ * many on their way to it while it keeps up: the supervisor accepts them a
+ * few at a time, and the worker takes what is on its channel at every
+ * turn. */
+#define POOL_ALONE_IN_FLIGHT 16
+
 struct position {
 	pid_t pid; /* 0 while empty */
 	int slot;

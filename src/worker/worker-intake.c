@@ -85,25 +85,37 @@ intake_done(struct intake *in)
 
 /* --- listeners in and out of the epoll set --- */
 
-/* Says in the scoreboard whether this worker watches the listeners and
- * keeps up, and rings the doorbell when that changed: a worker standing
- * by behind this one looks again at once, rather than at its next turn.
- * The store comes before the ring, so a peer woken by it reads the new
- * value. */
+/* Whether this worker takes new connections, and whether it could take
+ * them alone. A prefork worker takes them while its listeners are in its
+ * epoll set (peers stand by only for one that watches every listener); a
+ * passfd worker until it drains. */
+static uint32_t
+intake_watching(const struct intake *in)
+{
+	bool taking = in->kind == INTAKE_CHANNEL ? !in->stopped : in->accepting;
+	bool alone = in->kind == INTAKE_CHANNEL || in->polled_all;
+
+	if (!taking)
+		return WATCHING_NONE;
+	return alone && !in->load.busy && conns_short_lived(in->conns) ? WATCHING_ALONE
+								       : WATCHING_SHARED;
+}
+
+/* Says it in the scoreboard. For prefork it rings the doorbell when that
+ * changed: a worker standing by behind this one looks again at once,
+ * rather than at its next turn. The store comes before the ring, so a
+ * peer woken by it reads the new value. passfd's supervisor reads it as
+ * it picks a worker for each connection. */
 static void
 intake_publish(struct intake *in)
 {
-	/* Peers stand by only for a worker that watches every listener. */
-	uint32_t watching = !in->accepting ? WATCHING_NONE
-			    : in->load.busy || !in->polled_all || !conns_short_lived(in->conns)
-				? WATCHING_SHARED
-				: WATCHING_ALONE;
+	uint32_t watching = intake_watching(in);
 
 	/* This worker alone writes its slot: what is there is what it said. */
 	if (!in->scoreboard || watching == SB_GET(in->ledger->slot->watching))
 		return;
 	__atomic_store_n(&in->ledger->slot->watching, watching, __ATOMIC_RELEASE);
-	if (scoreboard_workers(in->scoreboard) > 1)
+	if (in->kind == INTAKE_LISTENERS && scoreboard_workers(in->scoreboard) > 1)
 		scoreboard_ring(in->scoreboard);
 }
 
@@ -163,7 +175,7 @@ intake_over_fair_share(const struct intake *in)
 		return false;
 	workers = scoreboard_workers(sb);
 	active = SB_GET(in->ledger->slot->active);
-	if (workers < 2 || (conns_short_lived(in->conns) && active < INTAKE_SHARE_FLOOR))
+	if (workers < 2 || (conns_short_lived(in->conns) && active < SHARE_FLOOR))
 		return false;
 	total = ledger_reserved(sb);
 	mean = (total + 1) / workers;
@@ -221,7 +233,7 @@ intake_account(struct intake *in, uint64_t now_us)
 {
 	struct timespec ts;
 
-	if (in->n_listeners == 0)
+	if (in->kind == INTAKE_LISTENERS ? in->n_listeners == 0 : in->kind != INTAKE_CHANNEL)
 		return;
 	if (in->load.window_start_us && now_us >= in->load.window_start_us &&
 	    now_us - in->load.window_start_us < INTAKE_BUSY_WINDOW_US)

@@ -67,13 +67,6 @@ struct intake {
 	size_t n_peers;
 };
 
-/* While the connections a worker closes live short lives, it has no share
- * to keep to below this many: one worker serving a few dozen clients that
- * connect, echo and close costs less CPU than two woken by turns, and
- * where they land matters for no longer than they live. Held connections
- * (long lived, or none closed yet) always spread evenly
- * (intake_over_fair_share()). */
-#define INTAKE_SHARE_FLOOR 128
 /* A worker that used this share of a core over a window is busy; it is
  * keeping up again below the lower figure. */
 #define INTAKE_BUSY_WINDOW_US 100000
@@ -110,7 +103,8 @@ bool intake_over_fair_share(const struct intake *in);
 void intake_set_capacity(struct intake *in);
 
 /* A turn of the loop at now_us: once a window is over, the CPU time used
- * over it says whether this worker is busy (INTAKE_LISTENERS). */
+ * over it says whether this worker is busy (INTAKE_LISTENERS,
+ * INTAKE_CHANNEL), and that goes to its scoreboard slot. */
 void intake_account(struct intake *in, uint64_t now_us);
 /* The same, given the process's CPU time cpu_us (for tests). */
 void intake_account_cpu(struct intake *in, uint64_t now_us, uint64_t cpu_us);

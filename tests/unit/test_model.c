@@ -188,6 +188,53 @@ test_passfd_delivers_to_least_loaded(void **state)
 	assert_int_equal(ops->active(&f->m), 0); /* nothing reserved here */
 }
 
+/* New connections go to the first worker that says it takes them alone
+ * (it keeps up with short-lived ones), whatever the others hold, while it
+ * takes what is sent and holds fewer than SHARE_FLOOR; then, and for kept
+ * connections, the fewest count again. */
+static void
+test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer, conn;
+
+	f->pool->config.worker_connections = 2 * SHARE_FLOOR;
+	SB_SET(f->sb.slots[0].watching, WATCHING_SHARED);
+	SB_SET(f->sb.slots[1].watching, WATCHING_ALONE);
+	SB_SET(f->sb.slots[1].active, 5);
+	/* Sent, and not yet taken (this worker counts none as received). */
+	for (int i = 0; i < POOL_ALONE_IN_FLIGHT; i++) {
+		assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+		close(peer);
+		assert_int_equal(received(f, 1), FDPASS_CONN);
+	}
+	assert_int_equal(received(f, 0), 0);
+	/* As many on their way as a worker keeping up never leaves: it is
+	 * stopped or stuck, and the one with the fewest takes the next. */
+	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	close(peer);
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	/* Taken: relied on again, up to SHARE_FLOOR connections. */
+	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT);
+	SB_SET(f->sb.slots[1].active, SHARE_FLOOR - 1);
+	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	close(peer);
+	assert_int_equal(received(f, 1), FDPASS_CONN);
+	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT + 1);
+	SB_SET(f->sb.slots[1].active, SHARE_FLOOR);
+	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	close(peer);
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	/* A kept connection spreads, alone or not. */
+	SB_SET(f->sb.slots[1].active, 5);
+	conn = connection(&peer);
+	assert_int_equal(model_deliver_kept_to_pool(&f->m, conn, -1), 0);
+	close(peer);
+	assert_int_equal(received(f, 0), FDPASS_KEPT);
+	assert_int_equal(received(f, 1), 0);
+}
+
 static void
 test_passfd_room(void **state)
 {
@@ -322,6 +369,8 @@ main(void)
 	    cmocka_unit_test(test_respawn_backoff_cap),
 	    cmocka_unit_test_setup_teardown(test_pool_sizes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_delivers_to_least_loaded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_sends_to_one_alone_while_it_keeps_up, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_room, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_to_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_waits_for_a_worker, setup, teardown),

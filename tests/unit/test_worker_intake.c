@@ -10,6 +10,8 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include "config.h"
@@ -195,7 +197,7 @@ static void
 test_fair_share(void **state)
 {
 	struct fixture *f = *state;
-	const uint32_t n = 2 * INTAKE_SHARE_FLOOR;
+	const uint32_t n = 2 * SHARE_FLOOR;
 
 	/* Two workers, this one holding all n: over its share. */
 	hold(f, n, n);
@@ -214,7 +216,7 @@ test_fair_share(void **state)
 }
 
 /* While its connections live short lives, a worker has no share to keep
- * to below INTAKE_SHARE_FLOOR connections, whatever its peers hold. Held
+ * to below SHARE_FLOOR connections, whatever its peers hold. Held
  * ones (long lived, or none closed yet) spread from the first. */
 static void
 test_share_floor(void **state)
@@ -223,9 +225,9 @@ test_share_floor(void **state)
 
 	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS - 1;
 	assert_true(conns_short_lived(&f->conns));
-	hold(f, INTAKE_SHARE_FLOOR - 1, INTAKE_SHARE_FLOOR - 1);
+	hold(f, SHARE_FLOOR - 1, SHARE_FLOOR - 1);
 	assert_false(intake_over_fair_share(&f->in));
-	hold(f, INTAKE_SHARE_FLOOR, INTAKE_SHARE_FLOOR);
+	hold(f, SHARE_FLOOR, SHARE_FLOOR);
 	assert_true(intake_over_fair_share(&f->in));
 
 	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS;
@@ -371,6 +373,35 @@ test_busy_with_hysteresis(void **state)
 	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_NONE);
 }
 
+/* A passfd worker says the same of itself, for the supervisor to read as
+ * it picks a worker: alone while it keeps up with short-lived connections,
+ * shared when busy or holding long-lived ones, none once it drains. No
+ * peer watches the doorbell in passfd: it is not rung. */
+static void
+test_channel_worker_says_whether_alone(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t w = INTAKE_BUSY_WINDOW_US;
+	uint64_t t = 5000000, cpu = 70000, rung;
+
+	f->in.kind = INTAKE_CHANNEL;
+	f->conns.lifetime_ms = 0;
+	intake_account_cpu(&f->in, t, cpu);
+	intake_account_cpu(&f->in, t += w, cpu += w / 10);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_ALONE);
+	intake_account_cpu(&f->in, t += w, cpu += w);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_SHARED);
+	intake_account_cpu(&f->in, t += w, cpu += w / 10);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_ALONE);
+	f->conns.lifetime_ms = CONNS_SHORT_LIVED_MS;
+	intake_account_cpu(&f->in, t += w, cpu += w / 10);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_SHARED);
+	intake_stop(&f->in);
+	assert_int_equal(SB_GET(f->sb.slots[SLOT].watching), WATCHING_NONE);
+	assert_int_equal(read(f->sb.doorbell, &rung, sizeof(rung)), -1);
+	assert_int_equal(errno, EAGAIN);
+}
+
 static unsigned
 open_fds(void)
 {
@@ -451,6 +482,8 @@ main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_who_stands_by, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_busy_with_hysteresis, setup_two, teardown),
+	    cmocka_unit_test_setup_teardown(test_channel_worker_says_whether_alone, setup_two,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_capacity_from_fd_limit, setup_two, teardown),
 	    cmocka_unit_test_setup_teardown(test_capacity_of_a_connection_process, setup_two,
 					    teardown),
