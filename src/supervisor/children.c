@@ -6,7 +6,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "accept.h"
 #include "address.h"
 #include "fdpass.h"
 #include "ledger.h"
@@ -15,15 +14,12 @@
 #include "util.h"
 #include "worker.h"
 
-/* While fork() keeps failing, it is said again at most this often. */
-#define FORK_FAILURE_LOG_MS 10000
-
 int
 children_init(struct children *c, struct scoreboard *sb)
 {
 	int slot = scoreboard_find_free(sb);
 
-	*c = (struct children){.slot = -1, .held_fd = -1};
+	*c = (struct children){.slot = -1};
 	if (slot < 0)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
@@ -37,8 +33,6 @@ children_init(struct children *c, struct scoreboard *sb)
 void
 children_done(struct children *c)
 {
-	if (c->held_fd >= 0)
-		close(TAKE_FD(c->held_fd));
 	free(c->pids);
 	c->pids = NULL;
 	c->n = c->capacity = 0;
@@ -125,35 +119,6 @@ children_fork_kept(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
 	return fork_child(c, env, config, fd, true, false, owed_fd);
-}
-
-bool
-children_hold(struct children *c, int fd, bool proxy, uint64_t now)
-{
-	c->held_fd = fd;
-	c->held_proxy = proxy;
-	c->retry_at_ms = now + ACCEPT_PAUSE_MS;
-	c->failures++;
-	if (c->failure_logged_ms && now - c->failure_logged_ms < FORK_FAILURE_LOG_MS)
-		return false;
-	c->failure_logged_ms = now;
-	return true;
-}
-
-int
-children_unhold(struct children *c, uint64_t now, bool *ret_proxy)
-{
-	if (c->held_fd < 0 || now < c->retry_at_ms)
-		return -1;
-	if (ret_proxy)
-		*ret_proxy = c->held_proxy;
-	return TAKE_FD(c->held_fd);
-}
-
-bool
-children_holding(const struct children *c)
-{
-	return c->held_fd >= 0;
 }
 
 bool

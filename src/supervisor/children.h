@@ -15,14 +15,6 @@ struct children {
 	unsigned n;
 	unsigned capacity;
 	int slot; /* the scoreboard slot every child (and the supervisor) counts into */
-	/* A connection accepted when fork() failed, waiting for a process
-	 * (-1: none) until retry_at_ms; fork() failures so far, and when that
-	 * was last said. */
-	int held_fd;
-	bool held_proxy; /* it came to a proxy listener */
-	uint64_t retry_at_ms;
-	uint64_t failures;
-	uint64_t failure_logged_ms;
 };
 
 int children_init(struct children *c, struct scoreboard *sb);
@@ -40,15 +32,6 @@ int children_fork(struct children *c, const struct pool_env *env, const struct c
  * written back first. Takes fd as above; never owed_fd. */
 int children_fork_kept(struct children *c, const struct pool_env *env,
 			   const struct config *config, int fd, int owed_fd);
-/* fork() failed for want of processes or memory: takes fd, to retry after
- * ACCEPT_PAUSE_MS. True when the failure is to be said now (at most every
- * few seconds while it lasts). */
-bool children_hold(struct children *c, int fd, bool proxy, uint64_t now);
-/* The held connection once its retry is due (the caller takes it), or -1;
- * *ret_proxy: whether it came to a proxy listener. */
-int children_unhold(struct children *c, uint64_t now, bool *ret_proxy);
-bool children_holding(const struct children *c);
-
 /* Forgets a child that exited; false if pid was not one of ours. */
 bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
 void children_signal(const struct children *c, int sig);

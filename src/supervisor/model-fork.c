@@ -32,7 +32,7 @@ fork_log_start(const struct model_ctx *m)
 static bool
 fork_has_room(const struct model_ctx *m)
 {
-	return !children_holding(m->children) &&
+	return !held_waiting(m->held) &&
 	       m->children->n < config_max_connections(&m->pool->config);
 }
 
@@ -47,13 +47,13 @@ fork_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
 	if (r == 0)
 		return 0;
 	if (r == -EAGAIN || r == -ENOMEM) {
-		if (children_hold(m->children, fd, proxy, now))
+		if (held_put(m->held, fd, proxy, now, ACCEPT_PAUSE_MS))
 			log_warning_errno(
 			    r,
 			    "cannot fork for a new connection: %m; it and those behind "
 			    "it wait until processes exit, retried every %d ms (%llu "
 			    "failed so far)",
-			    ACCEPT_PAUSE_MS, (unsigned long long)m->children->failures);
+			    ACCEPT_PAUSE_MS, (unsigned long long)m->held->waits);
 		return 0;
 	}
 	close(fd);
@@ -64,7 +64,7 @@ static unsigned
 fork_retry(struct model_ctx *m, uint64_t now)
 {
 	bool proxy = false;
-	int fd = children_unhold(m->children, now, &proxy);
+	int fd = held_take(m->held, now, &proxy);
 
 	return fd >= 0 && fork_deliver(m, fd, proxy, now) < 0;
 }
@@ -75,7 +75,7 @@ fork_retry(struct model_ctx *m, uint64_t now)
 static unsigned
 fork_abandon(struct model_ctx *m)
 {
-	int fd = children_unhold(m->children, UINT64_MAX, NULL);
+	int fd = held_take(m->held, UINT64_MAX, NULL);
 
 	if (fd < 0)
 		return 0;

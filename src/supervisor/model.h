@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "children.h"
+#include "held.h"
 #include "config.h"
 #include "listen.h"
 #include "notify.h"
@@ -22,6 +23,7 @@ struct model_ctx {
 	const struct pool_env *env;
 	struct pool *pool;	   /* the current generation */
 	struct children *children; /* connection processes, of any generation */
+	struct held *held;	   /* a new connection waiting for a process */
 };
 
 struct model_ops {
@@ -42,8 +44,8 @@ struct model_ops {
 	bool (*has_room)(const struct model_ctx *m);
 	bool reserves;
 	/* Takes fd, a new connection (proxy: from a proxy listener, a
-	 * PROXY header comes first): 0 once it is served or held to retry,
-	 * else -errno (it is closed, and said in the log). */
+	 * PROXY header comes first): 0 once it is served or held to retry
+	 * (held.h), else -errno (it is closed, and said in the log). */
 	int (*deliver)(struct model_ctx *m, int fd, bool proxy, uint64_t now);
 	/* Called every turn of the loop for what deliver() held, or NULL.
 	 * Returns how many connections that lost. */

@@ -32,7 +32,7 @@ struct pool_env {
 	int returns[2];
 	/* Connections the supervisor holds until a process takes them: kept
 	 * ones (the keeper's queue, or NULL) and one waiting for fork() to
-	 * work again (children.h held_fd, or NULL). Closed in every child but
+	 * work again, or for a passfd channel with room (held.h, or NULL). Closed in every child but
 	 * the one forked to serve one of them, or a connection that ends
 	 * elsewhere would stay open in its siblings, and its client would
 	 * never read EOF. */

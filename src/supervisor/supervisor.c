@@ -58,6 +58,7 @@ struct supervisor {
 	struct listen_set *sockets;
 	struct pool *pool; /* the current generation; older ones follow it */
 	struct children children;
+	struct held held; /* a new connection no process can take yet */
 	config_reader reread;
 	void *reread_userdata;
 	const char *runtime_dir; /* NULL: none */
@@ -105,7 +106,8 @@ current_config(const struct supervisor *s)
 static struct model_ctx
 model_ctx(struct supervisor *s)
 {
-	return (struct model_ctx){.env = &s->env, .pool = s->pool, .children = &s->children};
+	return (struct model_ctx){
+	    .env = &s->env, .pool = s->pool, .children = &s->children, .held = &s->held};
 }
 
 /* DeferAcceptSec=: TCP_DEFER_ACCEPT on the TCP listeners echod bound itself.
@@ -853,6 +855,8 @@ supervisor_free(struct supervisor *s)
 	}
 	metrics_stop(&s->metrics);
 	children_done(&s->children);
+	if (s->held.fd >= 0)
+		close(TAKE_FD(s->held.fd));
 	keeper_free(&s->keeper);
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
@@ -887,8 +891,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 		    .channel_event = EVENT(EVENT_CHANNEL, 0),
 		    .returns = {-1, -1}},
 	    .sockets = sockets,
-	    /* Not fd 0 before children_init(): children close what it names. */
-	    .children = {.held_fd = -1},
+	    /* Not fd 0: children close what it names. */
+	    .held = HELD_NONE,
 	    .reread = reread,
 	    .reread_userdata = userdata,
 	    .runtime_dir = runtime_dir,
@@ -900,7 +904,7 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	log_set_model(model_to_string(config->model));
 	r = keeper_init(&s.keeper, sockets);
 	s.env.waiting = &s.keeper.queue;
-	s.env.held_fd = &s.children.held_fd;
+	s.env.held_fd = &s.held.fd;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
 	if (r >= 0) {

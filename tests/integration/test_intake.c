@@ -284,6 +284,52 @@ test_burst_fills_every_worker(void **state)
 	}
 }
 
+/* More clients at once than a worker's channel holds (the kernel queues a
+ * few hundred fds on it) while the one worker is stopped: none of them is
+ * accepted and closed. passfd's supervisor keeps the one it cannot send
+ * and leaves the rest in the accept queue; prefork's worker finds them
+ * queued there; fork serves each in a process of its own. */
+#define BURST 400
+
+static void
+test_burst_beyond_the_channel(void **state)
+{
+	static struct rig r; /* outlives a failure, for the teardown */
+	static int fds[BURST];
+	char what[64];
+	pid_t kids[4];
+	size_t n_kids;
+
+	(void)state;
+	rig_start(&r, 1, "");
+	n_kids = process_children(r.e.pid, kids, 4);
+	for (size_t i = 0; i < n_kids; i++)
+		assert_int_equal(kill(kids[i], SIGSTOP), 0);
+	for (int i = 0; i < BURST; i++) {
+		fds[i] = tcp_connect(r.e.port);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(send(fds[i], "b", 1, MSG_NOSIGNAL), 1);
+	}
+	/* Time for the supervisor to fill the channel, and more. */
+	usleep(300 * 1000);
+	for (size_t i = 0; i < n_kids; i++)
+		assert_int_equal(kill(kids[i], SIGCONT), 0);
+	for (int i = 0; i < BURST; i++) {
+		char c = 0;
+
+		snprintf(what, sizeof(what), "client %d of a burst of %d", i, BURST);
+		if (!wait_readable(fds[i], ECHO_DEADLINE_MS) || recv(fds[i], &c, 1, 0) != 1 ||
+		    c != 'b') {
+			echod_collect_log(&r.e);
+			print_message("# %s: no echo in %d ms\n", what, ECHO_DEADLINE_MS);
+			fail();
+		}
+	}
+	for (int i = 0; i < BURST; i++)
+		close(fds[i]);
+	rig_stop(&r);
+}
+
 /* ConnectionRateLimit= runs dry: the clients beyond wait for tokens and
  * are then served, one at a time, with nothing else to wake a worker. */
 static void
@@ -344,6 +390,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_waiting_client_served_when_room_frees, teardown),
 	    cmocka_unit_test_teardown(test_burst_fills_every_worker, teardown),
 	    cmocka_unit_test_teardown(test_rate_limited_clients_served, teardown),
+	    cmocka_unit_test_teardown(test_burst_beyond_the_channel, teardown),
 	    /* Last, as only prefork's workers stand by for each other. */
 	    cmocka_unit_test_teardown(test_one_more_with_a_worker_stopped, teardown),
 	};

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "children.h"
 #include "config.h"
 #include "fdpass.h"
@@ -34,6 +35,7 @@ struct fixture {
 	struct pool_env env;
 	struct pool *pool;
 	struct children children;
+	struct held held;
 	int worker_end[WORKERS]; /* what each "worker" reads its channel from */
 	struct model_ctx m;
 };
@@ -69,7 +71,9 @@ setup(void **state)
 	if (children_init(&f->children, &f->sb) < 0 ||
 	    children_reserve(&f->children, MAX_CONNECTIONS) < 0)
 		return -1;
-	f->m = (struct model_ctx){.env = &f->env, .pool = f->pool, .children = &f->children};
+	f->held = HELD_NONE;
+	f->m = (struct model_ctx){
+	    .env = &f->env, .pool = f->pool, .children = &f->children, .held = &f->held};
 	*state = f;
 	return 0;
 }
@@ -78,7 +82,7 @@ static int
 teardown(void **state)
 {
 	struct fixture *f = *state;
-	int held = children_unhold(&f->children, UINT64_MAX, NULL);
+	int held = held_take(&f->held, UINT64_MAX, NULL);
 
 	if (held >= 0)
 		close(held);
@@ -235,6 +239,50 @@ test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
 	assert_int_equal(received(f, 1), 0);
 }
 
+/* A burst faster than the workers take it fills every channel: the
+ * connection waits with its reservation, nothing more is accepted, and
+ * it goes out once a channel has room again; a stop closes it, counted
+ * lost, and gives its reservation back. */
+static void
+test_passfd_waits_for_a_channel(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer, filler = connection(&peer);
+	unsigned queued[WORKERS] = {0};
+
+	close(peer);
+	for (unsigned i = 0; i < WORKERS; i++)
+		while (fdpass_send(f->pool->positions[i].channel, FDPASS_CONN, filler) == 0)
+			queued[i]++;
+	assert_true(ledger_reserve(&f->sb)); /* as the acceptor does */
+	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_true(held_waiting(&f->held));
+	assert_false(ops->has_room(&f->m));
+	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS - 1), 0);
+	assert_true(held_waiting(&f->held));
+	/* Worker 1 takes what was queued: the retry sends it there. */
+	for (unsigned n = 0; n < queued[1]; n++)
+		assert_int_equal(received(f, 1), FDPASS_CONN);
+	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS), 0);
+	assert_false(held_waiting(&f->held));
+	assert_int_equal(received(f, 1), FDPASS_CONN);
+	assert_int_equal(ledger_reserved(&f->sb), 1); /* the worker's to release */
+	close(peer);
+	/* Full again, then a stop. */
+	while (fdpass_send(f->pool->positions[1].channel, FDPASS_CONN, filler) == 0)
+		;
+	assert_true(ledger_reserve(&f->sb));
+	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_true(held_waiting(&f->held));
+	assert_int_equal(ops->abandon(&f->m), 1);
+	assert_false(held_waiting(&f->held));
+	assert_int_equal(ledger_reserved(&f->sb), 1);
+	assert_int_equal(ops->abandon(&f->m), 0);
+	close(peer);
+	close(filler);
+}
+
 static void
 test_passfd_room(void **state)
 {
@@ -323,7 +371,7 @@ test_fork_room(void **state)
 	assert_true(ops->has_room(&f->m));
 	/* A connection waiting for fork() to work again: nothing more is
 	 * accepted until it has its process... */
-	children_hold(&f->children, connection(&peer), false, 0);
+	held_put(&f->held, connection(&peer), false, 0, ACCEPT_PAUSE_MS);
 	assert_false(ops->has_room(&f->m));
 	/* ...and a stop closes it, counted lost. */
 	assert_int_equal(ops->abandon(&f->m), 1);
@@ -371,6 +419,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_passfd_delivers_to_least_loaded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_sends_to_one_alone_while_it_keeps_up, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_waits_for_a_channel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_room, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_to_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_waits_for_a_worker, setup, teardown),
