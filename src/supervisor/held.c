@@ -1,6 +1,8 @@
 /* See held.h. */
 #include "held.h"
 
+#include <unistd.h>
+
 /* While connections keep waiting, it is said again at most this often. */
 #define HELD_LOG_MS 10000
 
@@ -34,4 +36,14 @@ bool
 held_waiting(const struct held *h)
 {
 	return h->fd >= 0;
+}
+
+bool
+held_drop(struct held *h)
+{
+	if (h->fd < 0)
+		return false;
+	close(h->fd);
+	h->fd = -1;
+	return true;
 }

@@ -28,3 +28,6 @@ bool held_put(struct held *h, int fd, bool proxy, uint64_t now, unsigned retry_m
  * -1; *ret_proxy: whether it came to a proxy listener. */
 int held_take(struct held *h, uint64_t now, bool *ret_proxy);
 bool held_waiting(const struct held *h);
+/* A stop, or a reload to a model that cannot serve it: closes the waiting
+ * connection, whether due or not. True if there was one. */
+bool held_drop(struct held *h);

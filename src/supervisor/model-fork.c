@@ -75,12 +75,7 @@ fork_retry(struct model_ctx *m, uint64_t now)
 static unsigned
 fork_abandon(struct model_ctx *m)
 {
-	int fd = held_take(m->held, UINT64_MAX, NULL);
-
-	if (fd < 0)
-		return 0;
-	close(fd);
-	return 1;
+	return held_drop(m->held);
 }
 
 static int

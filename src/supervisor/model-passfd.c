@@ -58,11 +58,8 @@ passfd_retry(struct model_ctx *m, uint64_t now)
 static unsigned
 passfd_abandon(struct model_ctx *m)
 {
-	int fd = held_take(m->held, UINT64_MAX, NULL);
-
-	if (fd < 0)
+	if (!held_drop(m->held))
 		return 0;
-	close(fd);
 	ledger_release(m->env->scoreboard);
 	return 1;
 }
