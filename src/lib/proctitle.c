@@ -59,6 +59,15 @@ proctitle_init(int argc, char **argv)
 	area_size = (size_t)(end - area);
 }
 
+/* The rest of the area is zeroed: what is left of a longer title, or of
+ * argv and environ, must not show after it. */
+static void
+clear_after(size_t n)
+{
+	if (n < area_size)
+		memset(area + n, 0, area_size - n);
+}
+
 void
 proctitle_set(const char *comm, const char *fmt, ...)
 {
@@ -72,8 +81,19 @@ proctitle_set(const char *comm, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(area, area_size, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n < area_size)
-		memset(area + n, 0, area_size - (size_t)n);
+	clear_after(n < 0 ? 0 : (size_t)n);
+}
+
+void
+proctitle_set_text(const char *comm, const char *title)
+{
+	size_t n;
+
+	if (comm)
+		(void)prctl(PR_SET_NAME, (unsigned long)comm, 0, 0, 0);
+	if (!area || area_size < 2)
+		return;
+	n = strnlen(title, area_size - 1);
+	memcpy(area, title, n);
+	clear_after(n);
 }

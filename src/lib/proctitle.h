@@ -18,3 +18,7 @@ void proctitle_init(int argc, char **argv);
 /* Sets the title (cut to what the area holds) and comm (cut to 15 bytes,
  * NULL: left as it is). Does nothing before proctitle_init(). */
 void proctitle_set(const char *comm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with the title already formatted: a Model=fork connection
+ * process gets its title formatted by the supervisor before fork(), so
+ * that none of printf's code is among the pages it faults in. */
+void proctitle_set_text(const char *comm, const char *title);

@@ -1,6 +1,7 @@
 #include "children.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -56,12 +57,23 @@ children_reserve(struct children *c, unsigned max)
 	return 0;
 }
 
-static _Noreturn void
-child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
-	   bool proxy, int owed_fd, pid_t parent)
+/* The title is formatted here, before fork(): every code page a new
+ * process runs is a page fault (fork copies no mapping of code), so the
+ * connection process should not be the one running getpeername() and
+ * printf's machinery, which the supervisor has mapped already. */
+static void
+format_title(int fd, char *title, size_t size)
 {
 	char peer[128];
 
+	address_format_peer(fd, peer, sizeof(peer));
+	snprintf(title, size, "echod: connection %s", peer);
+}
+
+static _Noreturn void
+child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
+	   bool proxy, int owed_fd, pid_t parent, const char *title)
+{
 	pool_env_enter_child(env, parent, fd, owed_fd);
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
@@ -69,8 +81,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	for (size_t i = 0; i < env->sockets->n; i++)
 		close(env->sockets->items[i].fd);
 	log_set_context("connection");
-	address_format_peer(fd, peer, sizeof(peer));
-	proctitle_set("echod conn", "echod: connection %s", peer);
+	proctitle_set_text("echod conn", title);
 	struct worker_setup setup = {
 	    .config = config,
 	    .scoreboard = env->scoreboard,
@@ -94,14 +105,16 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 {
 	pid_t parent = getpid();
 	pid_t pid;
+	char title[160];
 
 	if (c->n >= c->capacity)
 		return -ENOSPC;
+	format_title(fd, title, sizeof(title));
 	pid = fork();
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, kept, proxy, owed_fd, parent);
+		child_main(env, config, c->slot, fd, kept, proxy, owed_fd, parent, title);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;
