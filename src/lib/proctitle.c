@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,10 +60,19 @@ proctitle_init(int argc, char **argv)
 	area_size = (size_t)(end - area);
 }
 
-/* The rest of the area is zeroed: what is left of a longer title, or of
- * argv and environ, must not show after it. */
+/* Sets comm; says whether there is an area to write the title in. */
+static bool
+title_start(const char *comm)
+{
+	if (comm)
+		(void)prctl(PR_SET_NAME, (unsigned long)comm, 0, 0, 0);
+	return area && area_size >= 2;
+}
+
+/* The title is the first n bytes of the area: the rest is zeroed, so that
+ * nothing of a longer title, or of argv and environ, shows after it. */
 static void
-clear_after(size_t n)
+title_end(size_t n)
 {
 	if (n < area_size)
 		memset(area + n, 0, area_size - n);
@@ -74,14 +84,12 @@ proctitle_set(const char *comm, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (comm)
-		(void)prctl(PR_SET_NAME, (unsigned long)comm, 0, 0, 0);
-	if (!area || area_size < 2)
+	if (!title_start(comm))
 		return;
 	va_start(ap, fmt);
 	n = vsnprintf(area, area_size, fmt, ap);
 	va_end(ap);
-	clear_after(n < 0 ? 0 : (size_t)n);
+	title_end(n < 0 ? 0 : (size_t)n);
 }
 
 void
@@ -89,11 +97,9 @@ proctitle_set_text(const char *comm, const char *title)
 {
 	size_t n;
 
-	if (comm)
-		(void)prctl(PR_SET_NAME, (unsigned long)comm, 0, 0, 0);
-	if (!area || area_size < 2)
+	if (!title_start(comm))
 		return;
 	n = strnlen(title, area_size - 1);
 	memcpy(area, title, n);
-	clear_after(n);
+	title_end(n);
 }
