@@ -150,16 +150,22 @@ nobufs:
 	return -ENOBUFS;
 }
 
+bool
+notify_status_may_be_due(const struct notify_status_limiter *l, uint64_t now_usec)
+{
+	if (l->last[0] == '\0')
+		return true;
+	/* A clock going back is no time passing. */
+	return now_usec >= l->last_sent_usec &&
+	       now_usec - l->last_sent_usec >= NOTIFY_STATUS_INTERVAL_USEC;
+}
+
 static bool
 status_due(const struct notify_status_limiter *l, const char *text, uint64_t now_usec)
 {
 	if (l->last[0] == '\0')
 		return true;
-	if (strcmp(l->last, text) == 0)
-		return false;
-	/* A clock going back is no time passing. */
-	return now_usec >= l->last_sent_usec &&
-	       now_usec - l->last_sent_usec >= NOTIFY_STATUS_INTERVAL_USEC;
+	return strcmp(l->last, text) != 0 && notify_status_may_be_due(l, now_usec);
 }
 
 static void

@@ -92,6 +92,12 @@ struct notify_status_limiter {
  * its next event or a timer), or the change is never shown. */
 bool notify_status_due(struct notify_status_limiter *l, const char *text, uint64_t now_usec);
 
+/* Whether any text could be due now: false within NOTIFY_STATUS_INTERVAL_USEC
+ * of the last send, when notify_status_due() says no to every text. Lets a
+ * caller that runs on every event skip gathering and formatting a status
+ * that would be held back anyway. Changes nothing. */
+bool notify_status_may_be_due(const struct notify_status_limiter *l, uint64_t now_usec);
+
 /* Formats s and sends "STATUS=<text>" if it is due, or whenever force is
  * set (for the status that goes with READY=1, RELOADING=1, STOPPING=1, which
  * must not be held back; a forced send still counts for the limit). Returns

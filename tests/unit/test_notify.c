@@ -384,6 +384,27 @@ test_limiter(void **state)
 	assert_true(notify_status_due(&l, "d", T0 + 1150 * MSEC));
 }
 
+/* notify_status_may_be_due() says no exactly when notify_status_due() would
+ * say no to any text, and asking it counts nothing. */
+static void
+test_limiter_may_be_due(void **state)
+{
+	struct notify_status_limiter l = {0};
+
+	assert_true(notify_status_may_be_due(&l, T0)); /* nothing sent yet */
+	assert_true(notify_status_may_be_due(&l, T0)); /* asking is no send */
+	assert_true(notify_status_due(&l, "a", T0));
+	assert_false(notify_status_may_be_due(&l, T0));
+	assert_false(notify_status_may_be_due(&l, T0 + 249 * MSEC));
+	assert_false(notify_status_due(&l, "b", T0 + 249 * MSEC));
+	assert_true(notify_status_may_be_due(&l, T0 + 250 * MSEC));
+	/* Due in time, yet the same text is still not due. */
+	assert_false(notify_status_due(&l, "a", T0 + 250 * MSEC));
+	assert_true(notify_status_due(&l, "b", T0 + 250 * MSEC));
+	/* A clock going back is no time passing. */
+	assert_false(notify_status_may_be_due(&l, T0));
+}
+
 static void
 test_limiter_long_text(void **state)
 {
@@ -488,6 +509,7 @@ main(void)
 	    cmocka_unit_test(test_format_note_cut),
 	    cmocka_unit_test(test_format_errors),
 	    cmocka_unit_test(test_limiter),
+	    cmocka_unit_test(test_limiter_may_be_due),
 	    cmocka_unit_test(test_limiter_long_text),
 	    cmocka_unit_test_setup_teardown(test_status_send, setup_socket, teardown_socket),
 	    cmocka_unit_test_setup_teardown(test_status_send_failure_not_counted, setup_socket,
