@@ -48,6 +48,12 @@ Options:
   --modes LIST       comma-separated subset of rr,crr,bulk,udp,hold (all);
                      e.g. --servers fork,xinetd --modes crr for a quick
                      look at the per-connection cost
+  --server-cpus LIST
+                     run every server on these CPUs only (taskset -c LIST,
+                     e.g. 0): its processes and all they fork
+  --client-cpus LIST run echod-bench on these CPUs only (e.g. 1); with
+                     --server-cpus, client and server stop competing for a
+                     core, which on some VMs changes what a fork() costs
   --smoke            CI mode: 0.5 s runs, 1 repetition, small hold, only the
                      reference and echod; fails unless every run of a server
                      that started reported errors=0
@@ -72,6 +78,7 @@ HOLD_PROC=1000
 HOLD_IDLE=1
 SERVERS=ref,prefork,passfd,fork,xinetd,inetd,socat
 MODES=rr,crr,bulk,udp,hold
+SERVER_CPUS='' CLIENT_CPUS=''
 SMOKE=0
 REQUIRE_ECHOD=0
 TAP=0
@@ -99,6 +106,8 @@ while [ $# -gt 0 ]; do
 	--hold-proc) HOLD_PROC=${2:?}; shift ;;
 	--servers) SERVERS=${2:?} SERVERS_GIVEN=1; shift ;;
 	--modes) MODES=${2:?}; shift ;;
+	--server-cpus) SERVER_CPUS=${2:?}; shift ;;
+	--client-cpus) CLIENT_CPUS=${2:?}; shift ;;
 	--smoke) SMOKE=1 ;;
 	--require-echod) REQUIRE_ECHOD=1 ;;
 	--tap) TAP=1 ;;
@@ -124,6 +133,16 @@ fi
 [[ $HOLD =~ ^[0-9]+$ && $HOLD_PROC =~ ^[0-9]+$ ]] || die "bad hold count"
 [[ ,$MODES, =~ ^(,(rr|crr|bulk|udp|hold))+,$ ]] || die "bad mode list '$MODES'"
 [ -x "$BENCH" ] || die "no echod-bench at $BENCH (build first, or pass --bench)"
+# taskset -c LIST (util-linux), or nothing; checked here, not in the first run.
+SERVER_PIN=() CLIENT_PIN=()
+if [ -n "$SERVER_CPUS" ]; then
+	taskset -c "$SERVER_CPUS" true 2>/dev/null || die "bad --server-cpus '$SERVER_CPUS' (taskset -c says no)"
+	SERVER_PIN=(taskset -c "$SERVER_CPUS")
+fi
+if [ -n "$CLIENT_CPUS" ]; then
+	taskset -c "$CLIENT_CPUS" true 2>/dev/null || die "bad --client-cpus '$CLIENT_CPUS' (taskset -c says no)"
+	CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+fi
 [ -x "$REFSERVER" ] || die "no refserver at $REFSERVER (build first, or pass --refserver)"
 mkdir -p "$OUT/logs" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -399,7 +418,7 @@ launch() {
 	# Forked from inside the server's cgroup, so that it and every process
 	# it forks count there; this shell goes back at once.
 	[ -n "$CG" ] && echo "$BASHPID" >"$CG/cgroup.procs"
-	setsid "${cmd[@]}" </dev/null >>"$log" 2>&1 &
+	setsid "${SERVER_PIN[@]}" "${cmd[@]}" </dev/null >>"$log" 2>&1 &
 	SERVER_PID=$!
 	[ -n "$CG" ] && echo "$BASHPID" >"$CG_HOME/cgroup.procs"
 }
@@ -478,7 +497,7 @@ run_one() {
 	args=$(bench_args "$s" "$mode") || return 0
 	cpu_before=$(cpu_us)
 	# shellcheck disable=SC2086 # args is a list of options
-	line=$(timeout -k 5 "$RUN_LIMIT" "$BENCH" -H 127.0.0.1 -p "$port" $args \
+	line=$(timeout -k 5 "$RUN_LIMIT" "${CLIENT_PIN[@]}" "$BENCH" -H 127.0.0.1 -p "$port" $args \
 		2>>"$OUT/logs/bench.log")
 	rc=$?
 	cpu_after=$(cpu_us)
@@ -632,8 +651,13 @@ report() {
 	echo "# echod benchmark"
 	echo
 	echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
-	echo "**Client and server share the machine's $NCPU cores**: every number is a"
-	echo "load generator (echod-bench, 2 threads) and a server competing for them."
+	if [ -n "$SERVER_CPUS$CLIENT_CPUS" ]; then
+		echo "**Pinned**: every server on CPU(s) ${SERVER_CPUS:-any}, the load generator"
+		echo "(echod-bench, 2 threads) on CPU(s) ${CLIENT_CPUS:-any} (taskset -c)."
+	else
+		echo "**Client and server share the machine's $NCPU cores**: every number is a"
+		echo "load generator (echod-bench, 2 threads) and a server competing for them."
+	fi
 	echo "Median of $REPS repetition(s), ${SECS} s each, servers alternating round-robin."
 	echo "Ratios (×ref) are to the single-threaded reference server measured in the same run."
 	echo
