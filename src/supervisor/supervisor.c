@@ -62,7 +62,7 @@ struct supervisor {
 	config_reader reread;
 	void *reread_userdata;
 	const char *runtime_dir; /* NULL: none */
-	uint64_t queue_sampled_ms;
+	uint64_t ticked_ms; /* the last turn that did the once-a-tick work */
 	struct metrics metrics;
 	unsigned generation; /* of the configuration in use: a rejected reload leaves it */
 	/* Reload attempts, taken or not: what reload-status counts (reload.h),
@@ -77,8 +77,7 @@ struct supervisor {
 	const struct model_ops *model; /* the current generation's */
 	struct acceptor acceptor;
 	uint64_t refused_logged, refused_access_logged, refused_proxy_logged, pauses_logged;
-	uint64_t admission_logged_ms; /* the last line */
-	uint64_t admission_checked_ms; /* the last look at the counters */
+	uint64_t admission_logged_ms;
 	char status_note[640]; /* shown in STATUS=, e.g. a rejected reload */
 	/* What the reload in progress did not apply, for its verdict: the
 	 * client (echod --reload) must not hear "applied" for a key that is
@@ -172,10 +171,7 @@ status_update(struct supervisor *s, bool force)
 
 /* What admission control did since the last line, at most one line every
  * few seconds whatever a flood does: refusals by any process and pauses of
- * any acceptor are all in the scoreboard. It looks once a tick, not on every
- * turn of the loop: while nothing is refused, no line resets the interval,
- * and summing every slot on each accept batch cost passfd's supervisor 7%
- * of its CPU. */
+ * any acceptor are all in the scoreboard. */
 static void
 status_log_admission(struct supervisor *s, uint64_t now)
 {
@@ -183,10 +179,8 @@ status_log_admission(struct supervisor *s, uint64_t now)
 	struct scoreboard_totals t;
 	uint64_t limit_now, limit_logged;
 
-	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS ||
-	    now - s->admission_checked_ms < TICK_MS)
+	if (now - s->admission_logged_ms < ADMISSION_LOG_INTERVAL_MS)
 		return;
-	s->admission_checked_ms = now;
 	scoreboard_totals(&s->scoreboard, &t);
 	limit_now = t.refused - t.refused_access - t.refused_proxy;
 	limit_logged = s->refused_logged - s->refused_access_logged - s->refused_proxy_logged;
@@ -674,15 +668,27 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 
 /* For `echod status`: what waits in the kernel's accept queues. */
 static void
-sample_accept_queue(struct supervisor *s, uint64_t now)
+sample_accept_queue(struct supervisor *s)
 {
 	unsigned queued, room;
 
-	if (now < s->queue_sampled_ms + TICK_MS)
-		return;
-	s->queue_sampled_ms = now;
 	listen_queue_depth(s->sockets, &queued, &room);
 	scoreboard_set_accept_queue(&s->scoreboard, queued, room);
+}
+
+/* What needs a look only every TICK_MS, not on each turn of the loop (each
+ * accept batch, under load): both sum or ask the kernel for state across
+ * all processes or listeners. The admission log's own interval starts only
+ * from a line logged, so while nothing is refused it would otherwise sum
+ * every scoreboard slot on every turn (7% of passfd's supervisor CPU). */
+static void
+once_a_tick(struct supervisor *s, uint64_t now)
+{
+	if (now < s->ticked_ms + TICK_MS)
+		return;
+	s->ticked_ms = now;
+	status_log_admission(s, now);
+	sample_accept_queue(s);
 }
 
 static int
@@ -712,8 +718,7 @@ supervisor_loop(struct supervisor *s)
 			acceptor_update(&s->acceptor, s->model, &m, s->stopping, now);
 			watchdog_check(s, now);
 			status_update(s, false);
-			status_log_admission(s, now);
-			sample_accept_queue(s, now);
+			once_a_tick(s, now);
 		}
 		metrics_tick(&s->metrics, now);
 
