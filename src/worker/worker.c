@@ -41,6 +41,7 @@ struct worker {
 	int epoll_fd;
 	struct source signal_source;
 	int signal_fd;
+	bool signalled; /* the signalfd is readable: read after the batch */
 	struct listener_source *datagram_sources;
 	bool draining;
 	bool returning; /* returning connections to the supervisor (reload) */
@@ -267,7 +268,10 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 		conns_handle(&w->conns, (struct connection *)s, ev->events, now);
 		break;
 	case SOURCE_SIGNAL:
-		signal_handle(w, now);
+		/* Read after the rest of the batch: a reload or a restart
+		 * gives every connection away, and an event further on would
+		 * name one that is gone. */
+		w->signalled = true;
 		break;
 	case SOURCE_CHANNEL:
 		receive(w, now);
@@ -317,6 +321,10 @@ worker_loop(struct worker *w)
 		intake_account(&w->intake, woke_us);
 		for (int i = 0; i < n; i++)
 			dispatch(w, &events[i], now);
+		if (w->signalled) {
+			w->signalled = false;
+			signal_handle(w, now);
+		}
 	}
 }
 
