@@ -21,6 +21,14 @@
  * may fire up to this late. */
 #define LRU_MOVE_MS 100
 
+/* What a read lands in before it is echoed; what cannot be written at
+ * once is copied out (echo.c), so one buffer serves every connection of
+ * the (single-threaded) process. Static, it is .bss: where Model=fork
+ * forks a process per connection, that process's first read faults in a
+ * fresh zero page, where a malloc()ed buffer would copy the parent's heap
+ * pages and the allocator's state, a copy-on-write fault each. */
+static char scratch[WORKER_BUFFER_SIZE];
+
 int
 conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
 	   struct admission_table *sources)
@@ -31,10 +39,10 @@ conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct l
 	    .ledger = ledger,
 	    .sources = sources,
 	    .pid = getpid(),
+	    .buffer = scratch,
 	    .lifetime_ms = CONNS_LIFETIME_START_MS,
 	};
-	cs->buffer = malloc(WORKER_BUFFER_SIZE);
-	return cs->buffer ? 0 : -ENOMEM;
+	return 0;
 }
 
 void
@@ -44,7 +52,6 @@ conns_done(struct conns *cs)
 		conns_close(cs, cs->head);
 	while (cs->header_head)
 		conns_close(cs, cs->header_head);
-	free(cs->buffer);
 	cs->buffer = NULL;
 }
 
@@ -107,6 +114,26 @@ connection_touch(struct conns *cs, struct connection *c, uint64_t now)
 
 /* --- connections --- */
 
+static struct connection *
+connection_new(struct conns *cs)
+{
+	if (!cs->first_in_use) {
+		cs->first_in_use = true;
+		cs->first = (struct connection){0};
+		return &cs->first;
+	}
+	return calloc(1, sizeof(struct connection));
+}
+
+static void
+connection_free(struct conns *cs, struct connection *c)
+{
+	if (c == &cs->first)
+		cs->first_in_use = false;
+	else
+		free(c);
+}
+
 /* epoll watches an open socket, not an fd number: while another process
  * holds the socket, even for a moment, closing ours leaves it watched,
  * and an event would name c after it is freed. Only a socket this process
@@ -123,7 +150,7 @@ forget(struct conns *cs, struct connection *c, bool shared)
 	if (cs->sources)
 		admission_put(cs->sources, cs->pid, &c->ticket);
 	free(c->proxy);
-	free(c);
+	connection_free(cs, c);
 	cs->n--;
 	ledger_close(cs->ledger);
 }
@@ -289,11 +316,12 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 	}
 	if (a->is_tcp)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c = calloc(1, sizeof(*c));
+	c = connection_new(cs);
 	if (c && (a->proxy || a->client))
 		proxy = c->proxy = calloc(1, sizeof(*c->proxy));
 	if (!c || ((a->proxy || a->client) && !proxy)) {
-		free(c);
+		if (c)
+			connection_free(cs, c);
 		close(fd);
 		free(owed);
 		goto unadmit;
@@ -311,7 +339,7 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 		close(fd);
 		echo_conn_release(&c->echo);
 		free(c->proxy);
-		free(c);
+		connection_free(cs, c);
 		log_warning_errno(r, "watching a new connection: %m");
 		goto unadmit;
 	}
