@@ -94,6 +94,7 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	    .connection_proxy = proxy,
 	    .connection_kept = kept,
 	    .connection_owed_fd = owed_fd,
+	    .signals_entered = true,
 	};
 	_exit(worker_run(&setup));
 }

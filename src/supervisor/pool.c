@@ -112,7 +112,7 @@ close_waiting(const struct pool_env *env, int keep_fd, int keep_owed_fd)
 void
 pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int keep_owed_fd)
 {
-	worker_reset_signals(&env->changed_signals);
+	worker_enter_signals(&env->signals);
 	close(env->epoll_fd);
 	close(env->signal_fd);
 	/* Workers' channels: holding them would keep those workers' hang-ups
@@ -156,6 +156,7 @@ worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t p
 	    .channel = channel,
 	    .returns = -1,
 	    .release_reservations = true,
+	    .signals_entered = true,
 	};
 	_exit(worker_run(&setup));
 }

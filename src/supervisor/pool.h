@@ -25,7 +25,7 @@ struct pool_env {
 	struct pool *pools; /* every pool, current first: for closing channels */
 	/* Tag for a channel's epoll registration: (tag | fd) in data.u64. */
 	uint64_t channel_event;
-	sigset_t changed_signals; /* the supervisor's: reset in children */
+	struct worker_signals signals; /* the supervisor's, as children inherit them */
 	/* The channel fork's connection processes share to send their
 	 * connections back on a reload ([FDPASS_WORKER], inherited by them
 	 * alone); the supervisor reads [FDPASS_SUPERVISOR]. -1 if none. */

@@ -744,12 +744,12 @@ setup_signals(struct supervisor *s)
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, RESTART_SIGNAL);
 	/* Not ours: blocked so that children are born with it blocked (see
-	 * worker_reset_signals()); read and ignored. */
+	 * worker_enter_signals()); read and ignored. */
 	sigaddset(&mask, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return negative_errno();
 	signal(SIGPIPE, SIG_IGN);
-	worker_signals_changed(&s->env.changed_signals);
+	worker_signals_inherited(&s->env.signals);
 	s->env.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (s->env.signal_fd < 0)
 		return negative_errno();

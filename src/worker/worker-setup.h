@@ -50,4 +50,7 @@ struct worker_setup {
 	 * released as they close (prefork reserves its own; passfd's supervisor
 	 * reserves for its workers). */
 	bool release_reservations;
+	/* worker_enter_signals() has run in this process (worker.h): the
+	 * loop only opens its signalfd. */
+	bool signals_entered;
 };

@@ -54,31 +54,65 @@ struct worker {
 	uint64_t drops_logged_ms;
 };
 
-void
-worker_signals_changed(sigset_t *ret)
+/* What worker_run()'s signalfd reads, and SIGHUP, blocked in a worker. */
+static void
+worker_signal_mask(sigset_t *ret)
 {
 	sigemptyset(ret);
-	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction sa;
-
-		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
-			sigaddset(ret, sig);
-	}
+	sigaddset(ret, SIGTERM);
+	sigaddset(ret, SIGINT);
+	/* From the supervisor: hand connections over, echod is restarting
+	 * (USR1), or give them back to it, echod is reloading (USR2). */
+	sigaddset(ret, SIGUSR1);
+	sigaddset(ret, SIGUSR2);
 }
 
 void
-worker_reset_signals(const sigset_t *changed)
+worker_signals_inherited(struct worker_signals *ret)
+{
+	sigemptyset(&ret->to_default);
+	ret->pipe_ignored = false;
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+
+		if (sigaction(sig, NULL, &sa) < 0 || sa.sa_handler == SIG_DFL)
+			continue;
+		if (sig == SIGPIPE && sa.sa_handler == SIG_IGN)
+			ret->pipe_ignored = true;
+		else
+			sigaddset(&ret->to_default, sig);
+	}
+}
+
+/* The client's side of a socket may close at any time: EPIPE is an error
+ * for that connection, never a reason to die. */
+static void
+ignore_sigpipe(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* A worker never reads SIGHUP: blocked, it stays pending and harmless. */
+static void
+worker_blocked_signals(sigset_t *ret)
+{
+	worker_signal_mask(ret);
+	sigaddset(ret, SIGHUP);
+}
+
+void
+worker_enter_signals(const struct worker_signals *inherited)
 {
 	struct sigaction sa = {.sa_handler = SIG_DFL};
-	sigset_t orders;
+	sigset_t blocked;
 
 	for (int sig = 1; sig < NSIG; sig++)
-		if (sigismember(changed, sig) == 1)
+		if (sig != SIGPIPE && sigismember(&inherited->to_default, sig) == 1)
 			sigaction(sig, &sa, NULL);
-	sigemptyset(&orders);
-	sigaddset(&orders, SIGUSR1);
-	sigaddset(&orders, SIGUSR2);
-	sigprocmask(SIG_SETMASK, &orders, NULL);
+	if (!inherited->pipe_ignored)
+		ignore_sigpipe();
+	worker_blocked_signals(&blocked);
+	sigprocmask(SIG_SETMASK, &blocked, NULL);
 }
 
 /* --- datagrams --- */
@@ -333,20 +367,15 @@ worker_setup_signals(struct worker *w)
 {
 	sigset_t mask;
 
-	/* The client's side of a socket may close at any time: EPIPE is an
-	 * error for that connection, never a reason to die. */
-	signal(SIGPIPE, SIG_IGN);
-	/* A reload is the supervisor's business. */
-	signal(SIGHUP, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	/* From the supervisor: hand connections over, echod is restarting
-	 * (USR1), or give them back to it, echod is reloading (USR2). */
-	sigaddset(&mask, SIGUSR1);
-	sigaddset(&mask, SIGUSR2);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return negative_errno();
+	if (!w->setup->signals_entered) {
+		sigset_t blocked;
+
+		ignore_sigpipe();
+		worker_blocked_signals(&blocked);
+		if (sigprocmask(SIG_BLOCK, &blocked, NULL) < 0)
+			return negative_errno();
+	}
+	worker_signal_mask(&mask);
 	w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (w->signal_fd < 0)
 		return negative_errno();

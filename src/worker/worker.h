@@ -13,16 +13,22 @@
  * connection ends. Returns an exit status for the process. */
 int worker_run(const struct worker_setup *setup);
 
-/* The signals whose disposition is not the default in this process (ignored,
- * or handled): what worker_reset_signals() has to undo in a child. Read once,
- * after the supervisor's signal set-up, so that a child does not reset every
- * signal (64 system calls, 0.1-0.2 ms of each fork child on a slow VM). */
-void worker_signals_changed(sigset_t *ret);
+/* What a child of the supervisor has to change of the signal state it
+ * inherits to have a worker's. Read once, after the supervisor's signal
+ * set-up, so that each child makes only the system calls it needs: a
+ * Model=fork child pays 10-20 µs for each on a slow VM. */
+struct worker_signals {
+	sigset_t to_default; /* handled or ignored here, the default in a worker */
+	bool pipe_ignored;   /* SIGPIPE is ignored here, as in a worker */
+};
+void worker_signals_inherited(struct worker_signals *ret);
 
-/* First thing in any child of the supervisor: default handlers for the
- * signals in `changed` and a mask of SIGUSR1 and SIGUSR2 alone, so nothing
- * else of the supervisor's signal set-up leaks. Those two (store, return)
- * stay blocked, as in the supervisor, until worker_run()'s signalfd
- * takes them: one sent to a child not yet listening waits for it instead
- * of killing it with its connection. */
-void worker_reset_signals(const sigset_t *changed);
+/* First thing in any child of the supervisor: the worker's signal state,
+ * in one go, so that nothing of the supervisor's set-up leaks. SIGPIPE is
+ * ignored, the rest of `inherited->to_default` back to the default, and
+ * blocked from the fork on are the signals worker_run()'s signalfd reads
+ * (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) and SIGHUP (a reload is the
+ * supervisor's business): one sent to a child not yet listening waits
+ * for it instead of killing it with its connection. Tell worker_run()
+ * (worker_setup.signals_entered) not to do it again. */
+void worker_enter_signals(const struct worker_signals *inherited);
