@@ -20,11 +20,11 @@ children_init(struct children *c, struct scoreboard *sb)
 {
 	int slot = scoreboard_find_free(sb);
 
-	*c = (struct children){.slot = -1};
+	*c = (struct children){.slot = -1, .parent = getpid()};
 	if (slot < 0)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
-	sb->slots[slot].pid = getpid();
+	sb->slots[slot].pid = c->parent;
 	scoreboard_slot_start(sb, (unsigned)slot, 0);
 	SB_SET(sb->slots[slot].state, SLOT_RUNNING);
 	c->slot = slot;
@@ -104,7 +104,6 @@ static int
 fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
 	   bool kept, bool proxy, int owed_fd)
 {
-	pid_t parent = getpid();
 	pid_t pid;
 	char title[160];
 
@@ -115,7 +114,7 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	if (pid < 0)
 		return negative_errno();
 	if (pid == 0)
-		child_main(env, config, c->slot, fd, kept, proxy, owed_fd, parent, title);
+		child_main(env, config, c->slot, fd, kept, proxy, owed_fd, c->parent, title);
 	close(fd);
 	c->pids[c->n++] = pid;
 	return 0;

@@ -15,6 +15,7 @@ struct children {
 	unsigned n;
 	unsigned capacity;
 	int slot; /* the scoreboard slot every child (and the supervisor) counts into */
+	pid_t parent; /* the supervisor: a child checks it still has that parent */
 };
 
 int children_init(struct children *c, struct scoreboard *sb);

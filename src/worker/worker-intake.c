@@ -529,14 +529,15 @@ fd_capacity(unsigned wanted)
 void
 intake_set_capacity(struct intake *in)
 {
-	unsigned wanted = config_worker_connections(in->config);
+	unsigned wanted;
 
 	/* Only a worker that takes connections has room to find: a
 	 * connection process has its one, fork's datagram worker none. */
 	if (in->kind != INTAKE_LISTENERS && in->kind != INTAKE_CHANNEL) {
-		in->capacity = wanted;
+		in->capacity = in->kind == INTAKE_ONE ? 1 : 0;
 		return;
 	}
+	wanted = config_worker_connections(in->config);
 	in->capacity = fd_capacity(wanted);
 	SB_SET(in->ledger->slot->capacity, in->capacity);
 	if (in->capacity < wanted)

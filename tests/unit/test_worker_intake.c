@@ -459,7 +459,7 @@ test_capacity_of_a_connection_process(void **state)
 	f->in.kind = INTAKE_ONE;
 	f->config.worker_connections = 1000;
 	intake_set_capacity(&f->in);
-	assert_int_equal(f->in.capacity, 1000);
+	assert_int_equal(f->in.capacity, 1);
 	assert_int_equal(SB_GET(f->sb.slots[SLOT].capacity), 0);
 }
 
