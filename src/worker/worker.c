@@ -67,14 +67,29 @@ worker_signal_mask(sigset_t *ret)
 	sigaddset(ret, SIGUSR2);
 }
 
+/* A worker never reads SIGHUP: blocked, it stays pending and harmless. */
+static void
+worker_blocked_signals(sigset_t *ret)
+{
+	worker_signal_mask(ret);
+	sigaddset(ret, SIGHUP);
+}
+
 void
 worker_signals_inherited(struct worker_signals *ret)
 {
+	sigset_t blocked;
+
 	sigemptyset(&ret->to_default);
 	ret->pipe_ignored = false;
+	/* Blocked for a worker's whole life, a signal's disposition never
+	 * matters: the signalfd reads it, or (SIGHUP) nothing does. */
+	worker_blocked_signals(&blocked);
 	for (int sig = 1; sig < NSIG; sig++) {
 		struct sigaction sa;
 
+		if (sigismember(&blocked, sig) == 1)
+			continue;
 		if (sigaction(sig, NULL, &sa) < 0 || sa.sa_handler == SIG_DFL)
 			continue;
 		if (sig == SIGPIPE && sa.sa_handler == SIG_IGN)
@@ -90,14 +105,6 @@ static void
 ignore_sigpipe(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-}
-
-/* A worker never reads SIGHUP: blocked, it stays pending and harmless. */
-static void
-worker_blocked_signals(sigset_t *ret)
-{
-	worker_signal_mask(ret);
-	sigaddset(ret, SIGHUP);
 }
 
 void

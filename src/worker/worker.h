@@ -18,7 +18,8 @@ int worker_run(const struct worker_setup *setup);
  * set-up, so that each child makes only the system calls it needs: a
  * Model=fork child pays 10-20 µs for each on a slow VM. */
 struct worker_signals {
-	sigset_t to_default; /* handled or ignored here, the default in a worker */
+	sigset_t to_default; /* handled or ignored here, the default in a worker
+			      * (but for those a worker keeps blocked) */
 	bool pipe_ignored;   /* SIGPIPE is ignored here, as in a worker */
 };
 void worker_signals_inherited(struct worker_signals *ret);
