@@ -465,7 +465,11 @@ int
 worker_run(const struct worker_setup *setup)
 {
 	struct worker w = {.setup = setup, .epoll_fd = -1, .signal_fd = -1};
-	struct admission_table *sources = setup->scoreboard ? setup->scoreboard->sources : NULL;
+	/* Only a per-source limit needs the table (and conns our pid). */
+	struct admission_table *sources =
+	    setup->scoreboard && setup->config->max_connections_per_source
+		? setup->scoreboard->sources
+		: NULL;
 	int r, status;
 
 	w.slot = setup->scoreboard && setup->slot >= 0 ? &setup->scoreboard->slots[setup->slot]
