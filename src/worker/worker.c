@@ -455,6 +455,10 @@ worker_free(struct worker *w)
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
 	ratelimit_free(w->datagram_limit);
+	/* A process of one connection exits next, which closes them: two
+	 * system calls fewer for each Model=fork connection. */
+	if (w->setup->intake == INTAKE_ONE)
+		return;
 	if (w->signal_fd >= 0)
 		close(w->signal_fd);
 	if (w->epoll_fd >= 0)

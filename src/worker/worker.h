@@ -10,7 +10,8 @@
 
 /* Runs the loop until it is told to stop (SIGTERM/SIGINT, the channel
  * closing) and its connections are finished, or (INTAKE_ONE) until its
- * connection ends. Returns an exit status for the process. */
+ * connection ends. Returns an exit status for the process; with
+ * INTAKE_ONE, for a process that exits next (some fds are left to exit). */
 int worker_run(const struct worker_setup *setup);
 
 /* What a child of the supervisor has to change of the signal state it
