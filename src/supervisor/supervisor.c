@@ -589,29 +589,41 @@ watchdog_check(struct supervisor *s, uint64_t now)
 /* --- the loop --- */
 
 static void
+handle_signal(struct supervisor *s, const struct signalfd_siginfo *si, uint64_t now)
+{
+	switch (si->ssi_signo) {
+	case SIGCHLD:
+		reap(s, now);
+		break;
+	case SIGTERM:
+	case SIGINT:
+		begin_stop(s, sigabbrev_np((int)si->ssi_signo), now);
+		break;
+	case SIGHUP:
+		if (!s->stopping)
+			reload(s, now);
+		break;
+	case RESTART_SIGNAL:
+		s->restart_announced_ms = si->ssi_int > 0 ? now : 0;
+		s->restart_store_max = si->ssi_int > 0 ? (unsigned)si->ssi_int : 0;
+		break;
+	}
+}
+
+/* Read several at a time: a read that comes back short has emptied the
+ * signalfd, so the common wakeup (one SIGCHLD per Model=fork connection)
+ * costs one read, not a second that fails with EAGAIN. */
+static void
 handle_signals(struct supervisor *s, uint64_t now)
 {
-	struct signalfd_siginfo si;
+	struct signalfd_siginfo si[8];
+	ssize_t n;
 
-	while (read(s->env.signal_fd, &si, sizeof(si)) == sizeof(si)) {
-		switch (si.ssi_signo) {
-		case SIGCHLD:
-			reap(s, now);
-			break;
-		case SIGTERM:
-		case SIGINT:
-			begin_stop(s, sigabbrev_np((int)si.ssi_signo), now);
-			break;
-		case SIGHUP:
-			if (!s->stopping)
-				reload(s, now);
-			break;
-		case RESTART_SIGNAL:
-			s->restart_announced_ms = si.ssi_int > 0 ? now : 0;
-			s->restart_store_max = si.ssi_int > 0 ? (unsigned)si.ssi_int : 0;
-			break;
-		}
-	}
+	do {
+		n = read(s->env.signal_fd, si, sizeof(si));
+		for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(si[0]); i++)
+			handle_signal(s, &si[i], now);
+	} while (n == (ssize_t)sizeof(si));
 }
 
 static int
