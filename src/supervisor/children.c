@@ -74,12 +74,14 @@ static _Noreturn void
 child_main(const struct pool_env *env, const struct config *config, int slot, int fd, bool kept,
 	   bool proxy, int owed_fd, pid_t parent, const char *title)
 {
-	pool_env_enter_child(env, parent, fd, owed_fd);
+	struct fd_closer drop = {0};
+
 	/* The child serves one connection: no listener of ours may stay open
 	 * in it (clients could queue on a socket nobody accepts from after
 	 * the supervisor exits). */
 	for (size_t i = 0; i < env->sockets->n; i++)
-		close(env->sockets->items[i].fd);
+		fd_closer_add(&drop, env->sockets->items[i].fd);
+	pool_env_enter_child(env, parent, fd, owed_fd, &drop);
 	log_set_context("connection");
 	proctitle_set_text("echod conn", title);
 	struct worker_setup setup = {

@@ -89,41 +89,40 @@ pool_free(const struct pool_env *env, struct pool *p)
 }
 
 static void
-close_waiting(const struct pool_env *env, int keep_fd, int keep_owed_fd)
+close_waiting(const struct pool_env *env, int keep_fd, int keep_owed_fd, struct fd_closer *fc)
 {
 	const struct restart_queue *q = env->waiting;
 
-	if (env->held_fd && *env->held_fd >= 0 && *env->held_fd != keep_fd)
-		close(*env->held_fd);
+	if (env->held_fd && *env->held_fd != keep_fd)
+		fd_closer_add(fc, *env->held_fd);
 	for (size_t i = q ? q->next : 0; q && i < q->n; i++) {
 		const struct kept_conn *item = &q->items[i];
 
-		if (item->fd >= 0 && item->fd != keep_fd)
-			close(item->fd);
-		if (item->owed_fd >= 0 && item->owed_fd != keep_owed_fd)
-			close(item->owed_fd);
+		if (item->fd != keep_fd)
+			fd_closer_add(fc, item->fd);
+		if (item->owed_fd != keep_owed_fd)
+			fd_closer_add(fc, item->owed_fd);
 	}
 	/* Owed bytes whose connection has not come back yet. */
 	for (size_t i = 0; q && i < q->n_pending; i++)
-		if (q->pending[i].fd >= 0)
-			close(q->pending[i].fd);
+		fd_closer_add(fc, q->pending[i].fd);
 }
 
 void
-pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int keep_owed_fd)
+pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int keep_owed_fd,
+		     struct fd_closer *also)
 {
 	worker_enter_signals(&env->signals);
-	close(env->epoll_fd);
-	close(env->signal_fd);
+	fd_closer_add(also, env->epoll_fd);
+	fd_closer_add(also, env->signal_fd);
 	/* Workers' channels: holding them would keep those workers' hang-ups
 	 * from being seen. (A worker's own end is not among these.) */
 	for (struct pool *q = env->pools; q; q = q->next)
 		for (unsigned i = 0; i < q->n; i++)
-			if (q->positions[i].channel >= 0)
-				close(q->positions[i].channel);
-	if (env->returns[FDPASS_SUPERVISOR] >= 0)
-		close(env->returns[FDPASS_SUPERVISOR]);
-	close_waiting(env, keep_fd, keep_owed_fd);
+			fd_closer_add(also, q->positions[i].channel);
+	fd_closer_add(also, env->returns[FDPASS_SUPERVISOR]);
+	close_waiting(env, keep_fd, keep_owed_fd, also);
+	fd_closer_close(also);
 	metrics_close_in_child(env->metrics);
 	/* If the supervisor dies, its children drain instead of serving on
 	 * unsupervised. */
@@ -136,12 +135,12 @@ static _Noreturn void
 worker_child(const struct pool_env *env, struct pool *p, unsigned index, pid_t parent,
 	     int channel)
 {
+	struct fd_closer drop = {0};
 	char context[32];
 
-	pool_env_enter_child(env, parent, -1, -1);
 	/* A worker gives back over its own channel. */
-	if (env->returns[FDPASS_WORKER] >= 0)
-		close(env->returns[FDPASS_WORKER]);
+	fd_closer_add(&drop, env->returns[FDPASS_WORKER]);
+	pool_env_enter_child(env, parent, -1, -1, &drop);
 	snprintf(context, sizeof(context), "worker %u", index);
 	log_set_context(context);
 	proctitle_set("echod worker", "echod: %s", context);

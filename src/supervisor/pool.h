@@ -3,6 +3,8 @@
  * a reload, older pools retiring until their last worker has exited. */
 #pragma once
 
+#include "fdclose.h"
+
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -78,9 +80,10 @@ struct pool {
  * process): default signal state, none of the supervisor's event-loop fds,
  * workers' channels or waiting kept connections left open (but keep_fd and
  * keep_owed_fd, what this child is to serve, or -1), and death with the
- * supervisor. */
-void pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd,
-			  int keep_owed_fd);
+ * supervisor. The fds in `also`, which the child drops besides, are closed
+ * with the rest, in as few system calls as their numbers allow. */
+void pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int keep_owed_fd,
+			  struct fd_closer *also);
 
 /* Allocates a pool of n positions with a copy of config, whose workers get
  * connections by intake (all but INTAKE_NONE get a channel). */
