@@ -368,6 +368,9 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 		log_peer_via(peer, via[0] ? via : NULL, "connection from %s%s%s", peer,
 			     via[0] ? " via " : "", via);
 	}
+	/* Nothing to read yet costs one recv() that says so. */
+	if (a->readable)
+		conns_handle(cs, c, EPOLLIN, c->last_active_ms);
 	return 0;
 unadmit:
 	if (cs->sources)

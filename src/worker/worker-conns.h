@@ -115,6 +115,10 @@ struct conn_arrival {
 	 * else. */
 	char *owed;
 	size_t owed_len;
+	/* Most likely readable already (a connection handed to a new
+	 * process, its client's bytes in by now): served at once, an
+	 * epoll_wait() sooner. */
+	bool readable;
 };
 
 /* Takes fd and a->owed: served or closed and freed on every path. The

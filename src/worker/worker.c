@@ -444,6 +444,7 @@ take_given(struct worker *w)
 		      .origin = LEDGER_SENT,
 		      .is_tcp = !setup->connection_tuned && listen_socket_is_tcp(setup->connection),
 		      .proxy = setup->connection_proxy,
+		      .readable = true,
 		  });
 }
 
