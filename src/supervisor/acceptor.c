@@ -108,7 +108,7 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 	unsigned rate = c->connection_rate_limit;
 
 	for (int i = 0; i < ACCEPT_BATCH && !a->resume_ms && model->has_room(m); i++) {
-		struct sockaddr_storage peer;
+		struct arrival conn = {.proxy = l->proxy};
 		int fd, r;
 
 		if (model->reserves && !ledger_reserve(a->sb))
@@ -118,7 +118,7 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 				ledger_release(a->sb);
 			return;
 		}
-		fd = accept_next_peer(l->fd, &peer, NULL);
+		fd = accept_next_peer(l->fd, &conn.peer, &conn.peer_len);
 		if (fd < 0) {
 			admission_rate_undo(a->sb, rate);
 			if (model->reserves)
@@ -130,12 +130,13 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 			}
 			return;
 		}
-		if (refused_at_source(a, c, l, fd, (struct sockaddr *)&peer)) {
+		if (refused_at_source(a, c, l, fd, (struct sockaddr *)&conn.peer)) {
 			if (model->reserves)
 				ledger_release(a->sb);
 			continue;
 		}
-		r = model->deliver(m, fd, l->proxy, now_ms());
+		conn.fd = fd;
+		r = model->deliver(m, &conn, now_ms());
 		if (r == 0)
 			continue;
 		if (model->reserves)

@@ -62,11 +62,14 @@ children_reserve(struct children *c, unsigned max)
  * connection process should not be the one running getpeername() and
  * printf's machinery, which the supervisor has mapped already. */
 static void
-format_title(int fd, char *title, size_t size)
+format_title(const struct arrival *a, char *title, size_t size)
 {
 	char peer[128];
 
-	address_format_peer(fd, peer, sizeof(peer));
+	if (a->peer_len > 0)
+		address_format((const struct sockaddr *)&a->peer, a->peer_len, peer, sizeof(peer));
+	else
+		address_format_peer(a->fd, peer, sizeof(peer));
 	snprintf(title, size, "echod: connection %s", peer);
 }
 
@@ -101,17 +104,19 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	_exit(worker_run(&setup));
 }
 
-/* Takes fd on success (see children.h); never owed_fd. */
+/* Takes a->fd on success (see children.h); never owed_fd. */
 static int
-fork_child(struct children *c, const struct pool_env *env, const struct config *config, int fd,
-	   bool kept, bool proxy, int owed_fd)
+fork_child(struct children *c, const struct pool_env *env, const struct config *config,
+	   const struct arrival *a, bool kept, int owed_fd)
 {
+	int fd = a->fd;
+	bool proxy = a->proxy;
 	pid_t pid;
 	char title[160];
 
 	if (c->n >= c->capacity)
 		return -ENOSPC;
-	format_title(fd, title, sizeof(title));
+	format_title(a, title, sizeof(title));
 	pid = fork();
 	if (pid < 0)
 		return negative_errno();
@@ -124,16 +129,16 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 
 int
 children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-	      int fd, bool proxy)
+	      const struct arrival *a)
 {
-	return fork_child(c, env, config, fd, false, proxy, -1);
+	return fork_child(c, env, config, a, false, -1);
 }
 
 int
 children_fork_kept(struct children *c, const struct pool_env *env,
 		       const struct config *config, int fd, int owed_fd)
 {
-	return fork_child(c, env, config, fd, true, false, owed_fd);
+	return fork_child(c, env, config, &(struct arrival){.fd = fd}, true, owed_fd);
 }
 
 bool

@@ -4,6 +4,8 @@
  * the new generation. */
 #pragma once
 
+#include "arrival.h"
+
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -23,11 +25,11 @@ void children_done(struct children *c);
 /* Makes room for up to max live children (after a reload raised it). */
 int children_reserve(struct children *c, unsigned max);
 
-/* Takes fd on success: a child serves it; the parent's copy is closed at
- * once. Returns 0, or -errno when fork() failed: fd is still the caller's,
- * to retry with once processes free up (-EAGAIN, -ENOMEM). */
+/* Takes a->fd on success: a child serves it; the parent's copy is closed
+ * at once. Returns 0, or -errno when fork() failed: the fd is still the
+ * caller's, to retry with once processes free up (-EAGAIN, -ENOMEM). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-		  int fd, bool proxy);
+		  const struct arrival *a);
 /* The same for a connection taken back after a restart: owed_fd (a sealed
  * memfd, see kept.h, or -1) holds what the previous echod owed on it,
  * written back first. Takes fd as above; never owed_fd. */

@@ -40,14 +40,14 @@ fork_has_room(const struct model_ctx *m)
  * version of running out of fds: the connection waits (and the backlog
  * behind it) until processes exit. */
 static int
-fork_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
+fork_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {
-	int r = children_fork(m->children, m->env, &m->pool->config, fd, proxy);
+	int r = children_fork(m->children, m->env, &m->pool->config, a);
 
 	if (r == 0)
 		return 0;
 	if (r == -EAGAIN || r == -ENOMEM) {
-		if (held_put(m->held, fd, proxy, now, ACCEPT_PAUSE_MS))
+		if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_PAUSE_MS))
 			log_warning_errno(
 			    r,
 			    "cannot fork for a new connection: %m; it and those behind "
@@ -56,17 +56,17 @@ fork_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
 			    ACCEPT_PAUSE_MS, (unsigned long long)m->held->waits);
 		return 0;
 	}
-	close(fd);
+	close(a->fd);
 	return log_warning_errno(r, "forking for a new connection: %m; it is closed");
 }
 
 static unsigned
 fork_retry(struct model_ctx *m, uint64_t now)
 {
-	bool proxy = false;
-	int fd = held_take(m->held, now, &proxy);
+	struct arrival a = {0};
 
-	return fd >= 0 && fork_deliver(m, fd, proxy, now) < 0;
+	a.fd = held_take(m->held, now, &a.proxy);
+	return a.fd >= 0 && fork_deliver(m, &a, now) < 0;
 }
 
 /* The connection that waits for fork() to work again has nobody to serve

@@ -22,19 +22,19 @@ passfd_has_room(const struct model_ctx *m)
  * or no worker running: it waits, and the clients behind it wait in the
  * accept queue, until a worker has room. */
 static int
-passfd_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
+passfd_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {
-	int r = pool_send(m->env, m->pool, fd, false, proxy, -1);
+	int r = pool_send(m->env, m->pool, a->fd, false, a->proxy, -1);
 
 	if (r == -EAGAIN) {
-		if (held_put(m->held, fd, proxy, now, ACCEPT_RETRY_MS))
+		if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_RETRY_MS))
 			log_notice("no worker can take a new connection now (their channels are "
 				   "full, or none runs): it and those behind it wait, retried "
 				   "every %d ms (%llu waited so far)",
 				   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
 		return 0;
 	}
-	close(fd);
+	close(a->fd);
 	if (r < 0)
 		log_warning_errno(r, "no worker could take a new connection: %m; it is closed");
 	return r;
@@ -44,10 +44,10 @@ passfd_deliver(struct model_ctx *m, int fd, bool proxy, uint64_t now)
 static unsigned
 passfd_retry(struct model_ctx *m, uint64_t now)
 {
-	bool proxy = false;
-	int fd = held_take(m->held, now, &proxy);
+	struct arrival a = {0};
 
-	if (fd < 0 || passfd_deliver(m, fd, proxy, now) == 0)
+	a.fd = held_take(m->held, now, &a.proxy);
+	if (a.fd < 0 || passfd_deliver(m, &a, now) == 0)
 		return 0;
 	ledger_release(m->env->scoreboard);
 	return 1;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arrival.h"
 #include "children.h"
 #include "held.h"
 #include "config.h"
@@ -43,10 +44,9 @@ struct model_ops {
 	 * takes a MaxConnections= reservation per connection if reserves. */
 	bool (*has_room)(const struct model_ctx *m);
 	bool reserves;
-	/* Takes fd, a new connection (proxy: from a proxy listener, a
-	 * PROXY header comes first): 0 once it is served or held to retry
-	 * (held.h), else -errno (it is closed, and said in the log). */
-	int (*deliver)(struct model_ctx *m, int fd, bool proxy, uint64_t now);
+	/* Takes a->fd, a new connection: 0 once it is served or held to
+	 * retry (held.h), else -errno (it is closed, and said in the log). */
+	int (*deliver)(struct model_ctx *m, const struct arrival *a, uint64_t now);
 	/* Called every turn of the loop for what deliver() held, or NULL.
 	 * Returns how many connections that lost. */
 	unsigned (*retry)(struct model_ctx *m, uint64_t now);

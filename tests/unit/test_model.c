@@ -179,7 +179,7 @@ test_passfd_delivers_to_least_loaded(void **state)
 	SB_SET(f->sb.slots[0].active, 2);
 	for (int i = 0; i < 3; i++) {
 		assert_true(ops->has_room(&f->m));
-		assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+		assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 		close(peer);
 	}
 	/* Worker 1 took the first two (0 and then 1 in flight, against 2);
@@ -209,25 +209,25 @@ test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
 	SB_SET(f->sb.slots[1].active, 5);
 	/* Sent, and not yet taken (this worker counts none as received). */
 	for (int i = 0; i < POOL_ALONE_IN_FLIGHT; i++) {
-		assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+		assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 		close(peer);
 		assert_int_equal(received(f, 1), FDPASS_CONN);
 	}
 	assert_int_equal(received(f, 0), 0);
 	/* As many on their way as a worker keeping up never leaves: it is
 	 * stopped or stuck, and the one with the fewest takes the next. */
-	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	close(peer);
 	assert_int_equal(received(f, 0), FDPASS_CONN);
 	/* Taken: relied on again, up to SHARE_FLOOR connections. */
 	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT);
 	SB_SET(f->sb.slots[1].active, SHARE_FLOOR - 1);
-	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	close(peer);
 	assert_int_equal(received(f, 1), FDPASS_CONN);
 	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT + 1);
 	SB_SET(f->sb.slots[1].active, SHARE_FLOOR);
-	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	close(peer);
 	assert_int_equal(received(f, 0), FDPASS_CONN);
 	/* A kept connection spreads, alone or not. */
@@ -256,7 +256,7 @@ test_passfd_waits_for_a_channel(void **state)
 		while (fdpass_send(f->pool->positions[i].channel, FDPASS_CONN, filler) == 0)
 			queued[i]++;
 	assert_true(ledger_reserve(&f->sb)); /* as the acceptor does */
-	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	assert_true(held_waiting(&f->held));
 	assert_false(ops->has_room(&f->m));
 	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS - 1), 0);
@@ -273,7 +273,7 @@ test_passfd_waits_for_a_channel(void **state)
 	while (fdpass_send(f->pool->positions[1].channel, FDPASS_CONN, filler) == 0)
 		;
 	assert_true(ledger_reserve(&f->sb));
-	assert_int_equal(ops->deliver(&f->m, connection(&peer), false, 0), 0);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	assert_true(held_waiting(&f->held));
 	assert_int_equal(ops->abandon(&f->m), 1);
 	assert_false(held_waiting(&f->held));
