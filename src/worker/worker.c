@@ -78,16 +78,20 @@ worker_blocked_signals(sigset_t *ret)
 void
 worker_signals_inherited(struct worker_signals *ret)
 {
-	sigset_t blocked;
+	sigset_t blocked, here;
 
 	sigemptyset(&ret->to_default);
 	ret->pipe_ignored = false;
-	/* Blocked for a worker's whole life, a signal's disposition never
-	 * matters: the signalfd reads it, or (SIGHUP) nothing does. */
 	worker_blocked_signals(&blocked);
+	ret->mask_fits = sigprocmask(SIG_BLOCK, NULL, &here) == 0;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGCHLD && sigismember(&here, sig) != sigismember(&blocked, sig))
+			ret->mask_fits = false;
 	for (int sig = 1; sig < NSIG; sig++) {
 		struct sigaction sa;
 
+		/* Blocked for a worker's whole life, a signal's disposition
+		 * never matters: the signalfd reads it, or (SIGHUP) nothing. */
 		if (sigismember(&blocked, sig) == 1)
 			continue;
 		if (sigaction(sig, NULL, &sa) < 0 || sa.sa_handler == SIG_DFL)
@@ -118,6 +122,8 @@ worker_enter_signals(const struct worker_signals *inherited)
 			sigaction(sig, &sa, NULL);
 	if (!inherited->pipe_ignored)
 		ignore_sigpipe();
+	if (inherited->mask_fits)
+		return;
 	worker_blocked_signals(&blocked);
 	sigprocmask(SIG_SETMASK, &blocked, NULL);
 }

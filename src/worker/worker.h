@@ -22,6 +22,9 @@ struct worker_signals {
 	sigset_t to_default; /* handled or ignored here, the default in a worker
 			      * (but for those a worker keeps blocked) */
 	bool pipe_ignored;   /* SIGPIPE is ignored here, as in a worker */
+	/* The mask here is a worker's but for SIGCHLD, which never comes
+	 * to a process without children: nothing to change. */
+	bool mask_fits;
 };
 void worker_signals_inherited(struct worker_signals *ret);
 
