@@ -305,6 +305,8 @@ test_children_start_with_default_signals(void **state)
 {
 	const unsigned long long blocked = SIGBIT(SIGTERM) | SIGBIT(SIGINT) | SIGBIT(SIGUSR1) |
 					   SIGBIT(SIGUSR2) | SIGBIT(SIGHUP);
+	const char *wrapper = getenv("ECHOD_TEST_WRAPPER");
+	bool wrapped = wrapper && *wrapper;
 	unsigned long long mask = 0;
 	struct echod e;
 	pid_t kids[8];
@@ -329,11 +331,19 @@ test_children_start_with_default_signals(void **state)
 		if (!signal_mask(kids[i], "SigIgn", &ignored) ||
 		    !signal_mask(kids[i], "SigBlk", &held))
 			continue;
-		assert_int_equal(ignored, SIGBIT(SIGPIPE));
-		assert_int_equal(held & ~SIGBIT(SIGCHLD), blocked);
+		assert_false(ignored & SIGBIT(SIGALRM));
+		/* Under a wrapper (valgrind) the kernel's masks are the
+		 * wrapper's own, which catches every signal itself. */
+		if (!wrapped) {
+			assert_int_equal(ignored, SIGBIT(SIGPIPE));
+			assert_int_equal(held & ~SIGBIT(SIGCHLD), blocked);
+		}
 		checked++;
 	}
 	assert_true(checked >= 1);
+	if (wrapped)
+		print_comment("under ECHOD_TEST_WRAPPER: the blocked and ignored masks of the "
+			      "children are the wrapper's, checked only for SIGALRM");
 	/* The default action: the processes end, the one serving fd among
 	 * them (fork: its child; workers are respawned). */
 	for (size_t i = 0; i < n; i++)
