@@ -29,7 +29,7 @@
  * pages and the allocator's state, a copy-on-write fault each. */
 static char scratch[WORKER_BUFFER_SIZE];
 
-int
+void
 conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
 	   struct admission_table *sources)
 {
@@ -41,10 +41,8 @@ conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct l
 	    /* Only the per-source table needs it: one system call fewer for
 	     * each Model=fork connection where there is none. */
 	    .pid = sources ? getpid() : 0,
-	    .buffer = scratch,
 	    .lifetime_ms = CONNS_LIFETIME_START_MS,
 	};
-	return 0;
 }
 
 void
@@ -54,7 +52,6 @@ conns_done(struct conns *cs)
 		conns_close(cs, cs->head);
 	while (cs->header_head)
 		conns_close(cs, cs->header_head);
-	cs->buffer = NULL;
 }
 
 /* --- the LRU list of connections, for the idle timeout --- */
@@ -464,7 +461,7 @@ header_handle(struct conns *cs, struct connection *c, uint64_t now)
 	ssize_t n;
 	int r;
 
-	n = recv(c->echo.fd, cs->buffer, WORKER_BUFFER_SIZE, MSG_DONTWAIT);
+	n = recv(c->echo.fd, scratch, WORKER_BUFFER_SIZE, MSG_DONTWAIT);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
@@ -475,7 +472,7 @@ header_handle(struct conns *cs, struct connection *c, uint64_t now)
 		header_refuse(cs, c, "closed before its PROXY header was complete");
 		return;
 	}
-	r = proxy_parse(&c->proxy->parser, cs->buffer, (size_t)n, &used, &h);
+	r = proxy_parse(&c->proxy->parser, scratch, (size_t)n, &used, &h);
 	if (r == PROXY_MORE)
 		return;
 	if (r == -E2BIG) {
@@ -486,7 +483,7 @@ header_handle(struct conns *cs, struct connection *c, uint64_t now)
 		header_refuse(cs, c, "malformed PROXY header");
 		return;
 	}
-	header_done(cs, c, &h, cs->buffer + used, (size_t)n - used, now);
+	header_done(cs, c, &h, scratch + used, (size_t)n - used, now);
 }
 
 void
@@ -499,7 +496,7 @@ conns_handle(struct conns *cs, struct connection *c, uint32_t events, uint64_t n
 		header_handle(cs, c, now);
 		return;
 	}
-	r = echo_conn_handle(&c->echo, cs->buffer, WORKER_BUFFER_SIZE, &io);
+	r = echo_conn_handle(&c->echo, scratch, WORKER_BUFFER_SIZE, &io);
 	cs->io_pending.bytes_in += io.bytes_in;
 	cs->io_pending.bytes_out += io.bytes_out;
 	if (r < 0 || r == ECHO_DONE) {

@@ -76,7 +76,6 @@ struct conns {
 	/* Bytes moved since the last turn of the loop: added to the scoreboard
 	 * once per turn, not with an atomic per event. */
 	struct echo_io io_pending;
-	char *buffer; /* scratch for one read, shared by the process's conns */
 	/* One connection's storage, used before the heap's: a Model=fork
 	 * connection process serves its one connection without writing a
 	 * heap page, each of which would cost it a copy-on-write fault. */
@@ -93,8 +92,8 @@ struct conns {
 #define CONNS_SHORT_LIVED_MS 100
 #define CONNS_LIFETIME_START_MS (10 * CONNS_SHORT_LIVED_MS)
 
-int conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
-	       struct admission_table *sources);
+void conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
+		struct admission_table *sources);
 /* Closes every connection. */
 void conns_done(struct conns *cs);
 

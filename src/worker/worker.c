@@ -490,9 +490,8 @@ worker_run(const struct worker_setup *setup)
 	w.intake.pending_owed_fd = -1;
 	w.udp.access = &setup->config->access;
 	w.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	conns_init(&w.conns, w.epoll_fd, setup->config, &w.ledger, sources);
 	r = w.epoll_fd < 0 ? negative_errno() : 0;
-	if (r >= 0)
-		r = conns_init(&w.conns, w.epoll_fd, setup->config, &w.ledger, sources);
 	if (r >= 0)
 		r = worker_setup_signals(&w);
 	if (r >= 0)
