@@ -13,12 +13,13 @@
 #define SCM_PIDFD 0x04
 #endif
 
-/* Room for one control message carrying one fd, aligned for struct cmsghdr
- * as CMSG_FIRSTHDR() requires. On LP64 the padding admits a second fd
- * without MSG_CTRUNC: the length check, not the buffer size, enforces one. */
+/* Room for one control message carrying FDPASS_BATCH fds, aligned for
+ * struct cmsghdr as CMSG_FIRSTHDR() requires. The padding may admit an fd
+ * more than asked for without MSG_CTRUNC: the length check, not the buffer
+ * size, enforces the count. */
 union fdpass_control {
 	struct cmsghdr align;
-	char buf[CMSG_SPACE(sizeof(int))];
+	char buf[CMSG_SPACE(FDPASS_BATCH * sizeof(int))];
 };
 
 int
@@ -35,38 +36,49 @@ fdpass_channel_new(int ret_pair[2])
 }
 
 int
-fdpass_send(int channel, enum fdpass_tag tag, int fd)
+fdpass_send_batch(int channel, const enum fdpass_tag *tags, const int *fds, unsigned n)
 {
 	union fdpass_control control = {};
-	char byte = (char)tag;
-	struct iovec iov = {.iov_base = &byte, .iov_len = sizeof(byte)};
+	char bytes[FDPASS_BATCH];
+	struct iovec iov = {.iov_base = bytes, .iov_len = n};
 	struct msghdr msg = {
 	    .msg_iov = &iov,
 	    .msg_iovlen = 1,
 	    .msg_control = control.buf,
-	    .msg_controllen = sizeof(control.buf),
+	    .msg_controllen = CMSG_SPACE(n * sizeof(int)),
 	};
 	struct cmsghdr *cmsg;
-	ssize_t n;
+	ssize_t n_sent;
 
-	if (fd < 0)
-		return -EBADF;
+	if (n == 0 || n > FDPASS_BATCH)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			return -EBADF;
+		bytes[i] = (char)tags[i];
+	}
 
 	cmsg = CMSG_FIRSTHDR(&msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
-	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	cmsg->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(cmsg), fds, n * sizeof(int));
 
 	/* MSG_NOSIGNAL: a dead worker must be an error to handle, not a signal
 	 * that kills the supervisor. */
-	n = sendmsg(channel, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-	if (n < 0)
+	n_sent = sendmsg(channel, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n_sent < 0)
 		return negative_errno();
 	/* A seqpacket message goes whole or not at all. */
-	if (n != sizeof(byte))
+	if (n_sent != (ssize_t)n)
 		return -EIO;
 	return 0;
+}
+
+int
+fdpass_send(int channel, enum fdpass_tag tag, int fd)
+{
+	return fdpass_send_batch(channel, &tag, &fd, 1);
 }
 
 /* Closes every fd that msg brought, so that no error path leaks one.
@@ -110,48 +122,97 @@ is_tag(char byte)
 	       byte == FDPASS_OWED;
 }
 
+static bool
+all_tags(const char *bytes, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!is_tag(bytes[i]))
+			return false;
+	return true;
+}
+
+/* The one control message a good message has: SCM_RIGHTS, alone, with a
+ * whole number of fds that fit its announced length. The fd count, or -1. */
+static int
+rights_count(struct msghdr *msg)
+{
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(msg);
+	size_t len;
+
+	if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
+	    CMSG_NXTHDR(msg, cmsg))
+		return -1;
+	len = cmsg->cmsg_len;
+	if (len < CMSG_LEN(sizeof(int)) || len > msg->msg_controllen ||
+	    (len - CMSG_LEN(0)) % sizeof(int) != 0)
+		return -1;
+	return (int)((len - CMSG_LEN(0)) / sizeof(int));
+}
+
 int
-fdpass_recv(int channel, enum fdpass_tag *ret_tag, int *ret_fd)
+fdpass_recv_batch(int channel, enum fdpass_tag *tags, int *fds, unsigned max, unsigned *ret_lost)
 {
 	union fdpass_control control;
-	char byte;
-	struct iovec iov = {.iov_base = &byte, .iov_len = sizeof(byte)};
+	char bytes[FDPASS_BATCH];
+	struct iovec iov = {.iov_base = bytes, .iov_len = max};
 	struct msghdr msg = {
 	    .msg_iov = &iov,
 	    .msg_iovlen = 1,
 	    .msg_control = control.buf,
-	    .msg_controllen = sizeof(control.buf),
+	    .msg_controllen = CMSG_SPACE(max * sizeof(int)),
 	};
-	struct cmsghdr *cmsg;
 	ssize_t n;
-	int fd;
+	int got;
 
+	*ret_lost = 0;
+	if (max == 0 || max > FDPASS_BATCH)
+		return -EINVAL;
 	n = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (n < 0)
 		return negative_errno();
 
-	/* Truncation first: whatever did arrive is then only partly described
-	 * and must not be trusted. Control data that the kernel could not fit
-	 * means the peer sent more than this protocol ever does; none at all
-	 * means the kernel dropped the fd itself: it had no fd number free. */
-	if (msg.msg_flags & MSG_CTRUNC)
-		return close_received_fds(&msg) > 0 ? -EPROTO : -EMFILE;
-
-	cmsg = CMSG_FIRSTHDR(&msg);
 	/* A zero-length message with control data is not end of file: it
 	 * still carries fds to close. */
-	if (n == 0 && !cmsg)
+	if (n == 0 && !CMSG_FIRSTHDR(&msg) && !(msg.msg_flags & MSG_CTRUNC))
 		return -ECONNRESET;
 
-	if (n != sizeof(byte) || (msg.msg_flags & MSG_TRUNC) || !is_tag(byte) || !cmsg ||
-	    cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
-	    cmsg->cmsg_len != CMSG_LEN(sizeof(int))) {
+	got = rights_count(&msg);
+	if (n == 0 || (msg.msg_flags & MSG_TRUNC) || !all_tags(bytes, (size_t)n) ||
+	    (got < 0 && CMSG_FIRSTHDR(&msg)) || got > n) {
 		close_received_fds(&msg);
+		*ret_lost = n > 0 ? (unsigned)n : 1;
 		return -EPROTO;
 	}
+	/* Truncated control data: with room for n fds and the tags all good,
+	 * the kernel stopped installing fds (it does so at RLIMIT_NOFILE and
+	 * closes the rest). Fewer fds than tags without it: the sender broke
+	 * the protocol. */
+	if (got < n && !(msg.msg_flags & MSG_CTRUNC)) {
+		close_received_fds(&msg);
+		*ret_lost = (unsigned)n;
+		return -EPROTO;
+	}
+	/* All n came, yet the kernel truncated: the sender sent more fds than
+	 * tags, or control data besides. */
+	if (got == n && (msg.msg_flags & MSG_CTRUNC)) {
+		close_received_fds(&msg);
+		*ret_lost = (unsigned)n;
+		return -EPROTO;
+	}
+	*ret_lost = (unsigned)(n - (got > 0 ? got : 0));
+	if (got <= 0)
+		return -EMFILE;
+	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&msg)), (size_t)got * sizeof(int));
+	for (int i = 0; i < got; i++)
+		tags[i] = (enum fdpass_tag)bytes[i];
+	return got;
+}
 
-	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
-	*ret_tag = (enum fdpass_tag)byte;
-	*ret_fd = fd;
-	return 0;
+int
+fdpass_recv(int channel, enum fdpass_tag *ret_tag, int *ret_fd)
+{
+	unsigned lost;
+	int r = fdpass_recv_batch(channel, ret_tag, ret_fd, 1, &lost);
+
+	return r < 0 ? r : 0;
 }

@@ -4,11 +4,15 @@
  * the workers of any model after a restart or a reload, and come back from
  * them on a reload.
  *
- * The wire protocol is one SOCK_SEQPACKET message per fd: exactly one data
- * byte, the tag that says what the fd is, and one SCM_RIGHTS control message
- * carrying exactly one fd. Seqpacket keeps one message = one fd: on a stream
- * socket the kernel may merge or split the byte stream around control
- * messages, and a receiver would have to reassemble them.
+ * The wire protocol is SOCK_SEQPACKET messages of 1 to FDPASS_BATCH fds:
+ * one data byte per fd, the tag that says what it is, and one SCM_RIGHTS
+ * control message carrying the fds in the order of their tags. The
+ * supervisor sends the connections one accepting turn gave a worker as one
+ * message, so that a burst costs the two processes one sendmsg() and one
+ * recvmsg() rather than one of each per connection. Seqpacket keeps message
+ * boundaries: on a stream socket the kernel may merge or split the byte
+ * stream around control messages, and a receiver would have to reassemble
+ * them.
  *
  * These functions never log and never block; every error is a negative errno
  * (STYLE rules 3 and 4). */
@@ -37,18 +41,24 @@ enum fdpass_tag {
  * supervisor, ret_pair[FDPASS_WORKER] goes to the worker; after the fork each
  * side closes the other's end, so that a dead peer shows up as EOF/EPIPE.
  * Set no SO_PASSCRED or SO_PASSPIDFD on it: the receive path rejects every
- * message that brings control data other than the one fd.
+ * message that brings control data other than its fds.
  *
  * Returns 0 and fills ret_pair, or a negative errno (ret_pair untouched). */
 int fdpass_channel_new(int ret_pair[2]);
 
-/* Sends fd over channel as one message tagged tag. Does NOT take fd: the caller keeps
- * its copy and closes it only after success (STYLE rule 8), so that on
- * failure the connection can still go to another worker. After success the
- * connection belongs to the receiving side even if it never reads it: if
- * the worker dies with the message queued, the kernel closes the connection.
+/* The most fds one message carries (the kernel's own cap, SCM_MAX_FD, is
+ * 253): a worker's receive buffer has room for this many. */
+#define FDPASS_BATCH 32
+
+/* Sends fds[0..n-1], tagged tags[0..n-1], over channel as one message
+ * (1 <= n <= FDPASS_BATCH). Does NOT take the fds: the caller keeps its
+ * copies and closes them only after success (STYLE rule 8), so that on
+ * failure the connections can still go to another worker. After success
+ * they belong to the receiving side even if it never reads them: if the
+ * worker dies with the message queued, the kernel closes them.
  *
- * Never blocks and never raises SIGPIPE. Returns 0 on success, or:
+ * Never blocks and never raises SIGPIPE. The message goes whole or not at
+ * all. Returns 0 on success, or:
  *   -EAGAIN        the channel is full (the worker is not keeping up): try
  *                  another worker.
  *   -EPIPE         the worker's end is closed: the worker is gone.
@@ -57,26 +67,40 @@ int fdpass_channel_new(int ret_pair[2]);
  *   -ETOOMANYREFS  this user has more fds in flight than the sender's
  *                  RLIMIT_NOFILE (enforced without CAP_SYS_RESOURCE): a
  *                  limit across all channels, so back off, don't switch.
- *   -EBADF         fd is not an open descriptor.
+ *   -EBADF         an fd is not an open descriptor.
+ *   -EINVAL        n is 0 or more than FDPASS_BATCH.
  *   any other negative errno from sendmsg(). */
+int fdpass_send_batch(int channel, const enum fdpass_tag *tags, const int *fds, unsigned n);
+/* The same for one fd. */
 int fdpass_send(int channel, enum fdpass_tag tag, int fd);
 
-/* Receives one message from channel and, on success, stores its tag in
- * *ret_tag and the fd it carried in *ret_fd. The new fd has FD_CLOEXEC set; it shares its open file
- * description with the sender's copy, so file status flags such as
- * O_NONBLOCK are the sender's.
+/* Receives one message of at most max fds (1 <= max <= FDPASS_BATCH) from
+ * channel into tags[] and fds[], and returns how many it stored (> 0). The
+ * new fds have FD_CLOEXEC set; each shares its open file description with
+ * the sender's copy, so file status flags such as O_NONBLOCK are the
+ * sender's. *ret_lost is set on every return: how many connections the
+ * message announced that did not arrive (see -EMFILE and -EPROTO), so that
+ * their reservations can be given back.
  *
- * Never blocks. On every error, every fd the message brought has been closed
- * and *ret_fd is untouched; the message is consumed unless recvmsg() itself
- * failed (-EAGAIN, or an errno of its own). Returns 0 on success, or:
+ * Never blocks. On every error, every fd the message brought has been
+ * closed and tags[] and fds[] are untouched; the message is consumed unless
+ * recvmsg() itself failed (-EAGAIN, or an errno of its own). A message
+ * whose fds the kernel could install only in part (this process is at its
+ * RLIMIT_NOFILE) returns the ones that came, and counts the rest lost.
+ * Errors:
  *   -EAGAIN        no message is waiting.
  *   -ECONNRESET    end of file: the supervisor closed its end.
  *   -EMFILE        the kernel truncated the control data (MSG_CTRUNC) and
- *                  no fd arrived: it could not install the fd, in practice
+ *                  no fd arrived: it could not install one, in practice
  *                  because this process is at its RLIMIT_NOFILE. The
- *                  connection is lost (the kernel closed it).
- *   -EPROTO        the message broke the protocol (no fd, more than one fd,
- *                  other control data, not exactly one data byte, a
- *                  byte that is no tag); the fd(s) it carried are lost.
+ *                  connections are lost (the kernel closed them).
+ *   -EPROTO        the message broke the protocol (no fd, more than max
+ *                  or more fds than tags, other control data, a byte that
+ *                  is no tag); the fd(s) it carried are lost.
  *   any other negative errno from recvmsg(). */
+int fdpass_recv_batch(int channel, enum fdpass_tag *tags, int *fds, unsigned max,
+		      unsigned *ret_lost);
+
+/* Receives a message of one fd: fdpass_recv_batch() with max 1, the fd in
+ * *ret_fd and its tag in *ret_tag (both untouched on error). */
 int fdpass_recv(int channel, enum fdpass_tag *ret_tag, int *ret_fd);

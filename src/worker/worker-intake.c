@@ -454,44 +454,50 @@ intake_kept(struct intake *in, int fd, int owed_fd)
 					 .owed_len = owed_len});
 }
 
+/* One fd the supervisor sent, by what its tag says it is. */
+static void
+intake_passed(struct intake *in, enum fdpass_tag tag, int fd)
+{
+	switch (tag) {
+	case FDPASS_OWED:
+		/* For the kept connection that comes next. */
+		if (in->pending_owed_fd >= 0)
+			close(in->pending_owed_fd);
+		in->pending_owed_fd = fd;
+		break;
+	case FDPASS_KEPT:
+		intake_kept(in, fd, TAKE_FD(in->pending_owed_fd));
+		break;
+	case FDPASS_CONN:
+	case FDPASS_PROXY:
+		/* TCP_NODELAY came with it from the listener. */
+		ledger_take(in->ledger, LEDGER_SENT);
+		conns_add(in->conns, fd,
+			  &(struct conn_arrival){.origin = LEDGER_SENT, .proxy = tag == FDPASS_PROXY});
+		break;
+	}
+}
+
 int
 intake_receive(struct intake *in)
 {
 	for (int i = 0; in->channel >= 0 && i < ACCEPT_BATCH; i++) {
-		enum fdpass_tag tag;
-		int fd, r;
+		enum fdpass_tag tags[FDPASS_BATCH];
+		int fds[FDPASS_BATCH];
+		unsigned lost;
+		int n = fdpass_recv_batch(in->channel, tags, fds, FDPASS_BATCH, &lost);
 
-		r = fdpass_recv(in->channel, &tag, &fd);
-		if (r == -EAGAIN)
-			return 0;
-		if (r == -ECONNRESET)
-			return r;
-		if (r < 0) {
-			/* The supervisor reserved it: the reservation goes with it.
-			 * -EMFILE: the kernel could not give us the fd (we are at
-			 * our fd limit) and closed the connection. */
+		/* The supervisor reserved each: a lost one's reservation goes
+		 * with it. -EMFILE, or fewer than sent: the kernel could not
+		 * give us the fds (we are at our fd limit) and closed them. */
+		for (unsigned k = 0; k < lost; k++)
 			ledger_lose(in->ledger);
-			continue;
-		}
-		switch (tag) {
-		case FDPASS_OWED:
-			/* For the kept connection that comes next. */
-			if (in->pending_owed_fd >= 0)
-				close(in->pending_owed_fd);
-			in->pending_owed_fd = fd;
-			break;
-		case FDPASS_KEPT:
-			intake_kept(in, fd, TAKE_FD(in->pending_owed_fd));
-			break;
-		case FDPASS_CONN:
-		case FDPASS_PROXY:
-			/* TCP_NODELAY came with it from the listener. */
-			ledger_take(in->ledger, LEDGER_SENT);
-			conns_add(in->conns, fd,
-				  &(struct conn_arrival){.origin = LEDGER_SENT,
-							 .proxy = tag == FDPASS_PROXY});
-			break;
-		}
+		if (n == -EAGAIN)
+			return 0;
+		if (n == -ECONNRESET)
+			return n;
+		for (int k = 0; k < n; k++)
+			intake_passed(in, tags[k], fds[k]);
 	}
 	return 0;
 }

@@ -671,6 +671,197 @@ test_send_bad_fd(void **state)
 	close_channel(pair);
 }
 
+/* A batch is one message: the tags and fds arrive in order, each fd the
+ * open file that was sent with its tag. */
+static void
+test_batch_round_trip(void **state)
+{
+	static const enum fdpass_tag sent_tags[] = {FDPASS_CONN, FDPASS_PROXY, FDPASS_CONN};
+	enum fdpass_tag tags[FDPASS_BATCH];
+	int pair[2], pipes[3][2], fds[FDPASS_BATCH], sent[3];
+	unsigned lost = 99;
+
+	new_channel(pair);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
+		sent[i] = pipes[i][1];
+	}
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], sent_tags, sent, 3), 0);
+	for (size_t i = 0; i < 3; i++)
+		closep(&pipes[i][1]);
+
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost), 3);
+	assert_int_equal(lost, 0);
+	for (size_t i = 0; i < 3; i++) {
+		char c = 0;
+
+		assert_int_equal(tags[i], sent_tags[i]);
+		assert_true(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+		assert_int_equal(write(fds[i], (char[]){(char)('a' + i)}, 1), 1);
+		assert_int_equal(read(pipes[i][0], &c, 1), 1);
+		assert_int_equal(c, 'a' + (int)i);
+		close(fds[i]);
+		close(pipes[i][0]);
+	}
+	/* One message: nothing more is queued. */
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost),
+			 -EAGAIN);
+	close_channel(pair);
+}
+
+static void
+test_batch_bad_sizes(void **state)
+{
+	int pair[2], fds[FDPASS_BATCH + 1];
+	enum fdpass_tag tags[FDPASS_BATCH + 1];
+	unsigned lost;
+
+	for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+		fds[i] = STDIN_FILENO;
+		tags[i] = FDPASS_CONN;
+	}
+	new_channel(pair);
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], tags, fds, 0), -EINVAL);
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], tags, fds, FDPASS_BATCH + 1),
+			 -EINVAL);
+	fds[1] = -1;
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], tags, fds, 2), -EBADF);
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, 0, &lost), -EINVAL);
+	assert_int_equal(lost, 0);
+	/* Nothing went. */
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, 1, &lost), -EAGAIN);
+	close_channel(pair);
+}
+
+/* Room for fewer fds than the message brings: the message is refused
+ * whole (its fds closed, all counted lost), not taken in part. */
+static void
+test_batch_more_than_max(void **state)
+{
+	static const enum fdpass_tag sent_tags[] = {FDPASS_CONN, FDPASS_CONN, FDPASS_CONN};
+	enum fdpass_tag tags[2] = {0, 0};
+	int pair[2], fds[2] = {UNTOUCHED, UNTOUCHED}, before;
+	unsigned lost;
+
+	new_channel(pair);
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], sent_tags,
+					   (int[]){STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}, 3),
+			 0);
+	before = count_fds();
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, 2, &lost), -EPROTO);
+	assert_int_equal(lost, 2);
+	assert_int_equal(fds[0], UNTOUCHED);
+	assert_int_equal(count_fds(), before);
+	close_channel(pair);
+}
+
+/* Sends the bytes of data and nfds fds as one message, as a broken
+ * sender might. */
+static void
+send_tagged(int channel, const char *data, const int *fds, size_t nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+	} control = {};
+	struct iovec iov = {.iov_base = (void *)data, .iov_len = strlen(data)};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control.buf,
+			     .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+	assert_true(nfds >= 1 && nfds <= 4);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+	memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
+	assert_int_equal(sendmsg(channel, &msg, MSG_NOSIGNAL), (ssize_t)strlen(data));
+}
+
+/* Two tags but one fd, or one tag and two fds: broken, nothing kept, and
+ * every connection the tags announced counted lost. */
+static void
+test_batch_count_mismatch(void **state)
+{
+	enum fdpass_tag tags[FDPASS_BATCH];
+	int pair[2], fds[FDPASS_BATCH], before;
+	unsigned lost;
+
+	new_channel(pair);
+	before = count_fds();
+	send_tagged(pair[FDPASS_SUPERVISOR], "CC", (int[]){STDIN_FILENO}, 1);
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost),
+			 -EPROTO);
+	assert_int_equal(lost, 2);
+	assert_int_equal(count_fds(), before);
+
+	send_tagged(pair[FDPASS_SUPERVISOR], "C", (int[]){STDIN_FILENO, STDOUT_FILENO}, 2);
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost),
+			 -EPROTO);
+	assert_int_equal(lost, 1);
+	assert_int_equal(count_fds(), before);
+
+	/* A byte that is no tag among good ones. */
+	send_tagged(pair[FDPASS_SUPERVISOR], "CxC",
+		    (int[]){STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}, 3);
+	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost),
+			 -EPROTO);
+	assert_int_equal(lost, 3);
+	assert_int_equal(count_fds(), before);
+	close_channel(pair);
+}
+
+/* At the fd limit halfway through a batch: the fds that fit arrive, the
+ * kernel closes the rest, and those are counted lost. */
+static void
+test_batch_partial_at_fd_limit(void **state)
+{
+	static const enum fdpass_tag sent_tags[] = {FDPASS_CONN, FDPASS_PROXY, FDPASS_CONN};
+	enum fdpass_tag tags[FDPASS_BATCH];
+	int pair[2], pipes[3][2], fds[FDPASS_BATCH], sent[3], spare, r;
+	unsigned lost = 99;
+	struct rlimit saved;
+	char c;
+
+	new_channel(pair);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
+		sent[i] = pipes[i][1];
+	}
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], sent_tags, sent, 3), 0);
+	for (size_t i = 0; i < 3; i++)
+		closep(&pipes[i][1]);
+	/* One fd number free below the limit: the first fd fits, no more. */
+	spare = fcntl(0, F_DUPFD_CLOEXEC, 0);
+	assert_true(spare >= 0);
+	if (!exhaust_fds(&saved)) {
+		close(spare);
+		for (size_t i = 0; i < 3; i++)
+			close(pipes[i][0]);
+		close_channel(pair);
+		skip();
+	}
+	close(spare);
+	last_msg_flags = 0;
+	r = fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+	assert_int_equal(r, 1);
+	assert_int_equal(lost, 2);
+	assert_true(last_msg_flags & MSG_CTRUNC);
+	assert_int_equal(tags[0], FDPASS_CONN);
+	assert_int_equal(write(fds[0], "a", 1), 1);
+	assert_int_equal(read(pipes[0][0], &c, 1), 1);
+	close(fds[0]);
+	/* The other two write ends were closed by the kernel: EOF. */
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(read(pipes[i][0], &c, 1), 0);
+		close(pipes[i][0]);
+	}
+	close_channel(pair);
+}
+
 int
 main(void)
 {
@@ -699,6 +890,11 @@ main(void)
 	    cmocka_unit_test(test_send_peer_died_with_queue),
 	    cmocka_unit_test(test_send_full_eagain),
 	    cmocka_unit_test(test_send_bad_fd),
+	    cmocka_unit_test(test_batch_round_trip),
+	    cmocka_unit_test(test_batch_bad_sizes),
+	    cmocka_unit_test(test_batch_more_than_max),
+	    cmocka_unit_test(test_batch_count_mismatch),
+	    cmocka_unit_test(test_batch_partial_at_fd_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
