@@ -100,9 +100,10 @@ refused_at_source(struct acceptor *a, const struct config *c, const struct liste
 	return true;
 }
 
-void
-acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_ctx *m,
-		const struct listener *l)
+/* Accepts what l has waiting, up to ACCEPT_BATCH, and delivers each. */
+static void
+accept_turn(struct acceptor *a, const struct model_ops *model, struct model_ctx *m,
+	    const struct listener *l)
 {
 	const struct config *c = &m->pool->config;
 	unsigned rate = c->connection_rate_limit;
@@ -144,4 +145,13 @@ acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_
 		ledger_lost_here(a->sb, a->slot, 1);
 		a->resume_ms = now_ms() + (r == -EAGAIN ? ACCEPT_RETRY_MS : ACCEPT_PAUSE_MS);
 	}
+}
+
+void
+acceptor_accept(struct acceptor *a, const struct model_ops *model, struct model_ctx *m,
+		const struct listener *l)
+{
+	accept_turn(a, model, m, l);
+	if (model->flush)
+		ledger_lost_here(a->sb, a->slot, model->flush(m));
 }

@@ -1,10 +1,9 @@
 /* Model=passfd: the supervisor accepts (acceptor.c) and sends each
- * connection over a channel to a worker (pool_send()); it reserves
+ * connection over a channel to a worker: queued for the worker that should
+ * take it (pool_queue()), and sent with the rest of the accepting turn's
+ * for that worker in one message (pool_flush()). It reserves
  * MaxConnections= for it, which the worker releases on close. */
 #include "model.h"
-
-#include <errno.h>
-#include <unistd.h>
 
 #include "accept.h"
 #include "ledger.h"
@@ -13,55 +12,61 @@
 static bool
 passfd_has_room(const struct model_ctx *m)
 {
-	return !held_waiting(m->held) && pool_can_take(m->env, m->pool) &&
+	return !held_waiting(m->held) && !pool_stalled(m->pool) && pool_can_take(m->env, m->pool) &&
 	       !ledger_full(m->env->scoreboard);
 }
 
-/* Takes fd: sent, held, or closed. Every channel full (a burst faster
- * than the workers take it; the kernel queues a few hundred fds on each),
- * or no worker running: it waits, and the clients behind it wait in the
- * accept queue, until a worker has room. */
+/* Takes fd: queued, or held. No worker has room (every channel full: a
+ * burst faster than the workers take it; the kernel queues a few hundred
+ * messages on each), or no worker runs: it waits, and the clients behind
+ * it wait in the accept queue, until a worker has room. */
 static int
 passfd_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {
-	int r = pool_send(m->env, m->pool, a->fd, false, a->proxy, -1);
-
-	if (r == -EAGAIN) {
-		if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_RETRY_MS))
-			log_notice("no worker can take a new connection now (their channels are "
-				   "full, or none runs): it and those behind it wait, retried "
-				   "every %d ms (%llu waited so far)",
-				   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
+	if (pool_queue(m->env, m->pool, a->fd, a->proxy) == 0)
 		return 0;
-	}
-	close(a->fd);
-	if (r < 0)
-		log_warning_errno(r, "no worker could take a new connection: %m; it is closed");
-	return r;
+	if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_RETRY_MS))
+		log_notice("no worker can take a new connection now (their channels are "
+			   "full, or none runs): it and those behind it wait, retried "
+			   "every %d ms (%llu waited so far)",
+			   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
+	return 0;
 }
 
-/* A connection lost here gives back what the acceptor reserved for it. */
+static unsigned
+passfd_flush(struct model_ctx *m)
+{
+	return pool_flush(m->env, m->pool);
+}
+
+/* What waited in the queues for a channel with room goes first, then
+ * the held connection. */
 static unsigned
 passfd_retry(struct model_ctx *m, uint64_t now)
 {
 	struct arrival a = {0};
+	unsigned lost = pool_flush(m->env, m->pool);
 
 	a.fd = held_take(m->held, now, &a.proxy);
-	if (a.fd < 0 || passfd_deliver(m, &a, now) == 0)
-		return 0;
-	ledger_release(m->env->scoreboard);
-	return 1;
+	if (a.fd >= 0) {
+		passfd_deliver(m, &a, now);
+		lost += pool_flush(m->env, m->pool);
+	}
+	return lost;
 }
 
-/* A stop, or a reload to another model: the waiting connection is closed,
- * as the backlog would be on a stop. */
+/* A stop, or a reload to another model: the waiting connections are
+ * closed, as the backlog would be on a stop. */
 static unsigned
 passfd_abandon(struct model_ctx *m)
 {
-	if (!held_drop(m->held))
-		return 0;
-	ledger_release(m->env->scoreboard);
-	return 1;
+	unsigned lost = pool_drop_queued(m->env, m->pool);
+
+	if (held_drop(m->held)) {
+		ledger_release(m->env->scoreboard);
+		lost++;
+	}
+	return lost;
 }
 
 const struct model_ops model_passfd = {
@@ -73,6 +78,7 @@ const struct model_ops model_passfd = {
     .has_room = passfd_has_room,
     .reserves = true,
     .deliver = passfd_deliver,
+    .flush = passfd_flush,
     .retry = passfd_retry,
     .abandon = passfd_abandon,
     .deliver_kept = model_deliver_kept_to_pool,

@@ -36,7 +36,7 @@ model_deliver_kept_to_pool(struct model_ctx *m, int fd, int owed_fd)
 	/* Beyond MaxConnections= too: admitted before. Released by the
 	 * worker when it closes. */
 	ledger_reserve_kept(m->env->scoreboard);
-	r = pool_send(m->env, m->pool, fd, true, false, owed_fd);
+	r = pool_send_kept(m->env, m->pool, fd, owed_fd);
 	if (r < 0)
 		ledger_release(m->env->scoreboard);
 	if (r != -EAGAIN)

@@ -44,9 +44,14 @@ struct model_ops {
 	 * takes a MaxConnections= reservation per connection if reserves. */
 	bool (*has_room)(const struct model_ctx *m);
 	bool reserves;
-	/* Takes a->fd, a new connection: 0 once it is served or held to
-	 * retry (held.h), else -errno (it is closed, and said in the log). */
+	/* Takes a->fd, a new connection: 0 once it is served, queued for
+	 * flush(), or held to retry (held.h), else -errno (it is closed, and
+	 * said in the log). */
 	int (*deliver)(struct model_ctx *m, const struct arrival *a, uint64_t now);
+	/* After a turn of deliver()s: hands on what they queued (passfd sends
+	 * each worker its share as one message), or NULL. Returns how many
+	 * connections that lost. */
+	unsigned (*flush)(struct model_ctx *m);
 	/* Called every turn of the loop for what deliver() held, or NULL.
 	 * Returns how many connections that lost. */
 	unsigned (*retry)(struct model_ctx *m, uint64_t now);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdclose.h"
 #include "fdpass.h"
 #include "kept.h"
 #include "ledger.h"
@@ -75,13 +76,27 @@ close_channel(const struct pool_env *env, struct position *pos)
 	pos->channel = -1;
 }
 
+/* Closes the supervisor's copies of the connections queued in out. */
+static void
+close_queue(struct outbox *out)
+{
+	struct fd_closer fc = {0};
+
+	for (unsigned k = 0; k < out->n; k++)
+		fd_closer_add(&fc, out->fds[k]);
+	fd_closer_close(&fc);
+	out->n = 0;
+}
+
 void
 pool_free(const struct pool_env *env, struct pool *p)
 {
 	if (!p)
 		return;
-	for (unsigned i = 0; p->positions && i < p->n; i++)
+	for (unsigned i = 0; p->positions && i < p->n; i++) {
+		close_queue(&p->positions[i].out);
 		close_channel(env, &p->positions[i]);
+	}
 	free(p->positions);
 	free(p->skip);
 	config_done(&p->config);
@@ -118,8 +133,15 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int 
 	/* Workers' channels: holding them would keep those workers' hang-ups
 	 * from being seen. (A worker's own end is not among these.) */
 	for (struct pool *q = env->pools; q; q = q->next)
-		for (unsigned i = 0; i < q->n; i++)
+		for (unsigned i = 0; i < q->n; i++) {
+			const struct outbox *out = &q->positions[i].out;
+
 			fd_closer_add(also, q->positions[i].channel);
+			/* Connections waiting for a channel with room, like the
+			 * held one (close_waiting()). */
+			for (unsigned k = 0; k < out->n; k++)
+				fd_closer_add(also, out->fds[k]);
+		}
 	fd_closer_add(also, env->returns[FDPASS_SUPERVISOR]);
 	close_waiting(env, keep_fd, keep_owed_fd, also);
 	fd_closer_close(also);
@@ -264,6 +286,8 @@ in_flight(const struct pool_env *env, const struct position *pos)
 static void
 release_position(const struct pool_env *env, struct position *pos)
 {
+	/* Those queued for it are counted in sent, and go with the rest. */
+	close_queue(&pos->out);
 	ledger_settle(env->scoreboard, (unsigned)pos->slot, pos->sent);
 	/* A prefork worker standing by behind this one takes over now. */
 	scoreboard_ring(env->scoreboard);
@@ -485,26 +509,171 @@ pool_can_take(const struct pool_env *env, const struct pool *p)
 	return !p->retiring && pick_worker(env, p, NULL) >= 0;
 }
 
-/* Kept connections were held before they were kept: they spread. */
+/* The worker that should take the next new connection: one taking them
+ * alone, else the least loaded. (Kept connections were held before they
+ * were kept: they spread, pool_send_kept().) */
 static int
-pick_to_send(const struct pool_env *env, const struct pool *p, bool kept)
+pick_to_send(const struct pool_env *env, const struct pool *p)
 {
-	int i = kept ? -1 : pick_alone(env, p, p->skip);
+	int i = pick_alone(env, p, p->skip);
 
 	return i >= 0 ? i : pick_worker(env, p, p->skip);
 }
 
+/* Sends pos's queue as one message and, once it went, closes our copies. */
+static int
+send_queue(struct position *pos)
+{
+	int r;
+
+	if (pos->hung_up || pos->channel < 0)
+		return -EPIPE;
+	r = fdpass_send_batch(pos->channel, pos->out.tags, pos->out.fds, pos->out.n);
+	if (r == -EPIPE || r == -ECONNRESET)
+		pos->hung_up = true; /* SIGCHLD will follow */
+	if (r == 0)
+		close_queue(&pos->out);
+	return r;
+}
+
 int
-pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool proxy, int owed_fd)
+pool_queue(const struct pool_env *env, struct pool *p, int fd, bool proxy)
+{
+	if (p->retiring)
+		return -EAGAIN;
+	memset(p->skip, 0, p->n * sizeof(*p->skip));
+	for (;;) {
+		int i = pick_to_send(env, p);
+		struct position *pos;
+
+		if (i < 0)
+			return -EAGAIN;
+		pos = &p->positions[i];
+		/* A full batch goes now; one its channel refuses stays for
+		 * pool_flush() to find another worker for. */
+		if (pos->out.n == FDPASS_BATCH && send_queue(pos) < 0) {
+			p->skip[i] = true;
+			continue;
+		}
+		pos->out.fds[pos->out.n] = fd;
+		pos->out.tags[pos->out.n++] = proxy ? FDPASS_PROXY : FDPASS_CONN;
+		pos->sent++;
+		return 0;
+	}
+}
+
+/* Moves the connections queued at position from, oldest first, to other
+ * workers with room (not in p->skip), while their queues have room. */
+static void
+requeue(const struct pool_env *env, struct pool *p, unsigned from)
+{
+	struct position *src = &p->positions[from];
+
+	p->skip[from] = true;
+	while (src->out.n > 0) {
+		int j = pick_to_send(env, p);
+		struct position *dst;
+
+		if (j < 0 || p->positions[j].out.n == FDPASS_BATCH)
+			return;
+		dst = &p->positions[j];
+		dst->out.fds[dst->out.n] = src->out.fds[0];
+		dst->out.tags[dst->out.n++] = src->out.tags[0];
+		dst->sent++;
+		src->sent--;
+		src->out.n--;
+		memmove(src->out.fds, src->out.fds + 1, src->out.n * sizeof(*src->out.fds));
+		memmove(src->out.tags, src->out.tags + 1, src->out.n * sizeof(*src->out.tags));
+	}
+}
+
+/* Closes what pos has queued and gives back what was reserved for it. */
+static unsigned
+drop_queue(const struct pool_env *env, struct position *pos)
+{
+	unsigned n = pos->out.n;
+
+	close_queue(&pos->out);
+	pos->sent -= n;
+	for (unsigned k = 0; k < n; k++)
+		ledger_release(env->scoreboard);
+	return n;
+}
+
+/* The first position, not in p->skip, with connections queued; or -1. */
+static int
+next_queued(const struct pool *p)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->positions[i].out.n > 0 && !p->skip[i])
+			return (int)i;
+	return -1;
+}
+
+static bool
+any_queued(const struct pool *p)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->positions[i].out.n > 0)
+			return true;
+	return false;
+}
+
+unsigned
+pool_flush(const struct pool_env *env, struct pool *p)
+{
+	unsigned lost = 0;
+	int i;
+
+	memset(p->skip, 0, p->n * sizeof(*p->skip));
+	while ((i = next_queued(p)) >= 0) {
+		struct position *pos = &p->positions[i];
+		int r = send_queue(pos);
+
+		if (r == 0)
+			continue;
+		if (r == -EAGAIN || r == -EPIPE || r == -ECONNRESET) {
+			requeue(env, p, (unsigned)i);
+		} else if (r == -ETOOMANYREFS) {
+			/* A per-user limit: every channel says the same. */
+			p->skip[i] = true;
+		} else {
+			log_warning_errno(r, "worker %d: sending %u connection(s): %m; they are closed",
+					  i, pos->out.n);
+			lost += drop_queue(env, pos);
+		}
+	}
+	p->stalled = any_queued(p);
+	return lost;
+}
+
+bool
+pool_stalled(const struct pool *p)
+{
+	return p->stalled && any_queued(p);
+}
+
+unsigned
+pool_drop_queued(const struct pool_env *env, struct pool *p)
+{
+	unsigned lost = 0;
+
+	for (unsigned i = 0; i < p->n; i++)
+		lost += drop_queue(env, &p->positions[i]);
+	p->stalled = false;
+	return lost;
+}
+
+int
+pool_send_kept(const struct pool_env *env, struct pool *p, int fd, int owed_fd)
 {
 	int i, r = -EAGAIN;
 
 	memset(p->skip, 0, p->n * sizeof(*p->skip));
-	while ((i = pick_to_send(env, p, kept)) >= 0) {
+	while ((i = pick_worker(env, p, p->skip)) >= 0) {
 		struct position *pos = &p->positions[i];
 
-		r = kept ? kept_send(pos->channel, fd, owed_fd)
-			 : fdpass_send(pos->channel, proxy ? FDPASS_PROXY : FDPASS_CONN, fd);
+		r = kept_send(pos->channel, fd, owed_fd);
 		if (r == 0) {
 			pos->sent++;
 			return 0;
@@ -515,7 +684,7 @@ pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool pr
 		else if (r == -ETOOMANYREFS)
 			break; /* a per-user limit: every channel says the same */
 		else if (r != -EAGAIN)
-			log_warning_errno(r, "worker %d: sending a connection: %m", i);
+			log_warning_errno(r, "worker %d: sending a kept connection: %m", i);
 	}
 	return r;
 }

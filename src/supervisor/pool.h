@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "fdpass.h"
 #include "listen.h"
 #include "restart.h"
 #include "scoreboard.h"
@@ -51,6 +52,17 @@ struct pool_env {
  * turn. */
 #define POOL_ALONE_IN_FLIGHT 16
 
+/* passfd: the new connections picked for one worker during the
+ * supervisor's current accepting turn, sent to it as one message when the
+ * turn ends (pool_flush()) or FDPASS_BATCH are queued. Between turns it
+ * holds only connections no worker had room for. Each is counted in its
+ * position's sent from the moment it is queued. */
+struct outbox {
+	unsigned n;
+	int fds[FDPASS_BATCH];
+	enum fdpass_tag tags[FDPASS_BATCH];
+};
+
 struct position {
 	pid_t pid; /* 0 while empty */
 	int slot;
@@ -63,6 +75,7 @@ struct position {
 	int channel;
 	uint64_t sent;
 	bool hung_up; /* the worker's end closed: send nothing more */
+	struct outbox out;
 };
 
 struct pool {
@@ -72,7 +85,9 @@ struct pool {
 	enum intake_kind intake; /* how its workers get connections */
 	unsigned n;
 	struct position *positions;
-	bool *skip; /* pool_hand_off()'s scratch: workers that refused */
+	bool *skip; /* scratch for the sends: workers that refused */
+	/* The last pool_flush() left connections queued: no channel had room. */
+	bool stalled;
 	struct pool *next;
 };
 
@@ -121,15 +136,32 @@ void pool_signal(const struct pool *p, int sig);
  * them (EPOLLIN). */
 void pool_retire(const struct pool_env *env, struct pool *p, bool returns);
 
-/* Whether some worker could take a connection now, and sending one to the
- * least loaded: a new one (tagged FDPASS_CONN), or a kept one with its
- * owed bytes (owed_fd, or -1; see kept.h). Takes neither fd: the
- * caller closes them after success, and keeps them to try again after
- * -EAGAIN. Returns 0, or -EAGAIN / -ETOOMANYREFS (pause) or another error
- * when no worker took it. */
+/* Whether some worker could take a new connection now. */
 bool pool_can_take(const struct pool_env *env, const struct pool *p);
-int pool_send(const struct pool_env *env, struct pool *p, int fd, bool kept, bool proxy,
-	      int owed_fd);
+/* Sends a kept connection and its owed bytes (owed_fd, or -1; see kept.h)
+ * to the least loaded worker, at once. Takes neither fd: the caller closes
+ * them after success, and keeps them to try again after -EAGAIN. Returns
+ * 0, or -EAGAIN / -ETOOMANYREFS (pause) or another error when no worker
+ * took it. */
+int pool_send_kept(const struct pool_env *env, struct pool *p, int fd, int owed_fd);
+/* A new connection (proxy: from a proxy listener) queued for the worker
+ * that should take it, counted as on its way there: 0, and pool_flush()
+ * sends it; -EAGAIN when no worker has room (fd stays the caller's). */
+int pool_queue(const struct pool_env *env, struct pool *p, int fd, bool proxy);
+/* Sends every worker what is queued for it, one message each, and closes
+ * the supervisor's copies of what went. What a worker's full or closed
+ * channel refuses goes to another worker with room, or stays queued for
+ * the next call (pool_stalled()). Returns how many connections were lost
+ * (their reservations given back), which only an error the channel never
+ * gives in practice causes. */
+unsigned pool_flush(const struct pool_env *env, struct pool *p);
+/* Connections wait in p's queues for a channel with room (queued in an
+ * accepting turn and not sent when it ended). */
+bool pool_stalled(const struct pool *p);
+/* A stop, or a reload to another model: closes what p's queues hold and
+ * gives their reservations back. Returns how many. */
+unsigned pool_drop_queued(const struct pool_env *env, struct pool *p);
+
 /* The supervisor's end of the channel of the worker at index, or -1. */
 int pool_channel_of(const struct pool *p, unsigned index);
 /* Whether fd is the channel of a worker in pools: an event of an epoll

@@ -37,6 +37,10 @@ struct fixture {
 	struct children children;
 	struct held held;
 	int worker_end[WORKERS]; /* what each "worker" reads its channel from */
+	/* What each read from its channel and did not look at yet, and how
+	 * many messages brought it. */
+	enum fdpass_tag unread[WORKERS][FDPASS_BATCH];
+	unsigned n_unread[WORKERS], next_unread[WORKERS], messages[WORKERS];
 	struct model_ctx m;
 };
 
@@ -112,14 +116,35 @@ connection(int *ret_peer)
 static char
 received(struct fixture *f, unsigned i)
 {
-	enum fdpass_tag tag;
-	int fd, r = fdpass_recv(f->worker_end[i], &tag, &fd);
+	if (f->next_unread[i] == f->n_unread[i]) {
+		int fds[FDPASS_BATCH];
+		unsigned lost;
+		int n = fdpass_recv_batch(f->worker_end[i], f->unread[i], fds, FDPASS_BATCH, &lost);
 
-	if (r == -EAGAIN)
-		return 0;
-	assert_int_equal(r, 0);
-	close(fd);
-	return (char)tag;
+		if (n == -EAGAIN)
+			return 0;
+		assert_true(n > 0);
+		assert_int_equal(lost, 0);
+		for (int k = 0; k < n; k++)
+			close(fds[k]);
+		f->n_unread[i] = (unsigned)n;
+		f->next_unread[i] = 0;
+		f->messages[i]++;
+	}
+	return (char)f->unread[i][f->next_unread[i]++];
+}
+
+/* One accepting turn of one connection: delivered, and what was queued
+ * handed on. */
+static void
+deliver_turn(struct fixture *f)
+{
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer;
+
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+	close(peer);
+	assert_int_equal(ops->flush(&f->m), 0);
 }
 
 static void
@@ -168,7 +193,8 @@ test_pool_sizes(void **state)
 }
 
 /* passfd sends each connection to the worker with the fewest, counting
- * those still on their way; the worker gets it tagged as a new one. */
+ * those still on their way; the worker gets it tagged as a new one, and
+ * what one accepting turn gave it in one message. */
 static void
 test_passfd_delivers_to_least_loaded(void **state)
 {
@@ -182,14 +208,49 @@ test_passfd_delivers_to_least_loaded(void **state)
 		assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 		close(peer);
 	}
+	/* Queued until the turn ends. */
+	assert_int_equal(received(f, 0), 0);
+	assert_int_equal(received(f, 1), 0);
+	assert_int_equal(ops->flush(&f->m), 0);
 	/* Worker 1 took the first two (0 and then 1 in flight, against 2);
 	 * at 2 each, the third went to worker 0. */
 	assert_int_equal(received(f, 1), FDPASS_CONN);
 	assert_int_equal(received(f, 1), FDPASS_CONN);
 	assert_int_equal(received(f, 1), 0);
+	assert_int_equal(f->messages[1], 1);
 	assert_int_equal(received(f, 0), FDPASS_CONN);
 	assert_int_equal(received(f, 0), 0);
 	assert_int_equal(ops->active(&f->m), 0); /* nothing reserved here */
+	assert_false(pool_stalled(f->pool));
+}
+
+/* A burst of more than one message holds: a full batch goes as soon as it
+ * is full, and the rest when the turn ends. */
+static void
+test_passfd_full_batch_goes_at_once(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer;
+
+	f->pool->config.worker_connections = 2 * SHARE_FLOOR;
+	SB_SET(f->sb.slots[0].watching, WATCHING_ALONE);
+	SB_SET(f->sb.slots[0].received, 0);
+	for (int i = 0; i < FDPASS_BATCH + 1; i++) {
+		/* Taken as fast as sent: the worker keeps up, and stays alone. */
+		SB_SET(f->sb.slots[0].received, (uint64_t)(i > 0 ? i - 1 : 0));
+		assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+		close(peer);
+	}
+	/* The first FDPASS_BATCH went when the next one was queued. */
+	for (int i = 0; i < FDPASS_BATCH; i++)
+		assert_int_equal(received(f, 0), FDPASS_CONN);
+	assert_int_equal(received(f, 0), 0);
+	assert_int_equal(f->messages[0], 1);
+	assert_int_equal(ops->flush(&f->m), 0);
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	assert_int_equal(f->messages[0], 2);
+	assert_int_equal(received(f, 1), 0);
 }
 
 /* New connections go to the first worker that says it takes them alone
@@ -200,7 +261,6 @@ static void
 test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
 {
 	struct fixture *f = *state;
-	const struct model_ops *ops = model_get(MODEL_PASSFD);
 	int peer, conn;
 
 	f->pool->config.worker_connections = 2 * SHARE_FLOOR;
@@ -209,26 +269,22 @@ test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
 	SB_SET(f->sb.slots[1].active, 5);
 	/* Sent, and not yet taken (this worker counts none as received). */
 	for (int i = 0; i < POOL_ALONE_IN_FLIGHT; i++) {
-		assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
-		close(peer);
+		deliver_turn(f);
 		assert_int_equal(received(f, 1), FDPASS_CONN);
 	}
 	assert_int_equal(received(f, 0), 0);
 	/* As many on their way as a worker keeping up never leaves: it is
 	 * stopped or stuck, and the one with the fewest takes the next. */
-	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
-	close(peer);
+	deliver_turn(f);
 	assert_int_equal(received(f, 0), FDPASS_CONN);
 	/* Taken: relied on again, up to SHARE_FLOOR connections. */
 	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT);
 	SB_SET(f->sb.slots[1].active, SHARE_FLOOR - 1);
-	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
-	close(peer);
+	deliver_turn(f);
 	assert_int_equal(received(f, 1), FDPASS_CONN);
 	SB_SET(f->sb.slots[1].received, POOL_ALONE_IN_FLIGHT + 1);
 	SB_SET(f->sb.slots[1].active, SHARE_FLOOR);
-	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
-	close(peer);
+	deliver_turn(f);
 	assert_int_equal(received(f, 0), FDPASS_CONN);
 	/* A kept connection spreads, alone or not. */
 	SB_SET(f->sb.slots[1].active, 5);
@@ -240,9 +296,9 @@ test_passfd_sends_to_one_alone_while_it_keeps_up(void **state)
 }
 
 /* A burst faster than the workers take it fills every channel: the
- * connection waits with its reservation, nothing more is accepted, and
- * it goes out once a channel has room again; a stop closes it, counted
- * lost, and gives its reservation back. */
+ * connections wait in the queue with their reservations, nothing more is
+ * accepted, and they go out once a channel has room again; a stop closes
+ * them, counted lost, and gives their reservations back. */
 static void
 test_passfd_waits_for_a_channel(void **state)
 {
@@ -257,30 +313,92 @@ test_passfd_waits_for_a_channel(void **state)
 			queued[i]++;
 	assert_true(ledger_reserve(&f->sb)); /* as the acceptor does */
 	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
-	assert_true(held_waiting(&f->held));
+	assert_int_equal(ops->flush(&f->m), 0);
+	assert_true(pool_stalled(f->pool));
 	assert_false(ops->has_room(&f->m));
-	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS - 1), 0);
-	assert_true(held_waiting(&f->held));
-	/* Worker 1 takes what was queued: the retry sends it there. */
-	for (unsigned n = 0; n < queued[1]; n++)
-		assert_int_equal(received(f, 1), FDPASS_CONN);
-	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS), 0);
-	assert_false(held_waiting(&f->held));
-	assert_int_equal(received(f, 1), FDPASS_CONN);
+	assert_int_equal(ops->retry(&f->m, 1), 0);
+	assert_true(pool_stalled(f->pool));
+	/* Worker 0 takes what was queued: the retry sends it there. */
+	for (unsigned n = 0; n < queued[0]; n++)
+		assert_int_equal(received(f, 0), FDPASS_CONN);
+	assert_int_equal(ops->retry(&f->m, 2), 0);
+	assert_false(pool_stalled(f->pool));
+	assert_true(ops->has_room(&f->m));
+	assert_int_equal(received(f, 0), FDPASS_CONN);
 	assert_int_equal(ledger_reserved(&f->sb), 1); /* the worker's to release */
 	close(peer);
 	/* Full again, then a stop. */
+	while (fdpass_send(f->pool->positions[0].channel, FDPASS_CONN, filler) == 0)
+		;
+	assert_true(ledger_reserve(&f->sb));
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+	assert_int_equal(ops->flush(&f->m), 0);
+	assert_true(pool_stalled(f->pool));
+	assert_int_equal(ops->abandon(&f->m), 1);
+	assert_false(pool_stalled(f->pool));
+	assert_int_equal(ledger_reserved(&f->sb), 1);
+	assert_int_equal(ops->abandon(&f->m), 0);
+	/* Its client sees the connection closed. */
+	assert_int_equal(read(peer, (char[1]){0}, 1), 0);
+	close(peer);
+	close(filler);
+}
+
+/* A worker whose channel is full while another has room: what was queued
+ * for it goes to the other in the same turn. */
+static void
+test_passfd_requeues_to_a_worker_with_room(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer, filler = connection(&peer);
+
+	close(peer);
 	while (fdpass_send(f->pool->positions[1].channel, FDPASS_CONN, filler) == 0)
 		;
+	/* Worker 1 has the fewest, so it is picked; its channel refuses. */
+	SB_SET(f->sb.slots[0].active, 1);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+	close(peer);
+	assert_int_equal(ops->flush(&f->m), 0);
+	assert_false(pool_stalled(f->pool));
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	assert_int_equal(f->pool->positions[1].sent, 0);
+	assert_int_equal(f->pool->positions[0].sent, 1);
+	close(filler);
+}
+
+/* No worker has room at all (none runs): the connection is held, and
+ * nothing more accepted until it is handed on or a stop closes it. */
+static void
+test_passfd_holds_when_no_worker_has_room(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_PASSFD);
+	int peer;
+
+	f->pool->positions[0].hung_up = true;
+	f->pool->positions[1].hung_up = true;
+	assert_true(ledger_reserve(&f->sb));
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+	assert_true(held_waiting(&f->held));
+	assert_false(ops->has_room(&f->m));
+	/* Not due yet, and then due with a worker back. */
+	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS - 1), 0);
+	assert_true(held_waiting(&f->held));
+	f->pool->positions[0].hung_up = false;
+	assert_int_equal(ops->retry(&f->m, ACCEPT_RETRY_MS), 0);
+	assert_false(held_waiting(&f->held));
+	assert_int_equal(received(f, 0), FDPASS_CONN);
+	/* Again, and a stop. */
+	f->pool->positions[0].hung_up = true;
 	assert_true(ledger_reserve(&f->sb));
 	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
 	assert_true(held_waiting(&f->held));
 	assert_int_equal(ops->abandon(&f->m), 1);
 	assert_false(held_waiting(&f->held));
 	assert_int_equal(ledger_reserved(&f->sb), 1);
-	assert_int_equal(ops->abandon(&f->m), 0);
 	close(peer);
-	close(filler);
 }
 
 static void
@@ -419,7 +537,12 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_passfd_delivers_to_least_loaded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_sends_to_one_alone_while_it_keeps_up, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_full_batch_goes_at_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_waits_for_a_channel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_requeues_to_a_worker_with_room, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_passfd_holds_when_no_worker_has_room, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_passfd_room, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_to_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_waits_for_a_worker, setup, teardown),
