@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "accept.h"
 #include "config.h"
 #include "fdpass.h"
 #include "listen.h"
@@ -44,13 +45,12 @@ struct pool_env {
 	const struct metrics *metrics; /* its fds are closed in children; may be NULL */
 };
 
-/* One place in the pool ("worker 0" .. "worker N-1"): the process that
- * fills it now and how often processes in it failed to start. */
 /* A passfd worker that takes new connections alone has no more than this
- * many on their way to it while it keeps up: the supervisor accepts them a
- * few at a time, and the worker takes what is on its channel at every
- * turn. */
-#define POOL_ALONE_IN_FLIGHT 16
+ * many on their way to it while it keeps up: one accepting turn of the
+ * supervisor's (ACCEPT_BATCH, sent as they are queued, in messages of
+ * FDPASS_BATCH), and the worker takes what is on its channel at every turn
+ * of its own. More means it is stopped or stuck. */
+#define POOL_ALONE_IN_FLIGHT ACCEPT_BATCH
 
 /* passfd: the new connections picked for one worker during the
  * supervisor's current accepting turn, sent to it as one message when the
@@ -63,6 +63,8 @@ struct outbox {
 	enum fdpass_tag tags[FDPASS_BATCH];
 };
 
+/* One place in the pool ("worker 0" .. "worker N-1"): the process that
+ * fills it now and how often processes in it failed to start. */
 struct position {
 	pid_t pid; /* 0 while empty */
 	int slot;
