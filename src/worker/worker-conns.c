@@ -30,11 +30,11 @@
 static char scratch[WORKER_BUFFER_SIZE];
 
 void
-conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
+conns_init(struct conns *cs, struct waitset *waitset, const struct config *config, struct ledger *ledger,
 	   struct admission_table *sources)
 {
 	*cs = (struct conns){
-	    .epoll_fd = epoll_fd,
+	    .waitset = waitset,
 	    .config = config,
 	    .ledger = ledger,
 	    .sources = sources,
@@ -133,16 +133,13 @@ connection_free(struct conns *cs, struct connection *c)
 		free(c);
 }
 
-/* epoll watches an open socket, not an fd number: while another process
- * holds the socket, even for a moment, closing ours leaves it watched,
- * and an event would name c after it is freed. Only a socket this process
- * accepted itself leaves the epoll set by being closed (a system call per
- * connection saved where prefork accepts). */
+/* Only a socket this process accepted itself is ours alone (a system
+ * call per connection saved where prefork accepts): one a supervisor sent
+ * or forked with may be held by it for a moment yet (waitset.h). */
 static void
 forget(struct conns *cs, struct connection *c, bool shared)
 {
-	if (shared || c->origin != LEDGER_ACCEPTED)
-		epoll_ctl(cs->epoll_fd, EPOLL_CTL_DEL, c->echo.fd, NULL);
+	waitset_closing(cs->waitset, c->echo.fd, !shared && c->origin == LEDGER_ACCEPTED);
 	close(c->echo.fd);
 	echo_conn_release(&c->echo);
 	lru_unlink(cs, c);
@@ -332,9 +329,8 @@ conns_add(struct conns *cs, int fd, const struct conn_arrival *a)
 	c->echo.fin_on_close = a->origin != LEDGER_KEPT;
 	echo_conn_adopt_owed(&c->echo, owed, a->owed_len);
 	c->want = echo_conn_want(&c->echo);
-	struct epoll_event ev = {.events = want_events(c->want), .data.ptr = &c->source};
-	if (epoll_ctl(cs->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		int r = negative_errno();
+	int r = waitset_add(cs->waitset, fd, want_events(c->want), &c->source);
+	if (r < 0) {
 		close(fd);
 		echo_conn_release(&c->echo);
 		free(c->proxy);
@@ -380,12 +376,13 @@ undo:
 static int
 watch(struct conns *cs, struct connection *c, enum echo_want want)
 {
-	struct epoll_event ev = {.events = want_events(want), .data.ptr = &c->source};
+	int r;
 
 	if (want == c->want)
 		return 0;
-	if (epoll_ctl(cs->epoll_fd, EPOLL_CTL_MOD, c->echo.fd, &ev) < 0)
-		return negative_errno();
+	r = waitset_mod(cs->waitset, c->echo.fd, want_events(want), &c->source);
+	if (r < 0)
+		return r;
 	c->want = want;
 	return 0;
 }

@@ -14,6 +14,7 @@
 #include "echo.h"
 #include "ledger.h"
 #include "proxy.h"
+#include "waitset.h"
 
 #define WORKER_BUFFER_SIZE (64 * 1024)
 
@@ -63,7 +64,7 @@ struct connection {
 };
 
 struct conns {
-	int epoll_fd; /* the worker's */
+	struct waitset *waitset; /* the worker's */
 	const struct config *config;
 	struct ledger *ledger;
 	struct admission_table *sources; /* MaxConnectionsPerSource=, or NULL */
@@ -92,7 +93,7 @@ struct conns {
 #define CONNS_SHORT_LIVED_MS 100
 #define CONNS_LIFETIME_START_MS (10 * CONNS_SHORT_LIVED_MS)
 
-void conns_init(struct conns *cs, int epoll_fd, const struct config *config, struct ledger *ledger,
+void conns_init(struct conns *cs, struct waitset *waitset, const struct config *config, struct ledger *ledger,
 		struct admission_table *sources);
 /* Closes every connection. */
 void conns_done(struct conns *cs);

@@ -20,14 +20,14 @@
 #define FD_SPARE 4
 
 int
-intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
+intake_init(struct intake *in, const struct worker_setup *setup, struct waitset *waitset,
 	    struct ledger *ledger, struct conns *conns)
 {
 	const struct listen_set *set = setup->sockets;
 
 	*in = (struct intake){
 	    .kind = setup->intake,
-	    .epoll_fd = epoll_fd,
+	    .waitset = waitset,
 	    .config = setup->config,
 	    .scoreboard = setup->scoreboard,
 	    .ledger = ledger,
@@ -56,18 +56,18 @@ intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
 			return -ENOMEM;
 	}
 	if (in->n_listeners > 0) {
+		int r;
+
 		/* Edge-triggered and not exclusive: a ring wakes every worker. */
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
-					 .data.ptr = &in->doorbell_source};
 		in->doorbell_source.type = SOURCE_DOORBELL;
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->scoreboard->doorbell, &ev) < 0)
-			return negative_errno();
+		r = waitset_add(waitset, in->scoreboard->doorbell, EPOLLIN | EPOLLET,
+				&in->doorbell_source);
+		if (r < 0)
+			return r;
 	}
 	if (in->channel >= 0) {
-		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &in->channel_source};
 		in->channel_source.type = SOURCE_CHANNEL;
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, in->channel, &ev) < 0)
-			return negative_errno();
+		return waitset_add(waitset, in->channel, EPOLLIN, &in->channel_source);
 	}
 	return 0;
 }
@@ -131,15 +131,15 @@ intake_poll(struct intake *in, bool on)
 			/* EPOLLEXCLUSIVE: one waiting worker wakes per new
 			 * connection, not all of them. It cannot be combined
 			 * with EPOLL_CTL_MOD, hence add and delete. */
-			struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-						 .data.ptr = &l->source};
-			if (epoll_ctl(in->epoll_fd, EPOLL_CTL_ADD, l->listener->fd, &ev) < 0) {
-				log_warning_errno(errno, "watching %s: %m", l->listener->name);
+			int r = waitset_add(in->waitset, l->listener->fd, EPOLLIN | EPOLLEXCLUSIVE,
+					    &l->source);
+			if (r < 0) {
+				log_warning_errno(r, "watching %s: %m", l->listener->name);
 				in->polled_all = false;
 				continue;
 			}
 		} else {
-			epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, l->listener->fd, NULL);
+			waitset_del(in->waitset, l->listener->fd);
 		}
 		l->polled = on;
 	}
@@ -331,7 +331,7 @@ intake_stop(struct intake *in)
 	in->stopped = true;
 	intake_poll(in, false);
 	if (in->channel >= 0)
-		epoll_ctl(in->epoll_fd, EPOLL_CTL_DEL, in->channel, NULL);
+		waitset_del(in->waitset, in->channel);
 }
 
 /* --- prefork accepts --- */

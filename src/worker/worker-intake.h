@@ -45,7 +45,7 @@ struct intake_peer {
 
 struct intake {
 	enum intake_kind kind;
-	int epoll_fd; /* the worker's */
+	struct waitset *waitset; /* the worker's */
 	const struct config *config;
 	struct scoreboard *scoreboard; /* NULL: no service-wide counts */
 	struct ledger *ledger;
@@ -84,7 +84,7 @@ enum intake_decision {
 	INTAKE_RATE,	/* ConnectionRateLimit=: until accept_resume_ms */
 };
 
-int intake_init(struct intake *in, const struct worker_setup *setup, int epoll_fd,
+int intake_init(struct intake *in, const struct worker_setup *setup, struct waitset *waitset,
 		struct ledger *ledger, struct conns *conns);
 void intake_done(struct intake *in);
 

@@ -1,5 +1,6 @@
-/* The worker: one epoll loop, the same in every model; how connections
- * reach it is the intake's business (worker-intake.c), serving them the
+/* The worker: one event loop, the same in every model (it waits on a
+ * waitset: an epoll set, or poll() in a process of one connection); how
+ * connections reach it is the intake's business (worker-intake.c), serving them the
  * connections' (worker-conns.c), keeping them across a restart or reload
  * worker-kept.c's. This file owns struct worker: the loop, its signals,
  * datagrams, and draining. */
@@ -38,7 +39,7 @@ struct worker {
 	struct ledger ledger; /* counts in slot */
 	struct conns conns;
 	struct intake intake;
-	int epoll_fd;
+	struct waitset waitset;
 	struct source signal_source;
 	int signal_fd;
 	bool signalled; /* the signalfd is readable: read after the batch */
@@ -189,7 +190,7 @@ start_drain(struct worker *w, const char *why, uint64_t now)
 	intake_stop(&w->intake);
 	for (size_t i = 0; w->setup->datagrams && i < w->setup->sockets->n; i++)
 		if (w->setup->sockets->items[i].kind == SOCKET_DATAGRAM)
-			epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->setup->sockets->items[i].fd, NULL);
+			waitset_del(&w->waitset, w->setup->sockets->items[i].fd);
 	if (w->conns.n > 0)
 		log_info("%s: finishing %u connection(s), for up to %u s", why, w->conns.n,
 			 w->setup->config->shutdown_timeout_sec);
@@ -356,12 +357,11 @@ worker_loop(struct worker *w)
 		if (w->returning)
 			return_more(w);
 
-		n = epoll_wait(w->epoll_fd, events, WORKER_EVENTS, next_timeout(w, now));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return log_error_errno(errno, "epoll_wait: %m"), EXIT_FAILURE;
-		}
+		n = waitset_wait(&w->waitset, events, WORKER_EVENTS, next_timeout(w, now));
+		if (n == -EINTR)
+			continue;
+		if (n < 0)
+			return log_error_errno(n, "waiting for events: %m"), EXIT_FAILURE;
 		woke_us = now_usec();
 		now = woke_us / 1000;
 		/* How busy this worker is decides whether peers stand by. */
@@ -393,10 +393,7 @@ worker_setup_signals(struct worker *w)
 	if (w->signal_fd < 0)
 		return negative_errno();
 	w->signal_source.type = SOURCE_SIGNAL;
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->signal_source};
-	if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->signal_fd, &ev) < 0)
-		return negative_errno();
-	return 0;
+	return waitset_add(&w->waitset, w->signal_fd, EPOLLIN, &w->signal_source);
 }
 
 /* Datagram sockets stay in the epoll set for the worker's whole life (a
@@ -417,14 +414,14 @@ worker_setup_datagrams(struct worker *w)
 	for (size_t i = 0; set && w->setup->datagrams && i < set->n; i++) {
 		if (set->items[i].kind != SOCKET_DATAGRAM)
 			continue;
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-					 .data.ptr = &w->datagram_sources[n].source};
 		w->datagram_sources[n] = (struct listener_source){
 			.source.type = SOURCE_DATAGRAM,
 			.listener = &set->items[i],
 		};
-		if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, set->items[i].fd, &ev) < 0)
-			return negative_errno();
+		r = waitset_add(&w->waitset, set->items[i].fd, EPOLLIN | EPOLLEXCLUSIVE,
+				&w->datagram_sources[n].source);
+		if (r < 0)
+			return r;
 		n++;
 	}
 	if (n == 0)
@@ -462,20 +459,19 @@ worker_free(struct worker *w)
 	free(w->datagram_sources);
 	udp_echo_free(&w->udp);
 	ratelimit_free(w->datagram_limit);
-	/* A process of one connection exits next, which closes them: two
-	 * system calls fewer for each Model=fork connection. */
+	/* A process of one connection exits next, which closes its signalfd:
+	 * a system call fewer for each Model=fork connection. */
 	if (w->setup->intake == INTAKE_ONE)
 		return;
 	if (w->signal_fd >= 0)
 		close(w->signal_fd);
-	if (w->epoll_fd >= 0)
-		close(w->epoll_fd);
+	waitset_done(&w->waitset);
 }
 
 int
 worker_run(const struct worker_setup *setup)
 {
-	struct worker w = {.setup = setup, .epoll_fd = -1, .signal_fd = -1};
+	struct worker w = {.setup = setup, .waitset = {.epoll_fd = -1}, .signal_fd = -1};
 	/* Only a per-source limit needs the table (and conns our pid). */
 	struct admission_table *sources =
 	    setup->scoreboard && setup->config->max_connections_per_source
@@ -489,13 +485,13 @@ worker_run(const struct worker_setup *setup)
 	    .sb = setup->scoreboard, .slot = w.slot, .reserved = setup->release_reservations};
 	w.intake.pending_owed_fd = -1;
 	w.udp.access = &setup->config->access;
-	w.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	conns_init(&w.conns, w.epoll_fd, setup->config, &w.ledger, sources);
-	r = w.epoll_fd < 0 ? negative_errno() : 0;
+	/* A process of one connection waits with poll(): waitset.h. */
+	r = waitset_init(&w.waitset, setup->intake == INTAKE_ONE);
+	conns_init(&w.conns, &w.waitset, setup->config, &w.ledger, sources);
 	if (r >= 0)
 		r = worker_setup_signals(&w);
 	if (r >= 0)
-		r = intake_init(&w.intake, setup, w.epoll_fd, &w.ledger, &w.conns);
+		r = intake_init(&w.intake, setup, &w.waitset, &w.ledger, &w.conns);
 	if (r >= 0)
 		r = worker_setup_datagrams(&w);
 	if (r < 0) {
