@@ -84,6 +84,11 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 	 * the supervisor exits). */
 	for (size_t i = 0; i < env->sockets->n; i++)
 		fd_closer_add(&drop, env->sockets->items[i].fd);
+	/* The doorbell is for prefork workers standing by (worker-intake.c);
+	 * a connection process never rings it or listens. Its number lies
+	 * between the listeners' and the loop's: closed with them, it saves
+	 * a close() per connection. */
+	fd_closer_add(&drop, env->scoreboard->doorbell);
 	pool_env_enter_child(env, parent, fd, owed_fd, &drop);
 	log_set_context("connection");
 	proctitle_set_text("echod conn", title);
