@@ -12,6 +12,12 @@ held_put(struct held *h, int fd, bool proxy, uint64_t now, unsigned retry_ms)
 	h->fd = fd;
 	h->proxy = proxy;
 	h->retry_at_ms = now + retry_ms;
+	return held_count_wait(h, now);
+}
+
+bool
+held_count_wait(struct held *h, uint64_t now)
+{
 	h->waits++;
 	if (h->wait_logged_ms && now - h->wait_logged_ms < HELD_LOG_MS)
 		return false;

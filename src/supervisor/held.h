@@ -24,6 +24,9 @@ struct held {
 /* Takes fd, to be retried after retry_ms. True when the wait is to be
  * said now (at most every few seconds while waits go on). */
 bool held_put(struct held *h, int fd, bool proxy, uint64_t now, unsigned retry_ms);
+/* Counts a wait of connections kept elsewhere (passfd's queues, which no
+ * channel had room for), with the same answer as held_put(). */
+bool held_count_wait(struct held *h, uint64_t now);
 /* The waiting connection once its retry is due (the caller takes it), or
  * -1; *ret_proxy: whether it came to a proxy listener. */
 int held_take(struct held *h, uint64_t now, bool *ret_proxy);

@@ -8,6 +8,7 @@
 #include "accept.h"
 #include "ledger.h"
 #include "log.h"
+#include "util.h"
 
 static bool
 passfd_has_room(const struct model_ctx *m)
@@ -20,23 +21,36 @@ passfd_has_room(const struct model_ctx *m)
  * burst faster than the workers take it; the kernel queues a few hundred
  * messages on each), or no worker runs: it waits, and the clients behind
  * it wait in the accept queue, until a worker has room. */
+static void
+log_wait(const struct model_ctx *m)
+{
+	log_notice("no worker can take a new connection now (their channels are "
+		   "full, or none runs): it and those behind it wait, retried "
+		   "every %d ms (%llu waited so far)",
+		   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
+}
+
 static int
 passfd_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {
 	if (pool_queue(m->env, m->pool, a->fd, a->proxy) == 0)
 		return 0;
 	if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_RETRY_MS))
-		log_notice("no worker can take a new connection now (their channels are "
-			   "full, or none runs): it and those behind it wait, retried "
-			   "every %d ms (%llu waited so far)",
-			   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
+		log_wait(m);
 	return 0;
 }
 
+/* A queue no channel had room for waits like a held connection, and is
+ * said like one, once as it starts waiting. */
 static unsigned
 passfd_flush(struct model_ctx *m)
 {
-	return pool_flush(m->env, m->pool);
+	bool was_stalled = pool_stalled(m->pool);
+	unsigned lost = pool_flush(m->env, m->pool);
+
+	if (!was_stalled && pool_stalled(m->pool) && held_count_wait(m->held, now_ms()))
+		log_wait(m);
+	return lost;
 }
 
 /* What waited in the queues for a channel with room goes first, then
@@ -45,12 +59,12 @@ static unsigned
 passfd_retry(struct model_ctx *m, uint64_t now)
 {
 	struct arrival a = {0};
-	unsigned lost = pool_flush(m->env, m->pool);
+	unsigned lost = passfd_flush(m);
 
 	a.fd = held_take(m->held, now, &a.proxy);
 	if (a.fd >= 0) {
 		passfd_deliver(m, &a, now);
-		lost += pool_flush(m->env, m->pool);
+		lost += passfd_flush(m);
 	}
 	return lost;
 }

@@ -316,8 +316,10 @@ test_passfd_waits_for_a_channel(void **state)
 	assert_int_equal(ops->flush(&f->m), 0);
 	assert_true(pool_stalled(f->pool));
 	assert_false(ops->has_room(&f->m));
+	assert_int_equal(f->held.waits, 1); /* said, as for a held one */
 	assert_int_equal(ops->retry(&f->m, 1), 0);
 	assert_true(pool_stalled(f->pool));
+	assert_int_equal(f->held.waits, 1); /* the same wait */
 	/* Worker 0 takes what was queued: the retry sends it there. */
 	for (unsigned n = 0; n < queued[0]; n++)
 		assert_int_equal(received(f, 0), FDPASS_CONN);
