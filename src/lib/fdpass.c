@@ -177,26 +177,17 @@ fdpass_recv_batch(int channel, enum fdpass_tag *tags, int *fds, unsigned max, un
 		return -ECONNRESET;
 
 	got = rights_count(&msg);
+	/* Broken: no tag, a byte that is no tag, more data than max, control
+	 * data other than the fds, or more fds than tags. With room for n
+	 * fds, a truncation must mean exactly this: the kernel stopped
+	 * installing fds (it does so at RLIMIT_NOFILE and closes the rest),
+	 * so fewer fds than tags without it, or all of them with it, is the
+	 * sender breaking the protocol too. */
 	if (n == 0 || (msg.msg_flags & MSG_TRUNC) || !all_tags(bytes, (size_t)n) ||
-	    (got < 0 && CMSG_FIRSTHDR(&msg)) || got > n) {
+	    (got < 0 && CMSG_FIRSTHDR(&msg)) || got > n ||
+	    (got < n) != !!(msg.msg_flags & MSG_CTRUNC)) {
 		close_received_fds(&msg);
 		*ret_lost = n > 0 ? (unsigned)n : 1;
-		return -EPROTO;
-	}
-	/* Truncated control data: with room for n fds and the tags all good,
-	 * the kernel stopped installing fds (it does so at RLIMIT_NOFILE and
-	 * closes the rest). Fewer fds than tags without it: the sender broke
-	 * the protocol. */
-	if (got < n && !(msg.msg_flags & MSG_CTRUNC)) {
-		close_received_fds(&msg);
-		*ret_lost = (unsigned)n;
-		return -EPROTO;
-	}
-	/* All n came, yet the kernel truncated: the sender sent more fds than
-	 * tags, or control data besides. */
-	if (got == n && (msg.msg_flags & MSG_CTRUNC)) {
-		close_received_fds(&msg);
-		*ret_lost = (unsigned)n;
 		return -EPROTO;
 	}
 	*ret_lost = (unsigned)(n - (got > 0 ? got : 0));
