@@ -671,31 +671,43 @@ test_send_bad_fd(void **state)
 	close_channel(pair);
 }
 
+/* What the batch tests send: the write ends of three new pipes as one
+ * message, tagged batch_tags; the sender's copies are closed after, so
+ * each pipe's read end says EOF once the receiver's copy is gone. */
+static const enum fdpass_tag batch_tags[] = {FDPASS_CONN, FDPASS_PROXY, FDPASS_CONN};
+
+static void
+send_pipe_batch(int pair[2], int pipes[3][2])
+{
+	int ends[3];
+
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
+		ends[i] = pipes[i][1];
+	}
+	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], batch_tags, ends, 3), 0);
+	for (size_t i = 0; i < 3; i++)
+		closep(&pipes[i][1]);
+}
+
 /* A batch is one message: the tags and fds arrive in order, each fd the
  * open file that was sent with its tag. */
 static void
 test_batch_round_trip(void **state)
 {
-	static const enum fdpass_tag sent_tags[] = {FDPASS_CONN, FDPASS_PROXY, FDPASS_CONN};
 	enum fdpass_tag tags[FDPASS_BATCH];
-	int pair[2], pipes[3][2], fds[FDPASS_BATCH], sent[3];
+	int pair[2], pipes[3][2], fds[FDPASS_BATCH];
 	unsigned lost = 99;
 
 	new_channel(pair);
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
-		sent[i] = pipes[i][1];
-	}
-	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], sent_tags, sent, 3), 0);
-	for (size_t i = 0; i < 3; i++)
-		closep(&pipes[i][1]);
+	send_pipe_batch(pair, pipes);
 
 	assert_int_equal(fdpass_recv_batch(pair[FDPASS_WORKER], tags, fds, FDPASS_BATCH, &lost), 3);
 	assert_int_equal(lost, 0);
 	for (size_t i = 0; i < 3; i++) {
 		char c = 0;
 
-		assert_int_equal(tags[i], sent_tags[i]);
+		assert_int_equal(tags[i], batch_tags[i]);
 		assert_true(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
 		assert_int_equal(write(fds[i], (char[]){(char)('a' + i)}, 1), 1);
 		assert_int_equal(read(pipes[i][0], &c, 1), 1);
@@ -817,21 +829,14 @@ test_batch_count_mismatch(void **state)
 static void
 test_batch_partial_at_fd_limit(void **state)
 {
-	static const enum fdpass_tag sent_tags[] = {FDPASS_CONN, FDPASS_PROXY, FDPASS_CONN};
 	enum fdpass_tag tags[FDPASS_BATCH];
-	int pair[2], pipes[3][2], fds[FDPASS_BATCH], sent[3], spare, r;
+	int pair[2], pipes[3][2], fds[FDPASS_BATCH], spare, r;
 	unsigned lost = 99;
 	struct rlimit saved;
 	char c;
 
 	new_channel(pair);
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
-		sent[i] = pipes[i][1];
-	}
-	assert_int_equal(fdpass_send_batch(pair[FDPASS_SUPERVISOR], sent_tags, sent, 3), 0);
-	for (size_t i = 0; i < 3; i++)
-		closep(&pipes[i][1]);
+	send_pipe_batch(pair, pipes);
 	/* One fd number free below the limit: the first fd fits, no more. */
 	spare = fcntl(0, F_DUPFD_CLOEXEC, 0);
 	assert_true(spare >= 0);
