@@ -17,10 +17,6 @@ passfd_has_room(const struct model_ctx *m)
 	       !ledger_full(m->env->scoreboard);
 }
 
-/* Takes fd: queued, or held. No worker has room (every channel full: a
- * burst faster than the workers take it; the kernel queues a few hundred
- * messages on each), or no worker runs: it waits, and the clients behind
- * it wait in the accept queue, until a worker has room. */
 static void
 log_wait(const struct model_ctx *m)
 {
@@ -30,6 +26,10 @@ log_wait(const struct model_ctx *m)
 		   ACCEPT_RETRY_MS, (unsigned long long)m->held->waits);
 }
 
+/* Takes fd: queued, or held. No worker has room (every channel full: a
+ * burst faster than the workers take it; the kernel queues a few hundred
+ * messages on each), or no worker runs: it waits, and the clients behind
+ * it wait in the accept queue, until a worker has room. */
 static int
 passfd_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {

@@ -30,8 +30,8 @@
 static char scratch[WORKER_BUFFER_SIZE];
 
 void
-conns_init(struct conns *cs, struct waitset *waitset, const struct config *config, struct ledger *ledger,
-	   struct admission_table *sources)
+conns_init(struct conns *cs, struct waitset *waitset, const struct config *config,
+	   struct ledger *ledger, struct admission_table *sources)
 {
 	*cs = (struct conns){
 	    .waitset = waitset,

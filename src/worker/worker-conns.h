@@ -93,8 +93,8 @@ struct conns {
 #define CONNS_SHORT_LIVED_MS 100
 #define CONNS_LIFETIME_START_MS (10 * CONNS_SHORT_LIVED_MS)
 
-void conns_init(struct conns *cs, struct waitset *waitset, const struct config *config, struct ledger *ledger,
-		struct admission_table *sources);
+void conns_init(struct conns *cs, struct waitset *waitset, const struct config *config,
+		struct ledger *ledger, struct admission_table *sources);
 /* Closes every connection. */
 void conns_done(struct conns *cs);
 
