@@ -478,10 +478,14 @@ intake_passed(struct intake *in, enum fdpass_tag tag, int fd)
 	}
 }
 
+/* The bound counts connections, not messages of up to FDPASS_BATCH each
+ * (a broken message counts one), as an accepting worker's does: a backlog
+ * on the channel must not keep the loop long from the connections it
+ * serves. */
 int
 intake_receive(struct intake *in)
 {
-	for (int i = 0; in->channel >= 0 && i < ACCEPT_BATCH; i++) {
+	for (unsigned taken = 0; in->channel >= 0 && taken < ACCEPT_BATCH;) {
 		enum fdpass_tag tags[FDPASS_BATCH];
 		int fds[FDPASS_BATCH];
 		unsigned lost;
@@ -496,6 +500,7 @@ intake_receive(struct intake *in)
 			return 0;
 		if (n == -ECONNRESET)
 			return n;
+		taken += n > 0 ? (unsigned)n : 1;
 		for (int k = 0; k < n; k++)
 			intake_passed(in, tags[k], fds[k]);
 	}

@@ -116,8 +116,8 @@ bool intake_standing_by(struct intake *in, uint64_t now);
 /* Whether to be accepting now, and makes it so (INTAKE_LISTENERS). */
 void intake_update(struct intake *in, uint64_t now);
 void intake_accept(struct intake *in, const struct listener *l, uint64_t now);
-/* Reads the channel dry (a batch at most). -ECONNRESET: the supervisor
- * closed it (the loop drains); else 0. */
+/* Reads the channel dry, about ACCEPT_BATCH connections at most a turn.
+ * -ECONNRESET: the supervisor closed it (the loop drains); else 0. */
 int intake_receive(struct intake *in);
 /* Takes fd, a kept connection, and owed_fd (its owed bytes, or -1). */
 void intake_kept(struct intake *in, int fd, int owed_fd);
