@@ -635,8 +635,10 @@ pool_flush(const struct pool_env *env, struct pool *p)
 		if (r == -EAGAIN || r == -EPIPE || r == -ECONNRESET) {
 			requeue(env, p, (unsigned)i);
 		} else if (r == -ETOOMANYREFS) {
-			/* A per-user limit: every channel says the same. */
-			p->skip[i] = true;
+			/* A per-user limit: every channel says the same, so
+			 * what is queued waits for the next turn, as
+			 * pool_send_kept()'s connection does. */
+			break;
 		} else {
 			log_warning_errno(r, "worker %d: sending %u connection(s): %m; they are closed",
 					  i, pos->out.n);
