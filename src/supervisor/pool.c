@@ -76,14 +76,20 @@ close_channel(const struct pool_env *env, struct position *pos)
 	pos->channel = -1;
 }
 
+static void
+add_queue(struct fd_closer *fc, const struct outbox *out)
+{
+	for (unsigned k = 0; k < out->n; k++)
+		fd_closer_add(fc, out->fds[k]);
+}
+
 /* Closes the supervisor's copies of the connections queued in out. */
 static void
 close_queue(struct outbox *out)
 {
 	struct fd_closer fc = {0};
 
-	for (unsigned k = 0; k < out->n; k++)
-		fd_closer_add(&fc, out->fds[k]);
+	add_queue(&fc, out);
 	fd_closer_close(&fc);
 	out->n = 0;
 }
@@ -134,13 +140,10 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int 
 	 * from being seen. (A worker's own end is not among these.) */
 	for (struct pool *q = env->pools; q; q = q->next)
 		for (unsigned i = 0; i < q->n; i++) {
-			const struct outbox *out = &q->positions[i].out;
-
 			fd_closer_add(also, q->positions[i].channel);
 			/* Connections waiting for a channel with room, like the
 			 * held one (close_waiting()). */
-			for (unsigned k = 0; k < out->n; k++)
-				fd_closer_add(also, out->fds[k]);
+			add_queue(also, &q->positions[i].out);
 		}
 	fd_closer_add(also, env->returns[FDPASS_SUPERVISOR]);
 	close_waiting(env, keep_fd, keep_owed_fd, also);
