@@ -4,8 +4,8 @@
  * The loop, the connections and the intake call the same functions
  * whichever it is. The epoll set costs a connection process
  * epoll_create1() and an epoll_ctl() for each fd added or removed: four
- * system calls of the seventeen a Model=fork connection makes, at 10-30 us
- * each on a slow VM. The poll array costs none of those and one poll() per
+ * system calls for each Model=fork connection, at 10-30 us each on a slow
+ * VM. The poll array costs none of those and one poll() per
  * wait, which for two fds is no dearer than epoll_wait().
  *
  * Events are epoll's (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR have
