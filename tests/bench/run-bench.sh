@@ -14,9 +14,10 @@ usage() {
 	cat <<EOF
 Usage: run-bench.sh [options]
 
-Measures echod (prefork, passfd, fork), the reference server (refserver) and,
-when installed, xinetd, openbsd-inetd and socat, in modes rr, crr, bulk, hold
-and udp; servers alternate round-robin across repetitions and the table shows
+Measures echod (prefork, passfd, fork), the reference server (refserver), the
+process-per-connection reference (forkref, and forkref-libs, which maps echod's
+libraries) and, when installed, xinetd, openbsd-inetd and socat, in modes rr,
+crr, bulk, hold and udp; servers alternate round-robin across repetitions and the table shows
 medians, with ratios to the reference measured in the same run, and the
 server's CPU time per operation (its whole process tree, in a cgroup of its
 own), which the scheduler does not distort as it does throughput on a few
@@ -32,6 +33,8 @@ Options:
                      run; without --servers these join the default list
   --bench PATH       echod-bench executable (DIR/tests/bench/echod-bench)
   --refserver PATH   refserver executable (DIR/tests/bench/refserver)
+  --forkref PATH     forkref executable (DIR/tests/bench/forkref); forkref-libs
+                     is taken from beside it
   --xinetd PATH      xinetd executable (from PATH; skipped if absent)
   --inetd PATH       openbsd-inetd's inetd (from PATH; skipped if absent)
   --socat PATH       socat executable (from PATH; skipped if absent)
@@ -41,10 +44,11 @@ Options:
   --hold N           connections for hold, echod prefork/passfd and the
                      reference (10000)
   --hold-proc N      connections for hold on servers with a process per
-                     connection: echod fork, xinetd, inetd, socat (1000;
+                     connection: echod fork, forkref, xinetd, inetd, socat (1000;
                      0 skips hold for them)
   --servers LIST     comma-separated subset of:
-                     ref,prefork,passfd,fork,xinetd,inetd,socat
+                     ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,
+                     inetd,socat
   --modes LIST       comma-separated subset of rr,crr,bulk,udp,hold (all);
                      e.g. --servers fork,xinetd --modes crr for a quick
                      look at the per-connection cost
@@ -67,7 +71,7 @@ EOF
 }
 
 BUILD=build
-ECHOD='' ECHOD_BEFORE='' SERVERS_GIVEN=0 BENCH='' REFSERVER='' OUT=''
+ECHOD='' ECHOD_BEFORE='' SERVERS_GIVEN=0 BENCH='' REFSERVER='' FORKREF='' OUT=''
 XINETD=$(command -v xinetd || true)
 INETD=$(command -v inetd || true)
 SOCAT=$(command -v socat || true)
@@ -76,7 +80,7 @@ SECS=3
 HOLD=10000
 HOLD_PROC=1000
 HOLD_IDLE=1
-SERVERS=ref,prefork,passfd,fork,xinetd,inetd,socat
+SERVERS=ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,inetd,socat
 MODES=rr,crr,bulk,udp,hold
 SERVER_CPUS='' CLIENT_CPUS=''
 SMOKE=0
@@ -96,6 +100,7 @@ while [ $# -gt 0 ]; do
 	--echod-before) ECHOD_BEFORE=${2:?}; shift ;;
 	--bench) BENCH=${2:?}; shift ;;
 	--refserver) REFSERVER=${2:?}; shift ;;
+	--forkref) FORKREF=${2:?}; shift ;;
 	--xinetd) XINETD=${2:?}; shift ;;
 	--inetd) INETD=${2:?}; shift ;;
 	--socat) SOCAT=${2:?}; shift ;;
@@ -119,13 +124,15 @@ done
 
 : "${ECHOD:=$BUILD/src/echod}" "${BENCH:=$BUILD/tests/bench/echod-bench}"
 : "${REFSERVER:=$BUILD/tests/bench/refserver}" "${OUT:=$BUILD/bench-results}"
+: "${FORKREF:=$BUILD/tests/bench/forkref}"
+FORKREF_LIBS=$FORKREF-libs
 
 if [ -n "$ECHOD_BEFORE" ] && [ $SERVERS_GIVEN = 0 ]; then
-	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,xinetd,inetd,socat
+	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,forkref,forkref-libs,xinetd,inetd,socat
 fi
 if [ $SMOKE = 1 ]; then
 	REPS=1 SECS=0.5 HOLD=200 HOLD_PROC=50 HOLD_IDLE=0.2
-	SERVERS=ref,prefork,passfd,fork
+	SERVERS=ref,prefork,passfd,fork,forkref
 fi
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 50 ]] || die "bad repetition count '$REPS'"
 [ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
@@ -278,20 +285,22 @@ per_mode() {
 
 # Servers with a process per connection get the smaller hold.
 per_process() {
-	case $(model_of "$1") in fork | xinetd | inetd | socat) return 0 ;; esac
+	case $(model_of "$1") in fork | forkref | forkref-libs | xinetd | inetd | socat) return 0 ;; esac
 	return 1
 }
 
 server_label() {
 	case $1 in
 	ref) echo "reference" ;;
+	forkref) echo "fork reference" ;;
+	forkref-libs) echo "fork reference + echod's libraries" ;;
 	prefork | passfd | fork) echo "echod $1" ;;
 	*-before) echo "echod $(model_of "$1") (before)" ;;
 	*) echo "$1" ;;
 	esac
 }
 
-# socat is started for TCP only; openbsd-inetd drops every datagram from
+# socat and forkref are started for TCP only; openbsd-inetd drops every datagram from
 # 127.0.0.0/8 (dg_badinput(), an anti-spoofing rule), so its UDP echo
 # cannot be measured on loopback. Only the modes asked for (--modes).
 modes_of() {
@@ -299,7 +308,7 @@ modes_of() {
 
 	for m in rr crr bulk udp hold; do
 		[[ ,$MODES, == *,$m,* ]] || continue
-		case $1:$m in socat:udp | inetd:udp) continue ;; esac
+		case $1:$m in socat:udp | inetd:udp | forkref*:udp) continue ;; esac
 		echo "$m"
 	done
 }
@@ -308,6 +317,8 @@ modes_of() {
 unavailable() {
 	case $1 in
 	ref) [ -x "$REFSERVER" ] || echo "no refserver" ;;
+	forkref) [ -x "$FORKREF" ] || echo "no forkref at $FORKREF" ;;
+	forkref-libs) [ -x "$FORKREF_LIBS" ] || echo "no forkref-libs at $FORKREF_LIBS" ;;
 	prefork | passfd | fork) [ -x "$ECHOD" ] || echo "no echod at $ECHOD" ;;
 	prefork-before | passfd-before | fork-before)
 		[ -n "$ECHOD_BEFORE" ] && [ -x "$ECHOD_BEFORE" ] || echo "no --echod-before executable"
@@ -387,6 +398,8 @@ launch() {
 
 	case $s in
 	ref) cmd=("$REFSERVER" -p "$port") ;;
+	forkref) cmd=("$FORKREF" -p "$port") ;;
+	forkref-libs) cmd=("$FORKREF_LIBS" -p "$port") ;;
 	prefork | passfd | fork | prefork-before | passfd-before | fork-before)
 		cmd=("$(echod_of "$s")" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
 			-m "$(model_of "$s")" -w 2 --config /dev/null
@@ -645,6 +658,35 @@ hold_of() {
 	if per_process "$1"; then echo "$HOLD_PROC"; else echo "$HOLD"; fi
 }
 
+# crr for the servers with a process per connection, against the fork
+# reference (what fork() and exit() alone cost a connection here) and
+# xinetd, each measured in the same run; only if one of them was.
+per_process_table() {
+	local s any=0 rate cpu fr_rate fr_cpu xi_rate xi_cpu
+
+	for s in forkref xinetd; do
+		[[ " ${ACTIVE[*]} " == *" $s "* ]] && [ -z "${FAILED[$s]:-}" ] && any=1
+	done
+	[ $any = 1 ] && [[ ,$MODES, == *,crr,* ]] || return 0
+	fr_rate=$(median forkref crr rate) fr_cpu=$(median forkref crr cpu_op_us)
+	xi_rate=$(median xinetd crr rate) xi_cpu=$(median xinetd crr cpu_op_us)
+	echo "A process per connection, crr: connections/s and server CPU per connection,"
+	echo "median, and their ratios to the fork reference (forkref: accept, fork, echo,"
+	echo "exit, and nothing else) and to xinetd, measured in the same run:"
+	echo
+	echo "| server | crr conn/s | ×forkref | ×xinetd | crr µs/conn | ×forkref | ×xinetd |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for s in "${WANTED[@]}"; do
+		per_process "$s" || continue
+		[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
+		rate=$(median "$s" crr rate) cpu=$(median "$s" crr cpu_op_us)
+		printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(server_label "$s")" \
+			"$(fmt "$rate" 0)" "$(ratio "$rate" "$fr_rate")" "$(ratio "$rate" "$xi_rate")" \
+			"$(fmt "$cpu" 0)" "$(ratio "$cpu" "$fr_cpu")" "$(ratio "$cpu" "$xi_cpu")"
+	done
+	echo
+}
+
 report() {
 	local s rr crr bulk udp held echoed rss pss p50 p99 e fair
 
@@ -707,6 +749,7 @@ report() {
 		done
 		echo
 	fi
+	per_process_table
 	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
 	echo "crr = connect, 64 bytes, echo, close, 64 in flight; bulk = 4 connections streaming"
 	echo "both ways (MB/s echoed back); udp = 16 sockets × 8 outstanding 64-byte datagrams"
@@ -724,7 +767,10 @@ report() {
 	echo
 	echo "Notes:"
 	echo "- hold uses N = $HOLD for the reference and echod prefork/passfd, N = $HOLD_PROC for servers"
-	echo "  with a process per connection (echod fork, xinetd, inetd, socat)$([ "$HOLD_PROC" = 0 ] && echo ": skipped for them")."
+	echo "  with a process per connection (echod fork, forkref, xinetd, inetd, socat)$([ "$HOLD_PROC" = 0 ] && echo ": skipped for them")."
+	echo "- forkref is built twice from one source: with libc alone, and as forkref-libs,"
+	echo "  mapping the libraries echod links (libsystemd and what it pulls in, libinih)"
+	echo "  without calling them; fork() and exit() cost grows with a process's mappings."
 	echo "- xinetd runs its internal echo with cps and instances raised: its default"
 	echo "  \`cps = 50 10\` disables the service for 10 s after 50 connections in a second,"
 	echo "  refusing nearly everything under load."
