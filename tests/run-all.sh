@@ -11,7 +11,7 @@
 # all its cases do). With CI=true a skipped test counts as failed: CI is
 # where every test must really run.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 status=0
 passed=0

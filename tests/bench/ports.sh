@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # ports.sh: sourced by the benchmark's scripts (run-bench.sh, soak-bulk.sh)
 # to pick a server's port and see it listen. Needs ss (iproute2).
 

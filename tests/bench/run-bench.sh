@@ -217,7 +217,7 @@ trap 'exit 130' INT TERM HUP
 # included (a sum over /proc would miss what exited between two looks).
 # cgroup v1's cpuacct, else v2's cpu.stat; without either the CPU columns
 # say "-". CG_HOME is where this shell was, to go back to.
-CG= CG_HOME= CG_KIND=
+CG='' CG_HOME='' CG_KIND=''
 setup_cgroup() {
 	local base rel
 
@@ -252,12 +252,14 @@ cpu_us() {
 	fi
 }
 
+# shellcheck disable=SC2317 # invoked by cleanup(), the trap
 remove_cgroup() {
 	[ -n "$CG" ] && rmdir "$CG" 2>/dev/null
 	return 0
 }
 
 # free_port, listening
+# shellcheck disable=SC1091 # ports.sh, beside this script, is checked on its own
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # An echod server's model: prefork-before is the --echod-before build's

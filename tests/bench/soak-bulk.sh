@@ -33,6 +33,7 @@ done
 
 LOG=$(mktemp -d /tmp/soak-bulk.XXXXXX)
 pids=()
+# shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
@@ -46,6 +47,7 @@ for ((i = 0; i < PRESSURE; i++)); do
 done
 
 # free_port, listening
+# shellcheck disable=SC1091 # ports.sh, beside this script, is checked on its own
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 failed=0

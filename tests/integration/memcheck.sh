@@ -23,7 +23,7 @@ for f in "$logs"/memcheck.*; do
 	cat "$f" >&2
 	reports=$((reports + 1))
 done
-checked=$(ls "$logs" | wc -l)
+checked=$(find "$logs" -mindepth 1 -maxdepth 1 | wc -l)
 echo "memcheck: $checked echod process(es) checked, $reports with errors; test exit status $status" >&2
 # No log at all means valgrind never ran an echod: nothing was checked.
 [ "$checked" -gt 0 ] || echo "memcheck: no echod process ran under valgrind" >&2

@@ -599,6 +599,7 @@ check_restart_keeps_connections() {
 # reload with the file fixed; a second restart keeps it again.
 check_restart_broken_config() {
 	local since i rc=0 CLIENTS=20
+	# shellcheck disable=SC2034 # read by the eval below
 	local note="configuration file rejected, running the previous one: /etc/echod/echod.conf:3: Workers=lots"
 	expect "$CLIENTS clients busy" start_clients || { ct cat "$CLIENTS_DIR/out"; return 1; }
 	set_config Workers=3 Workers=lots
@@ -883,7 +884,7 @@ if [ -z "$DEB" ]; then
 fi
 [ -f "$DEB" ] || { log "no such package: $DEB"; exit 99; }
 DEB=$(realpath "$DEB")
-[ -n "$CHANGES" ] || CHANGES=$(ls "$(dirname "$DEB")"/echod_*.changes 2>/dev/null | head -n 1)
+[ -n "$CHANGES" ] || CHANGES=$(find "$(dirname "$DEB")" -maxdepth 1 -name 'echod_*.changes' | sort | head -n 1)
 build_upgrades
 if [ "${ECHOD_SYSTEST_FAKE:-0}" = 1 ]; then
 	log "ECHOD_SYSTEST_FAKE=1: replacing echod with fake-echod.py in the package"
