@@ -203,6 +203,14 @@ receive(struct worker *w, uint64_t now)
 		start_drain(w, "supervisor gone", now);
 }
 
+/* Before giving every connection away: see intake_receive_all(). */
+static void
+receive_all(struct worker *w, uint64_t now)
+{
+	if (intake_receive_all(&w->intake) == -ECONNRESET)
+		start_drain(w, "supervisor gone", now);
+}
+
 /* --- connections that outlive this process --- */
 
 /* The supervisor is being restarted: every connection goes to systemd,
@@ -213,7 +221,7 @@ restart(struct worker *w, uint64_t now)
 {
 	/* Connections the supervisor sent before it stopped are ours too. */
 	if (!w->draining)
-		receive(w, now);
+		receive_all(w, now);
 	worker_kept_store(&w->conns);
 	start_drain(w, "restarting", now);
 }
@@ -249,7 +257,7 @@ reload(struct worker *w, uint64_t now)
 		return;
 	}
 	/* Connections the supervisor sent before are ours to return too. */
-	receive(w, now);
+	receive_all(w, now);
 	w->returning = true;
 	return_more(w);
 	/* Whatever is left (the channel is full for now) is returned later;

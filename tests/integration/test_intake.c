@@ -330,6 +330,52 @@ test_burst_beyond_the_channel(void **state)
 	rig_stop(&r);
 }
 
+/* The same burst with a reload while the worker is stopped: what the
+ * supervisor had queued for the retiring worker, which no longer reads its
+ * channel once it has given its connections back, goes to the new one.
+ * Every client of the burst is echoed, by whichever generation. */
+static void
+test_burst_beyond_the_channel_then_reload(void **state)
+{
+	static struct rig r; /* outlives a failure, for the teardown */
+	static int fds[BURST];
+	char what[64];
+	pid_t kids[4];
+	size_t n_kids;
+
+	(void)state;
+	rig_start(&r, 1, "");
+	n_kids = process_children(r.e.pid, kids, 4);
+	for (size_t i = 0; i < n_kids; i++)
+		assert_int_equal(kill(kids[i], SIGSTOP), 0);
+	for (int i = 0; i < BURST; i++) {
+		fds[i] = tcp_connect(r.e.port);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(send(fds[i], "b", 1, MSG_NOSIGNAL), 1);
+	}
+	usleep(300 * 1000);
+	rig_config(&r, 1, "");
+	assert_int_equal(kill(r.e.pid, SIGHUP), 0);
+	assert_non_null(notify_status_wait(&r.n, "gen 1", 5000));
+	for (size_t i = 0; i < n_kids; i++)
+		assert_int_equal(kill(kids[i], SIGCONT), 0);
+	for (int i = 0; i < BURST; i++) {
+		char c = 0;
+
+		snprintf(what, sizeof(what), "client %d of a burst of %d", i, BURST);
+		if (!wait_readable(fds[i], ECHO_DEADLINE_MS) || recv(fds[i], &c, 1, 0) != 1 ||
+		    c != 'b') {
+			echod_collect_log(&r.e);
+			print_message("# %s, reloaded while stopped: no echo in %d ms\n", what,
+				      ECHO_DEADLINE_MS);
+			fail();
+		}
+	}
+	for (int i = 0; i < BURST; i++)
+		close(fds[i]);
+	rig_stop(&r);
+}
+
 /* ConnectionRateLimit= runs dry: the clients beyond wait for tokens and
  * are then served, one at a time, with nothing else to wake a worker. */
 static void
@@ -391,6 +437,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_burst_fills_every_worker, teardown),
 	    cmocka_unit_test_teardown(test_rate_limited_clients_served, teardown),
 	    cmocka_unit_test_teardown(test_burst_beyond_the_channel, teardown),
+	    cmocka_unit_test_teardown(test_burst_beyond_the_channel_then_reload, teardown),
 	    /* Last, as only prefork's workers stand by for each other. */
 	    cmocka_unit_test_teardown(test_one_more_with_a_worker_stopped, teardown),
 	};
