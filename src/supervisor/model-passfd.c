@@ -53,13 +53,16 @@ passfd_flush(struct model_ctx *m)
 	return lost;
 }
 
-/* What waited in the queues for a channel with room goes first, then
- * the held connection. */
+/* What waited in the queues for a channel with room goes first (a
+ * retired generation's before this one's), then the held connection. */
 static unsigned
 passfd_retry(struct model_ctx *m, uint64_t now)
 {
 	struct arrival a = {0};
-	unsigned lost = passfd_flush(m);
+	unsigned lost;
+
+	pool_adopt_retired_queues(m->env, m->pool);
+	lost = passfd_flush(m);
 
 	a.fd = held_take(m->held, now, &a.proxy);
 	if (a.fd >= 0) {

@@ -312,6 +312,8 @@ killed_after_start(int status, bool reached_running)
 	       (WTERMSIG(status) == SIGKILL || WTERMSIG(status) == SIGTERM);
 }
 
+static void adopt_queued(const struct pool_env *env, struct pool *to, struct pool *from);
+
 void
 pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, int status,
 		   uint64_t now, bool stopping)
@@ -325,6 +327,11 @@ pool_worker_exited(const struct pool_env *env, struct pool *p, unsigned index, i
 	char how[64];
 
 	describe_exit_status(status, how, sizeof(how));
+	/* What was queued for a retiring worker would be closed with its
+	 * position: a last chance to go to the current generation (see
+	 * pool_adopt_retired_queues()). */
+	if (p->retiring && !stopping && env->pools && env->pools != p && pos->out.n > 0)
+		adopt_queued(env, env->pools, p);
 	release_position(env, pos);
 	if (stopping || p->retiring) {
 		log_full_errno(clean ? LOG_DEBUG : LOG_WARNING, 0, "worker %u (generation %u): %s",
@@ -656,6 +663,37 @@ bool
 pool_stalled(const struct pool *p)
 {
 	return p->stalled && any_queued(p);
+}
+
+/* Moves what from's queues hold, oldest first, to the workers of to with
+ * room: counted as sent to them instead, so that each reservation follows
+ * its connection. Stops at the first one to cannot take. */
+static void
+adopt_queued(const struct pool_env *env, struct pool *to, struct pool *from)
+{
+	for (unsigned i = 0; i < from->n; i++) {
+		struct outbox *out = &from->positions[i].out;
+		unsigned moved = 0;
+
+		while (moved < out->n &&
+		       pool_queue(env, to, out->fds[moved], out->tags[moved] == FDPASS_PROXY) == 0)
+			moved++;
+		from->positions[i].sent -= moved;
+		out->n -= moved;
+		memmove(out->fds, out->fds + moved, out->n * sizeof(*out->fds));
+		memmove(out->tags, out->tags + moved, out->n * sizeof(*out->tags));
+		if (out->n > 0)
+			break;
+	}
+	from->stalled = any_queued(from);
+}
+
+void
+pool_adopt_retired_queues(const struct pool_env *env, struct pool *p)
+{
+	for (struct pool *old = p->next; old; old = old->next)
+		if (old->retiring && any_queued(old))
+			adopt_queued(env, p, old);
 }
 
 unsigned

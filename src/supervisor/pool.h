@@ -160,6 +160,13 @@ unsigned pool_flush(const struct pool_env *env, struct pool *p);
 /* Connections wait in p's queues for a channel with room (queued in an
  * accepting turn and not sent when it ended). */
 bool pool_stalled(const struct pool *p);
+/* A reload retired a generation while connections were queued for its
+ * workers (a flush found their channels full). A retiring worker reads
+ * its channel dry once, as it gives its connections back, and not after,
+ * and nothing more is sent to it: what is still queued for it goes to p's
+ * workers instead (p: the current generation, the older ones after it),
+ * oldest first, as they have room. */
+void pool_adopt_retired_queues(const struct pool_env *env, struct pool *p);
 /* A stop, or a reload to another model: closes what p's queues hold and
  * gives their reservations back. Returns how many. */
 unsigned pool_drop_queued(const struct pool_env *env, struct pool *p);
