@@ -572,29 +572,41 @@ pool_queue(const struct pool_env *env, struct pool *p, int fd, bool proxy)
 	}
 }
 
+/* The first moved connections queued at src went elsewhere: no longer
+ * counted as sent to it, and the rest move up, oldest still first. */
+static void
+unqueue_front(struct position *src, unsigned moved)
+{
+	struct outbox *out = &src->out;
+
+	src->sent -= moved;
+	out->n -= moved;
+	memmove(out->fds, out->fds + moved, out->n * sizeof(*out->fds));
+	memmove(out->tags, out->tags + moved, out->n * sizeof(*out->tags));
+}
+
 /* Moves the connections queued at position from, oldest first, to other
  * workers with room (not in p->skip), while their queues have room. */
 static void
 requeue(const struct pool_env *env, struct pool *p, unsigned from)
 {
 	struct position *src = &p->positions[from];
+	unsigned moved = 0;
 
 	p->skip[from] = true;
-	while (src->out.n > 0) {
+	while (moved < src->out.n) {
 		int j = pick_to_send(env, p);
 		struct position *dst;
 
 		if (j < 0 || p->positions[j].out.n == FDPASS_BATCH)
-			return;
+			break;
 		dst = &p->positions[j];
-		dst->out.fds[dst->out.n] = src->out.fds[0];
-		dst->out.tags[dst->out.n++] = src->out.tags[0];
+		dst->out.fds[dst->out.n] = src->out.fds[moved];
+		dst->out.tags[dst->out.n++] = src->out.tags[moved];
 		dst->sent++;
-		src->sent--;
-		src->out.n--;
-		memmove(src->out.fds, src->out.fds + 1, src->out.n * sizeof(*src->out.fds));
-		memmove(src->out.tags, src->out.tags + 1, src->out.n * sizeof(*src->out.tags));
+		moved++;
 	}
+	unqueue_front(src, moved);
 }
 
 /* Closes what pos has queued and gives back what was reserved for it. */
@@ -672,20 +684,16 @@ static void
 adopt_queued(const struct pool_env *env, struct pool *to, struct pool *from)
 {
 	for (unsigned i = 0; i < from->n; i++) {
-		struct outbox *out = &from->positions[i].out;
+		const struct outbox *out = &from->positions[i].out;
 		unsigned moved = 0;
 
 		while (moved < out->n &&
 		       pool_queue(env, to, out->fds[moved], out->tags[moved] == FDPASS_PROXY) == 0)
 			moved++;
-		from->positions[i].sent -= moved;
-		out->n -= moved;
-		memmove(out->fds, out->fds + moved, out->n * sizeof(*out->fds));
-		memmove(out->tags, out->tags + moved, out->n * sizeof(*out->tags));
+		unqueue_front(&from->positions[i], moved);
 		if (out->n > 0)
 			break;
 	}
-	from->stalled = any_queued(from);
 }
 
 void
