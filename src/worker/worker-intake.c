@@ -3,7 +3,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -481,8 +480,8 @@ intake_passed(struct intake *in, enum fdpass_tag tag, int fd)
 
 /* The bound counts connections, not messages of up to FDPASS_BATCH each
  * (a broken message counts one). */
-static int
-receive_up_to(struct intake *in, unsigned max)
+int
+intake_receive(struct intake *in, unsigned max)
 {
 	for (unsigned taken = 0; in->channel >= 0 && taken < max;) {
 		enum fdpass_tag tags[FDPASS_BATCH];
@@ -504,20 +503,6 @@ receive_up_to(struct intake *in, unsigned max)
 			intake_passed(in, tags[k], fds[k]);
 	}
 	return 0;
-}
-
-/* As an accepting worker's: a backlog on the channel must not keep the
- * loop long from the connections it serves. */
-int
-intake_receive(struct intake *in)
-{
-	return receive_up_to(in, ACCEPT_BATCH);
-}
-
-int
-intake_receive_all(struct intake *in)
-{
-	return receive_up_to(in, UINT_MAX);
 }
 
 /* --- as many connections as the fd limit leaves room for --- */

@@ -116,14 +116,9 @@ bool intake_standing_by(struct intake *in, uint64_t now);
 /* Whether to be accepting now, and makes it so (INTAKE_LISTENERS). */
 void intake_update(struct intake *in, uint64_t now);
 void intake_accept(struct intake *in, const struct listener *l, uint64_t now);
-/* Reads the channel dry, about ACCEPT_BATCH connections at most a turn.
- * -ECONNRESET: the supervisor closed it (the loop drains); else 0. */
-int intake_receive(struct intake *in);
-/* Reads the channel dry, however much is on it: for a worker giving its
- * connections away (a reload, a restart), which reads it no more after,
- * so that what the supervisor sent before is not closed with the channel
- * when the worker exits. The supervisor sends nothing after its signal. */
-int intake_receive_all(struct intake *in);
+/* Reads the channel dry, or until it took max connections. -ECONNRESET:
+ * the supervisor closed it (the loop drains); else 0. */
+int intake_receive(struct intake *in, unsigned max);
 /* Takes fd, a kept connection, and owed_fd (its owed bytes, or -1). */
 void intake_kept(struct intake *in, int fd, int owed_fd);
 /* A peer rang the scoreboard's doorbell: look at the listeners. */

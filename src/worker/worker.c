@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,18 +197,20 @@ start_drain(struct worker *w, const char *why, uint64_t now)
 			 w->setup->config->shutdown_timeout_sec);
 }
 
-static void
-receive(struct worker *w, uint64_t now)
-{
-	if (intake_receive(&w->intake) == -ECONNRESET)
-		start_drain(w, "supervisor gone", now);
-}
+/* A turn of the loop takes about as many as an accepting worker's does:
+ * a backlog on the channel must not keep it long from the connections it
+ * serves. */
+#define RECEIVE_TURN ACCEPT_BATCH
+/* A worker giving its connections away (a reload, a restart) reads its
+ * channel no more after, and the supervisor sends it nothing more once it
+ * has signalled: it takes everything there first, or what was sent would
+ * be closed with the channel when the worker exits. */
+#define RECEIVE_ALL UINT_MAX
 
-/* Before giving every connection away: see intake_receive_all(). */
 static void
-receive_all(struct worker *w, uint64_t now)
+receive(struct worker *w, uint64_t now, unsigned max)
 {
-	if (intake_receive_all(&w->intake) == -ECONNRESET)
+	if (intake_receive(&w->intake, max) == -ECONNRESET)
 		start_drain(w, "supervisor gone", now);
 }
 
@@ -221,7 +224,7 @@ restart(struct worker *w, uint64_t now)
 {
 	/* Connections the supervisor sent before it stopped are ours too. */
 	if (!w->draining)
-		receive_all(w, now);
+		receive(w, now, RECEIVE_ALL);
 	worker_kept_store(&w->conns);
 	start_drain(w, "restarting", now);
 }
@@ -257,7 +260,7 @@ reload(struct worker *w, uint64_t now)
 		return;
 	}
 	/* Connections the supervisor sent before are ours to return too. */
-	receive_all(w, now);
+	receive(w, now, RECEIVE_ALL);
 	w->returning = true;
 	return_more(w);
 	/* Whatever is left (the channel is full for now) is returned later;
@@ -330,7 +333,7 @@ dispatch(struct worker *w, struct epoll_event *ev, uint64_t now)
 		w->signalled = true;
 		break;
 	case SOURCE_CHANNEL:
-		receive(w, now);
+		receive(w, now, RECEIVE_TURN);
 		break;
 	case SOURCE_DOORBELL:
 		intake_doorbell(&w->intake, now);
