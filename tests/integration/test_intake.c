@@ -291,16 +291,18 @@ test_burst_fills_every_worker(void **state)
  * queued there; fork serves each in a process of its own. */
 #define BURST 400
 
+/* The burst, against the one worker stopped; with reload, a reload while
+ * it is stopped: what it had been sent, and what the supervisor had
+ * queued for it, goes to the new generation's worker. Every client of the
+ * burst is echoed, by whichever generation. */
 static void
-test_burst_beyond_the_channel(void **state)
+burst_beyond_the_channel(bool reload)
 {
 	static struct rig r; /* outlives a failure, for the teardown */
 	static int fds[BURST];
-	char what[64];
 	pid_t kids[4];
 	size_t n_kids;
 
-	(void)state;
 	rig_start(&r, 1, "");
 	n_kids = process_children(r.e.pid, kids, 4);
 	for (size_t i = 0; i < n_kids; i++)
@@ -312,16 +314,22 @@ test_burst_beyond_the_channel(void **state)
 	}
 	/* Time for the supervisor to fill the channel, and more. */
 	usleep(300 * 1000);
+	if (reload) {
+		rig_config(&r, 1, "");
+		assert_int_equal(kill(r.e.pid, SIGHUP), 0);
+		assert_non_null(notify_status_wait(&r.n, "gen 1", 5000));
+	}
 	for (size_t i = 0; i < n_kids; i++)
 		assert_int_equal(kill(kids[i], SIGCONT), 0);
 	for (int i = 0; i < BURST; i++) {
 		char c = 0;
 
-		snprintf(what, sizeof(what), "client %d of a burst of %d", i, BURST);
 		if (!wait_readable(fds[i], ECHO_DEADLINE_MS) || recv(fds[i], &c, 1, 0) != 1 ||
 		    c != 'b') {
 			echod_collect_log(&r.e);
-			print_message("# %s: no echo in %d ms\n", what, ECHO_DEADLINE_MS);
+			print_message("# client %d of a burst of %d%s: no echo in %d ms\n", i,
+				      BURST, reload ? ", reloaded while stopped" : "",
+				      ECHO_DEADLINE_MS);
 			fail();
 		}
 	}
@@ -330,50 +338,18 @@ test_burst_beyond_the_channel(void **state)
 	rig_stop(&r);
 }
 
-/* The same burst with a reload while the worker is stopped: what the
- * supervisor had queued for the retiring worker, which no longer reads its
- * channel once it has given its connections back, goes to the new one.
- * Every client of the burst is echoed, by whichever generation. */
+static void
+test_burst_beyond_the_channel(void **state)
+{
+	(void)state;
+	burst_beyond_the_channel(false);
+}
+
 static void
 test_burst_beyond_the_channel_then_reload(void **state)
 {
-	static struct rig r; /* outlives a failure, for the teardown */
-	static int fds[BURST];
-	char what[64];
-	pid_t kids[4];
-	size_t n_kids;
-
 	(void)state;
-	rig_start(&r, 1, "");
-	n_kids = process_children(r.e.pid, kids, 4);
-	for (size_t i = 0; i < n_kids; i++)
-		assert_int_equal(kill(kids[i], SIGSTOP), 0);
-	for (int i = 0; i < BURST; i++) {
-		fds[i] = tcp_connect(r.e.port);
-		assert_true(fds[i] >= 0);
-		assert_int_equal(send(fds[i], "b", 1, MSG_NOSIGNAL), 1);
-	}
-	usleep(300 * 1000);
-	rig_config(&r, 1, "");
-	assert_int_equal(kill(r.e.pid, SIGHUP), 0);
-	assert_non_null(notify_status_wait(&r.n, "gen 1", 5000));
-	for (size_t i = 0; i < n_kids; i++)
-		assert_int_equal(kill(kids[i], SIGCONT), 0);
-	for (int i = 0; i < BURST; i++) {
-		char c = 0;
-
-		snprintf(what, sizeof(what), "client %d of a burst of %d", i, BURST);
-		if (!wait_readable(fds[i], ECHO_DEADLINE_MS) || recv(fds[i], &c, 1, 0) != 1 ||
-		    c != 'b') {
-			echod_collect_log(&r.e);
-			print_message("# %s, reloaded while stopped: no echo in %d ms\n", what,
-				      ECHO_DEADLINE_MS);
-			fail();
-		}
-	}
-	for (int i = 0; i < BURST; i++)
-		close(fds[i]);
-	rig_stop(&r);
+	burst_beyond_the_channel(true);
 }
 
 /* ConnectionRateLimit= runs dry: the clients beyond wait for tokens and
