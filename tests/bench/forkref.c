@@ -13,7 +13,6 @@
  * floor for any forking process that has them mapped. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -22,6 +21,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "server-args.h"
 
 #define BUF_SIZE 65536
 
@@ -103,41 +104,19 @@ serve(int listener)
 	}
 }
 
-static void
-usage(FILE *f)
-{
-	fprintf(f, "Usage: forkref -p PORT\n"
-		   "Fork-per-connection TCP echo server on 127.0.0.1:PORT, the\n"
-		   "process-per-connection reference for echod-bench. Stops on SIGTERM\n"
-		   "(its children with their process group).\n");
-}
-
 int
 main(int argc, char **argv)
 {
-	unsigned long port = 0;
-	int c, fd;
+	unsigned port = server_port_from_args(
+	    argc, argv,
+	    "Usage: forkref -p PORT\n"
+	    "Fork-per-connection TCP echo server on 127.0.0.1:PORT, the\n"
+	    "process-per-connection reference for echod-bench. Stops on SIGTERM\n"
+	    "(its children with their process group).\n");
+	int fd = listen_on(port);
 
-	while ((c = getopt(argc, argv, "p:h")) != -1) {
-		switch (c) {
-		case 'p':
-			port = strtoul(optarg, NULL, 10);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (port == 0 || port > 65535 || optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	fd = listen_on((unsigned)port);
 	if (fd < 0) {
-		fprintf(stderr, "forkref: listening on 127.0.0.1:%lu: %s\n", port, strerror(-fd));
+		fprintf(stderr, "forkref: listening on 127.0.0.1:%u: %s\n", port, strerror(-fd));
 		return 1;
 	}
 	/* Reaped by the kernel: no waitpid() per connection. */

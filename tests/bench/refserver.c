@@ -9,7 +9,6 @@
  * bound. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -21,6 +20,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "server-args.h"
 
 #define BUF_SIZE 65536
 #define UDP_BATCH 64
@@ -251,41 +252,19 @@ serve(struct server *s)
 	}
 }
 
-static void
-usage(FILE *f)
-{
-	fprintf(f, "Usage: refserver -p PORT\n"
-		   "Single-threaded epoll echo server (TCP and UDP) on 127.0.0.1:PORT,\n"
-		   "the reference for echod-bench. Stops on SIGTERM or SIGINT.\n");
-}
-
 int
 main(int argc, char **argv)
 {
 	static struct server s;
-	unsigned long port = 0;
-	int c, r;
+	unsigned port = server_port_from_args(
+	    argc, argv,
+	    "Usage: refserver -p PORT\n"
+	    "Single-threaded epoll echo server (TCP and UDP) on 127.0.0.1:PORT,\n"
+	    "the reference for echod-bench. Stops on SIGTERM or SIGINT.\n");
+	int r = setup(&s, port);
 
-	while ((c = getopt(argc, argv, "p:h")) != -1) {
-		switch (c) {
-		case 'p':
-			port = strtoul(optarg, NULL, 10);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (port == 0 || port > 65535) {
-		usage(stderr);
-		return 2;
-	}
-	r = setup(&s, (unsigned)port);
 	if (r < 0) {
-		fprintf(stderr, "refserver: setting up 127.0.0.1:%lu: %s\n", port, strerror(-r));
+		fprintf(stderr, "refserver: setting up 127.0.0.1:%u: %s\n", port, strerror(-r));
 		return 1;
 	}
 	serve(&s);
