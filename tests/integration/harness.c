@@ -237,6 +237,20 @@ harness_write_config(const char *path, const char *text)
 		fatal("writing %s: %s", path, strerror(errno));
 }
 
+void
+harness_remove_runtime_dir(const char *dir)
+{
+	char status[PATH_MAX];
+
+	/* The name is RELOAD_STATUS_FILE of src/lib/reload.h: the harness
+	 * sees echod only from outside, as a user does. */
+	snprintf(status, sizeof(status), "%s/reload-status", dir);
+	if (unlink(status) != 0 && errno != ENOENT)
+		fatal("removing %s: %s", status, strerror(errno));
+	if (rmdir(dir) != 0)
+		fatal("removing %s: %s", dir, strerror(errno));
+}
+
 /* Sockets for the next echod, as systemd passes them (harness_pass_fds). */
 static const int *next_listen_fds;
 static size_t next_n_listen_fds;

@@ -102,6 +102,10 @@ unsigned echod_log_count(struct echod *e, const char *needle);
  * with its stack when an assertion failed), and reaps it. A failed test
  * must not leave its echod to disturb the next. */
 int harness_teardown(void **state);
+/* Removes a --runtime-dir made for a test, with the reload status file an
+ * echod leaves in it (systemd removes RuntimeDirectory= itself). Anything
+ * else left there fails the test: echod must not leave litter. */
+void harness_remove_runtime_dir(const char *dir);
 
 /* Connects to 127.0.0.1:port (blocking connect, then non-blocking). */
 int tcp_connect(int port);

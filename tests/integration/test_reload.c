@@ -57,7 +57,7 @@ teardown(void **state)
 	harness_teardown(state);
 	notify_socket_close(&f->n);
 	unlink(f->conf);
-	rmdir(f->runtime_dir);
+	harness_remove_runtime_dir(f->runtime_dir);
 	free(f);
 	return 0;
 }

@@ -29,7 +29,7 @@ static int
 teardown(void **state)
 {
 	harness_teardown(state);
-	rmdir(dir);
+	harness_remove_runtime_dir(dir);
 	return 0;
 }
 
