@@ -90,9 +90,9 @@ void intake_done(struct intake *in);
 
 /* Room, MaxConnections= and rate for one more accept(), in that order; on
  * INTAKE_TAKE the connection is counted and the caller either accepts one
- * or undoes it with intake_undo(). The fair share is no reason to decline
- * an accept the kernel woke this worker for: it is looked at only once
- * the queue is empty (intake_over_fair_share()). */
+ * or undoes it with intake_undo(). The fair share is not looked at here:
+ * a worker over it hands what is queued to a peer by the doorbell
+ * (intake_accept()). */
 enum intake_decision intake_decide(struct intake *in, uint64_t now);
 void intake_undo(struct intake *in);
 /* Whether this worker holds more than its share of the service's
@@ -115,6 +115,8 @@ bool intake_standing_by(struct intake *in, uint64_t now);
 
 /* Whether to be accepting now, and makes it so (INTAKE_LISTENERS). */
 void intake_update(struct intake *in, uint64_t now);
+/* The kernel woke this worker for l: accepts what is queued, up to this
+ * worker's fair share; the rest goes to peers by the doorbell. */
 void intake_accept(struct intake *in, const struct listener *l, uint64_t now);
 /* Reads the channel dry, or until it took max connections. -ECONNRESET:
  * the supervisor closed it (the loop drains); else 0. */

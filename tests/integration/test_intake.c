@@ -147,6 +147,16 @@ rig_stop(struct rig *r)
 	unlink(r->conf);
 }
 
+/* The running generation's workers, none in fork: there the children are
+ * connection processes, and the probe's may still be on its way out. */
+static size_t
+rig_workers(struct rig *r, pid_t *kids, size_t max)
+{
+	if (strcmp(harness_model(), "fork") == 0)
+		return 0;
+	return process_children(r->e.pid, kids, max);
+}
+
 /* A failed test leaves its echod behind: nothing of it may reach the next. */
 static int
 teardown(void **state)
@@ -304,7 +314,7 @@ burst_beyond_the_channel(bool reload)
 	size_t n_kids;
 
 	rig_start(&r, 1, "");
-	n_kids = process_children(r.e.pid, kids, 4);
+	n_kids = rig_workers(&r, kids, 4);
 	for (size_t i = 0; i < n_kids; i++)
 		assert_int_equal(kill(kids[i], SIGSTOP), 0);
 	for (int i = 0; i < BURST; i++) {
@@ -350,6 +360,61 @@ test_burst_beyond_the_channel_then_reload(void **state)
 {
 	(void)state;
 	burst_beyond_the_channel(true);
+}
+
+/* A burst queued at once (both workers stopped while 64 clients connect,
+ * as when a balancer sends back the clients of a failed peer) is spread
+ * over the workers: the busiest holds no more than 1.25 times the mean.
+ * In prefork the kernel wakes one worker for the whole queue, which once
+ * took 58 of 64 and left the other waking for each request of its six;
+ * passfd's supervisor deals them out; fork serves each in a process of
+ * its own. */
+#define SPREAD_CLIENTS 64
+
+static void
+test_burst_spreads_over_workers(void **state)
+{
+	static struct rig r; /* outlives a failure, for the teardown */
+	static int fds[SPREAD_CLIENTS];
+	pid_t kids[SPREAD_CLIENTS + 1];
+	int before[2];
+	size_t n_kids;
+	bool fork_model = strcmp(harness_model(), "fork") == 0;
+
+	(void)state;
+	rig_start(&r, 2, "");
+	n_kids = rig_workers(&r, kids, 2);
+	assert_int_equal(n_kids, fork_model ? 0 : 2);
+	for (size_t i = 0; i < n_kids; i++) {
+		before[i] = process_socket_count(kids[i]);
+		assert_int_equal(kill(kids[i], SIGSTOP), 0);
+	}
+	for (int i = 0; i < SPREAD_CLIENTS; i++) {
+		fds[i] = tcp_connect(r.e.port);
+		assert_true(fds[i] >= 0);
+	}
+	for (size_t i = 0; i < n_kids; i++)
+		assert_int_equal(kill(kids[i], SIGCONT), 0);
+	for (int i = 0; i < SPREAD_CLIENTS; i++)
+		assert_int_equal(echo_roundtrip(fds[i], "spread", 6, ECHO_DEADLINE_MS), 0);
+	if (fork_model) {
+		/* Each held connection in a process of its own. */
+		assert_true(process_children(r.e.pid, kids, SPREAD_CLIENTS + 1) >= SPREAD_CLIENTS);
+	} else {
+		int held[2], most;
+
+		for (size_t i = 0; i < n_kids; i++)
+			held[i] = process_socket_count(kids[i]) - before[i];
+		most = held[0] > held[1] ? held[0] : held[1];
+		if (held[0] + held[1] != SPREAD_CLIENTS || most * 4 > SPREAD_CLIENTS / 2 * 5) {
+			print_message("# %d clients at once: the workers hold %d and %d\n",
+				      SPREAD_CLIENTS, held[0], held[1]);
+			fail();
+		}
+	}
+	for (int i = 0; i < SPREAD_CLIENTS; i++)
+		close(fds[i]);
+	rig_stop(&r);
 }
 
 /* ConnectionRateLimit= runs dry: the clients beyond wait for tokens and
@@ -412,6 +477,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_waiting_client_served_when_room_frees, teardown),
 	    cmocka_unit_test_teardown(test_burst_fills_every_worker, teardown),
 	    cmocka_unit_test_teardown(test_rate_limited_clients_served, teardown),
+	    cmocka_unit_test_teardown(test_burst_spreads_over_workers, teardown),
 	    cmocka_unit_test_teardown(test_burst_beyond_the_channel, teardown),
 	    cmocka_unit_test_teardown(test_burst_beyond_the_channel_then_reload, teardown),
 	    /* Last, as only prefork's workers stand by for each other. */
