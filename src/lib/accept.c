@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "listen.h"
+
 /* A connection that died in the backlog must not stall the loop, but a
  * listener that keeps failing must not trap us either. */
 #define ACCEPT_RETRIES 16
@@ -57,6 +59,16 @@ accept_next_peer(int listen_fd, struct sockaddr_storage *ret_peer, socklen_t *re
 			return -errno;
 	}
 	return -EAGAIN;
+}
+
+int
+accept_turn_size(int listen_fd, bool is_tcp)
+{
+	unsigned queued;
+
+	if (!is_tcp || listen_queue(listen_fd, &queued, NULL) < 0 || queued > ACCEPT_BATCH)
+		return ACCEPT_BATCH;
+	return (int)queued;
 }
 
 int

@@ -329,21 +329,38 @@ listen_set_defer_accept(const struct listen_set *set, unsigned sec)
 	return 0;
 }
 
+int
+listen_queue(int fd, unsigned *ret_queued, unsigned *ret_room)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return negative_errno();
+	if (len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(ti.tcpi_sacked))
+		return -EPROTO;
+	/* On any other socket the two fields mean something else. */
+	if (ti.tcpi_state != TCP_LISTEN)
+		return -EINVAL;
+	*ret_queued = ti.tcpi_unacked;
+	if (ret_room)
+		*ret_room = ti.tcpi_sacked;
+	return 0;
+}
+
 void
 listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room)
 {
 	unsigned queued = 0, room = 0;
 
 	for (size_t i = 0; i < set->n; i++) {
-		struct tcp_info ti;
-		socklen_t len = sizeof(ti);
+		unsigned q, r;
 
 		if (set->items[i].kind != SOCKET_LISTENING || !set->items[i].is_tcp ||
-		    getsockopt(set->items[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-		    len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(ti.tcpi_sacked))
+		    listen_queue(set->items[i].fd, &q, &r) < 0)
 			continue;
-		queued += ti.tcpi_unacked;
-		room += ti.tcpi_sacked;
+		queued += q;
+		room += r;
 	}
 	*ret_queued = queued;
 	*ret_room = room;

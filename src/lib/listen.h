@@ -79,7 +79,12 @@ size_t listen_set_count_proxy(const struct listen_set *set);
  * Returns 0 or the first -errno. */
 int listen_set_defer_accept(const struct listen_set *set, unsigned sec);
 
-/* Connections waiting to be accept()ed on the set's TCP listeners, and the
- * room their queues have (the kernel's TCP_INFO on a listener: unacked and
- * sacked); other sockets do not say and count 0. */
+/* One TCP listener's accept queue, from the kernel's TCP_INFO, whose
+ * tcpi_unacked and tcpi_sacked on a listening socket are the connections
+ * waiting to be accept()ed (ss's Recv-Q) and the queue's room (its
+ * backlog; ret_room may be NULL). 0, or a negative errno where there is
+ * no such count: not TCP (a UNIX socket), or not listening (-EINVAL). */
+int listen_queue(int fd, unsigned *ret_queued, unsigned *ret_room);
+/* The same summed over the set's TCP listeners; other sockets do not say
+ * and count 0. */
 void listen_queue_depth(const struct listen_set *set, unsigned *ret_queued, unsigned *ret_room);

@@ -107,8 +107,9 @@ accept_turn(struct acceptor *a, const struct model_ops *model, struct model_ctx 
 {
 	const struct config *c = &m->pool->config;
 	unsigned rate = c->connection_rate_limit;
+	int size = accept_turn_size(l->fd, l->is_tcp);
 
-	for (int i = 0; i < ACCEPT_BATCH && !a->resume_ms && model->has_room(m); i++) {
+	for (int i = 0; i < size && !a->resume_ms && model->has_room(m); i++) {
 		struct arrival conn = {.proxy = l->proxy};
 		int fd, r;
 

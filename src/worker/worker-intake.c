@@ -383,7 +383,11 @@ intake_undo(struct intake *in)
 static void
 accept_queued(struct intake *in, const struct listener *l, uint64_t now, bool by_doorbell)
 {
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
+	int size = accept_turn_size(l->fd, l->is_tcp);
+	/* The queue emptied: all it held taken, or accept() said EAGAIN. */
+	bool emptied = size < ACCEPT_BATCH;
+
+	for (int i = 0; i < size; i++) {
 		struct sockaddr_storage peer;
 		enum intake_decision d;
 		int fd;
@@ -417,11 +421,13 @@ accept_queued(struct intake *in, const struct listener *l, uint64_t now, bool by
 					  ACCEPT_PAUSE_MS);
 			in->accept_resume_ms = now + ACCEPT_PAUSE_MS;
 			scoreboard_ring(in->scoreboard);
-		} else if (intake_over_fair_share(in)) {
-			in->hold = HOLD_SHARE;
+			return;
 		}
-		return;
+		emptied = true;
+		break;
 	}
+	if (emptied && intake_over_fair_share(in))
+		in->hold = HOLD_SHARE;
 }
 
 void

@@ -1,5 +1,6 @@
-/* accept.c: the kernel's refusals, injected with -Wl,--wrap=accept4, and
- * one real accept over loopback. */
+/* accept.c: the kernel's refusals, injected with -Wl,--wrap=accept4, one
+ * real accept over loopback, and turns as long as the accept queue that
+ * listen_queue() counts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,10 +12,13 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "accept.h"
+#include "listen.h"
 
 int __real_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 int __wrap_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
@@ -229,6 +233,138 @@ test_real_accept(void **state)
 	close(lfd);
 }
 
+static int
+tcp_listener(struct sockaddr_in *ret_addr, int backlog)
+{
+	socklen_t len = sizeof(*ret_addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	*ret_addr =
+	    (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)ret_addr, sizeof(*ret_addr)), 0);
+	assert_int_equal(listen(fd, backlog), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)ret_addr, &len), 0);
+	return fd;
+}
+
+/* Connects n clients to addr; their fds go to ret_clients. */
+static void
+connect_clients(const struct sockaddr_in *addr, int *ret_clients, int n)
+{
+	for (int i = 0; i < n; i++) {
+		ret_clients[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(ret_clients[i] >= 0);
+		assert_int_equal(
+		    connect(ret_clients[i], (const struct sockaddr *)addr, sizeof(*addr)), 0);
+	}
+}
+
+/* listen_queue()'s count, or its negative errno. */
+static int
+queued_on(int fd)
+{
+	unsigned queued, room;
+	int r = listen_queue(fd, &queued, &room);
+
+	return r < 0 ? r : (int)queued;
+}
+
+/* The queue as the kernel counts it, once it holds at least want: the
+ * handshake's last step may finish after connect() returns. Bounded. */
+static int
+queue_length_reaching(int lfd, int want)
+{
+	int n = queued_on(lfd);
+
+	for (int i = 0; i < 200 && n >= 0 && n < want; i++) {
+		poll(NULL, 0, 5);
+		n = queued_on(lfd);
+	}
+	return n;
+}
+
+static void
+test_queue_counted(void **state)
+{
+	struct sockaddr_in sa;
+	int clients[3], lfd, fd;
+
+	wrap.real = true;
+	lfd = tcp_listener(&sa, 16);
+	assert_int_equal(queued_on(lfd), 0);
+	unsigned queued = 1, room = 0;
+	assert_int_equal(listen_queue(lfd, &queued, &room), 0);
+	assert_int_equal(queued, 0);
+	/* The backlog listen() was given. */
+	assert_int_equal(room, 16);
+	/* Nothing queued: a turn makes no accept() at all. */
+	assert_int_equal(accept_turn_size(lfd, true), 0);
+
+	connect_clients(&sa, clients, 3);
+	assert_int_equal(queue_length_reaching(lfd, 3), 3);
+	assert_int_equal(accept_turn_size(lfd, true), 3);
+	fd = accept_next(lfd);
+	assert_true(fd >= 0);
+	assert_int_equal(queued_on(lfd), 2);
+	/* Not known to be TCP: until EAGAIN says the queue is empty. */
+	assert_int_equal(accept_turn_size(lfd, false), ACCEPT_BATCH);
+
+	close(fd);
+	for (int i = 0; i < 3; i++)
+		close(clients[i]);
+	close(lfd);
+}
+
+static void
+test_queue_beyond_a_batch(void **state)
+{
+	struct sockaddr_in sa;
+	int clients[ACCEPT_BATCH + 2], lfd;
+
+	wrap.real = true;
+	lfd = tcp_listener(&sa, ACCEPT_BATCH * 2);
+	connect_clients(&sa, clients, ACCEPT_BATCH + 2);
+	assert_int_equal(queue_length_reaching(lfd, ACCEPT_BATCH + 2), ACCEPT_BATCH + 2);
+	/* One turn takes a batch; the next wait reports the rest. */
+	assert_int_equal(accept_turn_size(lfd, true), ACCEPT_BATCH);
+	for (int i = 0; i < ACCEPT_BATCH + 2; i++)
+		close(clients[i]);
+	close(lfd);
+}
+
+static void
+test_queue_not_countable(void **state)
+{
+	struct sockaddr_in sa;
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	int lfd, client, fd, ufd;
+
+	wrap.real = true;
+	/* A connected TCP socket is no listener: its count means nothing. */
+	lfd = tcp_listener(&sa, 4);
+	connect_clients(&sa, &client, 1);
+	assert_int_equal(queue_length_reaching(lfd, 1), 1);
+	fd = accept_next(lfd);
+	assert_true(fd >= 0);
+	assert_int_equal(queued_on(fd), -EINVAL);
+	assert_int_equal(queued_on(client), -EINVAL);
+
+	/* A UNIX listener has no TCP_INFO. */
+	ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_true(ufd >= 0);
+	/* Autobound in the abstract namespace: no file to clean up. */
+	assert_int_equal(bind(ufd, (struct sockaddr *)&un, sizeof(sa_family_t)), 0);
+	assert_int_equal(listen(ufd, 4), 0);
+	assert_true(queued_on(ufd) < 0);
+	assert_int_equal(accept_turn_size(ufd, false), ACCEPT_BATCH);
+
+	close(ufd);
+	close(fd);
+	close(client);
+	close(lfd);
+}
+
 #define WRAP_TEST(f) cmocka_unit_test_setup(f, reset_wrap)
 
 int
@@ -243,6 +379,9 @@ main(void)
 	    WRAP_TEST(test_unexpected_errors_pause),
 	    WRAP_TEST(test_always_failing_listener),
 	    WRAP_TEST(test_real_accept),
+	    WRAP_TEST(test_queue_counted),
+	    WRAP_TEST(test_queue_beyond_a_batch),
+	    WRAP_TEST(test_queue_not_countable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
