@@ -17,11 +17,11 @@ Usage: run-bench.sh [options]
 Measures echod (prefork, passfd, fork), the reference server (refserver), the
 process-per-connection reference (forkref, and forkref-libs, which maps echod's
 libraries) and, when installed, xinetd, openbsd-inetd and socat, in modes rr,
-crr, bulk, hold and udp; servers alternate round-robin across repetitions and the table shows
-medians, with ratios to the reference measured in the same run, and the
-server's CPU time per operation (its whole process tree, in a cgroup of its
-own), which the scheduler does not distort as it does throughput on a few
-shared cores.
+crr, crr8, bulk, hold and udp; servers alternate round-robin across
+repetitions and the table shows medians, with ratios to the reference
+measured in the same run, and the server's CPU time per operation (its
+whole process tree, in a cgroup of its own), which the scheduler does not
+distort as it does throughput on a few shared cores.
 
 Options:
   --build DIR        build directory the defaults below are taken from (build)
@@ -49,7 +49,7 @@ Options:
   --servers LIST     comma-separated subset of:
                      ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,
                      inetd,socat
-  --modes LIST       comma-separated subset of rr,crr,bulk,udp,hold (all);
+  --modes LIST       comma-separated subset of rr,crr,crr8,bulk,udp,hold (all);
                      e.g. --servers fork,xinetd --modes crr for a quick
                      look at the per-connection cost
   --server-cpus LIST
@@ -81,7 +81,7 @@ HOLD=10000
 HOLD_PROC=1000
 HOLD_IDLE=1
 SERVERS=ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,inetd,socat
-MODES=rr,crr,bulk,udp,hold
+MODES=rr,crr,crr8,bulk,udp,hold
 SERVER_CPUS='' CLIENT_CPUS=''
 SMOKE=0
 REQUIRE_ECHOD=0
@@ -138,7 +138,7 @@ fi
 [ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
 [[ $SECS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "bad duration '$SECS'"
 [[ $HOLD =~ ^[0-9]+$ && $HOLD_PROC =~ ^[0-9]+$ ]] || die "bad hold count"
-[[ ,$MODES, =~ ^(,(rr|crr|bulk|udp|hold))+,$ ]] || die "bad mode list '$MODES'"
+[[ ,$MODES, =~ ^(,(rr|crr|crr8|bulk|udp|hold))+,$ ]] || die "bad mode list '$MODES'"
 [ -x "$BENCH" ] || die "no echod-bench at $BENCH (build first, or pass --bench)"
 # taskset -c LIST (util-linux), or nothing; checked here, not in the first run.
 SERVER_PIN=() CLIENT_PIN=()
@@ -308,7 +308,7 @@ server_label() {
 modes_of() {
 	local m
 
-	for m in rr crr bulk udp hold; do
+	for m in rr crr crr8 bulk udp hold; do
 		[[ ,$MODES, == *,$m,* ]] || continue
 		case $1:$m in socat:udp | inetd:udp | forkref*:udp) continue ;; esac
 		echo "$m"
@@ -472,6 +472,9 @@ bench_args() {
 	# to a third): with four, xinetd's small accept queue overflowed in
 	# ways that cost 1-7 s SYN retransmissions and an order of magnitude.
 	crr) echo "-m crr -c 64 -s 64 -d $SECS" ;;
+	# Few at once: each arrival tends to find its server asleep, so what
+	# a wakeup costs shows (a supervisor's and a worker's, in passfd).
+	crr8) echo "-m crr -c 8 -s 64 -d $SECS" ;;
 	bulk) echo "-m bulk -c 4 -d $SECS" ;;
 	udp) echo "-m udp -c 16 -w 8 -s 64 -d $SECS" ;;
 	hold)
@@ -517,6 +520,8 @@ run_one() {
 	rc=$?
 	cpu_after=$(cpu_us)
 	line=$(printf '%s\n' "$line" | grep '^mode=' | tail -n 1)
+	# echod-bench calls crr8 crr; the report tells them apart by name.
+	[ "$mode" = crr8 ] && line=${line/#mode=crr /mode=crr8 }
 	if [ -z "$line" ]; then
 		line="mode=$mode errors=1 status=no-result exit=$rc"
 	elif [ "$cpu_before" != - ]; then
@@ -690,7 +695,7 @@ per_process_table() {
 }
 
 report() {
-	local s rr crr bulk udp held echoed rss pss p50 p99 e fair
+	local s rr crr crr8 bulk udp held echoed rss pss p50 p99 e fair
 
 	echo "# echod benchmark"
 	echo
@@ -705,14 +710,14 @@ report() {
 	echo "Median of $REPS repetition(s), ${SECS} s each, servers alternating round-robin."
 	echo "Ratios (×ref) are to the single-threaded reference server measured in the same run."
 	echo
-	echo "| server | rr req/s | ×ref | rr p50/p99 µs | crr conn/s | ×ref | crr p99 µs | bulk MB/s | ×ref | udp dgram/s | ×ref | hold held/echoed of N | hold RSS / PSS MiB | fairness crr / hold | errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| server | rr req/s | ×ref | rr p50/p99 µs | crr conn/s | ×ref | crr p99 µs | crr8 conn/s | ×ref | bulk MB/s | ×ref | udp dgram/s | ×ref | hold held/echoed of N | hold RSS / PSS MiB | fairness crr / hold | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for s in "${WANTED[@]}"; do
 		if [ -n "${NOTE[$s]:-}" ] || [ -n "${FAILED[$s]:-}" ]; then
-			echo "| $(server_label "$s") | ${NOTE[$s]:-${FAILED[$s]}} |||||||||||||| |"
+			echo "| $(server_label "$s") | ${NOTE[$s]:-${FAILED[$s]}} |||||||||||||||| |"
 			continue
 		fi
-		rr=$(median "$s" rr rate) crr=$(median "$s" crr rate)
+		rr=$(median "$s" rr rate) crr=$(median "$s" crr rate) crr8=$(median "$s" crr8 rate)
 		bulk=$(median "$s" bulk mbps) udp=$(median "$s" udp rate)
 		p50=$(median "$s" rr p50_us) p99=$(median "$s" rr p99_us)
 		held=$(median "$s" hold held) echoed=$(median "$s" hold echoed)
@@ -720,10 +725,11 @@ report() {
 		e=$(errors_of "$s")
 		fair="$(fmt "$(median "$s" crr fairness)" 2) / $(fmt "$(median "$s" hold fairness)" 2)"
 		per_mode "$s" || fair=-
-		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+		printf '| %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
 			"$(server_label "$s")" \
 			"$(fmt "$rr" 0)" "$(ratio "$rr" "$REF_RR")" "$(fmt "$p50" 0)" "$(fmt "$p99" 0)" \
 			"$(fmt "$crr" 0)" "$(ratio "$crr" "$REF_CRR")" "$(fmt "$(median "$s" crr p99_us)" 0)" \
+			"$(fmt "$crr8" 0)" "$(ratio "$crr8" "$REF_CRR8")" \
 			"$(fmt "$bulk" 0)" "$(ratio "$bulk" "$REF_BULK")" \
 			"$(fmt "$udp" 0)" "$(ratio "$udp" "$REF_UDP")" \
 			"$(if [ "$held" = - ]; then echo "skipped"; else echo "$(fmt "$held" 0)/$(fmt "$echoed" 0) of $(hold_of "$s")"; fi)" \
@@ -736,16 +742,18 @@ report() {
 		echo "fork children and exited workers included, from a cgroup of its own, over"
 		echo "the run), median, and its ratio to the reference's in the same run:"
 		echo
-		echo "| server | rr µs/req | ×ref | crr µs/conn | ×ref | bulk µs/MB | ×ref | udp µs/dgram | ×ref |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| server | rr µs/req | ×ref | crr µs/conn | ×ref | crr8 µs/conn | ×ref | bulk µs/MB | ×ref | udp µs/dgram | ×ref |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for s in "${WANTED[@]}"; do
 			[ -n "${NOTE[$s]:-}${FAILED[$s]:-}" ] && continue
-			local c_rr c_crr c_bulk c_udp
+			local c_rr c_crr c_crr8 c_bulk c_udp
 			c_rr=$(median "$s" rr cpu_op_us) c_crr=$(median "$s" crr cpu_op_us)
+			c_crr8=$(median "$s" crr8 cpu_op_us)
 			c_bulk=$(median "$s" bulk cpu_mb_us) c_udp=$(median "$s" udp cpu_op_us)
-			printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(server_label "$s")" \
+			printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(server_label "$s")" \
 				"$(fmt "$c_rr" 2)" "$(ratio "$c_rr" "$(median ref rr cpu_op_us)")" \
 				"$(fmt "$c_crr" 1)" "$(ratio "$c_crr" "$(median ref crr cpu_op_us)")" \
+				"$(fmt "$c_crr8" 1)" "$(ratio "$c_crr8" "$(median ref crr8 cpu_op_us)")" \
 				"$(fmt "$c_bulk" 0)" "$(ratio "$c_bulk" "$(median ref bulk cpu_mb_us)")" \
 				"$(fmt "$c_udp" 2)" "$(ratio "$c_udp" "$(median ref udp cpu_op_us)")"
 		done
@@ -753,7 +761,8 @@ report() {
 	fi
 	per_process_table
 	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
-	echo "crr = connect, 64 bytes, echo, close, 64 in flight; bulk = 4 connections streaming"
+	echo "crr = connect, 64 bytes, echo, close, 64 in flight; crr8 = the same, 8 in flight;"
+	echo "bulk = 4 connections streaming"
 	echo "both ways (MB/s echoed back); udp = 16 sockets × 8 outstanding 64-byte datagrams"
 	echo "(losses are in raw.txt as lost=, not errors); hold = N idle connections for ${HOLD_IDLE} s,"
 	echo "then one 64-byte echo on each, with the server's summed VmRSS (and PSS, which"
@@ -809,15 +818,16 @@ plot() {
 			nserv=$((nserv + 1))
 		done
 		echo
-		for m in rr crr bulk udp; do
+		for m in rr crr crr8 bulk udp; do
 			case $m in
 			rr) printf '"rr: request-response\\n64 connections"' ;;
 			crr) printf '"crr: connect, echo, close\\n64 at once"' ;;
+			crr8) printf '"crr8: connect, echo, close\\n8 at once"' ;;
 			bulk) printf '"bulk: streaming\\n4 connections"' ;;
 			udp) printf '"udp: 64-byte datagrams\\n16 sockets"' ;;
 			esac
 			case $m in bulk) key=mbps ;; *) key=rate ;; esac
-			case $m in rr) ref=$REF_RR ;; crr) ref=$REF_CRR ;; bulk) ref=$REF_BULK ;; udp) ref=$REF_UDP ;; esac
+			case $m in rr) ref=$REF_RR ;; crr) ref=$REF_CRR ;; crr8) ref=$REF_CRR8 ;; bulk) ref=$REF_BULK ;; udp) ref=$REF_UDP ;; esac
 			si=0
 			for s in "${WANTED[@]}"; do
 				[ "$s" = ref ] && continue
@@ -853,7 +863,7 @@ set grid ytics
 set bmargin 5
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lc rgb "black"
 nserv = $nserv
-set xrange [-0.6:3.6]
+set xrange [-0.6:4.6]
 plot for [i=0:nserv-1] "$OUT/ratios.dat" using (column(2+3*i)):(column(3+3*i)):(column(4+3*i)):xtic(1) title columnheader(2+3*i), \\
      "$OUT/unmeasured.dat" using (\$1 - 0.5 + (\$2 + 1) / (nserv + 1.0)):(0.03):("n/m") with labels font ",9" notitle
 EOF
@@ -861,7 +871,7 @@ EOF
 		echo "run-bench.sh: gnuplot failed; see logs/gnuplot.log" >&2
 }
 
-REF_RR=$(median ref rr rate) REF_CRR=$(median ref crr rate)
+REF_RR=$(median ref rr rate) REF_CRR=$(median ref crr rate) REF_CRR8=$(median ref crr8 rate)
 REF_BULK=$(median ref bulk mbps) REF_UDP=$(median ref udp rate)
 report >"$OUT/results.md"
 plot
