@@ -10,11 +10,21 @@
  * file twice: forkref, with libc alone, and forkref-libs, with the
  * libraries echod links (libsystemd, and through it lz4, zstd, lzma,
  * gcrypt, gpg-error and cap; libinih) though it calls none of them: the
- * floor for any forking process that has them mapped. */
+ * floor for any forking process that has them mapped.
+ *
+ * With -s PATH it is split in two, as a fork model could be whose
+ * supervisor keeps its libraries out of every connection: this process
+ * accepts, and hands each turn's connections in one SCM_RIGHTS message to
+ * a process it starts from PATH (forkref, libc alone, run as "-f 3"),
+ * which forks one process per connection. forkref-libs -s forkref is the
+ * floor of that design: the handoff's cost, and fork() and exit() from a
+ * process that maps libc alone. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +32,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "server-args.h"
-
 #define BUF_SIZE 65536
+/* Connections per handoff message at most: what one accepting turn takes. */
+#define HANDOFF_BATCH 64
 
 /* Static, as echod's: a child's first read faults in a zero page rather
  * than copying a parent's heap page. */
@@ -104,22 +114,206 @@ serve(int listener)
 	}
 }
 
+/* The message that carries a batch of connections: one byte of data (a
+ * message of none is not sent) and their fds. */
+union handoff_control {
+	char buf[CMSG_SPACE(sizeof(int) * HANDOFF_BATCH)];
+	struct cmsghdr align;
+};
+
+static int
+handoff_send(int channel, const int *fds, size_t n)
+{
+	union handoff_control control;
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {
+	    .msg_iov = &iov,
+	    .msg_iovlen = 1,
+	    .msg_control = control.buf,
+	    .msg_controllen = CMSG_SPACE(sizeof(int) * n),
+	};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+	return sendmsg(channel, &msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* The received fds into fds; their count, 0 at the channel's end. */
+static size_t
+handoff_receive(int channel, int *fds)
+{
+	for (;;) {
+		union handoff_control control;
+		char byte;
+		struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+		struct msghdr msg = {
+		    .msg_iov = &iov,
+		    .msg_iovlen = 1,
+		    .msg_control = control.buf,
+		    .msg_controllen = sizeof(control.buf),
+		};
+		ssize_t r = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
+		struct cmsghdr *c;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		c = CMSG_FIRSTHDR(&msg);
+		if (!c || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		memcpy(fds, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0));
+		return (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	}
+}
+
+/* -f FD: one process per connection received on the channel, until the
+ * accepting process is gone. */
+static _Noreturn void
+fork_handed(int channel)
+{
+	int fds[HANDOFF_BATCH];
+	size_t n;
+
+	while ((n = handoff_receive(channel, fds)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			pid_t pid = fork();
+
+			if (pid == 0) {
+				close(channel);
+				for (size_t j = i + 1; j < n; j++)
+					close(fds[j]);
+				echo_until_eof(fds[i]);
+			}
+			if (pid < 0) {
+				perror("forkref: fork");
+				usleep(10000);
+			}
+			close(fds[i]);
+		}
+	}
+	_exit(0);
+}
+
+/* The accepting half of -s: each turn takes what the (non-blocking)
+ * listener holds, up to a batch, and hands it on in one message. */
+static _Noreturn void
+accept_and_hand(int listener, int channel)
+{
+	fcntl(listener, F_SETFL, O_NONBLOCK);
+	for (;;) {
+		int fds[HANDOFF_BATCH], r;
+		size_t n = 0;
+
+		while (n < HANDOFF_BATCH) {
+			int one = 1, fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd < 0)
+				break;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			fds[n++] = fd;
+		}
+		if (n == 0) {
+			struct pollfd p = {.fd = listener, .events = POLLIN};
+
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+				perror("forkref: accept4");
+				usleep(10000);
+			}
+			poll(&p, 1, -1);
+			continue;
+		}
+		r = handoff_send(channel, fds, n);
+		if (r < 0) {
+			fprintf(stderr, "forkref: handing connections on: %s\n", strerror(-r));
+			exit(1);
+		}
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+	}
+}
+
+/* Starts PATH -f 3 on one end of a new channel; returns the other end. */
+static int
+start_forker(const char *path)
+{
+	int pair[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* dup2() clears close-on-exec on the copy. */
+		if (dup2(pair[1], 3) < 0)
+			_exit(127);
+		execl(path, path, "-f", "3", (char *)NULL);
+		fprintf(stderr, "forkref: starting %s: %s\n", path, strerror(errno));
+		_exit(127);
+	}
+	close(pair[1]);
+	return pair[0];
+}
+
+static const char usage[] = "Usage: forkref -p PORT [-s PATH]\n"
+			    "Fork-per-connection TCP echo server on 127.0.0.1:PORT, the\n"
+			    "process-per-connection reference for echod-bench. Stops on SIGTERM\n"
+			    "(its children with their process group).\n"
+			    "  -s PATH  accept here, fork in a process started from PATH (a\n"
+			    "           forkref), which is handed the connections\n"
+			    "  -f FD    (for -s) fork for the connections received on FD\n";
+
 int
 main(int argc, char **argv)
 {
-	unsigned port = server_port_from_args(
-	    argc, argv,
-	    "Usage: forkref -p PORT\n"
-	    "Fork-per-connection TCP echo server on 127.0.0.1:PORT, the\n"
-	    "process-per-connection reference for echod-bench. Stops on SIGTERM\n"
-	    "(its children with their process group).\n");
-	int fd = listen_on(port);
+	unsigned long port = 0;
+	const char *forker = NULL;
+	int c, fd, channel = -1;
 
-	if (fd < 0) {
-		fprintf(stderr, "forkref: listening on 127.0.0.1:%u: %s\n", port, strerror(-fd));
-		return 1;
+	while ((c = getopt(argc, argv, "p:s:f:h")) != -1) {
+		switch (c) {
+		case 'p':
+			port = strtoul(optarg, NULL, 10);
+			break;
+		case 's':
+			forker = optarg;
+			break;
+		case 'f':
+			channel = atoi(optarg);
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || (channel < 0) == (port == 0 || port > 65535)) {
+		fputs(usage, stderr);
+		return 2;
 	}
 	/* Reaped by the kernel: no waitpid() per connection. */
 	signal(SIGCHLD, SIG_IGN);
-	serve(fd);
+	if (channel >= 0)
+		fork_handed(channel);
+	fd = listen_on((unsigned)port);
+	if (fd < 0) {
+		fprintf(stderr, "forkref: listening on 127.0.0.1:%lu: %s\n", port, strerror(-fd));
+		return 1;
+	}
+	if (!forker)
+		serve(fd);
+	channel = start_forker(forker);
+	if (channel < 0) {
+		fprintf(stderr, "forkref: starting %s: %s\n", forker, strerror(-channel));
+		return 1;
+	}
+	accept_and_hand(fd, channel);
 }

@@ -15,8 +15,8 @@ usage() {
 Usage: run-bench.sh [options]
 
 Measures echod (prefork, passfd, fork), the reference server (refserver), the
-process-per-connection reference (forkref, and forkref-libs, which maps echod's
-libraries) and, when installed, xinetd, openbsd-inetd and socat, in modes rr,
+process-per-connection reference (forkref; forkref-libs, which maps echod's
+libraries; forkref-split, which accepts with them and forks without) and, when installed, xinetd, openbsd-inetd and socat, in modes rr,
 crr, crr8, bulk, hold and udp; servers alternate round-robin across
 repetitions and the table shows medians, with ratios to the reference
 measured in the same run, and the server's CPU time per operation (its
@@ -34,7 +34,7 @@ Options:
   --bench PATH       echod-bench executable (DIR/tests/bench/echod-bench)
   --refserver PATH   refserver executable (DIR/tests/bench/refserver)
   --forkref PATH     forkref executable (DIR/tests/bench/forkref); forkref-libs
-                     is taken from beside it
+                     is taken from beside it (forkref-split runs both)
   --xinetd PATH      xinetd executable (from PATH; skipped if absent)
   --inetd PATH       openbsd-inetd's inetd (from PATH; skipped if absent)
   --socat PATH       socat executable (from PATH; skipped if absent)
@@ -47,8 +47,8 @@ Options:
                      connection: echod fork, forkref, xinetd, inetd, socat (1000;
                      0 skips hold for them)
   --servers LIST     comma-separated subset of:
-                     ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,
-                     inetd,socat
+                     ref,prefork,passfd,fork,forkref,forkref-libs,
+                     forkref-split,xinetd,inetd,socat
   --modes LIST       comma-separated subset of rr,crr,crr8,bulk,udp,hold (all);
                      e.g. --servers fork,xinetd --modes crr for a quick
                      look at the per-connection cost
@@ -80,7 +80,7 @@ SECS=3
 HOLD=10000
 HOLD_PROC=1000
 HOLD_IDLE=1
-SERVERS=ref,prefork,passfd,fork,forkref,forkref-libs,xinetd,inetd,socat
+SERVERS=ref,prefork,passfd,fork,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
 MODES=rr,crr,crr8,bulk,udp,hold
 SERVER_CPUS='' CLIENT_CPUS=''
 SMOKE=0
@@ -128,11 +128,11 @@ done
 FORKREF_LIBS=$FORKREF-libs
 
 if [ -n "$ECHOD_BEFORE" ] && [ $SERVERS_GIVEN = 0 ]; then
-	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,forkref,forkref-libs,xinetd,inetd,socat
+	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
 fi
 if [ $SMOKE = 1 ]; then
 	REPS=1 SECS=0.5 HOLD=200 HOLD_PROC=50 HOLD_IDLE=0.2
-	SERVERS=ref,prefork,passfd,fork,forkref
+	SERVERS=ref,prefork,passfd,fork,forkref,forkref-split
 fi
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 50 ]] || die "bad repetition count '$REPS'"
 [ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
@@ -287,7 +287,7 @@ per_mode() {
 
 # Servers with a process per connection get the smaller hold.
 per_process() {
-	case $(model_of "$1") in fork | forkref | forkref-libs | xinetd | inetd | socat) return 0 ;; esac
+	case $(model_of "$1") in fork | forkref | forkref-libs | forkref-split | xinetd | inetd | socat) return 0 ;; esac
 	return 1
 }
 
@@ -296,6 +296,7 @@ server_label() {
 	ref) echo "reference" ;;
 	forkref) echo "fork reference" ;;
 	forkref-libs) echo "fork reference + echod's libraries" ;;
+	forkref-split) echo "fork reference, split: accepts with the libraries, forks without" ;;
 	prefork | passfd | fork) echo "echod $1" ;;
 	*-before) echo "echod $(model_of "$1") (before)" ;;
 	*) echo "$1" ;;
@@ -321,6 +322,7 @@ unavailable() {
 	ref) [ -x "$REFSERVER" ] || echo "no refserver" ;;
 	forkref) [ -x "$FORKREF" ] || echo "no forkref at $FORKREF" ;;
 	forkref-libs) [ -x "$FORKREF_LIBS" ] || echo "no forkref-libs at $FORKREF_LIBS" ;;
+	forkref-split) [ -x "$FORKREF" ] && [ -x "$FORKREF_LIBS" ] || echo "no forkref and forkref-libs beside it at $FORKREF" ;;
 	prefork | passfd | fork) [ -x "$ECHOD" ] || echo "no echod at $ECHOD" ;;
 	prefork-before | passfd-before | fork-before)
 		[ -n "$ECHOD_BEFORE" ] && [ -x "$ECHOD_BEFORE" ] || echo "no --echod-before executable"
@@ -402,6 +404,7 @@ launch() {
 	ref) cmd=("$REFSERVER" -p "$port") ;;
 	forkref) cmd=("$FORKREF" -p "$port") ;;
 	forkref-libs) cmd=("$FORKREF_LIBS" -p "$port") ;;
+	forkref-split) cmd=("$FORKREF_LIBS" -p "$port" -s "$FORKREF") ;;
 	prefork | passfd | fork | prefork-before | passfd-before | fork-before)
 		cmd=("$(echod_of "$s")" --listen "127.0.0.1:$port" --listen "udp:127.0.0.1:$port"
 			-m "$(model_of "$s")" -w 2 --config /dev/null
@@ -782,6 +785,9 @@ report() {
 	echo "- forkref is built twice from one source: with libc alone, and as forkref-libs,"
 	echo "  mapping the libraries echod links (libsystemd and what it pulls in, libinih)"
 	echo "  without calling them; fork() and exit() cost grows with a process's mappings."
+	echo "  forkref-split is the two in one server: forkref-libs accepts and hands each"
+	echo "  turn's connections (one SCM_RIGHTS message) to a forkref that forks for each:"
+	echo "  the floor of a fork model whose forking process maps libc alone."
 	echo "- xinetd runs its internal echo with cps and instances raised: its default"
 	echo "  \`cps = 50 10\` disables the service for 10 s after 50 connections in a second,"
 	echo "  refusing nearly everything under load."

@@ -1,6 +1,5 @@
-/* The command line of the benchmark's own servers (refserver, forkref):
- * -p PORT, and -h. Each is one file with nothing else to share, so this
- * is a header. */
+/* refserver's command line: -p PORT, and -h (forkref, which has options
+ * of its own, parses its own). */
 #pragma once
 
 #include <stdio.h>
