@@ -296,7 +296,7 @@ server_label() {
 	ref) echo "reference" ;;
 	forkref) echo "fork reference" ;;
 	forkref-libs) echo "fork reference + echod's libraries" ;;
-	forkref-split) echo "fork reference, split: accepts with the libraries, forks without" ;;
+	forkref-split) echo "fork reference, split" ;;
 	prefork | passfd | fork) echo "echod $1" ;;
 	*-before) echo "echod $(model_of "$1") (before)" ;;
 	*) echo "$1" ;;
