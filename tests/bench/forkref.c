@@ -83,24 +83,34 @@ listen_on(unsigned port)
 	return fd;
 }
 
+/* One connection from the listener, with TCP_NODELAY as refserver and
+ * echod set it; -1 if there is none. EMFILE and the like are said, with
+ * a moment's pause rather than spinning on the same error. */
+static int
+accept_tuned(int listener)
+{
+	int one = 1, fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0) {
+		if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN) {
+			perror("forkref: accept4");
+			usleep(10000);
+		}
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
 static _Noreturn void
 serve(int listener)
 {
 	for (;;) {
-		int one = 1, fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+		int fd = accept_tuned(listener);
 		pid_t pid;
 
-		if (fd < 0) {
-			/* EMFILE and the like: say so, and give the clients
-			 * a moment rather than spinning on the same error. */
-			if (errno != EINTR && errno != ECONNABORTED) {
-				perror("forkref: accept4");
-				usleep(10000);
-			}
+		if (fd < 0)
 			continue;
-		}
-		/* As refserver and echod do. */
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		pid = fork();
 		if (pid == 0) {
 			close(listener);
@@ -210,20 +220,15 @@ accept_and_hand(int listener, int channel)
 		size_t n = 0;
 
 		while (n < HANDOFF_BATCH) {
-			int one = 1, fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+			int fd = accept_tuned(listener);
 
 			if (fd < 0)
 				break;
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			fds[n++] = fd;
 		}
 		if (n == 0) {
 			struct pollfd p = {.fd = listener, .events = POLLIN};
 
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-				perror("forkref: accept4");
-				usleep(10000);
-			}
 			poll(&p, 1, -1);
 			continue;
 		}
