@@ -14,10 +14,11 @@ usage() {
 	cat <<EOF
 Usage: run-bench.sh [options]
 
-Measures echod (prefork, passfd, fork), the reference server (refserver), the
-process-per-connection reference (forkref; forkref-libs, which maps echod's
-libraries; forkref-split, which accepts with them and forks without) and, when installed, xinetd, openbsd-inetd and socat, in modes rr,
-crr, crr8, bulk, hold and udp; servers alternate round-robin across
+Measures echod (prefork, passfd, fork), the reference server (refserver),
+the process-per-connection reference (forkref; forkref-libs, which maps
+echod's libraries; forkref-split, which accepts with them and forks
+without) and, when installed, xinetd, openbsd-inetd and socat, in modes
+rr, crr, crr8, bulk, hold and udp; servers alternate round-robin across
 repetitions and the table shows medians, with ratios to the reference
 measured in the same run, and the server's CPU time per operation (its
 whole process tree, in a cgroup of its own), which the scheduler does not
