@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ratelimit.h"
 #include "scoreboard.h"
@@ -52,22 +54,45 @@ entry(struct admission_table *t, uint32_t i)
 	return (struct entry *)(heads(t) + t->mask + 1) + (i - 1);
 }
 
+/* A memfd rather than anonymous pages, so that the connection forker,
+ * which is exec'd, can map it too (admission_table_attach()). */
+static void *
+map_new(size_t size, int *ret_fd)
+{
+	int fd = memfd_create("echod-sources", MFD_CLOEXEC);
+	void *p;
+
+	if (fd < 0)
+		return NULL;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		close(fd);
+		return NULL;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return NULL;
+	}
+	*ret_fd = fd;
+	return p;
+}
+
 int
-admission_table_new(unsigned capacity, struct admission_table **ret)
+admission_table_new(unsigned capacity, struct admission_table **ret, int *ret_fd)
 {
 	struct admission_table *t;
 	pthread_mutexattr_t attr;
 	uint32_t chains = 1;
 	size_t size;
-	int r;
+	int fd, r;
 
 	if (capacity == 0 || capacity > (1u << 24))
 		return -EINVAL;
 	while (chains < capacity)
 		chains <<= 1;
 	size = sizeof(*t) + chains * sizeof(uint32_t) + capacity * sizeof(struct entry);
-	t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (t == MAP_FAILED)
+	t = map_new(size, &fd);
+	if (!t)
 		return negative_errno();
 
 	r = pthread_mutexattr_init(&attr);
@@ -81,6 +106,7 @@ admission_table_new(unsigned capacity, struct admission_table **ret)
 	pthread_mutexattr_destroy(&attr);
 	if (r != 0) {
 		munmap(t, size);
+		close(fd);
 		return -r;
 	}
 	t->size = size;
@@ -88,6 +114,10 @@ admission_table_new(unsigned capacity, struct admission_table **ret)
 	t->mask = chains - 1;
 	t->seed = ratelimit_source_seed();
 	*ret = t;
+	if (ret_fd)
+		*ret_fd = fd;
+	else
+		close(fd);
 	return 0;
 }
 
@@ -98,6 +128,34 @@ admission_table_free(struct admission_table *t)
 		return;
 	pthread_mutex_destroy(&t->lock);
 	munmap(t, t->size);
+}
+
+int
+admission_table_attach(int fd, struct admission_table **ret)
+{
+	struct admission_table *t;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if ((size_t)st.st_size < sizeof(*t))
+		return -EBADMSG;
+	t = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (t == MAP_FAILED)
+		return negative_errno();
+	if (t->size != (size_t)st.st_size) {
+		munmap(t, (size_t)st.st_size);
+		return -EBADMSG;
+	}
+	*ret = t;
+	return 0;
+}
+
+void
+admission_table_detach(struct admission_table *t)
+{
+	if (t)
+		munmap(t, t->size);
 }
 
 /* Redoes the chains and the free list from the entries in use. */

@@ -35,9 +35,15 @@ struct admission_ticket {
 };
 
 /* Maps a table for capacity (source, owner) pairs, shared with every child
- * forked afterwards. Returns 0, -EINVAL or -errno. */
-int admission_table_new(unsigned capacity, struct admission_table **ret);
+ * forked afterwards, and with whoever maps *ret_fd (the memfd behind it,
+ * the caller's to close; NULL: closed here). Returns 0, -EINVAL or -errno. */
+int admission_table_new(unsigned capacity, struct admission_table **ret, int *ret_fd);
 void admission_table_free(struct admission_table *t);
+/* Maps the table behind fd, made by admission_table_new() in another
+ * process (the connection forker's, across exec); fd stays the caller's.
+ * Undone by admission_table_detach(), which leaves the lock alone. */
+int admission_table_attach(int fd, struct admission_table **ret);
+void admission_table_detach(struct admission_table *t);
 
 /* Counts a connection from peer, served by owner, when peer's source holds
  * fewer than limit connections (limit 0: no limit, nothing counted).

@@ -63,6 +63,21 @@ file_create(const char *dir, size_t size, char **ret_path, char **ret_tmp)
 	return fd;
 }
 
+static int
+anonymous_create(size_t size)
+{
+	int fd = memfd_create("echod-scoreboard", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return negative_errno();
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int r = negative_errno();
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
 int
 scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections,
 	       const char *dir)
@@ -75,22 +90,20 @@ scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connection
 	doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (doorbell < 0)
 		return negative_errno();
-	if (dir) {
-		fd = file_create(dir, size, &path, &tmp);
-		if (fd < 0) {
-			close(doorbell);
-			return fd;
-		}
+	/* Without a file, a memfd rather than anonymous pages: the connection
+	 * forker, which is exec'd, maps it from the fd (scoreboard_attach()). */
+	fd = dir ? file_create(dir, size, &path, &tmp) : anonymous_create(size);
+	if (fd < 0) {
+		close(doorbell);
+		return fd;
 	}
 	/* A header rounded up to whole slots keeps the slots cache-line aligned. */
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0), fd,
-		 0);
-	r = p == MAP_FAILED ? negative_errno() : 0;
-	if (fd >= 0)
-		close(fd);
-	if (r < 0) {
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		r = negative_errno();
 		if (tmp)
 			unlink(tmp);
+		close(fd);
 		close(doorbell);
 		return r;
 	}
@@ -100,6 +113,8 @@ scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connection
 	    .n_slots = n_slots,
 	    .mapping_size = size,
 	    .doorbell = doorbell,
+	    .fd = fd,
+	    .sources_fd = -1,
 	};
 	ret->header->max_connections = max_connections;
 	ret->header->n_slots = n_slots;
@@ -126,7 +141,9 @@ scoreboard_free(struct scoreboard *sb)
 		munmap(sb->header, sb->mapping_size);
 	if (sb->header && sb->doorbell >= 0)
 		close(sb->doorbell);
-	*sb = (struct scoreboard){.doorbell = -1};
+	if (sb->header && sb->fd >= 0)
+		close(sb->fd);
+	*sb = (struct scoreboard){.doorbell = -1, .fd = -1, .sources_fd = -1};
 }
 
 void
@@ -321,6 +338,36 @@ scoreboard_open(struct scoreboard *ret, const char *dir)
 	    .n_slots = h.n_slots,
 	    .mapping_size = (size_t)st.st_size,
 	    .doorbell = -1,
+	    .fd = -1,
+	    .sources_fd = -1,
+	};
+	return 0;
+}
+
+int
+scoreboard_attach(struct scoreboard *ret, int fd)
+{
+	struct scoreboard_header h;
+	struct stat st;
+	void *p;
+
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if ((size_t)st.st_size < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    h.magic != SCOREBOARD_MAGIC || h.n_slots > SCOREBOARD_SLOTS ||
+	    (size_t)st.st_size != mapping_size(h.n_slots))
+		return -EBADMSG;
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return negative_errno();
+	*ret = (struct scoreboard){
+	    .header = p,
+	    .slots = (struct scoreboard_slot *)p + header_slots(),
+	    .n_slots = h.n_slots,
+	    .mapping_size = (size_t)st.st_size,
+	    .doorbell = -1,
+	    .fd = -1,
+	    .sources_fd = -1,
 	};
 	return 0;
 }

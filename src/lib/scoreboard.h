@@ -125,11 +125,15 @@ struct scoreboard {
 	char *path;
 	/* MaxConnectionsPerSource=: shared like the scoreboard, or NULL. */
 	struct admission_table *sources;
+	int sources_fd; /* the memfd behind it (admission.h), or -1 */
 	/* An eventfd every prefork worker watches (edge-triggered, so each
 	 * write wakes all of them): rung by a worker that stops accepting
 	 * while a listener may still hold connections, since the kernel woke
 	 * it alone for them (EPOLLEXCLUSIVE). */
 	int doorbell;
+	/* What the mapping is of (the file, or a memfd), kept open by the
+	 * supervisor for the connection forker; -1 in a reader. */
+	int fd;
 };
 
 struct scoreboard_totals {
@@ -163,6 +167,12 @@ void scoreboard_slot_start(struct scoreboard *sb, unsigned i, unsigned generatio
  * -EACCES: not ours to read; -EBADMSG: not a scoreboard of this layout;
  * -ESRCH: the supervisor that wrote it is gone. */
 int scoreboard_open(struct scoreboard *ret, const char *dir);
+
+/* Maps the scoreboard behind fd (struct scoreboard.fd, inherited across
+ * exec by the connection forker) read-write, without a doorbell or a
+ * sources table; fd stays the caller's. -EBADMSG: not a scoreboard of
+ * this layout. */
+int scoreboard_attach(struct scoreboard *ret, int fd);
 
 /* One consistent reading of everything: one slot per process. */
 struct scoreboard_snapshot {

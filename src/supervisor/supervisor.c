@@ -828,7 +828,8 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 	scoreboard_set_model(&s->scoreboard, model_to_string(config->model), s->generation);
 	/* Mapped whatever the configuration says, so a reload can turn the limit
 	 * on; its pages are touched only as sources are counted. */
-	r = admission_table_new(sources_capacity(config), &s->scoreboard.sources);
+	r = admission_table_new(sources_capacity(config), &s->scoreboard.sources,
+				&s->scoreboard.sources_fd);
 	if (r < 0)
 		return log_error_errno(r, "creating the per-source connection table: %m");
 	r = defer_accept_apply(s, config);
@@ -890,6 +891,8 @@ supervisor_free(struct supervisor *s)
 	free(s->heartbeats);
 	free(s->heartbeat_ms);
 	admission_table_free(s->scoreboard.sources);
+	if (s->scoreboard.sources)
+		close(s->scoreboard.sources_fd);
 	scoreboard_free(&s->scoreboard);
 	for (int i = 0; i < 2; i++)
 		if (s->env.returns[i] >= 0)

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,7 +63,7 @@ test_bad_capacity(void **state)
 {
 	struct admission_table *t = NULL;
 
-	assert_int_equal(admission_table_new(0, &t), -EINVAL);
+	assert_int_equal(admission_table_new(0, &t, NULL), -EINVAL);
 	assert_null(t);
 }
 
@@ -72,7 +73,7 @@ test_limit_per_source(void **state)
 	struct admission_table *t;
 	struct admission_ticket k[4], other;
 
-	assert_int_equal(admission_table_new(16, &t), 0);
+	assert_int_equal(admission_table_new(16, &t, NULL), 0);
 	assert_int_equal(take(t, v4("192.0.2.1", 5000), 100, 2, &k[0]), 1);
 	assert_true(k[0].counted);
 	assert_int_equal(take(t, v4("192.0.2.1", 5001), 100, 2, &k[1]), 1);
@@ -104,7 +105,7 @@ test_limit_across_owners(void **state)
 	struct admission_ticket a, b, c;
 
 	/* Two processes serving the same source share its limit. */
-	assert_int_equal(admission_table_new(16, &t), 0);
+	assert_int_equal(admission_table_new(16, &t, NULL), 0);
 	assert_int_equal(take(t, v4("192.0.2.1", 1), 100, 2, &a), 1);
 	assert_int_equal(take(t, v4("192.0.2.1", 2), 200, 2, &b), 1);
 	assert_int_equal(take(t, v4("192.0.2.1", 3), 300, 2, &c), 0);
@@ -124,7 +125,7 @@ test_ipv6_per_64_and_v4_mapped(void **state)
 	struct admission_table *t;
 	struct admission_ticket k;
 
-	assert_int_equal(admission_table_new(16, &t), 0);
+	assert_int_equal(admission_table_new(16, &t, NULL), 0);
 	/* Any address of one /64 is the same source. */
 	assert_int_equal(take(t, v6("2001:db8:1:2::1", 1), 100, 2, &k), 1);
 	assert_int_equal(take(t, v6("2001:db8:1:2:ffff::9", 1), 100, 2, &k), 1);
@@ -150,7 +151,7 @@ test_unlimited_and_keyless(void **state)
 	struct admission_ticket k;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 
-	assert_int_equal(admission_table_new(4, &t), 0);
+	assert_int_equal(admission_table_new(4, &t, NULL), 0);
 	/* Limit 0: nothing is counted. */
 	for (int i = 0; i < 100; i++) {
 		assert_int_equal(take(t, v4("192.0.2.1", 1), 100, 0, &k), 1);
@@ -171,7 +172,7 @@ test_forget_owner(void **state)
 	struct admission_table *t;
 	struct admission_ticket k;
 
-	assert_int_equal(admission_table_new(64, &t), 0);
+	assert_int_equal(admission_table_new(64, &t, NULL), 0);
 	for (int i = 0; i < 5; i++) {
 		char a[32];
 		snprintf(a, sizeof(a), "10.0.0.%d", i);
@@ -199,7 +200,7 @@ test_full_table_lets_in_uncounted(void **state)
 	struct admission_table *t;
 	struct admission_ticket k[5], extra;
 
-	assert_int_equal(admission_table_new(4, &t), 0);
+	assert_int_equal(admission_table_new(4, &t, NULL), 0);
 	for (int i = 0; i < 4; i++) {
 		char a[32];
 		snprintf(a, sizeof(a), "10.0.0.%d", i);
@@ -229,7 +230,7 @@ test_churn(void **state)
 	struct admission_table *t;
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 
-	assert_int_equal(admission_table_new(N, &t), 0);
+	assert_int_equal(admission_table_new(N, &t, NULL), 0);
 	for (int round = 0; round < 5; round++) {
 		for (uint32_t i = 0; i < N; i++) {
 			sin.sin_addr.s_addr = htonl(0x0a000000 + i * 7 + (uint32_t)round);
@@ -265,7 +266,7 @@ test_shared_with_child(void **state)
 	int status;
 	pid_t pid;
 
-	assert_int_equal(admission_table_new(16, &t), 0);
+	assert_int_equal(admission_table_new(16, &t, NULL), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -281,6 +282,35 @@ test_shared_with_child(void **state)
 	admission_table_free(t);
 }
 
+/* What the connection forker maps from the memfd (across exec there is
+ * no inheriting the mapping): the same table, counts seen both ways. */
+static void
+test_attached_by_fd(void **state)
+{
+	struct admission_table *t, *other;
+	struct admission_ticket k;
+	int fd, junk;
+
+	assert_int_equal(admission_table_new(16, &t, &fd), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(admission_table_attach(fd, &other), 0);
+	assert_ptr_not_equal(other, t);
+	assert_int_equal(take(other, v4("192.0.2.7", 1), 4242, 1, &k), 1);
+	assert_int_equal(count(t, v4("192.0.2.7", 0)), 1);
+	admission_forget_owner(t, 4242);
+	assert_int_equal(count(other, v4("192.0.2.7", 0)), 0);
+	admission_table_detach(other);
+	/* Not a table: an empty memfd, or one of another size. */
+	junk = memfd_create("junk", MFD_CLOEXEC);
+	assert_true(junk >= 0);
+	assert_int_equal(admission_table_attach(junk, &other), -EBADMSG);
+	assert_int_equal(ftruncate(junk, 1 << 20), 0);
+	assert_int_equal(admission_table_attach(junk, &other), -EBADMSG);
+	close(junk);
+	admission_table_free(t);
+	close(fd);
+}
+
 static void
 test_full(void **state)
 {
@@ -288,7 +318,7 @@ test_full(void **state)
 	struct admission_table *t;
 	struct admission_ticket k;
 
-	assert_int_equal(admission_table_new(16, &t), 0);
+	assert_int_equal(admission_table_new(16, &t, NULL), 0);
 	assert_false(admission_full(t, (struct sockaddr *)&sun, 1));
 	struct sockaddr_storage a = v4("192.0.2.1", 1);
 	assert_false(admission_full(t, (struct sockaddr *)&a, 1));
@@ -312,7 +342,7 @@ test_owner_killed_holding_the_lock(void **state)
 	struct admission_ticket mine;
 	struct sockaddr_storage a = v4("192.0.2.1", 1);
 
-	assert_int_equal(admission_table_new(64, &t), 0);
+	assert_int_equal(admission_table_new(64, &t, NULL), 0);
 	assert_int_equal(take(t, v4("198.51.100.1", 1), getpid(), 5, &mine), 1);
 	for (int round = 0; round < 100; round++) {
 		struct admission_ticket k;
@@ -381,6 +411,7 @@ main(void)
 	    cmocka_unit_test(test_churn),
 	    cmocka_unit_test(test_shared_with_child),
 	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_attached_by_fd),
 	    cmocka_unit_test(test_owner_killed_holding_the_lock),
 	    cmocka_unit_test(test_rate_in_scoreboard),
 	};

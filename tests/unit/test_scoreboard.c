@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +70,46 @@ test_new_free(void **state)
 	/* Freeing twice is harmless. */
 	scoreboard_free(&sb);
 	assert_null(sb.header);
+}
+
+/* The connection forker maps the scoreboard from its fd (a memfd, or the
+ * file): writes through either mapping are seen in the other. */
+static void
+attach_and_check(const char *dir)
+{
+	struct scoreboard sb, other;
+	int junk;
+
+	assert_int_equal(scoreboard_new(&sb, 4, 17, dir), 0);
+	assert_true(sb.fd >= 0);
+	assert_int_equal(scoreboard_attach(&other, sb.fd), 0);
+	assert_int_equal(other.n_slots, 4);
+	assert_int_equal(other.header->max_connections, 17);
+	assert_int_equal(other.doorbell, -1);
+	assert_null(other.sources);
+	other.slots[2].served = 99;
+	assert_int_equal(sb.slots[2].served, 99);
+	scoreboard_free(&other);
+	/* The owner's fd stays open for the next one. */
+	assert_true(fcntl(sb.fd, F_GETFD) >= 0);
+	scoreboard_free(&sb);
+	junk = memfd_create("junk", MFD_CLOEXEC);
+	assert_true(junk >= 0);
+	assert_int_equal(scoreboard_attach(&other, junk), -EBADMSG);
+	assert_int_equal(ftruncate(junk, 4096), 0);
+	assert_int_equal(scoreboard_attach(&other, junk), -EBADMSG);
+	close(junk);
+}
+
+static void
+test_attach(void **state)
+{
+	char dir[] = "/tmp/test-scoreboard-XXXXXX";
+
+	attach_and_check(NULL);
+	assert_non_null(mkdtemp(dir));
+	attach_and_check(dir);
+	assert_int_equal(rmdir(dir), 0);
 }
 
 static void
@@ -503,6 +544,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_new_free),
+	    cmocka_unit_test(test_attach),
 	    cmocka_unit_test(test_totals),
 	    cmocka_unit_test(test_reset_keeps_totals),
 	    cmocka_unit_test(test_reserve_up_to_max),
