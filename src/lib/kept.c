@@ -338,6 +338,48 @@ kept_config_decode(int fd, char **ret_text, size_t *ret_len)
 }
 
 int
+kept_config_pack(const struct config *c, int *ret_fd)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	f = open_memstream(&text, &len);
+	if (!f)
+		return negative_errno();
+	r = config_dump(f, c);
+	if (fclose(f) != 0 && r >= 0)
+		r = -EIO;
+	return r < 0 ? r : kept_config_encode(text, len, ret_fd);
+}
+
+int
+kept_config_unpack(int fd, struct config *c, const char *origin, struct config_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	r = kept_config_decode(fd, &text, &len);
+	if (r < 0) {
+		snprintf(err->message, sizeof(err->message), "%s (fd %d): %s", origin, fd,
+			 r == -EBADMSG ? "not a configuration echod kept" : strerror(-r));
+		return r;
+	}
+	f = fmemopen(text, len, "r");
+	if (!f) {
+		r = negative_errno();
+		snprintf(err->message, sizeof(err->message), "%s: %s", origin, strerror(-r));
+		return r;
+	}
+	r = config_load_stream(c, f, origin, err);
+	fclose(f);
+	return r;
+}
+
+int
 kept_send(int channel, int fd, int owed_fd)
 {
 	int r = 0;

@@ -38,6 +38,8 @@
  * Mechanism only: nothing here logs; errors are negative errno. */
 #pragma once
 
+#include "config.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,6 +122,15 @@ int kept_config_encode(const char *text, size_t len, int *ret_fd);
  * take fd. -EBADMSG for a memfd that is not one, or not sealed; -E2BIG
  * for one longer than KEPT_CONFIG_MAX. */
 int kept_config_decode(int fd, char **ret_text, size_t *ret_len);
+
+/* The whole configuration c, as --dump-config writes it, in such a memfd:
+ * what a restart keeps in the fd store, and what the supervisor hands the
+ * connection forker. Returns 0 and *ret_fd, or -errno. */
+int kept_config_pack(const struct config *c, int *ret_fd);
+/* Reads one back into c (on top of what it holds, as a file would be);
+ * origin names it in the messages in *err. Does not take fd. 0 or -errno,
+ * with the message in *err. */
+int kept_config_unpack(int fd, struct config *c, const char *origin, struct config_error *err);
 
 /* Sends kept connection fd over channel, preceded by its owed bytes unless
  * owed_fd is -1: they come first, because once the receiver has the

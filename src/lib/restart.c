@@ -235,10 +235,7 @@ restart_queue_free(struct restart_queue *q)
 int
 restart_config_keep(const struct config *c, unsigned store_max, unsigned active)
 {
-	_cleanup_free_ char *text = NULL;
 	_cleanup_close_ int fd = -1;
-	size_t len = 0;
-	FILE *f;
 	int r;
 
 	/* The connections come first: systemd refuses what does not fit. */
@@ -248,16 +245,7 @@ restart_config_keep(const struct config *c, unsigned store_max, unsigned active)
 			   "next start", store_max, active);
 		return -ENOSPC;
 	}
-	f = open_memstream(&text, &len);
-	if (!f) {
-		r = negative_errno();
-		goto fail;
-	}
-	r = config_dump(f, c);
-	if (fclose(f) != 0 && r >= 0)
-		r = -EIO;
-	if (r >= 0)
-		r = kept_config_encode(text, len, &fd);
+	r = kept_config_pack(c, &fd);
 	if (r >= 0)
 		r = kept_store(KEPT_CONFIG_NAME, &fd, 1);
 	/* The supervisor may exit before systemd reads the message. */
@@ -265,7 +253,6 @@ restart_config_keep(const struct config *c, unsigned store_max, unsigned active)
 		(void)kept_store_sync(5 * 1000 * 1000);
 	if (r >= 0)
 		return r;
-fail:
 	log_warning_errno(r, "restart: keeping the configuration in systemd's fd store: %m; a "
 			     "broken configuration file would fail the next start");
 	return r;
@@ -275,9 +262,6 @@ int
 restart_config_load(struct config *c, struct config_error *err)
 {
 	char **names = NULL;
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	FILE *f;
 	int n, fd = -1, r;
 
 	n = sd_listen_fds_with_names(false, &names);
@@ -291,21 +275,7 @@ restart_config_load(struct config *c, struct config_error *err)
 	free(names);
 	if (fd < 0)
 		return 0;
-	r = kept_config_decode(fd, &text, &len);
-	if (r < 0) {
-		snprintf(err->message, sizeof(err->message), "%s (fd %d): %s", RESTART_CONFIG_ORIGIN,
-			 fd, r == -EBADMSG ? "not a configuration echod kept" : strerror(-r));
-		return r;
-	}
-	f = fmemopen(text, len, "r");
-	if (!f) {
-		r = negative_errno();
-		snprintf(err->message, sizeof(err->message), "%s: %s", RESTART_CONFIG_ORIGIN,
-			 strerror(-r));
-		return r;
-	}
-	r = config_load_stream(c, f, RESTART_CONFIG_ORIGIN, err);
-	fclose(f);
+	r = kept_config_unpack(fd, c, RESTART_CONFIG_ORIGIN, err);
 	return r < 0 ? r : 1;
 }
 
