@@ -81,10 +81,8 @@ fdpass_send(int channel, enum fdpass_tag tag, int fd)
 	return fdpass_send_batch(channel, &tag, &fd, 1);
 }
 
-/* Closes every fd that msg brought, so that no error path leaks one.
- * Returns how many control messages there were, fd-carrying or not. */
-static unsigned
-close_received_fds(struct msghdr *msg)
+unsigned
+fdpass_close_received(struct msghdr *msg)
 {
 	const char *end = (const char *)msg->msg_control + msg->msg_controllen;
 	unsigned count = 0;
@@ -119,7 +117,7 @@ static bool
 is_tag(char byte)
 {
 	return byte == FDPASS_CONN || byte == FDPASS_PROXY || byte == FDPASS_KEPT ||
-	       byte == FDPASS_OWED;
+	       byte == FDPASS_OWED || byte == FDPASS_CONFIG;
 }
 
 static bool
@@ -186,7 +184,7 @@ fdpass_recv_batch(int channel, enum fdpass_tag *tags, int *fds, unsigned max, un
 	if (n == 0 || (msg.msg_flags & MSG_TRUNC) || !all_tags(bytes, (size_t)n) ||
 	    (got < 0 && CMSG_FIRSTHDR(&msg)) || got > n ||
 	    (got < n) != !!(msg.msg_flags & MSG_CTRUNC)) {
-		close_received_fds(&msg);
+		fdpass_close_received(&msg);
 		*ret_lost = n > 0 ? (unsigned)n : 1;
 		return -EPROTO;
 	}

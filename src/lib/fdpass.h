@@ -34,6 +34,9 @@ enum fdpass_tag {
 	FDPASS_KEPT = 'K', /* a kept connection: served before by another process */
 	FDPASS_OWED = 'O', /* the bytes owed on the kept connection sent next (a
 			    * sealed memfd, kept.h) */
+	FDPASS_CONFIG = 'F', /* to the connection forker only: the configuration
+			      * for the connections sent after it (a sealed
+			      * memfd, kept_config_pack()) */
 };
 
 /* Creates a channel: an AF_UNIX SOCK_SEQPACKET socketpair, both ends
@@ -104,3 +107,9 @@ int fdpass_recv_batch(int channel, enum fdpass_tag *tags, int *fds, unsigned max
 /* Receives a message of one fd: fdpass_recv_batch() with max 1, the fd in
  * *ret_fd and its tag in *ret_tag (both untouched on error). */
 int fdpass_recv(int channel, enum fdpass_tag *ret_tag, int *ret_fd);
+
+struct msghdr;
+/* Closes every fd that msg (as recvmsg() filled it) brought, so that no
+ * error path leaks one. Returns how many control messages there were,
+ * fd-carrying or not. */
+unsigned fdpass_close_received(struct msghdr *msg);

@@ -87,6 +87,11 @@ keeper_receive(struct keeper *k, int channel, unsigned max)
 			log_warning_errno(r, "reload: reading a worker's channel: %m");
 			return;
 		}
+		if (tag == FDPASS_CONFIG) {
+			/* Only ever sent the other way. */
+			close(fd);
+			continue;
+		}
 		if (tag == FDPASS_OWED)
 			r = restart_queue_push_owed(&k->queue, fd);
 		else

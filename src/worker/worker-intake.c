@@ -504,6 +504,10 @@ intake_passed(struct intake *in, enum fdpass_tag tag, int fd)
 		conns_add(in->conns, fd,
 			  &(struct conn_arrival){.origin = LEDGER_SENT, .proxy = tag == FDPASS_PROXY});
 		break;
+	case FDPASS_CONFIG:
+		/* The connection forker's alone: a worker has its own. */
+		close(fd);
+		break;
 	}
 }
 
