@@ -7,12 +7,14 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -1230,4 +1232,60 @@ cpu_wait_since(pid_t supervisor, const struct cpu_waits *before)
 			longest = now.waited[i] - was;
 	}
 	return (now.own > before->own ? now.own - before->own : 0) + longest;
+}
+
+/* --- a journal of the test's own --- */
+
+int
+harness_private_journal(void)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX,
+				 .sun_path = "/run/systemd/journal/socket"};
+	int fd;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
+	    mount("tmpfs", "/run/systemd", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0 ||
+	    mkdir("/run/systemd/journal", 0755) < 0) {
+		fprintf(stderr, "# a private /run/systemd/journal: %s\n", strerror(errno));
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0)
+		return -1;
+	return fd;
+}
+
+bool
+harness_journal_wait(int fd, const char *needle, char *entry, size_t size, int timeout_ms)
+{
+	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
+
+	while (monotonic_ms() < end) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recv(fd, entry, size - 1, 0);
+		if (n <= 0)
+			continue;
+		entry[n] = '\0';
+		const char *m = strstr(entry, "MESSAGE=");
+		if (m && strstr(m, needle))
+			return true;
+	}
+	return false;
+}
+
+bool
+harness_journal_has(const char *entry, const char *field)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line), "\n%s\n", field);
+	if (strstr(entry, line) || strncmp(entry, field, strlen(field)) == 0)
+		return true;
+	fprintf(stderr, "# journal entry lacks %s:\n%s\n", field, entry);
+	return false;
 }

@@ -174,3 +174,16 @@ const char *notify_status_wait(struct notify_socket *n, const char *needle, int 
 const char *notify_status_after(struct notify_socket *n, int ms);
 /* The number in status before " word" (e.g. "served", "refused"), or -1. */
 long status_count(const char *status, const char *word);
+
+/* A journal socket of the test's own, at the path the native protocol
+ * uses (sd_journal_send(), and echod-forker's own writer), in a mount
+ * namespace of the test's (a tmpfs over /run/systemd): what echod logs
+ * natively arrives here, field by field. -1 when it cannot be set up
+ * (not root). */
+int harness_private_journal(void);
+/* Waits for a journal entry whose MESSAGE= contains needle; copies the
+ * whole entry (KEY=value lines) into entry. */
+bool harness_journal_wait(int fd, const char *needle, char *entry, size_t size, int timeout_ms);
+/* Whether entry has the line field ("KEY=value"); says which it lacks on
+ * stderr when not. */
+bool harness_journal_has(const char *entry, const char *field);

@@ -1034,64 +1034,6 @@ test_journal_stream_not_stderr(void **state)
 	assert_true(nothing_left_behind());
 }
 
-/* A journal socket of the test's own, at the path sd_journal_send()
- * uses, in a mount namespace of the test's (a tmpfs over /run/systemd):
- * what echod logs natively arrives here, field by field. -1 when it cannot
- * be set up (not root). */
-static int
-private_journal(void)
-{
-	struct sockaddr_un un = {.sun_family = AF_UNIX,
-				 .sun_path = "/run/systemd/journal/socket"};
-	int fd;
-
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    (mkdir("/run/systemd", 0755) < 0 && errno != EEXIST) ||
-	    mount("tmpfs", "/run/systemd", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0 ||
-	    mkdir("/run/systemd/journal", 0755) < 0) {
-		print_message("# a private /run/systemd/journal: %s\n", strerror(errno));
-		return -1;
-	}
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0)
-		return -1;
-	return fd;
-}
-
-/* Waits for a journal entry whose MESSAGE= contains needle; copies the
- * whole entry (KEY=value lines) into entry. */
-static bool
-journal_wait(int fd, const char *needle, char *entry, size_t size, int timeout_ms)
-{
-	uint64_t end = monotonic_ms() + (uint64_t)timeout_ms;
-
-	while (monotonic_ms() < end) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		ssize_t n;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = recv(fd, entry, size - 1, 0);
-		if (n <= 0)
-			continue;
-		entry[n] = '\0';
-		const char *m = strstr(entry, "MESSAGE=");
-		if (m && strstr(m, needle))
-			return true;
-	}
-	return false;
-}
-
-static void
-assert_field(const char *entry, const char *field)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "\n%s\n", field);
-	if (!strstr(entry, line) && strncmp(entry, field, strlen(field)) != 0)
-		fail_msg("journal entry lacks %s:\n%s", field, entry);
-}
-
 /* Under systemd echod logs to the journal natively, with fields a user
  * can match on: ECHOD_MODEL=, ECHOD_WORKER= (which worker), ECHOD_PEER=
  * (which client; behind a balancer the one its PROXY header names),
@@ -1104,7 +1046,7 @@ test_journal_fields(void **state)
 	char listen[64], proxy_listen[64], entry[4096], peer[64], field[96];
 	struct sockaddr_in local;
 	socklen_t len = sizeof(local);
-	int journal = private_journal(), port = free_port(), proxy_port = free_port(), fd;
+	int journal = harness_private_journal(), port = free_port(), proxy_port = free_port(), fd;
 	struct echod e;
 
 	if (journal < 0)
@@ -1116,8 +1058,8 @@ test_journal_fields(void **state)
 				     "--proxy-from", "127.0.0.1", "--config", "/dev/null",
 				     "--workers", "1", "--log-level", "debug", NULL},
 		    -1);
-	assert_true(journal_wait(journal, "listening on 127.0.0.1:", entry, sizeof(entry), 5000));
-	assert_field(entry, "SYSLOG_IDENTIFIER=echod");
+	assert_true(harness_journal_wait(journal, "listening on 127.0.0.1:", entry, sizeof(entry), 5000));
+	assert_true(harness_journal_has(entry, "SYSLOG_IDENTIFIER=echod"));
 	assert_true(tcp_wait_accepting(port, 5000));
 	fd = tcp_connect(port);
 	assert_int_equal(echo_roundtrip(fd, "journal", 7, 3000), 0);
@@ -1125,12 +1067,12 @@ test_journal_fields(void **state)
 	snprintf(peer, sizeof(peer), "127.0.0.1:%d", ntohs(local.sin_port));
 	snprintf(field, sizeof(field), "connection from %s", peer);
 	/* The readiness probe's connection came first: wait for ours. */
-	assert_true(journal_wait(journal, field, entry, sizeof(entry), 5000));
+	assert_true(harness_journal_wait(journal, field, entry, sizeof(entry), 5000));
 	snprintf(field, sizeof(field), "ECHOD_PEER=%s", peer);
-	assert_field(entry, field);
-	assert_field(entry, "ECHOD_WORKER=0");
-	assert_field(entry, "ECHOD_MODEL=prefork");
-	assert_field(entry, "PRIORITY=7");
+	assert_true(harness_journal_has(entry, field));
+	assert_true(harness_journal_has(entry, "ECHOD_WORKER=0"));
+	assert_true(harness_journal_has(entry, "ECHOD_MODEL=prefork"));
+	assert_true(harness_journal_has(entry, "PRIORITY=7"));
 	close(fd);
 	/* Through a balancer (the test, from 127.0.0.1): the client is the
 	 * header's, the balancer a field of its own. */
@@ -1140,11 +1082,11 @@ test_journal_fields(void **state)
 	assert_int_equal(echo_roundtrip(fd, "journal", 7, 3000), 0);
 	len = sizeof(local);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
-	assert_true(journal_wait(journal, "connection from 192.0.2.7:4242 via", entry,
+	assert_true(harness_journal_wait(journal, "connection from 192.0.2.7:4242 via", entry,
 				 sizeof(entry), 5000));
-	assert_field(entry, "ECHOD_PEER=192.0.2.7:4242");
+	assert_true(harness_journal_has(entry, "ECHOD_PEER=192.0.2.7:4242"));
 	snprintf(field, sizeof(field), "ECHOD_PROXY=127.0.0.1:%d", ntohs(local.sin_port));
-	assert_field(entry, field);
+	assert_true(harness_journal_has(entry, field));
 	close(fd);
 	/* Nothing went to stderr: it is the journal's stream. */
 	echod_collect_log(&e);
