@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "admission.h"
 #include "fdpass.h"
 #include "ledger.h"
 #include "log.h"
@@ -16,11 +17,12 @@
 #include "worker.h"
 
 int
-children_init(struct children *c, struct scoreboard *sb)
+children_init(struct children *c, struct scoreboard *sb, uint64_t forker_event)
 {
 	int slot = scoreboard_find_free(sb);
 
-	*c = (struct children){.slot = -1, .parent = getpid()};
+	*c = (struct children){.slot = -1, .parent = getpid(), .forker_event = forker_event};
+	forker_link_init(&c->forker);
 	if (slot < 0)
 		return slot;
 	scoreboard_slot_reset(sb, (unsigned)slot);
@@ -34,9 +36,16 @@ children_init(struct children *c, struct scoreboard *sb)
 void
 children_done(struct children *c)
 {
+	forker_link_close(&c->forker);
 	free(c->pids);
 	c->pids = NULL;
 	c->n = c->capacity = 0;
+}
+
+unsigned
+children_alive(const struct children *c)
+{
+	return c->n + c->forker.alive;
 }
 
 int
@@ -111,8 +120,8 @@ child_main(const struct pool_env *env, const struct config *config, int slot, in
 
 /* Takes a->fd on success (see children.h); never owed_fd. */
 static int
-fork_child(struct children *c, const struct pool_env *env, const struct config *config,
-	   const struct arrival *a, bool kept, int owed_fd)
+fork_here(struct children *c, const struct pool_env *env, const struct config *config,
+	  const struct arrival *a, bool kept, int owed_fd)
 {
 	int fd = a->fd;
 	bool proxy = a->proxy;
@@ -132,33 +141,93 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 	return 0;
 }
 
+void
+children_start_forker(struct children *c, const struct pool_env *env)
+{
+	if (c->forker.pid == 0 && !c->forker.unavailable)
+		(void)forker_link_start(&c->forker, env, c->slot, c->forker_event);
+}
+
+static int
+fork_child(struct children *c, const struct pool_env *env, const struct config *config,
+	   unsigned generation, const struct arrival *a, bool kept, int owed_fd)
+{
+	enum fdpass_tag tag = kept ? FDPASS_KEPT : a->proxy ? FDPASS_PROXY : FDPASS_CONN;
+	int r;
+
+	if (c->forker.pid > 0) {
+		r = forker_link_send(&c->forker, config, generation, tag, a->fd, owed_fd);
+		/* Too many fds in flight is the channel's kind of full. */
+		if (r == -ETOOMANYREFS)
+			r = -EAGAIN;
+		/* Gone: this one is forked here, and its SIGCHLD tells the
+		 * rest. */
+		if (r != -EPIPE)
+			return r;
+	}
+	return fork_here(c, env, config, a, kept, owed_fd);
+}
+
 int
 children_fork(struct children *c, const struct pool_env *env, const struct config *config,
-	      const struct arrival *a)
+	      unsigned generation, const struct arrival *a)
 {
-	return fork_child(c, env, config, a, false, -1);
+	return fork_child(c, env, config, generation, a, false, -1);
 }
 
 int
 children_fork_kept(struct children *c, const struct pool_env *env,
-		       const struct config *config, int fd, int owed_fd)
+		       const struct config *config, unsigned generation, int fd, int owed_fd)
 {
-	return fork_child(c, env, config, &(struct arrival){.fd = fd}, true, owed_fd);
+	return fork_child(c, env, config, generation, &(struct arrival){.fd = fd}, true, owed_fd);
+}
+
+/* What a connection process that did not end cleanly may have left
+ * counted: its per-source counts, and (killed) its open connection. */
+static void
+settle(struct children *c, struct scoreboard *sb, pid_t pid, int status)
+{
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		admission_forget_owner(sb->sources, pid);
+	if (WIFSIGNALED(status) && c->slot >= 0)
+		ledger_settle_one(sb, (unsigned)c->slot);
 }
 
 bool
 children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status)
 {
+	if (forker_link_is(&c->forker, pid)) {
+		(void)forker_link_lost(&c->forker, status);
+		return true;
+	}
 	for (unsigned i = 0; i < c->n; i++) {
 		if (c->pids[i] != pid)
 			continue;
 		c->pids[i] = c->pids[--c->n];
-		/* Killed, it could not count its connection closed. */
-		if (WIFSIGNALED(status) && c->slot >= 0)
-			ledger_settle_one(sb, (unsigned)c->slot);
+		settle(c, sb, pid, status);
 		return true;
 	}
 	return false;
+}
+
+struct reported {
+	struct children *children;
+	struct scoreboard *scoreboard;
+};
+
+static void
+reported_exit(void *userdata, pid_t pid, int status)
+{
+	struct reported *r = userdata;
+
+	settle(r->children, r->scoreboard, pid, status);
+}
+
+void
+children_forker_readable(struct children *c, struct scoreboard *sb)
+{
+	forker_link_receive(&c->forker, reported_exit,
+			    &(struct reported){.children = c, .scoreboard = sb});
 }
 
 void
@@ -166,4 +235,5 @@ children_signal(const struct children *c, int sig)
 {
 	for (unsigned i = 0; i < c->n; i++)
 		kill(c->pids[i], sig);
+	forker_link_signal(&c->forker, sig);
 }

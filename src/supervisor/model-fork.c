@@ -22,6 +22,12 @@ fork_prepare(struct model_ctx *m, const struct config *c)
 }
 
 static void
+fork_begin(struct model_ctx *m)
+{
+	children_start_forker(m->children, m->env);
+}
+
+static void
 fork_log_start(const struct model_ctx *m)
 {
 	log_info("fork model: one process per connection, up to %u at once%s",
@@ -33,7 +39,7 @@ static bool
 fork_has_room(const struct model_ctx *m)
 {
 	return !held_waiting(m->held) &&
-	       m->children->n < config_max_connections(&m->pool->config);
+	       children_alive(m->children) < config_max_connections(&m->pool->config);
 }
 
 /* fork() failing for want of processes or memory is the process table's
@@ -42,7 +48,7 @@ fork_has_room(const struct model_ctx *m)
 static int
 fork_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 {
-	int r = children_fork(m->children, m->env, &m->pool->config, a);
+	int r = children_fork(m->children, m->env, &m->pool->config, m->pool->generation, a);
 
 	if (r == 0)
 		return 0;
@@ -87,7 +93,8 @@ fork_deliver_kept(struct model_ctx *m, int fd, int owed_fd)
 	int r = children_reserve(m->children, m->children->n + 1);
 
 	if (r == 0)
-		r = children_fork_kept(m->children, m->env, &m->pool->config, fd, owed_fd);
+		r = children_fork_kept(m->children, m->env, &m->pool->config, m->pool->generation,
+				       fd, owed_fd);
 	/* No process to be had now: the next turn retries. */
 	if (r == -ENOMEM)
 		r = -EAGAIN;
@@ -99,15 +106,15 @@ fork_deliver_kept(struct model_ctx *m, int fd, int owed_fd)
 static unsigned
 fork_active(const struct model_ctx *m)
 {
-	return m->children->n;
+	return children_alive(m->children);
 }
 
 static void
 fork_status(const struct model_ctx *m, const struct scoreboard_totals *t, struct notify_status *st)
 {
-	st->workers_running = m->children->n;
+	st->workers_running = children_alive(m->children);
 	st->workers_wanted = config_max_connections(&m->pool->config);
-	st->active = m->children->n;
+	st->active = children_alive(m->children);
 }
 
 const struct model_ops model_fork = {
@@ -115,6 +122,7 @@ const struct model_ops model_fork = {
     .pool_size = fork_pool_size,
     .worker_intake = INTAKE_NONE,
     .prepare = fork_prepare,
+    .begin = fork_begin,
     .log_start = fork_log_start,
     .has_room = fork_has_room,
     .deliver = fork_deliver,

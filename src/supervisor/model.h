@@ -38,6 +38,10 @@ struct model_ops {
 	bool pool_returns;
 	/* Before a pool of c starts (at start, on a reload): 0 or -errno. */
 	int (*prepare)(struct model_ctx *m, const struct config *c);
+	/* The supervisor is set up and m->pool is about to start (at start,
+	 * on a reload): what the model runs beside its pool starts here,
+	 * once everything it inherits exists. NULL: nothing. */
+	void (*begin)(struct model_ctx *m);
 	void (*log_start)(const struct model_ctx *m);
 
 	/* The supervisor's own accepting: only where has_room is set. It

@@ -48,6 +48,7 @@ enum {
 	EVENT_LISTENER,
 	EVENT_CHANNEL,
 	EVENT_GIVE_BACK, /* the channel fork's connection processes share */
+	EVENT_FORKER,	 /* fork's connection forker reports exits */
 	EVENT_METRICS,
 };
 #define EVENT(type, index) (((uint64_t)(type) << 32) | (uint32_t)(index))
@@ -224,12 +225,12 @@ reap(struct supervisor *s, uint64_t now)
 
 		if (pid <= 0)
 			return;
-		/* A process that did not end cleanly may not have given back
+		if (children_exited(&s->children, &s->scoreboard, pid, status))
+			continue;
+		/* A worker that did not end cleanly may not have given back
 		 * its per-source counts. */
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			admission_forget_owner(s->scoreboard.sources, pid);
-		if (children_exited(&s->children, &s->scoreboard, pid, status))
-			continue;
 		for (link = &s->pool; *link; link = &(*link)->next) {
 			struct pool *p = *link;
 			int index = pool_find(p, pid);
@@ -256,7 +257,7 @@ reap(struct supervisor *s, uint64_t now)
 static unsigned
 processes_alive(const struct supervisor *s)
 {
-	unsigned n = s->children.n;
+	unsigned n = children_alive(&s->children);
 
 	for (const struct pool *p = s->pool; p; p = p->next)
 		n += pool_alive(p);
@@ -483,9 +484,9 @@ reload(struct supervisor *s, uint64_t now)
 	if (model != s->model)
 		abandon(s);
 	s->model = model;
-	if (s->children.n)
+	if (children_alive(&s->children))
 		log_info("reload: %u connection process(es) give their connections back",
-			 s->children.n);
+			 children_alive(&s->children));
 	children_signal(&s->children, SIGUSR2);
 	pool->next = s->pool;
 	s->pool = s->env.pools = pool;
@@ -494,6 +495,9 @@ reload(struct supervisor *s, uint64_t now)
 	s->status_note[0] = '\0';
 	s->ready = false;
 	s->reloading = true;
+	m = model_ctx(s);
+	if (model->begin)
+		model->begin(&m);
 	if (pool_start(&s->env, pool, now) < 0)
 		log_warning("generation %u: not every worker started; retrying with back-off",
 			    pool->generation);
@@ -675,6 +679,9 @@ dispatch(struct supervisor *s, uint64_t event, uint32_t events)
 	case EVENT_METRICS:
 		metrics_run(&s->metrics, now_ms());
 		break;
+	case EVENT_FORKER:
+		children_forker_readable(&s->children, &s->scoreboard);
+		break;
 	}
 }
 
@@ -843,7 +850,7 @@ supervisor_setup(struct supervisor *s, const struct config *config)
 		? pool_new(config, s->generation, workers, model->worker_intake, &s->pool)
 		: -ENOMEM;
 	if (r >= 0)
-		r = children_init(&s->children, &s->scoreboard);
+		r = children_init(&s->children, &s->scoreboard, EVENT(EVENT_FORKER, 0));
 	s->model = model;
 	if (r >= 0 && model->prepare) {
 		struct model_ctx m = model_ctx(s);
@@ -939,6 +946,10 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	s.env.held_fd = &s.held.fd;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
+	if (r >= 0 && s.model->begin) {
+		struct model_ctx begin_m = model_ctx(&s);
+		s.model->begin(&begin_m);
+	}
 	if (r >= 0) {
 		r = pool_start(&s.env, s.pool, now_ms());
 		if (r < 0)

@@ -637,9 +637,12 @@ echod_kill(struct echod *e)
 {
 	pid_t kids[4096];
 	size_t n = process_children(e->pid, kids, 4096);
+	pid_t forker = process_forker(e->pid);
 
 	for (size_t i = 0; i < n; i++)
 		kill(kids[i], SIGKILL);
+	if (forker > 0)
+		kill(forker, SIGKILL);
 	kill(e->pid, SIGKILL);
 	waitpid(e->pid, NULL, 0);
 	close_pipes(e);
@@ -650,7 +653,7 @@ static void
 kill_tree(pid_t pid)
 {
 	pid_t kids[1024];
-	size_t n = process_children(pid, kids, 1024);
+	size_t n = process_direct_children(pid, kids, 1024);
 
 	kill(pid, SIGSTOP);
 	for (size_t i = 0; i < n; i++)
@@ -662,7 +665,7 @@ int
 harness_teardown(void **state)
 {
 	pid_t kids[1024];
-	size_t n = process_children(getpid(), kids, 1024);
+	size_t n = process_direct_children(getpid(), kids, 1024);
 	uint64_t end = monotonic_ms() + 5000;
 
 	for (size_t i = 0; i < n; i++)
@@ -671,7 +674,7 @@ harness_teardown(void **state)
 	while (monotonic_ms() < end) {
 		while (waitpid(-1, NULL, WNOHANG) > 0)
 			;
-		if (process_children(getpid(), kids, 1024) == 0)
+		if (process_direct_children(getpid(), kids, 1024) == 0)
 			break;
 		usleep(10000);
 	}
@@ -767,7 +770,7 @@ fill_random(void *buf, size_t len, unsigned seed)
 }
 
 size_t
-process_children(pid_t pid, pid_t *out, size_t max)
+process_direct_children(pid_t pid, pid_t *out, size_t max)
 {
 	char path[64];
 	size_t n = 0;
@@ -794,6 +797,49 @@ process_children(pid_t pid, pid_t *out, size_t max)
 		fclose(f);
 	}
 	closedir(d);
+	return n;
+}
+
+static bool
+is_forker(pid_t pid)
+{
+	char path[64], exe[PATH_MAX];
+	ssize_t len;
+	const char *base;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	len = readlink(path, exe, sizeof(exe) - 1);
+	if (len <= 0)
+		return false;
+	exe[len] = '\0';
+	base = strrchr(exe, '/');
+	return strcmp(base ? base + 1 : exe, "echod-forker") == 0;
+}
+
+pid_t
+process_forker(pid_t pid)
+{
+	pid_t kids[4096];
+	size_t n = process_direct_children(pid, kids, 4096);
+
+	for (size_t i = 0; i < n; i++)
+		if (is_forker(kids[i]))
+			return kids[i];
+	return 0;
+}
+
+size_t
+process_children(pid_t pid, pid_t *out, size_t max)
+{
+	size_t n = process_direct_children(pid, out, max);
+
+	for (size_t i = 0; i < n; i++) {
+		pid_t forker = out[i];
+		if (!is_forker(forker))
+			continue;
+		out[i] = out[--n];
+		return n + process_direct_children(forker, out + n, max - n);
+	}
 	return n;
 }
 

@@ -121,8 +121,14 @@ ssize_t read_until_eof(int fd, void *buf, size_t size, int timeout_ms);
 bool wait_readable(int fd, int timeout_ms);
 void fill_random(void *buf, size_t len, unsigned seed);
 
-/* Direct children of pid (from /proc). Returns how many were written. */
+/* The processes that serve under pid: its direct children (from /proc),
+ * where Model=fork's connection forker stands aside for its own, the
+ * connection processes. Returns how many were written. */
 size_t process_children(pid_t pid, pid_t *out, size_t max);
+/* Direct children of pid alone. */
+size_t process_direct_children(pid_t pid, pid_t *out, size_t max);
+/* pid's connection forker (echod-forker, Model=fork), or 0. */
+pid_t process_forker(pid_t pid);
 /* Resident memory (VmRSS) of pid, in KiB; 0 if it is gone. */
 uint64_t process_rss_kib(pid_t pid);
 /* Total resident memory of pid and all its descendants, in KiB. */

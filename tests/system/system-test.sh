@@ -847,8 +847,9 @@ check_purge() {
 		'[ "$(prop echod.service NFileDescriptorStore)" = 0 ]' || rc=1
 	expect "no echod user" eval '! ct getent passwd echod >/dev/null' || rc=1
 	expect "no catalog entries" eval "! ct_sh 'journalctl --list-catalog | grep -q \" echod:\"'" || rc=1
-	# comm: "echod" (supervisor), "echod worker", "echod conn" (fork).
-	expect "no echod processes" no_process 'echod( worker| conn)?' || rc=1
+	# comm: "echod" (supervisor), "echod worker", "echod forker" and
+	# "echod conn" (fork).
+	expect "no echod processes" no_process 'echod( worker| forker| conn)?' || rc=1
 	return "$rc"
 }
 

@@ -72,7 +72,7 @@ setup(void **state)
 		f->worker_end[i] = pair[FDPASS_WORKER];
 		SB_SET(f->sb.slots[i].state, SLOT_RUNNING);
 	}
-	if (children_init(&f->children, &f->sb) < 0 ||
+	if (children_init(&f->children, &f->sb, 0) < 0 ||
 	    children_reserve(&f->children, MAX_CONNECTIONS) < 0)
 		return -1;
 	f->held = HELD_NONE;
@@ -487,6 +487,12 @@ test_fork_room(void **state)
 	ops->status(&f->m, &totals, &st);
 	assert_int_equal(st.workers_running, MAX_CONNECTIONS);
 	assert_int_equal(st.workers_wanted, MAX_CONNECTIONS);
+	/* Those the connection forker forked count the same. */
+	f->children.n = MAX_CONNECTIONS - 1;
+	f->children.forker.alive = 1;
+	assert_false(ops->has_room(&f->m));
+	assert_int_equal(ops->active(&f->m), MAX_CONNECTIONS);
+	f->children.forker.alive = 0;
 	f->children.n = 1;
 	assert_true(ops->has_room(&f->m));
 	/* A connection waiting for fork() to work again: nothing more is
