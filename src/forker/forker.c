@@ -72,7 +72,30 @@ struct forker {
 	/* Exits reaped and not yet reported: the channel was full. */
 	struct forkwire_report report;
 	unsigned n_report;
+	unsigned gone; /* connections closed without a process, not yet reported */
 };
+
+static bool report_exits(struct forker *f);
+
+/* A connection sent here that no process will serve (closed, or lost on
+ * the way in): reported as an exit of pid 0 (report_exits()), so that the
+ * supervisor's count of connection processes goes down as for one that
+ * ran. */
+static void
+report_gone(struct forker *f)
+{
+	f->gone++;
+}
+
+/* Closes a connection (and what it owed) that will not be served. */
+static void
+drop(struct forker *f, int fd, int owed_fd)
+{
+	close(fd);
+	if (owed_fd >= 0)
+		close(owed_fd);
+	report_gone(f);
+}
 
 static void
 format_title(int fd, char *title, size_t size)
@@ -155,9 +178,7 @@ wait_for_processes(struct forker *f, int fd, enum fdpass_tag tag, int owed_fd, i
 			log_warning("cannot fork for a new connection (%s), nor keep it "
 				    "waiting: it is closed",
 				    strerror(-error));
-			close(fd);
-			if (owed_fd >= 0)
-				close(owed_fd);
+			drop(f, fd, owed_fd);
 			return;
 		}
 		f->waiting = w;
@@ -183,9 +204,7 @@ serve(struct forker *f, int fd, enum fdpass_tag tag, int owed_fd)
 	}
 	if (r < 0) {
 		log_warning_errno(r, "forking for a new connection: %m; it is closed");
-		close(fd);
-		if (owed_fd >= 0)
-			close(owed_fd);
+		drop(f, fd, owed_fd);
 	}
 }
 
@@ -202,9 +221,7 @@ retry_waiting(struct forker *f)
 			break;
 		if (r < 0) {
 			log_warning_errno(r, "forking for a new connection: %m; it is closed");
-			close(w->fd);
-			if (w->owed_fd >= 0)
-				close(w->owed_fd);
+			drop(f, w->fd, w->owed_fd);
 		}
 		done++;
 	}
@@ -262,7 +279,7 @@ take_one(struct forker *f, enum fdpass_tag tag, int fd)
 	}
 	if (!f->have_config) {
 		log_error("a connection came before any configuration: it is closed");
-		close(fd);
+		drop(f, fd, tag == FDPASS_KEPT ? TAKE_FD(f->owed_fd) : -1);
 		return;
 	}
 	serve(f, fd, tag, tag == FDPASS_KEPT ? TAKE_FD(f->owed_fd) : -1);
@@ -285,6 +302,8 @@ receive(struct forker *f)
 		}
 		if (n == -EPROTO || n == -EMFILE) {
 			log_warning_errno(n, "a connection from the supervisor was lost: %m");
+			/* Each message brings one connection (forkwire.h). */
+			report_gone(f);
 			continue;
 		}
 		if (n < 0) {
@@ -294,7 +313,10 @@ receive(struct forker *f)
 		}
 		for (int i = 0; i < n; i++)
 			take_one(f, tags[i], fds[i]);
+		if (lost)
+			report_gone(f);
 	}
+	(void)report_exits(f);
 }
 
 /* Sends what was reaped; false while the channel is full. */
@@ -303,6 +325,10 @@ report_exits(struct forker *f)
 {
 	int r;
 
+	while (f->gone > 0 && f->n_report < FORKWIRE_EXITS_MAX) {
+		f->report.exits[f->n_report++] = (struct forkwire_exit){.pid = 0, .status = 0};
+		f->gone--;
+	}
 	if (f->n_report == 0 || f->supervisor_gone)
 		return true;
 	r = forkwire_send(f->channel, &f->report, f->n_report);
@@ -358,7 +384,7 @@ run(struct forker *f)
 		struct pollfd p[2] = {
 		    {.fd = f->signal_fd, .events = POLLIN},
 		    {.fd = f->supervisor_gone ? -1 : f->channel,
-		     .events = POLLIN | (f->n_report ? POLLOUT : 0)},
+		     .events = POLLIN | (f->n_report || f->gone ? POLLOUT : 0)},
 		};
 		int n = poll(p, 2, f->n_waiting ? RETRY_MS : -1);
 

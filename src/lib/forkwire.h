@@ -4,6 +4,9 @@
  * FDPASS_CONFIG before the first connection of each configuration. The
  * forker's side is this: one hello once it is ready, then the exits of the
  * connection processes it forked, as SOCK_SEQPACKET messages without fds.
+ * Each message of the supervisor's brings one connection, so that every
+ * one sent is reported once: as its process's exit, or as an exit of pid
+ * 0 when it never got one (closed, or lost on the way in).
  *
  * The forker is a binary of its own, installed beside echod: the two must
  * come from the same build (FORKWIRE_ABI on its command line), since they
@@ -28,7 +31,7 @@ enum {
 };
 
 struct forkwire_exit {
-	int32_t pid;
+	int32_t pid; /* 0: a connection closed without a process */
 	int32_t status; /* as waitpid() gave it */
 };
 

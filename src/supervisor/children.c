@@ -36,7 +36,7 @@ children_init(struct children *c, struct scoreboard *sb, uint64_t forker_event)
 void
 children_done(struct children *c)
 {
-	forker_link_close(&c->forker);
+	forker_link_free(&c->forker);
 	free(c->pids);
 	c->pids = NULL;
 	c->n = c->capacity = 0;

@@ -19,20 +19,17 @@
 #include "util.h"
 #include "worker.h"
 
+extern char **environ;
+
 /* From exec to its hello: mapping two tables and one sendmsg(), but a
  * sanitizer build or a loaded machine takes its time. */
 #define HELLO_TIMEOUT_MS 5000
 
-void
-forker_link_init(struct forker_link *f)
+static bool
+find_forker(char *buf, size_t size)
 {
-	*f = (struct forker_link){.channel = -1};
-}
-
-bool
-forker_link_path(char *buf, size_t size)
-{
-	char self[PATH_MAX];
+	/* Room for the name after the directory, within PATH_MAX. */
+	char self[PATH_MAX - sizeof("/echod-forker")];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
 	if (len > 0) {
@@ -51,17 +48,34 @@ forker_link_path(char *buf, size_t size)
 	return access(buf, X_OK) == 0;
 }
 
+void
+forker_link_init(struct forker_link *f)
+{
+	char path[PATH_MAX];
+
+	*f = (struct forker_link){.exe_fd = -1, .channel = -1};
+	if (!find_forker(path, sizeof(path)))
+		return;
+	f->exe_fd = open(path, O_PATH | O_CLOEXEC);
+	f->path = strdup(path);
+	if (!f->path && f->exe_fd >= 0)
+		close(TAKE_FD(f->exe_fd));
+}
+
 /* In the child, before exec: the fds the forker expects at the numbers it
- * expects them (forkwire.h), and nothing else of ours. */
+ * expects them (forkwire.h), its binary after them (close-on-exec: only
+ * execveat() uses it), and nothing else of ours. Returns the binary's. */
 static int
-place_fds(int channel, const struct pool_env *env)
+place_fds(int channel, const struct pool_env *env, int exe_fd)
 {
 	const int from[] = {
 	    [FORKWIRE_FD_CHANNEL - 3] = channel,
 	    [FORKWIRE_FD_SCOREBOARD - 3] = env->scoreboard->fd,
 	    [FORKWIRE_FD_SOURCES - 3] = env->scoreboard->sources_fd,
 	    [FORKWIRE_FD_RETURNS - 3] = env->returns[FDPASS_WORKER],
+	    [FORKWIRE_FD_RETURNS + 1 - 3] = exe_fd,
 	};
+	const int exe_at = FORKWIRE_FD_RETURNS + 1;
 	int high[ELEMENTSOF(from)];
 
 	/* Out of the way first: a source may sit at another's target. */
@@ -73,11 +87,15 @@ place_fds(int channel, const struct pool_env *env)
 	for (size_t i = 0; i < ELEMENTSOF(from); i++)
 		if (dup2(high[i], 3 + (int)i) < 0)
 			return negative_errno();
-	return close_range(3 + ELEMENTSOF(from), UINT_MAX, 0) < 0 ? negative_errno() : 0;
+	if (fcntl(exe_at, F_SETFD, FD_CLOEXEC) < 0 ||
+	    close_range(exe_at + 1, UINT_MAX, 0) < 0)
+		return negative_errno();
+	return exe_at;
 }
 
 static _Noreturn void
-exec_forker(const char *path, int channel, const struct pool_env *env, int slot, pid_t parent)
+exec_forker(const struct forker_link *f, int channel, const struct pool_env *env, int slot,
+	    pid_t parent)
 {
 	char slot_text[16];
 	char *argv[] = {(char *)"echod-forker", (char *)FORKWIRE_ABI, slot_text, NULL};
@@ -93,14 +111,14 @@ exec_forker(const char *path, int channel, const struct pool_env *env, int slot,
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(EXIT_FAILURE);
-	r = place_fds(channel, env);
+	r = place_fds(channel, env, f->exe_fd);
 	if (r < 0) {
 		log_error_errno(r, "connection forker: passing it its fds: %m");
 		_exit(EXIT_FAILURE);
 	}
 	snprintf(slot_text, sizeof(slot_text), "%d", slot);
-	execv(path, argv);
-	log_error_errno(errno, "connection forker: executing %s: %m", path);
+	execveat(r, "", argv, environ, AT_EMPTY_PATH);
+	log_error_errno(errno, "connection forker: executing %s: %m", f->path);
 	_exit(EXIT_FAILURE);
 }
 
@@ -138,11 +156,11 @@ int
 forker_link_start(struct forker_link *f, const struct pool_env *env, int slot,
 		  uint64_t event)
 {
-	char path[PATH_MAX], ended[32];
+	char ended[32];
 	int pair[2], r;
 	pid_t parent = getpid(), pid;
 
-	if (!forker_link_path(path, sizeof(path))) {
+	if (f->exe_fd < 0) {
 		f->unavailable = true;
 		log_notice("fork model: no connection forker (%s, or echod-forker beside echod): "
 			   "the supervisor forks each connection process itself, at a higher cost "
@@ -161,7 +179,7 @@ forker_link_start(struct forker_link *f, const struct pool_env *env, int slot,
 		goto fail;
 	}
 	if (pid == 0)
-		exec_forker(path, pair[FDPASS_WORKER], env, slot, parent);
+		exec_forker(f, pair[FDPASS_WORKER], env, slot, parent);
 	/* Also here: signalled before the child got to it, the group would
 	 * not exist yet. */
 	(void)setpgid(pid, pid);
@@ -179,12 +197,12 @@ forker_link_start(struct forker_link *f, const struct pool_env *env, int slot,
 		log_warning_errno(r,
 				  "fork model: the connection forker %s did not start (%m; %s): "
 				  "the supervisor forks each connection process itself",
-				  path, ended);
+				  f->path, ended);
 		return r;
 	}
 	f->pid = pid;
 	f->channel = pair[FDPASS_SUPERVISOR];
-	log_info("fork model: connection processes are forked by %s (pid %d)", path, (int)pid);
+	log_info("fork model: connection processes are forked by %s (pid %d)", f->path, (int)pid);
 	return 0;
 fail:
 	f->unavailable = true;
@@ -292,8 +310,12 @@ forker_link_signal(const struct forker_link *f, int sig)
 }
 
 void
-forker_link_close(struct forker_link *f)
+forker_link_free(struct forker_link *f)
 {
 	if (f->channel >= 0)
 		close(TAKE_FD(f->channel));
+	if (f->exe_fd >= 0)
+		close(TAKE_FD(f->exe_fd));
+	free(f->path);
+	f->path = NULL;
 }

@@ -14,6 +14,11 @@
 #include "pool.h"
 
 struct forker_link {
+	/* echod-forker, opened (O_PATH) when the supervisor starts: what it
+	 * runs later, on a reload into fork after apt replaced the file,
+	 * is still the forker of this echod's build. -1: none found. */
+	int exe_fd;
+	char *path; /* where it was found, for messages */
 	pid_t pid;	 /* 0: none running */
 	int channel;	 /* our end, or -1 */
 	unsigned alive;	 /* connections sent and not yet reported exited */
@@ -25,12 +30,9 @@ struct forker_link {
 	bool unavailable;
 };
 
+/* Finds echod-forker, beside this echod's binary (a build tree, or a
+ * relocated install), else at ECHOD_FORKER_PATH, and opens it. */
 void forker_link_init(struct forker_link *f);
-
-/* Where echod-forker is: beside this echod's binary (a build tree, or a
- * relocated install), else ECHOD_FORKER_PATH. Fills buf; false when
- * neither is there. */
-bool forker_link_path(char *buf, size_t size);
 
 /* Starts the forker, whose connection processes count into scoreboard
  * slot `slot`, and waits for its hello; its reports come on the channel,
@@ -63,5 +65,6 @@ unsigned forker_link_lost(struct forker_link *f, int status);
  * group; the forker itself reads and ignores what it must not act on). */
 void forker_link_signal(const struct forker_link *f, int sig);
 
-/* Closes our end: the forker exits once its connection processes have. */
-void forker_link_close(struct forker_link *f);
+/* Closes our end (the forker exits once its connection processes have)
+ * and what forker_link_init() opened. */
+void forker_link_free(struct forker_link *f);

@@ -813,7 +813,9 @@ is_forker(pid_t pid)
 		return false;
 	exe[len] = '\0';
 	base = strrchr(exe, '/');
-	return strcmp(base ? base + 1 : exe, "echod-forker") == 0;
+	base = base ? base + 1 : exe;
+	/* Replaced on disk since it started (an upgrade): "NAME (deleted)". */
+	return strcmp(base, "echod-forker") == 0 || strcmp(base, "echod-forker (deleted)") == 0;
 }
 
 pid_t
