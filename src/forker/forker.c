@@ -363,14 +363,16 @@ reap(struct forker *f)
 static void
 read_signals(struct forker *f)
 {
-	struct signalfd_siginfo si;
+	/* Both signals pending fit: one read() per wakeup. */
+	struct signalfd_siginfo si[2];
+	ssize_t n = read(f->signal_fd, si, sizeof(si));
 
 	/* SIGCHLD: reaped below. SIGTERM: to the whole group from the
 	 * supervisor (its connection processes drain; this one serves on),
 	 * or PR_SET_PDEATHSIG: the supervisor is gone, and its end of the
 	 * channel with it. */
-	while (read(f->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-		if (getppid() != f->supervisor)
+	for (ssize_t i = 0; i < n / (ssize_t)sizeof(si[0]); i++)
+		if (si[i].ssi_signo == SIGTERM && getppid() != f->supervisor)
 			f->supervisor_gone = true;
 	reap(f);
 	if (f->n_waiting)
