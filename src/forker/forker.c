@@ -382,6 +382,8 @@ read_signals(struct forker *f)
 static int
 run(struct forker *f)
 {
+	int r = 0;
+
 	while (!f->supervisor_gone || f->alive > 0) {
 		struct pollfd p[2] = {
 		    {.fd = f->signal_fd, .events = POLLIN},
@@ -390,8 +392,10 @@ run(struct forker *f)
 		};
 		int n = poll(p, 2, f->n_waiting ? RETRY_MS : -1);
 
-		if (n < 0 && errno != EINTR)
-			return log_error_errno(errno, "poll: %m");
+		if (n < 0 && errno != EINTR) {
+			r = log_error_errno(errno, "poll: %m");
+			break;
+		}
 		if (n <= 0) {
 			retry_waiting(f);
 			continue;
@@ -403,13 +407,17 @@ run(struct forker *f)
 		if (p[1].revents & (POLLIN | POLLHUP | POLLERR))
 			receive(f);
 	}
-	/* Nobody is left to serve the ones still waiting. */
+	/* Nobody is left to serve the ones still waiting (or, after a poll()
+	 * error, nobody will). */
 	for (unsigned i = 0; i < f->n_waiting; i++) {
 		close(f->waiting[i].fd);
 		if (f->waiting[i].owed_fd >= 0)
 			close(f->waiting[i].owed_fd);
 	}
-	return 0;
+	free(f->waiting);
+	f->waiting = NULL;
+	f->n_waiting = f->waiting_capacity = 0;
+	return r;
 }
 
 static int
