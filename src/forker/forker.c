@@ -6,7 +6,7 @@
  * Why a process of its own, exec'd from a binary of its own: fork() and
  * exit() cost each connection in proportion to the mappings the forking
  * process has, and the supervisor maps libsystemd and the eight libraries
- * it pulls in. Linked against libc alone (libsystemd-subset.c stands in
+ * it pulls in. Linked against libc alone (lib/libsystemd-subset.c stands in
  * for the few calls a connection process makes), this process forks for
  * about 80 us less per connection on the bench machine (tests/bench,
  * forkref-libs against forkref-split).

@@ -1,4 +1,4 @@
-/* forker/libsystemd-subset.c, linked here instead of libsystemd as in
+/* lib/libsystemd-subset.c, linked here instead of libsystemd as in
  * echod-forker: notifications with fds and a barrier arrive as sd_notify(3)
  * describes them, and sd_is_socket() tells sockets apart as libsystemd's. */
 #include <stdarg.h>
