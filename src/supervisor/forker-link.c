@@ -78,9 +78,11 @@ place_fds(int channel, const struct pool_env *env, int exe_fd)
 	const int exe_at = FORKWIRE_FD_RETURNS + 1;
 	int high[ELEMENTSOF(from)];
 
-	/* Out of the way first: a source may sit at another's target. */
+	/* Out of the way first, above every target: a source may sit at
+	 * another's target. (Not at some high number: under a low fd limit
+	 * F_DUPFD fails past it.) */
 	for (size_t i = 0; i < ELEMENTSOF(from); i++) {
-		high[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 64);
+		high[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 3 + (int)ELEMENTSOF(from));
 		if (high[i] < 0)
 			return negative_errno();
 	}
@@ -289,8 +291,9 @@ forker_link_lost(struct forker_link *f, int status)
 
 	if (f->channel >= 0)
 		close(TAKE_FD(f->channel));
-	/* Not at a stop: there, the forker going last is the plan. */
-	if (alive || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	/* Not at a stop (there the forker goes last, or with SIGKILL from
+	 * us): then it is a failure to say. */
+	if (!f->killed && (alive || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
 		log_warning("fork model: the connection forker (pid %d) ended (%s %d) with %u "
 			    "connection process(es): they drain; the supervisor forks new ones "
 			    "itself from now on",
@@ -303,10 +306,15 @@ forker_link_lost(struct forker_link *f, int status)
 }
 
 void
-forker_link_signal(const struct forker_link *f, int sig)
+forker_link_signal(struct forker_link *f, int sig)
 {
-	if (f->pid > 0)
-		kill(-f->pid, sig);
+	if (f->pid <= 0)
+		return;
+	/* SIGKILL ends the forker too (a fast stop, or the shutdown timeout):
+	 * its end is then expected, not a failure to say. */
+	if (sig == SIGKILL)
+		f->killed = true;
+	kill(-f->pid, sig);
 }
 
 void

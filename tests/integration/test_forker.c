@@ -135,6 +135,26 @@ test_connection_processes_are_the_forkers(void **state)
 	assert_int_equal(kill(forker, 0), -1);
 }
 
+/* Under a low fd limit too: its fds are moved into place within it. */
+static void
+test_forker_under_low_fd_limit(void **state)
+{
+	const char *extra[] = {"--model", "fork", NULL};
+	struct echod e;
+	pid_t conn;
+	int client;
+
+	harness_limit_fds(32);
+	echod_start(&e, extra);
+	assert_true(echod_wait_log(&e, "connection processes are forked by", 5000));
+	client = tcp_connect(e.port);
+	conn = serving_process(&e, client);
+	assert_int_equal(parent_of(conn), process_forker(e.pid));
+	close(client);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	assert_int_equal(echod_log_count(&e, "did not start"), 0);
+}
+
 static void
 test_forker_killed(void **state)
 {
@@ -334,6 +354,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_connection_processes_are_the_forkers, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_forker_under_low_fd_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_killed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_that_does_not_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_by_hand, setup, teardown),
