@@ -231,7 +231,7 @@ children_forker_readable(struct children *c, struct scoreboard *sb)
 }
 
 void
-children_signal(const struct children *c, int sig)
+children_signal(struct children *c, int sig)
 {
 	for (unsigned i = 0; i < c->n; i++)
 		kill(c->pids[i], sig);

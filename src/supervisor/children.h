@@ -52,4 +52,4 @@ int children_fork_kept(struct children *c, const struct pool_env *env,
 bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
 /* The forker's channel is readable: the exits it reports. */
 void children_forker_readable(struct children *c, struct scoreboard *sb);
-void children_signal(const struct children *c, int sig);
+void children_signal(struct children *c, int sig);

@@ -28,6 +28,7 @@ struct forker_link {
 	 * itself from then on (the forker is an optimisation, never a
 	 * reason to stop serving). */
 	bool unavailable;
+	bool killed; /* we sent its group SIGKILL: its end is no surprise */
 };
 
 /* Finds echod-forker, beside this echod's binary (a build tree, or a
@@ -63,7 +64,7 @@ unsigned forker_link_lost(struct forker_link *f, int status);
 
 /* To every connection process of the forker (they share its process
  * group; the forker itself reads and ignores what it must not act on). */
-void forker_link_signal(const struct forker_link *f, int sig);
+void forker_link_signal(struct forker_link *f, int sig);
 
 /* Closes our end (the forker exits once its connection processes have)
  * and what forker_link_init() opened. */
