@@ -6,10 +6,11 @@
  * Why a process of its own, exec'd from a binary of its own: fork() and
  * exit() cost each connection in proportion to the mappings the forking
  * process has, and the supervisor maps libsystemd and the eight libraries
- * it pulls in. Linked against libc alone (lib/libsystemd-subset.c stands in
- * for the few calls a connection process makes), this process forks for
- * about 80 us less per connection on the bench machine (tests/bench,
- * forkref-libs against forkref-split).
+ * it pulls in. This process is linked against libc alone
+ * (lib/libsystemd-subset.c stands in for the few calls a connection
+ * process makes); on the bench machine the fork references with and
+ * without those mappings differ by about 80 us per connection
+ * (tests/bench: forkref-libs against forkref-split).
  *
  * It serves whatever the supervisor sends, with the configuration the
  * supervisor sent last (FDPASS_CONFIG), and exits once the supervisor's
@@ -110,7 +111,9 @@ static _Noreturn void
 connection_main(struct forker *f, int fd, enum fdpass_tag tag, int owed_fd, const char *title)
 {
 	/* Nothing of the forker's stays open in it but its own connection:
-	 * a held channel would hide the supervisor's going away. */
+	 * held here, the channel would outlive a forker that died, and what
+	 * the supervisor sent meanwhile would wait in it instead of failing
+	 * over to the supervisor forking itself. */
 	close(f->channel);
 	close(f->signal_fd);
 	if (f->owed_fd >= 0 && f->owed_fd != owed_fd)
