@@ -157,9 +157,10 @@ fork_child(struct children *c, const struct pool_env *env, const struct config *
 
 	if (c->forker.pid > 0) {
 		r = forker_link_send(&c->forker, config, generation, tag, a->fd, owed_fd);
-		/* Too many fds in flight is the channel's kind of full. */
-		if (r == -ETOOMANYREFS)
-			r = -EAGAIN;
+		/* Its channel full, or too many fds in flight (the channel's
+		 * kind of full): the forker is behind. */
+		if (r == -EAGAIN || r == -ETOOMANYREFS)
+			r = -EBUSY;
 		/* Gone: this one is forked here, and its SIGCHLD tells the
 		 * rest. */
 		if (r != -EPIPE)

@@ -39,7 +39,8 @@ int children_reserve(struct children *c, unsigned max);
 
 /* Takes a->fd on success: a child serves it; the parent's copy is closed
  * at once. Returns 0, or -errno when fork() failed: the fd is still the
- * caller's, to retry with once processes free up (-EAGAIN, -ENOMEM). */
+ * caller's, to retry with once processes free up (-EAGAIN, -ENOMEM), or
+ * once the connection forker catches up (-EBUSY: its channel is full). */
 int children_fork(struct children *c, const struct pool_env *env, const struct config *config,
 		  unsigned generation, const struct arrival *a);
 /* The same for a connection taken back after a restart: owed_fd (a sealed

@@ -52,6 +52,14 @@ fork_deliver(struct model_ctx *m, const struct arrival *a, uint64_t now)
 
 	if (r == 0)
 		return 0;
+	if (r == -EBUSY) {
+		if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_PAUSE_MS))
+			log_warning("the connection forker is behind (its channel is full): a new "
+				    "connection and those behind it wait, retried every %d ms (%llu "
+				    "waits so far)",
+				    ACCEPT_PAUSE_MS, (unsigned long long)m->held->waits);
+		return 0;
+	}
 	if (r == -EAGAIN || r == -ENOMEM) {
 		if (held_put(m->held, a->fd, a->proxy, now, ACCEPT_PAUSE_MS))
 			log_warning_errno(
@@ -95,8 +103,9 @@ fork_deliver_kept(struct model_ctx *m, int fd, int owed_fd)
 	if (r == 0)
 		r = children_fork_kept(m->children, m->env, &m->pool->config, m->pool->generation,
 				       fd, owed_fd);
-	/* No process to be had now: the next turn retries. */
-	if (r == -ENOMEM)
+	/* No process to be had now, or the forker behind: the next turn
+	 * retries. */
+	if (r == -ENOMEM || r == -EBUSY)
 		r = -EAGAIN;
 	if (r < 0 && r != -EAGAIN)
 		close(fd);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -506,6 +507,54 @@ test_fork_room(void **state)
 	close(peer);
 }
 
+/* The connection forker's channel full (it is behind): the connection
+ * waits as one does for fork() to work again, none is lost, and the count
+ * of connection processes takes in only what went. A kept one waits for
+ * the next turn, still the caller's. */
+static void
+test_fork_waits_for_a_forker_behind(void **state)
+{
+	struct fixture *f = *state;
+	const struct model_ops *ops = model_get(MODEL_FORK);
+	int pair[2], peer, kept_peer, kept, sent = 0;
+
+	assert_int_equal(fdpass_channel_new(pair), 0);
+	f->children.forker.pid = getpid(); /* running, as far as children.c knows */
+	f->children.forker.channel = pair[FDPASS_SUPERVISOR];
+	/* What a forker that reads nothing leaves: a full channel. */
+	for (int i = 0; i < 100000; i++) {
+		int fd = connection(&peer);
+		int r = forker_link_send(&f->children.forker, &f->config, 0, FDPASS_CONN, fd, -1);
+
+		if (r == -EAGAIN) {
+			close(fd);
+			close(peer);
+			break;
+		}
+		assert_int_equal(r, 0);
+		close(peer);
+		sent++;
+	}
+	assert_true(sent > 0);
+	assert_int_equal(children_alive(&f->children), (unsigned)sent);
+	assert_int_equal(ops->deliver(&f->m, &(struct arrival){.fd = connection(&peer)}, 0), 0);
+	assert_true(held_waiting(&f->held));
+	assert_false(ops->has_room(&f->m));
+	assert_int_equal(children_alive(&f->children), (unsigned)sent);
+	kept = connection(&kept_peer);
+	assert_int_equal(ops->deliver_kept(&f->m, kept, -1), -EAGAIN);
+	assert_true(fcntl(kept, F_GETFD) >= 0);
+	close(kept);
+	close(kept_peer);
+	assert_int_equal(ops->abandon(&f->m), 1);
+	close(peer);
+	f->children.forker.pid = 0;
+	f->children.forker.channel = -1;
+	f->children.forker.alive = 0;
+	close(pair[FDPASS_SUPERVISOR]);
+	close(pair[FDPASS_WORKER]);
+}
+
 static void
 test_pool_status(void **state)
 {
@@ -555,6 +604,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_kept_to_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kept_waits_for_a_worker, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fork_room, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fork_waits_for_a_forker_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_status, setup, teardown),
 	};
 
