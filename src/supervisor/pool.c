@@ -146,6 +146,15 @@ pool_env_enter_child(const struct pool_env *env, pid_t parent, int keep_fd, int 
 			add_queue(also, &q->positions[i].out);
 		}
 	fd_closer_add(also, env->returns[FDPASS_SUPERVISOR]);
+	if (env->forker_channel)
+		fd_closer_add(also, *env->forker_channel);
+	if (env->forker_exe)
+		fd_closer_add(also, *env->forker_exe);
+	/* What the scoreboard's and the per-source table's mappings are of:
+	 * the mappings come with the fork, and only the forker, exec'd, needs
+	 * the fds. */
+	fd_closer_add(also, env->scoreboard->fd);
+	fd_closer_add(also, env->scoreboard->sources_fd);
 	close_waiting(env, keep_fd, keep_owed_fd, also);
 	fd_closer_close(also);
 	metrics_close_in_child(env->metrics);

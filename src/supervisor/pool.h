@@ -43,6 +43,11 @@ struct pool_env {
 	const struct restart_queue *waiting;
 	const int *held_fd;
 	const struct metrics *metrics; /* its fds are closed in children; may be NULL */
+	/* The supervisor's end of the connection forker's channel (-1: none),
+	 * or NULL: held by a worker, it would hide the supervisor's exit
+	 * from the forker. And the forker's binary (O_PATH), for tidiness. */
+	const int *forker_channel;
+	const int *forker_exe;
 };
 
 /* A passfd worker that takes new connections alone has no more than this

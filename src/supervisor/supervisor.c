@@ -944,6 +944,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	r = keeper_init(&s.keeper, sockets);
 	s.env.waiting = &s.keeper.queue;
 	s.env.held_fd = &s.held.fd;
+	s.env.forker_channel = &s.children.forker.channel;
+	s.env.forker_exe = &s.children.forker.exe_fd;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
 	if (r >= 0 && s.model->begin) {
