@@ -211,6 +211,15 @@ children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status
 	return false;
 }
 
+void
+children_orphan_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status)
+{
+	if (c->forker.orphans > 0) {
+		c->forker.orphans--;
+		settle(c, sb, pid, status);
+	}
+}
+
 struct reported {
 	struct children *children;
 	struct scoreboard *scoreboard;

@@ -51,6 +51,10 @@ int children_fork_kept(struct children *c, const struct pool_env *env,
 /* Forgets a child that exited (the forker too); false if pid was not one
  * of ours. */
 bool children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
+/* A process the supervisor reaped that was nobody's it knows: a connection
+ * process the forker left when it died (the supervisor is the forker's
+ * children's subreaper); settled as one of its own would be. */
+void children_orphan_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status);
 /* The forker's channel is readable: the exits it reports. */
 void children_forker_readable(struct children *c, struct scoreboard *sb);
 void children_signal(struct children *c, int sig);

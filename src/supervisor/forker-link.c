@@ -170,6 +170,9 @@ forker_link_start(struct forker_link *f, const struct pool_env *env, int slot,
 			   ECHOD_FORKER_PATH);
 		return -ENOENT;
 	}
+	/* Should the forker die, its connection processes become ours to
+	 * reap: a killed one's connection is then settled, not left counted. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
 	r = fdpass_channel_new(pair);
 	if (r < 0)
 		goto fail;
@@ -300,6 +303,7 @@ forker_link_lost(struct forker_link *f, int status)
 			    (int)f->pid, WIFEXITED(status) ? "exit status" : "signal",
 			    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), alive);
 	f->pid = 0;
+	f->orphans += alive;
 	f->alive = 0;
 	f->unavailable = true;
 	return alive;

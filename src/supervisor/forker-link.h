@@ -29,6 +29,9 @@ struct forker_link {
 	 * reason to stop serving). */
 	bool unavailable;
 	bool killed; /* we sent its group SIGKILL: its end is no surprise */
+	/* Its connection processes alive when it died, reparented to the
+	 * supervisor (PR_SET_CHILD_SUBREAPER) and not yet reaped. */
+	unsigned orphans;
 };
 
 /* Finds echod-forker, beside this echod's binary (a build tree, or a

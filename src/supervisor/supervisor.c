@@ -251,6 +251,10 @@ reap(struct supervisor *s, uint64_t now)
 			}
 			break;
 		}
+		/* No worker's: an orphaned connection process of a forker that
+		 * died (the supervisor is their subreaper). */
+		if (!*link)
+			children_orphan_exited(&s->children, &s->scoreboard, pid, status);
 	}
 }
 

@@ -191,6 +191,58 @@ test_forker_killed(void **state)
 	assert_int_equal(echod_stop(&e, 10000), 0);
 }
 
+/* `echod status --json`'s total active connections (after "processes"). */
+static long
+status_active(const char *rundir)
+{
+	const char *args[] = {"status", "--runtime-dir", rundir, "--json", NULL};
+	struct echod s;
+	const char *p;
+
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(echod_run(&s, args, 10000), 0);
+	p = strstr(s.out, "\"processes\":");
+	assert_non_null(p);
+	p = strstr(p, "\"active\":");
+	assert_non_null(p);
+	return strtol(p + strlen("\"active\":"), NULL, 10);
+}
+
+/* A connection process that outlived its forker is the supervisor's to
+ * reap: killed with its connection open, that connection is settled, not
+ * counted active for good. */
+static void
+test_orphan_killed_is_settled(void **state)
+{
+	char rundir[96];
+	const char *extra[] = {"--model", "fork", "--runtime-dir", rundir, NULL};
+	struct echod e;
+	pid_t forker, conn;
+	int held;
+
+	snprintf(rundir, sizeof(rundir), "%s/run", dir);
+	assert_int_equal(mkdir(rundir, 0700), 0);
+	echod_start(&e, extra);
+	assert_true(echod_wait_log(&e, "connection processes are forked by", 5000));
+	forker = process_forker(e.pid);
+	held = tcp_connect(e.port);
+	conn = serving_process(&e, held);
+	assert_int_equal(status_active(rundir), 1);
+	assert_int_equal(kill(forker, SIGKILL), 0);
+	assert_true(echod_wait_log(&e, "ended (signal 9) with 1 connection process(es)", 5000));
+	for (int i = 0; i < 250 && parent_of(conn) != e.pid; i++)
+		usleep(20 * 1000);
+	assert_int_equal(parent_of(conn), e.pid);
+	assert_int_equal(kill(conn, SIGKILL), 0);
+	for (int i = 0; i < 250 && kill(conn, 0) == 0; i++)
+		usleep(20 * 1000);
+	assert_int_equal(kill(conn, 0), -1);
+	assert_int_equal(status_active(rundir), 0);
+	close(held);
+	assert_int_equal(echod_stop(&e, 10000), 0);
+	harness_remove_runtime_dir(rundir);
+}
+
 /* A copy of echod in dir, beside an echod-forker that is a copy of
  * forker (a program that is not one). */
 static void
@@ -356,6 +408,7 @@ main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_under_low_fd_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_killed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_orphan_killed_is_settled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_that_does_not_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forker_by_hand, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reload_into_fork, setup, teardown),
