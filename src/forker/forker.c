@@ -5,8 +5,8 @@
  *
  * Why a process of its own, exec'd from a binary of its own: fork() and
  * exit() cost each connection in proportion to the mappings the forking
- * process has, and the supervisor maps libsystemd and the eight libraries
- * it pulls in. This process is linked against libc alone
+ * process has, and the supervisor maps libsystemd, the six libraries it
+ * pulls in, and libinih. This process is linked against libc alone
  * (lib/libsystemd-subset.c stands in for the few calls a connection
  * process makes); on the bench machine the fork references with and
  * without those mappings differ by about 80 us per connection
