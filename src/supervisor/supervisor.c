@@ -220,6 +220,7 @@ reap(struct supervisor *s, uint64_t now)
 {
 	for (;;) {
 		struct pool **link;
+		bool a_worker = false;
 		int status;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 
@@ -236,6 +237,7 @@ reap(struct supervisor *s, uint64_t now)
 			int index = pool_find(p, pid);
 			if (index < 0)
 				continue;
+			a_worker = true;
 			/* What it sent back and we have not read would
 			 * be closed with its channel. */
 			if (p->retiring)
@@ -253,7 +255,7 @@ reap(struct supervisor *s, uint64_t now)
 		}
 		/* No worker's: an orphaned connection process of a forker that
 		 * died (the supervisor is their subreaper). */
-		if (!*link)
+		if (!a_worker)
 			children_orphan_exited(&s->children, &s->scoreboard, pid, status);
 	}
 }
