@@ -298,7 +298,7 @@ receive(struct forker *f)
 		int n = fdpass_recv_batch(f->channel, tags, fds, FDPASS_BATCH, &lost);
 
 		if (n == -EAGAIN)
-			return;
+			break;
 		if (n == -EPIPE || n == -ECONNRESET) {
 			f->supervisor_gone = true;
 			return;
@@ -319,6 +319,7 @@ receive(struct forker *f)
 		if (lost)
 			report_gone(f);
 	}
+	/* What was closed without a process on the way (report_gone()). */
 	(void)report_exits(f);
 }
 
