@@ -34,6 +34,9 @@
 #include "util.h"
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+static const struct sockaddr_un journal_address = {.sun_family = AF_UNIX,
+						   .sun_path = JOURNAL_SOCKET};
 #define NOTIFY_MAX_FDS 253 /* the kernel's SCM_MAX_FD */
 
 /* --- sd_notify(3) --- */
@@ -248,22 +251,17 @@ append_field(char *buf, size_t size, size_t at, const char *field, size_t len)
 	return need;
 }
 
+/* Not connected: each entry is sent to the socket's path, so that a
+ * journald restarted meanwhile is found again, as libsystemd does. */
 static int
 journal_socket(void)
 {
 	static int fd = -1;
-	struct sockaddr_un sa = {.sun_family = AF_UNIX, .sun_path = JOURNAL_SOCKET};
 
-	if (fd >= 0)
-		return fd;
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = negative_errno();
-		close(fd);
-		fd = -1;
-		return r;
+	if (fd < 0) {
+		fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return negative_errno();
 	}
 	return fd;
 }
@@ -288,5 +286,8 @@ sd_journal_sendv_with_location(const char *file, const char *line, const char *f
 	fd = journal_socket();
 	if (fd < 0)
 		return fd;
-	return send(fd, buf, at, MSG_NOSIGNAL) < 0 ? negative_errno() : 0;
+	return sendto(fd, buf, at, MSG_NOSIGNAL, (const struct sockaddr *)&journal_address,
+		      sizeof(journal_address)) < 0
+		       ? negative_errno()
+		       : 0;
 }
