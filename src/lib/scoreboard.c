@@ -306,37 +306,38 @@ scoreboard_slot_start(struct scoreboard *sb, unsigned i, unsigned generation)
 	SB_SET(sb->slots[i].started_usec, monotonic_usec());
 }
 
-int
-scoreboard_open(struct scoreboard *ret, const char *dir)
+/* The header of the scoreboard behind fd, if it is one of this layout;
+ * *ret_size is the file's size, which that layout fixes. */
+static int
+read_header(int fd, struct scoreboard_header *h, size_t *ret_size)
 {
-	_cleanup_free_ char *path = NULL;
-	_cleanup_close_ int fd = -1;
-	struct scoreboard_header h;
 	struct stat st;
-	void *p;
 
-	if (asprintf(&path, "%s/" SCOREBOARD_FILE, dir) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return negative_errno();
 	if (fstat(fd, &st) < 0)
 		return negative_errno();
-	if ((size_t)st.st_size < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
-	    h.magic != SCOREBOARD_MAGIC || h.n_slots > SCOREBOARD_SLOTS ||
-	    (size_t)st.st_size != mapping_size(h.n_slots))
+	if ((size_t)st.st_size < sizeof(*h) || pread(fd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h) ||
+	    h->magic != SCOREBOARD_MAGIC || h->n_slots > SCOREBOARD_SLOTS ||
+	    (size_t)st.st_size != mapping_size(h->n_slots))
 		return -EBADMSG;
-	/* EPERM: alive, someone else's; only ESRCH says it is gone. */
-	if (h.supervisor <= 0 || (kill(h.supervisor, 0) < 0 && errno == ESRCH))
-		return -ESRCH;
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	*ret_size = (size_t)st.st_size;
+	return 0;
+}
+
+/* Maps what read_header() checked, for someone else's scoreboard: no
+ * doorbell, no sources table, no fd kept. */
+static int
+map_existing(struct scoreboard *ret, int fd, int prot, const struct scoreboard_header *h,
+	     size_t size)
+{
+	void *p = mmap(NULL, size, prot, MAP_SHARED, fd, 0);
+
 	if (p == MAP_FAILED)
 		return negative_errno();
 	*ret = (struct scoreboard){
 	    .header = p,
 	    .slots = (struct scoreboard_slot *)p + header_slots(),
-	    .n_slots = h.n_slots,
-	    .mapping_size = (size_t)st.st_size,
+	    .n_slots = h->n_slots,
+	    .mapping_size = size,
 	    .doorbell = -1,
 	    .fd = -1,
 	    .sources_fd = -1,
@@ -345,31 +346,36 @@ scoreboard_open(struct scoreboard *ret, const char *dir)
 }
 
 int
+scoreboard_open(struct scoreboard *ret, const char *dir)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	struct scoreboard_header h;
+	size_t size;
+	int r;
+
+	if (asprintf(&path, "%s/" SCOREBOARD_FILE, dir) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return negative_errno();
+	r = read_header(fd, &h, &size);
+	if (r < 0)
+		return r;
+	/* EPERM: alive, someone else's; only ESRCH says it is gone. */
+	if (h.supervisor <= 0 || (kill(h.supervisor, 0) < 0 && errno == ESRCH))
+		return -ESRCH;
+	return map_existing(ret, fd, PROT_READ, &h, size);
+}
+
+int
 scoreboard_attach(struct scoreboard *ret, int fd)
 {
 	struct scoreboard_header h;
-	struct stat st;
-	void *p;
+	size_t size;
+	int r = read_header(fd, &h, &size);
 
-	if (fstat(fd, &st) < 0)
-		return negative_errno();
-	if ((size_t)st.st_size < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
-	    h.magic != SCOREBOARD_MAGIC || h.n_slots > SCOREBOARD_SLOTS ||
-	    (size_t)st.st_size != mapping_size(h.n_slots))
-		return -EBADMSG;
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		return negative_errno();
-	*ret = (struct scoreboard){
-	    .header = p,
-	    .slots = (struct scoreboard_slot *)p + header_slots(),
-	    .n_slots = h.n_slots,
-	    .mapping_size = (size_t)st.st_size,
-	    .doorbell = -1,
-	    .fd = -1,
-	    .sources_fd = -1,
-	};
-	return 0;
+	return r < 0 ? r : map_existing(ret, fd, PROT_READ | PROT_WRITE, &h, size);
 }
 
 static void
