@@ -1282,6 +1282,38 @@ cpu_wait_since(pid_t supervisor, const struct cpu_waits *before)
 	return (now.own > before->own ? now.own - before->own : 0) + longest;
 }
 
+/* --- echod status --- */
+
+bool
+status_json_total(const char *json, const char *key, unsigned long long *ret)
+{
+	char needle[64];
+	const char *p = strstr(json, "\"processes\":");
+
+	snprintf(needle, sizeof(needle), "\"%s\":", key);
+	p = p ? strstr(p, needle) : NULL;
+	if (!p)
+		return false;
+	*ret = strtoull(p + strlen(needle), NULL, 10);
+	return true;
+}
+
+bool
+echod_status_total(const char *runtime_dir, const char *key, unsigned long long *ret)
+{
+	const char *args[] = {"status", "--runtime-dir", runtime_dir, "--json", NULL};
+	struct echod s;
+	int status;
+
+	memset(&s, 0, sizeof(s));
+	status = echod_run(&s, args, 10000);
+	if (status == 0 && status_json_total(s.out, key, ret))
+		return true;
+	fprintf(stderr, "# echod status --json (exit status %d) gave no \"%s\": %s\n", status,
+		key, s.out);
+	return false;
+}
+
 /* --- a journal of the test's own --- */
 
 int

@@ -181,6 +181,13 @@ const char *notify_status_after(struct notify_socket *n, int ms);
 /* The number in status before " word" (e.g. "served", "refused"), or -1. */
 long status_count(const char *status, const char *word);
 
+/* A total of `echod status --json`'s output (a key after the workers'
+ * array, as "active" or "served") into *ret; false when json has none. */
+bool status_json_total(const char *json, const char *key, unsigned long long *ret);
+/* Runs `echod status --json --runtime-dir DIR` and reads one total; false
+ * when it fails or has no such key (it says which on stderr). */
+bool echod_status_total(const char *runtime_dir, const char *key, unsigned long long *ret);
+
 /* A journal socket of the test's own, at the path the native protocol
  * uses (sd_journal_send(), and echod-forker's own writer), in a mount
  * namespace of the test's (a tmpfs over /run/systemd): what echod logs

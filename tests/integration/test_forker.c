@@ -191,21 +191,14 @@ test_forker_killed(void **state)
 	assert_int_equal(echod_stop(&e, 10000), 0);
 }
 
-/* `echod status --json`'s total active connections (after "processes"). */
-static long
+/* `echod status --json`'s total of active connections. */
+static unsigned long long
 status_active(const char *rundir)
 {
-	const char *args[] = {"status", "--runtime-dir", rundir, "--json", NULL};
-	struct echod s;
-	const char *p;
+	unsigned long long active;
 
-	memset(&s, 0, sizeof(s));
-	assert_int_equal(echod_run(&s, args, 10000), 0);
-	p = strstr(s.out, "\"processes\":");
-	assert_non_null(p);
-	p = strstr(p, "\"active\":");
-	assert_non_null(p);
-	return strtol(p + strlen("\"active\":"), NULL, 10);
+	assert_true(echod_status_total(rundir, "active", &active));
+	return active;
 }
 
 /* A connection process that outlived its forker is the supervisor's to

@@ -122,20 +122,10 @@ stop(struct fixture *f)
 static unsigned long long
 status_total(struct fixture *f, const char *key)
 {
-	const char *args[] = {"status", "--runtime-dir", f->runtime_dir, "--json", NULL};
-	char needle[64];
-	struct echod s;
-	const char *p;
+	unsigned long long total;
 
-	memset(&s, 0, sizeof(s));
-	assert_int_equal(echod_run(&s, args, 10000), 0);
-	p = strstr(s.out, "\"processes\":");
-	assert_non_null(p);
-	snprintf(needle, sizeof(needle), "\"%s\":", key);
-	p = strstr(p, needle);
-	if (!p)
-		fail_msg("echod status --json has no \"%s\": %s", key, s.out);
-	return strtoull(p + strlen(needle), NULL, 10);
+	assert_true(echod_status_total(f->runtime_dir, key, &total));
+	return total;
 }
 
 /* A client from src with one echo done. */

@@ -47,14 +47,10 @@ status(struct echod *out, bool json)
 static unsigned long long
 total(const struct echod *s, const char *key)
 {
-	char needle[64];
-	const char *p = strstr(s->out, "\"processes\":");
+	unsigned long long total;
 
-	snprintf(needle, sizeof(needle), "\"%s\":", key);
-	assert_non_null(p);
-	p = strstr(p, needle);
-	assert_non_null(p);
-	return strtoull(p + strlen(needle), NULL, 10);
+	assert_true(status_json_total(s->out, key, &total));
+	return total;
 }
 
 static void
