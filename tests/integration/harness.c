@@ -1359,6 +1359,25 @@ harness_journal_wait(int fd, const char *needle, char *entry, size_t size, int t
 }
 
 bool
+harness_journal_connection(int journal, int client, char *entry, size_t size, int timeout_ms)
+{
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	char peer[64], field[96];
+
+	if (getsockname(client, (struct sockaddr *)&local, &len) < 0)
+		return false;
+	snprintf(peer, sizeof(peer), "127.0.0.1:%d", ntohs(local.sin_port));
+	snprintf(field, sizeof(field), "connection from %s", peer);
+	if (!harness_journal_wait(journal, field, entry, size, timeout_ms)) {
+		fprintf(stderr, "# no journal entry \"%s\"\n", field);
+		return false;
+	}
+	snprintf(field, sizeof(field), "ECHOD_PEER=%s", peer);
+	return harness_journal_has(entry, field);
+}
+
+bool
 harness_journal_has(const char *entry, const char *field)
 {
 	char line[128];

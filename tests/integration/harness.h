@@ -200,3 +200,7 @@ bool harness_journal_wait(int fd, const char *needle, char *entry, size_t size, 
 /* Whether entry has the line field ("KEY=value"); says which it lacks on
  * stderr when not. */
 bool harness_journal_has(const char *entry, const char *field);
+/* Waits for the entry that logs client's connection ("connection from
+ * 127.0.0.1:PORT", at --log-level debug) and checks its ECHOD_PEER=. */
+bool harness_journal_connection(int journal, int client, char *entry, size_t size,
+				int timeout_ms);
