@@ -198,7 +198,7 @@ bool
 children_exited(struct children *c, struct scoreboard *sb, pid_t pid, int status)
 {
 	if (forker_link_is(&c->forker, pid)) {
-		(void)forker_link_lost(&c->forker, status);
+		forker_link_lost(&c->forker, status);
 		return true;
 	}
 	for (unsigned i = 0; i < c->n; i++) {

@@ -310,7 +310,7 @@ forker_link_is(const struct forker_link *f, pid_t pid)
 	return f->pid > 0 && pid == f->pid;
 }
 
-unsigned
+void
 forker_link_lost(struct forker_link *f, int status)
 {
 	unsigned alive = f->alive;
@@ -329,7 +329,6 @@ forker_link_lost(struct forker_link *f, int status)
 	f->orphans += alive;
 	f->alive = 0;
 	f->unavailable = true;
-	return alive;
 }
 
 void

@@ -61,9 +61,9 @@ void forker_link_receive(struct forker_link *f, forker_exit_fn exited, void *use
 /* Whether pid is the forker's. */
 bool forker_link_is(const struct forker_link *f, pid_t pid);
 /* The forker itself exited: forgets it and the connections it had, which
- * drain on their own (they got SIGTERM when it died). Returns how many
- * those were. */
-unsigned forker_link_lost(struct forker_link *f, int status);
+ * drain on their own (they got SIGTERM when it died) and are counted as
+ * orphans for the supervisor to reap. */
+void forker_link_lost(struct forker_link *f, int status);
 
 /* To every connection process of the forker (they share its process
  * group; the forker itself reads and ignores what it must not act on). */
