@@ -321,7 +321,7 @@ serve_one_connection(const struct config *c, int fd, bool proxy)
 	char peer[128];
 
 	address_format_peer(fd, peer, sizeof(peer));
-	proctitle_set("echod conn", "echod: connection %s", peer);
+	proctitle_set("echod conn", PROCTITLE_CONNECTION, peer);
 	struct worker_setup setup = {
 	    .config = c,
 	    .slot = -1,

@@ -104,7 +104,7 @@ format_title(int fd, char *title, size_t size)
 	char peer[128];
 
 	address_format_peer(fd, peer, sizeof(peer));
-	snprintf(title, size, "echod: connection %s", peer);
+	snprintf(title, size, PROCTITLE_CONNECTION, peer);
 }
 
 static _Noreturn void

@@ -11,6 +11,10 @@
  * PR_SET_NAME. Mechanism only: nothing here logs. */
 #pragma once
 
+/* A connection process's title (per-connection mode, and Model=fork's
+ * whoever forks it): the format, with the peer's address for %s. */
+#define PROCTITLE_CONNECTION "echod: connection %s"
+
 /* Call first thing in main(), before anything keeps a pointer into argv
  * or the environment: argv[i] and environ are replaced by heap copies. */
 void proctitle_init(int argc, char **argv);

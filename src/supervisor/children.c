@@ -79,7 +79,7 @@ format_title(const struct arrival *a, char *title, size_t size)
 		address_format((const struct sockaddr *)&a->peer, a->peer_len, peer, sizeof(peer));
 	else
 		address_format_peer(a->fd, peer, sizeof(peer));
-	snprintf(title, size, "echod: connection %s", peer);
+	snprintf(title, size, PROCTITLE_CONNECTION, peer);
 }
 
 static _Noreturn void
