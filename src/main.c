@@ -485,6 +485,7 @@ main(int argc, char **argv)
 
 	/* Before anything keeps a pointer into argv (the options do). */
 	proctitle_init(argc, argv);
+	config_check_names_with(privdrop_name_exists);
 	if (options_parse(argc, argv, &o, &err) < 0) {
 		log_error("%s", err.message);
 		return EXIT_USAGE;

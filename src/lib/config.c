@@ -2,8 +2,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -435,9 +433,19 @@ set_socket_mode(struct config *c, const char *value, const char *where,
 	return 0;
 }
 
+/* Where User= and Group= names are checked (config_check_names_with()). */
+static config_name_check_fn *name_check;
+
+void
+config_check_names_with(config_name_check_fn *check)
+{
+	name_check = check;
+}
+
 /* User= and Group=: a name, or a number (a uid or gid with no name is
- * allowed, as with systemd). Checked now, so that --check-config and the
- * start-up fail with file:line:key for a user that does not exist. */
+ * allowed, as with systemd). A name is checked now, where a check is set,
+ * so that --check-config and the start-up fail with file:line:key for a
+ * user that does not exist. */
 static int
 set_identity(char **field, bool group, const char *value, const char *where,
 	     struct config_error *err)
@@ -445,14 +453,14 @@ set_identity(char **field, bool group, const char *value, const char *where,
 	const char *key = group ? "Group" : "User";
 	unsigned id;
 	char *copy;
+	int r;
 
-	errno = 0;
-	if (parse_unsigned(value, 0, UINT_MAX - 1, &id) < 0 &&
-	    (group ? getgrnam(value) == NULL : getpwnam(value) == NULL))
+	if (parse_unsigned(value, 0, UINT_MAX - 1, &id) < 0 && name_check &&
+	    (r = name_check(value, group)) < 0)
 		return config_fail(err, "%s: %s=%s: %s", where, key, value,
-				   errno && errno != ENOENT && errno != ESRCH
-				       ? strerror(errno)
-				       : group ? "no such group" : "no such user");
+				   r != -ENOENT ? strerror(-r)
+				   : group	? "no such group"
+						: "no such user");
 	copy = strdup(value);
 	if (!copy)
 		return config_fail(err, "%s: out of memory", where);

@@ -58,6 +58,15 @@ int config_fail(struct config_error *err, const char *fmt, ...)
 
 const char *model_to_string(enum model m);
 
+/* Looks a User= (group false) or Group= name up: 0, -ENOENT when there
+ * is none, or another -errno when the lookup itself failed. */
+typedef int config_name_check_fn(const char *name, bool group);
+/* Sets how User= and Group= names are checked as they are parsed: echod
+ * sets privdrop_name_exists(). Unset, a name is kept unchecked, as in
+ * echod-forker, which is given no User= or Group= and is linked
+ * statically: the lookups (NSS) would want shared libraries. */
+void config_check_names_with(config_name_check_fn *check);
+
 void config_init(struct config *c);
 void config_done(struct config *c);
 /* Deep copy; dst must be initialised (it is emptied first). */

@@ -45,6 +45,19 @@ parse_id(const char *s, unsigned *ret)
 }
 
 int
+privdrop_name_exists(const char *name, bool group)
+{
+	bool found;
+
+	errno = 0;
+	found = group ? getgrnam(name) != NULL : getpwnam(name) != NULL;
+	if (found)
+		return 0;
+	/* getpwnam(3): ENOENT, ESRCH and the like, or no errno, mean none. */
+	return errno && errno != ENOENT && errno != ESRCH ? -errno : -ENOENT;
+}
+
+int
 privdrop_resolve(const char *user, const char *group, struct privdrop *ret, char *reason,
 		 size_t size)
 {

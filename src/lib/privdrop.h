@@ -16,6 +16,10 @@ struct privdrop {
 	char name[256]; /* the user's name, for initgroups(); "" for a uid with none */
 };
 
+/* config_name_check_fn for config_check_names_with(): whether the user
+ * (group false) or the group called name exists. */
+int privdrop_name_exists(const char *name, bool group);
+
 /* Resolves user (a name or a uid) and group (NULL: the user's primary
  * group; a name or a gid). 0, or -ENOENT / -EINVAL with the reason. */
 int privdrop_resolve(const char *user, const char *group, struct privdrop *ret, char *reason,

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "options.h"
+#include "privdrop.h"
 
 #define TMP_TEMPLATE "/tmp/echod-test-config-XXXXXX"
 
@@ -694,6 +695,27 @@ test_bad_file(void **state)
 	config_done(&c);
 }
 
+/* Without a name check (echod-forker's configuration), a name is kept as
+ * it is: the supervisor checked it, and the lookup needs NSS. */
+static void
+test_unchecked_names(void **state)
+{
+	char path[sizeof(TMP_TEMPLATE)];
+	struct config_error err = {{0}};
+	struct config c;
+
+	(void)state;
+	config_check_names_with(NULL);
+	config_init(&c);
+	assert_int_equal(load_text(&c, "[echod]\nUser=no-such-user-echod\nGroup=no-such-group-echod\n",
+				   path, &err),
+			 0);
+	assert_string_equal(c.user, "no-such-user-echod");
+	assert_string_equal(c.group, "no-such-group-echod");
+	config_done(&c);
+	config_check_names_with(privdrop_name_exists);
+}
+
 /* inih reads lines into a fixed buffer (199 characters and the newline). */
 static void
 test_long_lines(void **state)
@@ -1224,6 +1246,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_unchecked_names),
 	    cmocka_unit_test(test_every_key),
 	    cmocka_unit_test(test_limits_and_case),
 	    cmocka_unit_test(test_workers_auto),
@@ -1305,5 +1328,6 @@ main(void)
 	    BAD_ARGS(help_value),
 	};
 
+	config_check_names_with(privdrop_name_exists);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
