@@ -44,7 +44,9 @@ run_build() {
 PLAIN_SUITES=(system memcheck rss bench balancers)
 UNIT_SUITES=(unit unit-no-pidfd unit-no-ipv6 units man catalog)
 MESON_TEST_ARGS=(--num-processes 1)
-for suite in "${UNIT_SUITES[@]}" "${PLAIN_SUITES[@]}"; do
+# And the forker's tests once more: the plain build's echod-forker is the
+# statically linked one that is shipped, the sanitized build's is not.
+for suite in "${UNIT_SUITES[@]}" "${PLAIN_SUITES[@]}" forker; do
 	MESON_TEST_ARGS+=(--suite "$suite")
 done
 run_build build-ci || { status=1; failed=$((failed + 1)); }

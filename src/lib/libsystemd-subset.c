@@ -1,6 +1,6 @@
 /* The part of libsystemd the connection forker's processes call, written
- * out, so that echod-forker links libc alone (forker/forker.c says why
- * that matters). lib/ calls these through <systemd/sd-*.h> as usual; echod
+ * out, so that echod-forker maps no libsystemd (forker/forker.c says why
+ * that matters; it is linked statically). lib/ calls these through <systemd/sd-*.h> as usual; echod
  * itself links the real libsystemd. In no static library: only
  * echod-forker (and its unit test) link this file.
  *

@@ -124,6 +124,13 @@ test_connection_processes_are_the_forkers(void **state)
 	assert_true(maps_mention(e.pid, "libsystemd"));
 	assert_false(maps_mention(forker, "libsystemd"));
 	assert_false(maps_mention(conn, "libsystemd"));
+	/* Linked statically (meson's static_forker), it maps no shared
+	 * library at all; the supervisor maps several. */
+	if (getenv("ECHOD_FORKER_STATIC") && strcmp(getenv("ECHOD_FORKER_STATIC"), "1") == 0) {
+		assert_true(maps_mention(e.pid, ".so"));
+		assert_false(maps_mention(forker, ".so"));
+		assert_false(maps_mention(conn, ".so"));
+	}
 	close(client);
 	assert_int_equal(echod_stop(&e, 10000), 0);
 	/* It exits with the supervisor. */
