@@ -920,6 +920,70 @@ process_socket_count(pid_t pid)
 	return count_fds(pid, "socket:");
 }
 
+/* Adds to inodes[] (up to max) the socket inodes of the TCP sockets on
+ * local port `port` not in LISTEN (0A), from the table at path. */
+static size_t
+tcp_inodes_on_port(const char *path, int port, unsigned long *inodes, size_t n, size_t max)
+{
+	char line[512];
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return n;
+	while (n < max && fgets(line, sizeof(line), f)) {
+		unsigned local_port, state;
+		unsigned long inode;
+
+		/* sl local_address:port rem_address:port st tx:rx tr:when
+		 * retrnsmt uid timeout inode */
+		if (sscanf(line, " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
+			   &local_port, &state, &inode) == 3 &&
+		    (int)local_port == port && state != 0x0A && inode != 0)
+			inodes[n++] = inode;
+	}
+	fclose(f);
+	return n;
+}
+
+int
+process_connection_count(pid_t pid, int port)
+{
+	static unsigned long inodes[65536];
+	char dir[64], path[PATH_MAX], target[128];
+	size_t n_inodes;
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	if (!d)
+		return -1;
+	n_inodes = tcp_inodes_on_port("/proc/net/tcp", port, inodes, 0, 65536);
+	n_inodes = tcp_inodes_on_port("/proc/net/tcp6", port, inodes, n_inodes, 65536);
+	while ((de = readdir(d))) {
+		unsigned long inode;
+		ssize_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		if (sscanf(target, "socket:[%lu]", &inode) != 1)
+			continue;
+		for (size_t i = 0; i < n_inodes; i++)
+			if (inodes[i] == inode) {
+				n++;
+				break;
+			}
+	}
+	closedir(d);
+	return n;
+}
+
 bool
 process_alive(pid_t pid)
 {

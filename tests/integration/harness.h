@@ -137,6 +137,11 @@ uint64_t process_tree_rss_kib(pid_t pid);
 int process_fd_count(pid_t pid);
 /* Of those, the sockets; -1 when pid's fds cannot be read (it is gone). */
 int process_socket_count(pid_t pid);
+/* Of those, the TCP connections accepted on local port `port` (any state
+ * but LISTEN), from /proc/net/tcp and tcp6: exact where the socket count
+ * would also count whatever other socket pid has open for a moment. -1
+ * when pid's fds cannot be read. */
+int process_connection_count(pid_t pid, int port);
 bool process_alive(pid_t pid);
 /* The server's end of the client's connection client_fd, looked for among
  * the fds of pid and its children and copied into this process
