@@ -226,6 +226,13 @@ req_done(struct tctx *t, struct tconn *c, uint64_t now)
 	if (t->o->mode == MODE_HOLD)
 		st->echoed++;
 	if (t->o->mode == MODE_CRR) {
+		/* A reset leaves no TIME_WAIT socket: tens of thousands of
+		 * them make connect() slow to find a free port, and the
+		 * client, not the server, sets the rate. */
+		if (t->o->close_rst)
+			(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER,
+					 &(struct linger){.l_onoff = 1, .l_linger = 0},
+					 sizeof(struct linger));
 		conn_close(t, c);
 		if (may_start(t))
 			conn_start(t, c, now);

@@ -24,6 +24,7 @@ struct bench_opts {
 	unsigned threads;
 	unsigned conns;
 	unsigned sources; /* IPv4 only: connect from 127.0.0.1 .. 127.0.0.<sources> */
+	int close_rst;    /* crr: close each echoed connection with a reset (no TIME_WAIT) */
 	size_t size;
 	double secs;    /* measured run (rr, crr, bulk, udp) or idle time (hold) */
 	uint64_t count; /* rr, crr, udp: stop after this many operations; 0 = use secs */

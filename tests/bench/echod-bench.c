@@ -60,6 +60,9 @@ usage(FILE *f)
 		"      --timeout SECS     limit per connect and request, and for\n"
 		"                         draining at the end (10)\n"
 		"      --udp-timeout SECS a datagram not back by then is lost (0.2)\n"
+		"      --close fin|rst    crr: how a client closes once its echo is\n"
+		"                         verified: fin (close(), the default) leaves\n"
+		"                         it in TIME_WAIT; rst (SO_LINGER 0) does not\n"
 		"      --seed N           payload seed (from the clock)\n"
 		"  -h, --help             this text\n");
 }
@@ -146,7 +149,7 @@ bad_option(const char *opt, const char *arg)
 static int
 parse_args(int argc, char **argv, struct bench_opts *o)
 {
-	enum { OPT_SOURCES = 256, OPT_PID, OPT_TIMEOUT, OPT_UDP_TIMEOUT, OPT_SEED };
+	enum { OPT_SOURCES = 256, OPT_PID, OPT_TIMEOUT, OPT_UDP_TIMEOUT, OPT_SEED, OPT_CLOSE };
 	static const struct option longopts[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "host", required_argument, NULL, 'H' },
@@ -162,6 +165,7 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "udp-timeout", required_argument, NULL, OPT_UDP_TIMEOUT },
 		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "close", required_argument, NULL, OPT_CLOSE },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -232,6 +236,11 @@ parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_UDP_TIMEOUT:
 			if (parse_secs(optarg, &o->udp_timeout) < 0)
 				return bad_option("udp timeout", optarg);
+			break;
+		case OPT_CLOSE:
+			if (strcmp(optarg, "fin") != 0 && strcmp(optarg, "rst") != 0)
+				return bad_option("close (fin or rst)", optarg);
+			o->close_rst = strcmp(optarg, "rst") == 0;
 			break;
 		case OPT_SEED:
 			if (parse_uint(optarg, UINT64_MAX, &o->seed) < 0)

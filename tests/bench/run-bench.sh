@@ -471,14 +471,18 @@ bench_args() {
 
 	case $mode in
 	rr) echo "-m rr -c 64 -s 64 -d $SECS" ;;
-	# One source address, though connect() then spends time finding a port
-	# among earlier connections' TIME_WAIT sockets (the reference loses up
-	# to a third): with four, xinetd's small accept queue overflowed in
-	# ways that cost 1-7 s SYN retransmissions and an order of magnitude.
-	crr) echo "-m crr -c 64 -s 64 -d $SECS" ;;
+	# One source address, and each client resets its connection once
+	# the echo is verified: closed with a FIN, every connection left a
+	# TIME_WAIT socket on the client's side, and with tens of thousands
+	# of them connect() spent so long finding a port that the client set
+	# the rate (every server, the reference too, ran either ~14,000/s or
+	# ~19,000/s, by how many earlier runs' sockets were still waiting).
+	# More sources would do too, but with four xinetd's small accept
+	# queue overflowed into 1-7 s SYN retransmissions.
+	crr) echo "-m crr -c 64 -s 64 -d $SECS --close rst" ;;
 	# Few at once: each arrival tends to find its server asleep, so what
 	# a wakeup costs shows (a supervisor's and a worker's, in passfd).
-	crr8) echo "-m crr -c 8 -s 64 -d $SECS" ;;
+	crr8) echo "-m crr -c 8 -s 64 -d $SECS --close rst" ;;
 	bulk) echo "-m bulk -c 4 -d $SECS" ;;
 	udp) echo "-m udp -c 16 -w 8 -s 64 -d $SECS" ;;
 	hold)
@@ -765,7 +769,7 @@ report() {
 	fi
 	per_process_table
 	echo "Modes: rr = 64 persistent connections, 64-byte request, wait for its echo, repeat;"
-	echo "crr = connect, 64 bytes, echo, close, 64 in flight; crr8 = the same, 8 in flight;"
+	echo "crr = connect, 64 bytes, echo, close with a reset, 64 in flight; crr8 = the same, 8 in flight;"
 	echo "bulk = 4 connections streaming"
 	echo "both ways (MB/s echoed back); udp = 16 sockets × 8 outstanding 64-byte datagrams"
 	echo "(losses are in raw.txt as lost=, not errors); hold = N idle connections for ${HOLD_IDLE} s,"
