@@ -6,12 +6,20 @@
  * Only when a write is partial does the connection get its own buffer for
  * the rest, and then it is not read again until that buffer has drained,
  * so a client that does not read cannot make the server buffer without
- * bound. */
+ * bound.
+ *
+ * With -s it is split in two, as a server that accepts in one process and
+ * echoes in another is (echod's passfd): the process started accepts
+ * and hands each turn's connections, in one SCM_RIGHTS message, to a
+ * process it forked, which runs the loop above on them (and the UDP
+ * socket). That is the floor of such a design: an accept, a sendmsg() and
+ * a recvmsg(), and two processes to wake, on top of the echo. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +27,14 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server-args.h"
 
 #define BUF_SIZE 65536
+/* Connections one message hands over, at most: what SCM_RIGHTS allows. */
+#define PASS_BATCH 253
 #define UDP_BATCH 64
 #define UDP_MAX 65536
 
@@ -36,6 +47,7 @@ struct pending {
 
 struct server {
 	int epfd, tcp, udp, sig;
+	int channel; /* -s: to the echoing process, or from the acceptor; else -1 */
 	struct pending **pend; /* by fd; NULL for all but the few that need one */
 	size_t npend;
 	uint8_t buf[BUF_SIZE];
@@ -124,10 +136,89 @@ conn_writable(struct server *s, int fd)
 	set_events(s, fd, EPOLLIN);
 }
 
+/* -s, the acceptor: sends what is queued, a message per PASS_BATCH, and
+ * closes its copies. */
+static void
+accept_and_pass(struct server *s)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(PASS_BATCH * sizeof(int))];
+	} control;
+	int fds[PASS_BATCH], n = 0, one = 1;
+
+	for (int i = 0; i < 4096; i++) {
+		int fd = accept4(s->tcp, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			fds[n++] = fd;
+		}
+		if (n == PASS_BATCH || (fd < 0 && n > 0)) {
+			char byte = 'C';
+			struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+			struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+					      .msg_control = control.buf,
+					      .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
+			struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(n * sizeof(int));
+			memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+			/* Blocking: the echoing process keeps up, or the
+			 * clients wait in the accept queue meanwhile. */
+			sendmsg(s->channel, &msg, MSG_NOSIGNAL);
+			for (int k = 0; k < n; k++)
+				close(fds[k]);
+			n = 0;
+		}
+		if (fd < 0)
+			return;
+	}
+}
+
+/* -s, the echoing process: takes in what the acceptor sent. */
+static void
+receive_passed(struct server *s)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(PASS_BATCH * sizeof(int))];
+	} control;
+
+	for (;;) {
+		char byte;
+		struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+				      .msg_control = control.buf,
+				      .msg_controllen = sizeof(control.buf) };
+		struct cmsghdr *c;
+
+		if (recvmsg(s->channel, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0)
+			return;
+		c = CMSG_FIRSTHDR(&msg);
+		if (!c || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if ((size_t)fd >= s->npend || add_fd(s, fd, EPOLLIN) < 0)
+				close(fd);
+		}
+	}
+}
+
 static void
 accept_all(struct server *s)
 {
 	int one = 1;
+
+	if (s->channel >= 0) {
+		accept_and_pass(s);
+		return;
+	}
 
 	/* Bounded: the accept queue holds at most the backlog. */
 	for (int i = 0; i < 4096; i++) {
@@ -242,6 +333,8 @@ serve(struct server *s)
 				return;
 			if (fd == s->tcp)
 				accept_all(s);
+			else if (fd == s->channel)
+				receive_passed(s);
 			else if (fd == s->udp)
 				udp_readable(s);
 			else if (s->pend[fd])
@@ -252,21 +345,67 @@ serve(struct server *s)
 	}
 }
 
+/* -s: forks the echoing process; the TCP listener stays here, the UDP
+ * socket goes there. Returns in both; 0, or -errno. */
+static int
+split(struct server *s, pid_t *ret_echoer)
+{
+	int pair[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	*ret_echoer = pid;
+	if (pid == 0) {
+		close(pair[0]);
+		s->channel = pair[1];
+		/* The epoll instance is the acceptor's (an EPOLL_CTL_DEL here
+		 * would take the listener out of it): this process closes its
+		 * copy and makes its own. */
+		close(s->tcp);
+		s->tcp = -1;
+		close(s->epfd);
+		s->epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (s->epfd < 0 || add_fd(s, s->udp, EPOLLIN) < 0 || add_fd(s, s->sig, EPOLLIN) < 0 ||
+		    add_fd(s, s->channel, EPOLLIN) < 0)
+			return -errno;
+		return 0;
+	}
+	close(pair[1]);
+	s->channel = pair[0];
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->udp, NULL);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	static struct server s;
+	static struct server s = { .channel = -1 };
+	bool split_in_two = false;
 	unsigned port = server_port_from_args(
-	    argc, argv,
-	    "Usage: refserver -p PORT\n"
+	    argc, argv, &split_in_two,
+	    "Usage: refserver -p PORT [-s]\n"
 	    "Single-threaded epoll echo server (TCP and UDP) on 127.0.0.1:PORT,\n"
-	    "the reference for echod-bench. Stops on SIGTERM or SIGINT.\n");
+	    "the reference for echod-bench. -s: split in two, one process\n"
+	    "accepting and passing each connection to another that echoes.\n"
+	    "Stops on SIGTERM or SIGINT.\n");
+	pid_t echoer = -1;
 	int r = setup(&s, port);
 
+	if (r == 0 && split_in_two)
+		r = split(&s, &echoer);
 	if (r < 0) {
 		fprintf(stderr, "refserver: setting up 127.0.0.1:%u: %s\n", port, strerror(-r));
 		return 1;
 	}
 	serve(&s);
+	/* The acceptor, stopped: so is the echoing process. */
+	if (echoer > 0) {
+		kill(echoer, SIGTERM);
+		waitpid(echoer, NULL, 0);
+	}
 	return 0;
 }

@@ -14,8 +14,9 @@ usage() {
 	cat <<EOF
 Usage: run-bench.sh [options]
 
-Measures echod (prefork, passfd, fork), the reference server (refserver),
-the process-per-connection reference (forkref; forkref-libs, which maps
+Measures echod (prefork, passfd, fork), the reference server (refserver;
+ref-split, which accepts in one process and echoes in another, the floor
+of passfd's design), the process-per-connection reference (forkref; forkref-libs, which maps
 echod's libraries; forkref-split, which accepts with them and forks
 without) and, when installed, xinetd, openbsd-inetd and socat, in modes
 rr, crr, crr8, bulk, hold and udp; servers alternate round-robin across
@@ -48,8 +49,8 @@ Options:
                      connection: echod fork, forkref, xinetd, inetd, socat (1000;
                      0 skips hold for them)
   --servers LIST     comma-separated subset of:
-                     ref,prefork,passfd,fork,forkref,forkref-libs,
-                     forkref-split,xinetd,inetd,socat
+                     ref,ref-split,prefork,passfd,fork,forkref,
+                     forkref-libs,forkref-split,xinetd,inetd,socat
   --modes LIST       comma-separated subset of rr,crr,crr8,bulk,udp,hold (all);
                      e.g. --servers fork,xinetd --modes crr for a quick
                      look at the per-connection cost
@@ -81,7 +82,7 @@ SECS=3
 HOLD=10000
 HOLD_PROC=1000
 HOLD_IDLE=1
-SERVERS=ref,prefork,passfd,fork,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
+SERVERS=ref,ref-split,prefork,passfd,fork,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
 MODES=rr,crr,crr8,bulk,udp,hold
 SERVER_CPUS='' CLIENT_CPUS=''
 SMOKE=0
@@ -129,11 +130,11 @@ done
 FORKREF_LIBS=$FORKREF-libs
 
 if [ -n "$ECHOD_BEFORE" ] && [ $SERVERS_GIVEN = 0 ]; then
-	SERVERS=ref,prefork,prefork-before,passfd,passfd-before,fork,fork-before,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
+	SERVERS=ref,ref-split,prefork,prefork-before,passfd,passfd-before,fork,fork-before,forkref,forkref-libs,forkref-split,xinetd,inetd,socat
 fi
 if [ $SMOKE = 1 ]; then
 	REPS=1 SECS=0.5 HOLD=200 HOLD_PROC=50 HOLD_IDLE=0.2
-	SERVERS=ref,prefork,passfd,fork,forkref,forkref-split
+	SERVERS=ref,ref-split,prefork,passfd,fork,forkref,forkref-split
 fi
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 50 ]] || die "bad repetition count '$REPS'"
 [ $SMOKE = 1 ] || [ "$REPS" -ge 3 ] || die "medians need at least 3 repetitions"
@@ -295,6 +296,7 @@ per_process() {
 server_label() {
 	case $1 in
 	ref) echo "reference" ;;
+	ref-split) echo "reference, split" ;;
 	forkref) echo "fork reference" ;;
 	forkref-libs) echo "fork reference + echod's libraries" ;;
 	forkref-split) echo "fork reference, split" ;;
@@ -320,7 +322,7 @@ modes_of() {
 # Checks that a server can be tried at all; prints why not.
 unavailable() {
 	case $1 in
-	ref) [ -x "$REFSERVER" ] || echo "no refserver" ;;
+	ref | ref-split) [ -x "$REFSERVER" ] || echo "no refserver" ;;
 	forkref) [ -x "$FORKREF" ] || echo "no forkref at $FORKREF" ;;
 	forkref-libs) [ -x "$FORKREF_LIBS" ] || echo "no forkref-libs at $FORKREF_LIBS" ;;
 	forkref-split) [ -x "$FORKREF" ] && [ -x "$FORKREF_LIBS" ] || echo "no forkref and forkref-libs beside it at $FORKREF" ;;
@@ -403,6 +405,7 @@ launch() {
 
 	case $s in
 	ref) cmd=("$REFSERVER" -p "$port") ;;
+	ref-split) cmd=("$REFSERVER" -p "$port" -s) ;;
 	forkref) cmd=("$FORKREF" -p "$port") ;;
 	forkref-libs) cmd=("$FORKREF_LIBS" -p "$port") ;;
 	forkref-split) cmd=("$FORKREF_LIBS" -p "$port" -s "$FORKREF") ;;
@@ -787,6 +790,9 @@ report() {
 	echo "Notes:"
 	echo "- hold uses N = $HOLD for the reference and echod prefork/passfd, N = $HOLD_PROC for servers"
 	echo "  with a process per connection (echod fork, forkref, xinetd, inetd, socat)$([ "$HOLD_PROC" = 0 ] && echo ": skipped for them")."
+	echo "- ref-split is the reference split in two: one process accepts and hands each"
+	echo "  turn's connections (one SCM_RIGHTS message) to another that echoes them: the"
+	echo "  floor of echod passfd's design (an accept, a sendmsg, a recvmsg, two wakeups)."
 	echo "- forkref is built twice from one source: with libc alone, and as forkref-libs,"
 	echo "  mapping the libraries echod links (libsystemd and what it pulls in, libinih)"
 	echo "  without calling them; fork() and exit() cost grows with a process's mappings."
@@ -913,7 +919,7 @@ if [ -n "${FAILED[ref]:-}" ]; then
 fi
 # Errors fail the run for the servers this project answers for: the
 # reference and echod. Other servers' errors are reported in the table.
-bad=$(grep -E '^server=(ref|prefork|passfd|fork)(-before)? ' "$RAW" | grep -v ' errors=0 ' || true)
+bad=$(grep -E '^server=(ref|ref-split|prefork|passfd|fork)(-before)? ' "$RAW" | grep -v ' errors=0 ' || true)
 if [ -n "$bad" ]; then
 	echo "run-bench.sh: FAIL: runs with errors:" >&2
 	echo "$bad" >&2

@@ -1,21 +1,27 @@
-/* refserver's command line: -p PORT, and -h (forkref, which has options
- * of its own, parses its own). */
+/* refserver's command line: -p PORT, -s and -h (forkref, which has
+ * options of its own, parses its own). */
 #pragma once
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-/* The port -p gave (1-65535). -h prints usage and exits 0; anything else
- * prints it to stderr and exits 2. */
+/* The port -p gave (1-65535); *ret_split: whether -s was given. -h
+ * prints usage and exits 0; anything else prints it to stderr and exits
+ * 2. */
 static inline unsigned
-server_port_from_args(int argc, char **argv, const char *usage)
+server_port_from_args(int argc, char **argv, bool *ret_split, const char *usage)
 {
 	unsigned long port = 0;
 	int c;
 
-	while ((c = getopt(argc, argv, "p:h")) != -1) {
+	*ret_split = false;
+	while ((c = getopt(argc, argv, "p:sh")) != -1) {
 		switch (c) {
+		case 's':
+			*ret_split = true;
+			break;
 		case 'p':
 			port = strtoul(optarg, NULL, 10);
 			break;
