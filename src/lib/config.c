@@ -456,11 +456,12 @@ set_identity(char **field, bool group, const char *value, const char *where,
 	int r;
 
 	if (parse_unsigned(value, 0, UINT_MAX - 1, &id) < 0 && name_check &&
-	    (r = name_check(value, group)) < 0)
-		return config_fail(err, "%s: %s=%s: %s", where, key, value,
-				   r != -ENOENT ? strerror(-r)
-				   : group	? "no such group"
-						: "no such user");
+	    (r = name_check(value, group)) < 0) {
+		const char *why = r == -ENOENT ? (group ? "no such group" : "no such user")
+					       : strerror(-r);
+
+		return config_fail(err, "%s: %s=%s: %s", where, key, value, why);
+	}
 	copy = strdup(value);
 	if (!copy)
 		return config_fail(err, "%s: out of memory", where);

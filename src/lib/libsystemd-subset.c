@@ -1,8 +1,9 @@
 /* The part of libsystemd the connection forker's processes call, written
  * out, so that echod-forker maps no libsystemd (forker/forker.c says why
- * that matters; it is linked statically). lib/ calls these through <systemd/sd-*.h> as usual; echod
- * itself links the real libsystemd. In no static library: only
- * echod-forker (and its unit test) link this file.
+ * that matters; it is linked statically). lib/ calls these through
+ * <systemd/sd-*.h> as usual; echod itself links the real libsystemd. In
+ * no static library: only echod-forker (and its unit test) link this
+ * file.
  *
  * All of it is documented, stable protocol: sd_notify(3) ("the protocol is
  * stable ... can be reimplemented"), the journal's native protocol
