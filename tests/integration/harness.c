@@ -875,9 +875,11 @@ process_tree_rss_kib(pid_t pid)
 	return total;
 }
 
-/* The fds pid has open whose link starts with prefix (NULL: all), or -1. */
+/* The fds pid has open whose link target match() accepts (NULL: all),
+ * or -1 when they cannot be read (pid is gone). */
 static int
-count_fds(pid_t pid, const char *prefix)
+count_fds_matching(pid_t pid, bool (*match)(const char *target, const void *ctx),
+		   const void *ctx)
 {
 	char dir[64], path[PATH_MAX], target[128];
 	struct dirent *de;
@@ -893,7 +895,7 @@ count_fds(pid_t pid, const char *prefix)
 
 		if (de->d_name[0] == '.')
 			continue;
-		if (!prefix) {
+		if (!match) {
 			n++;
 			continue;
 		}
@@ -902,22 +904,29 @@ count_fds(pid_t pid, const char *prefix)
 		if (len <= 0)
 			continue;
 		target[len] = '\0';
-		n += strncmp(target, prefix, strlen(prefix)) == 0;
+		n += match(target, ctx);
 	}
 	closedir(d);
 	return n;
 }
 
+static bool
+is_socket(const char *target, const void *ctx)
+{
+	(void)ctx;
+	return strncmp(target, "socket:", strlen("socket:")) == 0;
+}
+
 int
 process_fd_count(pid_t pid)
 {
-	return count_fds(pid, NULL);
+	return count_fds_matching(pid, NULL, NULL);
 }
 
 int
 process_socket_count(pid_t pid)
 {
-	return count_fds(pid, "socket:");
+	return count_fds_matching(pid, is_socket, NULL);
 }
 
 /* Adds to inodes[] (up to max) the socket inodes of the TCP sockets on
@@ -945,43 +954,36 @@ tcp_inodes_on_port(const char *path, int port, unsigned long *inodes, size_t n, 
 	return n;
 }
 
+/* The socket inodes of the connections process_connection_count()
+ * counts. */
+struct inode_set {
+	const unsigned long *inodes;
+	size_t n;
+};
+
+static bool
+is_socket_in(const char *target, const void *ctx)
+{
+	const struct inode_set *set = ctx;
+	unsigned long inode;
+
+	if (sscanf(target, "socket:[%lu]", &inode) != 1)
+		return false;
+	for (size_t i = 0; i < set->n; i++)
+		if (set->inodes[i] == inode)
+			return true;
+	return false;
+}
+
 int
 process_connection_count(pid_t pid, int port)
 {
 	static unsigned long inodes[65536];
-	char dir[64], path[PATH_MAX], target[128];
-	size_t n_inodes;
-	struct dirent *de;
-	int n = 0;
-	DIR *d;
+	struct inode_set set = {.inodes = inodes};
 
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	d = opendir(dir);
-	if (!d)
-		return -1;
-	n_inodes = tcp_inodes_on_port("/proc/net/tcp", port, inodes, 0, 65536);
-	n_inodes = tcp_inodes_on_port("/proc/net/tcp6", port, inodes, n_inodes, 65536);
-	while ((de = readdir(d))) {
-		unsigned long inode;
-		ssize_t len;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		len = readlink(path, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		target[len] = '\0';
-		if (sscanf(target, "socket:[%lu]", &inode) != 1)
-			continue;
-		for (size_t i = 0; i < n_inodes; i++)
-			if (inodes[i] == inode) {
-				n++;
-				break;
-			}
-	}
-	closedir(d);
-	return n;
+	set.n = tcp_inodes_on_port("/proc/net/tcp", port, inodes, 0, 65536);
+	set.n = tcp_inodes_on_port("/proc/net/tcp6", port, inodes, set.n, 65536);
+	return count_fds_matching(pid, is_socket_in, &set);
 }
 
 bool
