@@ -124,9 +124,11 @@ test_connection_processes_are_the_forkers(void **state)
 	assert_true(maps_mention(e.pid, "libsystemd"));
 	assert_false(maps_mention(forker, "libsystemd"));
 	assert_false(maps_mention(conn, "libsystemd"));
-	/* Linked statically (meson's static_forker), it maps no shared
-	 * library at all; the supervisor maps several. */
-	if (getenv("ECHOD_FORKER_STATIC") && strcmp(getenv("ECHOD_FORKER_STATIC"), "1") == 0) {
+	/* Linked statically (meson's static_forker, which meson passes on
+	 * as ECHOD_FORKER_STATIC), it maps no shared library at all; the
+	 * supervisor maps several. */
+	assert_non_null(getenv("ECHOD_FORKER_STATIC"));
+	if (strcmp(getenv("ECHOD_FORKER_STATIC"), "1") == 0) {
 		assert_true(maps_mention(e.pid, ".so"));
 		assert_false(maps_mention(forker, ".so"));
 		assert_false(maps_mention(conn, ".so"));
