@@ -54,29 +54,6 @@ entry(struct admission_table *t, uint32_t i)
 	return (struct entry *)(heads(t) + t->mask + 1) + (i - 1);
 }
 
-/* A memfd rather than anonymous pages, so that the connection forker,
- * which is exec'd, can map it too (admission_table_attach()). */
-static void *
-map_new(size_t size, int *ret_fd)
-{
-	int fd = memfd_create("echod-sources", MFD_CLOEXEC);
-	void *p;
-
-	if (fd < 0)
-		return NULL;
-	if (ftruncate(fd, (off_t)size) < 0) {
-		close(fd);
-		return NULL;
-	}
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		close(fd);
-		return NULL;
-	}
-	*ret_fd = fd;
-	return p;
-}
-
 int
 admission_table_new(unsigned capacity, struct admission_table **ret, int *ret_fd)
 {
@@ -91,9 +68,17 @@ admission_table_new(unsigned capacity, struct admission_table **ret, int *ret_fd
 	while (chains < capacity)
 		chains <<= 1;
 	size = sizeof(*t) + chains * sizeof(uint32_t) + capacity * sizeof(struct entry);
-	t = map_new(size, &fd);
-	if (!t)
-		return negative_errno();
+	/* A memfd rather than anonymous pages, so that the connection forker,
+	 * which is exec'd, can map it too (admission_table_attach()). */
+	fd = memfd_sized("echod-sources", size);
+	if (fd < 0)
+		return fd;
+	t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (t == MAP_FAILED) {
+		r = negative_errno();
+		close(fd);
+		return r;
+	}
 
 	r = pthread_mutexattr_init(&attr);
 	if (r == 0)

@@ -63,21 +63,6 @@ file_create(const char *dir, size_t size, char **ret_path, char **ret_tmp)
 	return fd;
 }
 
-static int
-anonymous_create(size_t size)
-{
-	int fd = memfd_create("echod-scoreboard", MFD_CLOEXEC);
-
-	if (fd < 0)
-		return negative_errno();
-	if (ftruncate(fd, (off_t)size) < 0) {
-		int r = negative_errno();
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
 int
 scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connections,
 	       const char *dir)
@@ -92,7 +77,7 @@ scoreboard_new(struct scoreboard *ret, unsigned n_slots, unsigned max_connection
 		return negative_errno();
 	/* Without a file, a memfd rather than anonymous pages: the connection
 	 * forker, which is exec'd, maps it from the fd (scoreboard_attach()). */
-	fd = dir ? file_create(dir, size, &path, &tmp) : anonymous_create(size);
+	fd = dir ? file_create(dir, size, &path, &tmp) : memfd_sized("echod-scoreboard", size);
 	if (fd < 0) {
 		close(doorbell);
 		return fd;

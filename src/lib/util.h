@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +71,24 @@ static inline uint64_t
 now_ms(void)
 {
 	return now_usec() / 1000;
+}
+
+/* A close-on-exec memfd of size bytes: memory to share with a process
+ * that maps it from the fd, across exec. The fd, or -errno. */
+static inline int
+memfd_sized(const char *name, size_t size)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+
+	if (fd < 0)
+		return negative_errno();
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int r = negative_errno();
+
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 /* Writes all len bytes, retrying short writes and EINTR. 0 or -errno. */
