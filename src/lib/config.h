@@ -63,8 +63,9 @@ const char *model_to_string(enum model m);
 typedef int config_name_check_fn(const char *name, bool group);
 /* Sets how User= and Group= names are checked as they are parsed: echod
  * sets privdrop_name_exists(). Unset, a name is kept unchecked, as in
- * echod-forker, which is given no User= or Group= and is linked
- * statically: the lookups (NSS) would want shared libraries. */
+ * echod-forker: it never drops privileges (the supervisor has), and it is
+ * linked statically, where the lookups (NSS) would want shared libraries
+ * (and could load libnss_systemd into the process kept lean). */
 void config_check_names_with(config_name_check_fn *check);
 
 void config_init(struct config *c);

@@ -216,29 +216,6 @@ fail:
 				 "forks each connection process itself");
 }
 
-/* The configuration as the forker gets it: without User= and Group=. The
- * supervisor has dropped to them already, and checking a name again in
- * the forker (getpwnam()) could load an NSS module (DynamicUser='s names
- * come from libnss_systemd) into the very process kept lean. */
-static int
-pack_for_forker(const struct config *config, int *ret_fd)
-{
-	struct config_error err;
-	struct config copy;
-	int r;
-
-	config_init(&copy);
-	r = config_copy(&copy, config);
-	if (r >= 0)
-		r = config_set(&copy, "User", "", "forker", &err);
-	if (r >= 0)
-		r = config_set(&copy, "Group", "", "forker", &err);
-	if (r >= 0)
-		r = kept_config_pack(&copy, ret_fd);
-	config_done(&copy);
-	return r;
-}
-
 int
 forker_link_send(struct forker_link *f, const struct config *config, unsigned generation,
 		 enum fdpass_tag tag, int fd, int owed_fd)
@@ -250,7 +227,9 @@ forker_link_send(struct forker_link *f, const struct config *config, unsigned ge
 	if (f->channel < 0)
 		return -EPIPE;
 	if (!f->config_sent || f->config_generation != generation) {
-		r = pack_for_forker(config, &config_fd);
+		/* User= and Group= in it stay unchecked there: the forker
+		 * parses with no name check (config_check_names_with()). */
+		r = kept_config_pack(config, &config_fd);
 		if (r < 0)
 			return r;
 		tags[n] = FDPASS_CONFIG;
