@@ -111,6 +111,17 @@ model_ctx(struct supervisor *s)
 	    .env = &s->env, .pool = s->pool, .children = &s->children, .held = &s->held};
 }
 
+/* Starts what the model runs beside its pool (model_ops.begin), just
+ * before the pool starts: at start and on each reload. */
+static void
+model_begin(struct supervisor *s)
+{
+	struct model_ctx m = model_ctx(s);
+
+	if (s->model->begin)
+		s->model->begin(&m);
+}
+
 /* DeferAcceptSec=: TCP_DEFER_ACCEPT on the TCP listeners echod bound itself.
  * Sockets from systemd are left as the socket unit made them: that is where
  * their options belong (DeferAcceptSec= there), and they outlive us. */
@@ -501,9 +512,7 @@ reload(struct supervisor *s, uint64_t now)
 	s->status_note[0] = '\0';
 	s->ready = false;
 	s->reloading = true;
-	m = model_ctx(s);
-	if (model->begin)
-		model->begin(&m);
+	model_begin(s);
 	if (pool_start(&s->env, pool, now) < 0)
 		log_warning("generation %u: not every worker started; retrying with back-off",
 			    pool->generation);
@@ -954,10 +963,8 @@ supervisor_run(const struct config *config, struct listen_set *sockets, config_r
 	s.env.forker_exe = &s.children.forker.exe_fd;
 	if (r >= 0)
 		r = supervisor_setup(&s, config);
-	if (r >= 0 && s.model->begin) {
-		struct model_ctx begin_m = model_ctx(&s);
-		s.model->begin(&begin_m);
-	}
+	if (r >= 0)
+		model_begin(&s);
 	if (r >= 0) {
 		r = pool_start(&s.env, s.pool, now_ms());
 		if (r < 0)
