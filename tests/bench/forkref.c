@@ -32,9 +32,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "handoff.h"
+
 #define BUF_SIZE 65536
-/* Connections per handoff message at most: what one accepting turn takes. */
-#define HANDOFF_BATCH 64
 
 /* Static, as echod's: a child's first read faults in a zero page rather
  * than copying a parent's heap page. */
@@ -124,63 +124,6 @@ serve(int listener)
 	}
 }
 
-/* The message that carries a batch of connections: one byte of data (a
- * message of none is not sent) and their fds. */
-union handoff_control {
-	char buf[CMSG_SPACE(sizeof(int) * HANDOFF_BATCH)];
-	struct cmsghdr align;
-};
-
-static int
-handoff_send(int channel, const int *fds, size_t n)
-{
-	union handoff_control control;
-	char byte = 0;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	struct msghdr msg = {
-	    .msg_iov = &iov,
-	    .msg_iovlen = 1,
-	    .msg_control = control.buf,
-	    .msg_controllen = CMSG_SPACE(sizeof(int) * n),
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-	memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-	return sendmsg(channel, &msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
-}
-
-/* The received fds into fds; their count, 0 at the channel's end. */
-static size_t
-handoff_receive(int channel, int *fds)
-{
-	for (;;) {
-		union handoff_control control;
-		char byte;
-		struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-		struct msghdr msg = {
-		    .msg_iov = &iov,
-		    .msg_iovlen = 1,
-		    .msg_control = control.buf,
-		    .msg_controllen = sizeof(control.buf),
-		};
-		ssize_t r = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
-		struct cmsghdr *c;
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return 0;
-		c = CMSG_FIRSTHDR(&msg);
-		if (!c || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		memcpy(fds, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0));
-		return (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-	}
-}
-
 /* -f FD: one process per connection received on the channel, until the
  * accepting process is gone. */
 static _Noreturn void
@@ -189,7 +132,7 @@ fork_handed(int channel)
 	int fds[HANDOFF_BATCH];
 	size_t n;
 
-	while ((n = handoff_receive(channel, fds)) > 0) {
+	while ((n = handoff_receive(channel, fds, 0)) > 0) {
 		for (size_t i = 0; i < n; i++) {
 			pid_t pid = fork();
 

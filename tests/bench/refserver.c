@@ -30,11 +30,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "handoff.h"
 #include "server-args.h"
 
 #define BUF_SIZE 65536
-/* Connections one message hands over, at most: what SCM_RIGHTS allows. */
-#define PASS_BATCH 253
 #define UDP_BATCH 64
 #define UDP_MAX 65536
 
@@ -136,16 +135,14 @@ conn_writable(struct server *s, int fd)
 	set_events(s, fd, EPOLLIN);
 }
 
-/* -s, the acceptor: sends what is queued, a message per PASS_BATCH, and
- * closes its copies. */
+/* -s, the acceptor: hands on what is queued, a message per HANDOFF_BATCH,
+ * and closes its copies. Blocking: the echoing process keeps up, or the
+ * clients wait in the accept queue meanwhile. */
 static void
 accept_and_pass(struct server *s)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(PASS_BATCH * sizeof(int))];
-	} control;
-	int fds[PASS_BATCH], n = 0, one = 1;
+	int fds[HANDOFF_BATCH], one = 1;
+	size_t n = 0;
 
 	for (int i = 0; i < 4096; i++) {
 		int fd = accept4(s->tcp, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -154,22 +151,9 @@ accept_and_pass(struct server *s)
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			fds[n++] = fd;
 		}
-		if (n == PASS_BATCH || (fd < 0 && n > 0)) {
-			char byte = 'C';
-			struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-			struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-					      .msg_control = control.buf,
-					      .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
-			struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(n * sizeof(int));
-			memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-			/* Blocking: the echoing process keeps up, or the
-			 * clients wait in the accept queue meanwhile. */
-			sendmsg(s->channel, &msg, MSG_NOSIGNAL);
-			for (int k = 0; k < n; k++)
+		if (n == HANDOFF_BATCH || (fd < 0 && n > 0)) {
+			(void)handoff_send(s->channel, fds, n);
+			for (size_t k = 0; k < n; k++)
 				close(fds[k]);
 			n = 0;
 		}
@@ -182,32 +166,13 @@ accept_and_pass(struct server *s)
 static void
 receive_passed(struct server *s)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(PASS_BATCH * sizeof(int))];
-	} control;
+	int fds[HANDOFF_BATCH];
+	size_t n;
 
-	for (;;) {
-		char byte;
-		struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-				      .msg_control = control.buf,
-				      .msg_controllen = sizeof(control.buf) };
-		struct cmsghdr *c;
-
-		if (recvmsg(s->channel, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0)
-			return;
-		c = CMSG_FIRSTHDR(&msg);
-		if (!c || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if ((size_t)fd >= s->npend || add_fd(s, fd, EPOLLIN) < 0)
-				close(fd);
-		}
-	}
+	while ((n = handoff_receive(s->channel, fds, MSG_DONTWAIT)) > 0)
+		for (size_t i = 0; i < n; i++)
+			if ((size_t)fds[i] >= s->npend || add_fd(s, fds[i], EPOLLIN) < 0)
+				close(fds[i]);
 }
 
 static void
