@@ -189,24 +189,20 @@ accept_and_hand(int listener, int channel)
 static int
 start_forker(const char *path)
 {
-	int pair[2];
-	pid_t pid;
+	int channel = -1;
+	pid_t pid = handoff_fork(&channel);
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-		return -errno;
-	pid = fork();
 	if (pid < 0)
-		return -errno;
+		return pid;
 	if (pid == 0) {
 		/* dup2() clears close-on-exec on the copy. */
-		if (dup2(pair[1], 3) < 0)
+		if (dup2(channel, 3) < 0)
 			_exit(127);
 		execl(path, path, "-f", "3", (char *)NULL);
 		fprintf(stderr, "forkref: starting %s: %s\n", path, strerror(errno));
 		_exit(127);
 	}
-	close(pair[1]);
-	return pair[0];
+	return channel;
 }
 
 static const char usage[] = "Usage: forkref -p PORT [-s PATH]\n"

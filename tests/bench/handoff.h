@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 /* Connections per message at most: what one accepting turn takes. */
 #define HANDOFF_BATCH 64
@@ -17,6 +19,30 @@ union handoff_control {
 	char buf[CMSG_SPACE(sizeof(int) * HANDOFF_BATCH)];
 	struct cmsghdr align;
 };
+
+/* Forks the process on the other side of a new channel (close-on-exec
+ * ends). Returns the child's pid in the parent and 0 in the child, each
+ * with its own end in *ret_channel, or -errno. */
+static inline pid_t
+handoff_fork(int *ret_channel)
+{
+	int pair[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+
+		close(pair[0]);
+		close(pair[1]);
+		return r;
+	}
+	close(pair[pid == 0 ? 0 : 1]);
+	*ret_channel = pair[pid == 0 ? 1 : 0];
+	return pid;
+}
 
 /* Sends fds[0..n) (1 to HANDOFF_BATCH, blocking). 0 or -errno. */
 static inline int

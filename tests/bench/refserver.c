@@ -315,18 +315,12 @@ serve(struct server *s)
 static int
 split(struct server *s, pid_t *ret_echoer)
 {
-	int pair[2];
-	pid_t pid;
+	pid_t pid = handoff_fork(&s->channel);
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-		return -errno;
-	pid = fork();
 	if (pid < 0)
-		return -errno;
+		return pid;
 	*ret_echoer = pid;
 	if (pid == 0) {
-		close(pair[0]);
-		s->channel = pair[1];
 		/* The epoll instance is the acceptor's (an EPOLL_CTL_DEL here
 		 * would take the listener out of it): this process closes its
 		 * copy and makes its own. */
@@ -339,8 +333,6 @@ split(struct server *s, pid_t *ret_echoer)
 			return -errno;
 		return 0;
 	}
-	close(pair[1]);
-	s->channel = pair[0];
 	epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->udp, NULL);
 	return 0;
 }
